@@ -1,0 +1,116 @@
+"""Evaluation: posterior summaries, label alignment, and the references a fit
+is judged against (exact CAVI and scikit-learn).
+
+Posterior parameters travel as plain dicts of NumPy arrays (the format of
+``BayesianGMM.posterior_parameters`` and ``reference.cavi``), so a summary
+of the SVI fit and of the reference go through the same few lines.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.special import gammaln
+from sklearn.cluster import KMeans
+from sklearn.mixture import BayesianGaussianMixture
+
+from gmm import reference
+from gmm._validation import check_data
+
+
+def posterior_summary(params: dict) -> dict:
+    """Posterior means and sds of the quantities people read off a mixture.
+
+    Args:
+      params: dict with ``loc_mean``, ``loc_sd``, ``precision_shape``,
+        ``precision_rate`` (``[K, D]``) and ``concentration`` (``[K]``).
+
+    Returns:
+      dict of arrays: ``loc_mean``, ``loc_sd`` and ``std_mean``, ``std_sd``
+      (the component standard deviation precision^-1/2, ``[K, D]``, data
+      units), ``weight_mean``, ``weight_sd`` (``[K]``). Exact, no sampling:
+      for precision ~ Gamma(a, b), E[precision^-1/2] = sqrt(b) G(a - 1/2) / G(a)
+      and E[precision^-1] = b / (a - 1).
+    """
+    shape, rate = params["precision_shape"], params["precision_rate"]
+    std_mean = np.sqrt(rate) * np.exp(gammaln(shape - 0.5) - gammaln(shape))
+    variance_mean = np.where(shape > 1, rate / np.maximum(shape - 1, 1e-12), np.inf)
+    concentration = params["concentration"]
+    total = concentration.sum()
+    return {
+        "loc_mean": params["loc_mean"],
+        "loc_sd": params["loc_sd"],
+        "std_mean": std_mean,
+        "std_sd": np.sqrt(np.maximum(variance_mean - std_mean**2, 0.0)),
+        "weight_mean": concentration / total,
+        "weight_sd": np.sqrt(concentration * (total - concentration) / (total**2 * (total + 1))),
+    }
+
+
+def match_components(reference_locs: np.ndarray, locs: np.ndarray) -> np.ndarray:
+    """The relabelling of ``locs`` that best matches ``reference_locs``.
+
+    Solves the assignment problem on squared distances between component means
+    (scipy's ``linear_sum_assignment``).
+
+    Args:
+      reference_locs, locs: ``[K, D]`` component means.
+
+    Returns:
+      ``[K]`` int permutation ``perm`` such that ``locs[perm]`` lines up with
+      ``reference_locs``.
+    """
+    cost = ((reference_locs[:, None, :] - locs[None, :, :]) ** 2).sum(-1)
+    rows, cols = linear_sum_assignment(cost)
+    return cols[np.argsort(rows)]
+
+
+def permute_parameters(params: dict, perm: np.ndarray) -> dict:
+    """``params`` with components reordered by ``perm`` (``[K]`` int)."""
+    return {
+        key: value[perm] if np.ndim(value) and key != "n_iter" else value
+        for key, value in params.items()
+    }
+
+
+def reference_posterior(model, X, *, seed: int = 0) -> dict:
+    """The exact CAVI posterior for ``model``'s model on ``X``, in data units,
+    its components aligned to the model's.
+
+    CAVI runs on ``X`` standardised exactly as ``model`` standardised its
+    training data, from k-means labels of its own; so it shares the model and
+    the data with the SVI fit, and nothing else.
+
+    Args:
+      model: a fitted ``BayesianGMM``.
+      X: ``[N, D]`` the data ``model`` was fitted to.
+      seed: seeds the k-means initialisation of CAVI.
+
+    Returns:
+      dict like ``BayesianGMM.posterior_parameters()`` plus ``responsibilities``
+      and ``n_iter``.
+    """
+    data = check_data(X, n_features=model.n_features)
+    shift, scale = model.data_shift.numpy(), model.data_scale.numpy()
+    standardized = (data - shift) / scale
+    labels = KMeans(model.n_components, n_init=3, random_state=seed).fit_predict(standardized)
+    exact = reference.cavi(standardized, np.eye(model.n_components)[labels], **vars(model.priors))
+    in_data_units = dict(
+        exact,
+        loc_mean=exact["loc_mean"] * scale + shift,
+        loc_sd=exact["loc_sd"] * scale,
+        precision_rate=exact["precision_rate"] * scale**2,
+    )
+    perm = match_components(model.posterior_parameters()["loc_mean"], in_data_units["loc_mean"])
+    aligned = permute_parameters(in_data_units, perm)
+    aligned["responsibilities"] = in_data_units["responsibilities"][:, perm]
+    return aligned
+
+
+def sklearn_baseline(X, n_components: int, *, seed: int = 0) -> BayesianGaussianMixture:
+    """scikit-learn's coordinate-ascent Bayesian GMM with diagonal covariances,
+    fitted to ``X``: the baseline every fit here is compared with."""
+    data = check_data(X, min_points=n_components)
+    return BayesianGaussianMixture(
+        n_components=n_components, covariance_type="diag", max_iter=1000, random_state=seed
+    ).fit(data)

@@ -1,0 +1,295 @@
+"""The compiled SVI step and the fit loop.
+
+The whole loop runs in graph (``tf.while_loop`` inside one ``tf.function``),
+called a few times per fit so a progress bar can move. The function takes the
+parameters and optimiser state as tensors and returns their new values, rather
+than closing over one model's variables, so it is traced once per shape and
+reused by every later fit: restarts cost no retracing.
+
+Adam is written out below (six lines) for that reason: a Keras optimiser owns
+per-model slot variables, which would tie the trace to one model. Its state is
+returned with the parameters, so a fit can be resumed exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from gmm._validation import check_data, check_positive, check_positive_int, check_seed
+from gmm.model import ESTIMATORS, BayesianGMM, negative_elbo
+
+_ADAM_BETA1, _ADAM_BETA2, _ADAM_EPSILON = 0.9, 0.999, 1e-8
+DEFAULT_EPOCHS = 50
+# Stream ids folded into the seed, so batches and Monte Carlo draws never share one.
+_SHUFFLE_STREAM, _DRAW_STREAM = 1, 2
+
+
+class DivergenceError(FloatingPointError):
+    """The ELBO became NaN or inf; the model keeps its last finite state."""
+
+
+@dataclasses.dataclass
+class History:
+    """What ``fit`` did.
+
+    Attributes:
+      elbo: ``[steps]`` minibatch ELBO estimate at each step, nats per data
+        point, density in data units (so it is comparable with ``score``).
+      steps, epochs: optimisation steps and passes over the data.
+      batch_size, learning_rate, estimator, seed: the settings used.
+      wall_time_s: seconds spent in ``fit``, tracing included.
+    """
+
+    elbo: np.ndarray
+    steps: int
+    epochs: float
+    batch_size: int
+    learning_rate: float
+    estimator: str
+    seed: int
+    wall_time_s: float
+
+
+def _epoch_permutation(seed, epoch, n_points):
+    """The shuffling of epoch ``epoch``: a function of (seed, epoch) only, so a
+    fit split into several calls (or resumed) sees the same batches."""
+    epoch_seed = tf.random.experimental.stateless_fold_in(
+        tf.random.experimental.stateless_fold_in(seed, _SHUFFLE_STREAM), epoch
+    )
+    return tf.argsort(tf.random.stateless_uniform([n_points], epoch_seed))
+
+
+def _learning_rate(base, step, total_steps):
+    """Cosine decay from ``base`` to 0 over ``total_steps``: large steps early to
+    travel, small steps late so the minibatch noise averages out."""
+    progress = tf.cast(step, base.dtype) / tf.cast(total_steps, base.dtype)
+    return base * 0.5 * (1.0 + tf.cos(math.pi * tf.minimum(progress, 1.0)))
+
+
+def _adam_update(params, grads, m, v, step, learning_rate):
+    t = tf.cast(step + 1, learning_rate.dtype)
+    new_m = tf.nest.map_structure(lambda m_, g: _ADAM_BETA1 * m_ + (1 - _ADAM_BETA1) * g, m, grads)
+    new_v = tf.nest.map_structure(
+        lambda v_, g: _ADAM_BETA2 * v_ + (1 - _ADAM_BETA2) * tf.square(g), v, grads
+    )
+    step_size = learning_rate * tf.sqrt(1 - _ADAM_BETA2**t) / (1 - _ADAM_BETA1**t)
+    new_params = tf.nest.map_structure(
+        lambda p, m_, v_: p - step_size * m_ / (tf.sqrt(v_) + _ADAM_EPSILON), params, new_m, new_v
+    )
+    return new_params, new_m, new_v
+
+
+@tf.function(reduce_retracing=True)
+def _train_chunk(
+    params,
+    adam_m,
+    adam_v,
+    data,
+    prior_params,
+    step0,
+    n_steps,
+    total_steps,
+    batch_size,
+    seed,
+    learning_rate,
+    estimator,
+):
+    """Runs ``n_steps`` SVI steps from global step ``step0`` in one graph.
+
+    Args:
+      params, adam_m, adam_v: dicts of ``[K, D]``/``[K]`` tensors (unconstrained).
+      data: ``[N, D]`` standardised points.
+      prior_params: tuple of scalar prior hyperparameters.
+      step0, n_steps, total_steps, batch_size: int32 scalars.
+      seed: int32 ``[2]`` seed.
+      learning_rate: scalar, the peak learning rate.
+      estimator: Python string, one of ``ESTIMATORS`` (part of the trace key).
+
+    Returns:
+      ``(params, adam_m, adam_v, elbo [n_done], n_done, finite)``; if a step
+      produced a non-finite value, ``finite`` is False, the returned state is
+      the last finite one and ``elbo[-1]`` is the offending value.
+    """
+    n_points = tf.shape(data)[0]
+    batches_per_epoch = tf.maximum(n_points // batch_size, 1)
+    batch_size = tf.minimum(batch_size, n_points)
+    draw_stream = tf.random.experimental.stateless_fold_in(seed, _DRAW_STREAM)
+
+    def body(i, params, m, v, order, trace, finite):
+        step = step0 + i
+        within_epoch = step % batches_per_epoch
+        order = tf.cond(
+            tf.equal(within_epoch, 0),
+            lambda: _epoch_permutation(seed, step // batches_per_epoch, n_points),
+            lambda: order,
+        )
+        order = tf.ensure_shape(order, data.shape[:1])
+        batch = tf.gather(data, order[within_epoch * batch_size : (within_epoch + 1) * batch_size])
+        draw_seed = tf.random.experimental.stateless_fold_in(draw_stream, step)
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            loss = negative_elbo(params, batch, n_points, prior_params, estimator, draw_seed)
+        grads = tape.gradient(loss, params)
+        rate = _learning_rate(learning_rate, step, total_steps)
+        new_params, new_m, new_v = _adam_update(params, grads, m, v, step, rate)
+        finite = tf.math.is_finite(loss) & tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(p)) for p in tf.nest.flatten(new_params)]
+        )
+        keep = lambda new, old: tf.nest.map_structure(  # noqa: E731
+            lambda a, b: tf.where(finite, a, b), new, old
+        )
+        trace = trace.write(i, -loss)
+        return i + 1, keep(new_params, params), keep(new_m, m), keep(new_v, v), order, trace, finite
+
+    loop_vars = (
+        tf.constant(0),
+        params,
+        adam_m,
+        adam_v,
+        _epoch_permutation(seed, step0 // batches_per_epoch, n_points),
+        tf.TensorArray(learning_rate.dtype, size=n_steps),
+        tf.constant(True),
+    )
+    n_done, params, adam_m, adam_v, _, trace, finite = tf.while_loop(
+        lambda i, *rest: (i < n_steps) & rest[-1], body, loop_vars
+    )
+    return params, adam_m, adam_v, trace.stack()[:n_done], n_done, finite
+
+
+def fit(
+    model: BayesianGMM,
+    X,
+    *,
+    steps: int | None = None,
+    epochs: int | None = None,
+    batch_size: int = 500,
+    learning_rate: float = 0.05,
+    estimator: str = "expected",
+    init: str = "kmeans++",
+    warm_start: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> History:
+    """Fits ``model``'s variational posterior to ``X`` by SVI (Adam, minibatches).
+
+    The defaults reach the exact coordinate-ascent solution on data like the
+    seed post's (N = 3000, K = 3) in well under a second.
+
+    Args:
+      model: the ``BayesianGMM`` to fit, in place.
+      X: ``[N, D]`` array-like of finite real numbers, data units.
+      steps: optimisation steps; or give ``epochs`` (passes over ``X``) instead.
+        Default: 50 epochs.
+      batch_size: points per minibatch; one larger than N uses all N.
+      learning_rate: Adam's peak learning rate (cosine-decayed to 0). Positive
+        parameters are optimised in log space, so this is a relative step.
+      estimator: ``"expected"`` (default): the closed-form expected
+        log-likelihood with mean-field assignments, no Monte Carlo noise, whose
+        optimum is the classical VB / coordinate-ascent solution;
+        ``"per_point"``: the seed post's reparameterised estimator, one
+        posterior draw per data point (unbiased for the collapsed ELBO, far
+        noisier, ~3x slower per step).
+      init: ``"kmeans++"`` (default) or ``"prior"``; see
+        ``BayesianGMM.initialize``. Ignored when ``warm_start`` continues a fit.
+      warm_start: continue from the model's current state (and its
+        standardisation) if it was fitted before.
+      seed: seeds the initialisation, the shuffling and the Monte Carlo draws;
+        same seed, same result.
+      progress: show a tqdm progress bar.
+
+    Returns:
+      a ``History``.
+
+    Raises:
+      ValueError, TypeError: bad data or settings (before any TensorFlow work).
+      DivergenceError: the ELBO became non-finite (the model keeps its last
+        finite state).
+    """
+    start_time = time.perf_counter()
+    if not isinstance(model, BayesianGMM):
+        raise TypeError(f"model must be a gmm.BayesianGMM, got {type(model).__name__}.")
+    data = check_data(X, n_features=model.n_features, min_points=model.n_components)
+    n_points = data.shape[0]
+    batch_size = min(check_positive_int(batch_size, "batch_size"), n_points)
+    learning_rate = check_positive(learning_rate, "learning_rate")
+    seed = check_seed(seed)
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+    batches_per_epoch = n_points // batch_size
+    if steps is not None and epochs is not None:
+        raise ValueError("Give steps or epochs, not both.")
+    if steps is None:
+        epochs = DEFAULT_EPOCHS if epochs is None else check_positive_int(epochs, "epochs")
+        steps = epochs * batches_per_epoch
+    steps = check_positive_int(steps, "steps")
+
+    continuing = warm_start and model.is_fitted
+    if not continuing:
+        model.set_standardization(data)
+    standardized = model.standardized(data)
+    if not continuing:
+        model.initialize(standardized.numpy().astype(np.float64), method=init, seed=seed)
+        model.steps_trained.assign(0)
+
+    dtype = model.dtype
+    params = model.unconstrained_parameters()
+    adam_m = tf.nest.map_structure(tf.zeros_like, params)
+    adam_v = tf.nest.map_structure(tf.zeros_like, params)
+    prior_params = model.priors.as_tensors(dtype)
+    int32 = lambda value: tf.constant(value, tf.int32)  # noqa: E731
+    seed_tensor = tf.constant([seed, 0], tf.int32)
+
+    chunk = max(1, math.ceil(steps / 20))
+    elbo_chunks = []
+    log_jacobian = float(np.log(model.data_scale.numpy()).sum())
+    with tqdm(total=steps, disable=not progress, desc="fit", unit="step", leave=False) as bar:
+        done = 0
+        while done < steps:
+            n_steps = min(chunk, steps - done)
+            params, adam_m, adam_v, elbo, n_done, finite = _train_chunk(
+                params,
+                adam_m,
+                adam_v,
+                standardized,
+                prior_params,
+                int32(done),
+                int32(n_steps),
+                int32(steps),
+                int32(batch_size),
+                seed_tensor,
+                tf.constant(learning_rate, dtype),
+                estimator,
+            )
+            model.assign_unconstrained(params)
+            # A diverged step was not applied, so it does not count as trained.
+            model.steps_trained.assign_add(int(n_done) - (0 if bool(finite) else 1))
+            elbo_chunks.append(elbo.numpy().astype(np.float64) - log_jacobian)
+            done += int(n_done)
+            bar.update(int(n_done))
+            if not bool(finite):
+                raise DivergenceError(
+                    f"The ELBO became non-finite ({elbo_chunks[-1][-1]}) at step {done - 1} "
+                    f"of {steps}; the model keeps the parameters of step {done - 2}. "
+                    "Try a smaller learning_rate or the 'expected' estimator."
+                )
+            bar.set_postfix(elbo=f"{elbo_chunks[-1][-1]:.4f}")
+
+    return History(
+        elbo=np.concatenate(elbo_chunks),
+        steps=steps,
+        epochs=steps / batches_per_epoch,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        estimator=estimator,
+        seed=seed,
+        wall_time_s=time.perf_counter() - start_time,
+    )
+
+
+__all__ = ["DivergenceError", "History", "fit"]

@@ -1,0 +1,37 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import gmm  # noqa: E402
+
+tf.config.experimental.enable_op_determinism()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "notebooks: executes notebooks (slow)")
+
+
+@pytest.fixture(scope="session")
+def seed_data():
+    """The seed post's data (N = 3000) and fresh held-out draws (30,000)."""
+    X, labels = gmm.data.seed_data(3000, seed=0)
+    X_test, labels_test = gmm.data.seed_data(30_000, seed=1)
+    return X, labels, X_test, labels_test
+
+
+@pytest.fixture(scope="session")
+def fitted(seed_data):
+    """The default fit of the seed's data, shared by read-only tests."""
+    X = seed_data[0]
+    model = gmm.BayesianGMM(3, 2)
+    history = gmm.fit(model, X, progress=False)
+    return model, history
+
+
+@pytest.fixture
+def small_data():
+    return np.random.default_rng(0).normal(size=(60, 2))

@@ -1,0 +1,170 @@
+"""The public API: fit, history, prediction, sampling, checkpoints, determinism."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import gmm
+from gmm import model as model_module
+from gmm import train
+
+
+def unconstrained(model):
+    return {k: v.numpy() for k, v in model.unconstrained_parameters().items()}
+
+
+def test_same_seed_same_result(seed_data):
+    X = seed_data[0]
+    fits = []
+    for _ in range(2):
+        model = gmm.BayesianGMM(3, 2)
+        history = gmm.fit(model, X, steps=60, seed=7, estimator="per_point", progress=False)
+        fits.append((unconstrained(model), history.elbo))
+    for name in fits[0][0]:
+        np.testing.assert_array_equal(fits[0][0][name], fits[1][0][name])
+    np.testing.assert_array_equal(fits[0][1], fits[1][1])
+    other = gmm.BayesianGMM(3, 2)
+    gmm.fit(other, X, steps=60, seed=8, estimator="per_point", progress=False)
+    assert not np.array_equal(unconstrained(other)["loc"], fits[0][0]["loc"])
+
+
+def test_history_records_every_step(fitted):
+    model, history = fitted
+    assert history.steps == 300 and history.epochs == 50  # 50 epochs of 6 batches
+    assert history.elbo.shape == (300,) and np.isfinite(history.elbo).all()
+    assert history.elbo[-20:].mean() > history.elbo[:5].mean()
+    assert int(model.steps_trained.numpy()) == 300
+
+
+def test_epochs_and_steps(seed_data):
+    X = seed_data[0][:1000]
+    model = gmm.BayesianGMM(3, 2)
+    assert gmm.fit(model, X, epochs=3, batch_size=100, progress=False).steps == 30
+    assert gmm.fit(model, X, steps=7, progress=False).elbo.shape == (7,)
+    # A batch larger than the data uses all of it.
+    assert gmm.fit(model, X, epochs=2, batch_size=5000, progress=False).batch_size == 1000
+
+
+def test_warm_start_continues(seed_data):
+    X = seed_data[0]
+    model = gmm.BayesianGMM(3, 2)
+    gmm.fit(model, X, steps=20, progress=False)
+    before = unconstrained(model)
+    gmm.fit(model, X * 2, steps=5, warm_start=True, progress=False)
+    assert int(model.steps_trained.numpy()) == 25
+    # The standardisation is kept, and training moved on from where it was.
+    np.testing.assert_allclose(model.data_shift.numpy(), X.mean(0))
+    assert not np.array_equal(unconstrained(model)["loc"], before["loc"])
+
+
+def test_second_fit_reuses_the_compiled_loop(seed_data):
+    X = seed_data[0]
+    gmm.fit(gmm.BayesianGMM(3, 2), X, steps=12, progress=False)
+    traces = train._train_chunk.experimental_get_tracing_count()
+    gmm.fit(gmm.BayesianGMM(3, 2), X, steps=12, seed=3, progress=False)
+    assert train._train_chunk.experimental_get_tracing_count() == traces
+
+
+def test_expected_estimator_has_no_monte_carlo_noise(fitted, seed_data):
+    model = fitted[0]
+    batch = tf.constant(model.standardized(seed_data[0][:500]))
+    priors = model.priors.as_tensors(tf.float32)
+    params = model.unconstrained_parameters()
+
+    def loss(estimator, seed):
+        return model_module.negative_elbo(
+            params, batch, 3000, priors, estimator, tf.constant([seed, 0])
+        ).numpy()
+
+    assert loss("expected", 1) == loss("expected", 2)
+    assert loss("per_point", 1) != loss("per_point", 2)
+
+
+def test_positive_parameters_stay_positive_from_a_bad_start(seed_data):
+    model = gmm.BayesianGMM(3, 2)
+    gmm.fit(model, seed_data[0], steps=100, init="prior", learning_rate=0.3, progress=False)
+    q = model.posterior()
+    for value in (
+        q["locs"].scale,
+        q["precisions"].concentration,
+        q["precisions"].rate,
+        q["weights"].concentration,
+    ):
+        assert np.all(np.isfinite(value)) and np.all(value.numpy() > 0)
+
+
+def test_divergence_stops_with_the_step_and_keeps_finite_state(seed_data):
+    model = gmm.BayesianGMM(3, 2)
+    with pytest.raises(gmm.DivergenceError, match="step"):
+        gmm.fit(model, seed_data[0], steps=50, learning_rate=1e8, progress=False)
+    for value in unconstrained(model).values():
+        assert np.isfinite(value).all()
+
+
+def test_predict_recovers_the_clusters(fitted, seed_data):
+    model = fitted[0]
+    X_test, labels = seed_data[2][:3000], seed_data[3][:3000]
+    proba = model.predict_proba(X_test)
+    assert proba.shape == (3000, 3)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
+    perm = gmm.evaluate.match_components(
+        gmm.data.SEED_CENTRES, model.posterior_parameters()["loc_mean"]
+    )
+    relabelled = np.argsort(perm)[model.predict(X_test)]
+    assert (relabelled == labels).mean() > 0.99
+
+
+def test_sample_draws_from_the_fitted_mixture(fitted):
+    points, components = fitted[0].sample(6000, seed=3)
+    assert points.shape == (6000, 2) and components.shape == (6000,)
+    assert np.bincount(components, minlength=3).min() > 1700
+    np.testing.assert_allclose(points.mean(0), gmm.data.SEED_CENTRES.mean(0), atol=0.15)
+    np.testing.assert_array_equal(fitted[0].sample(10, seed=3)[0], fitted[0].sample(10, seed=3)[0])
+
+
+def test_score_is_deterministic_and_needs_a_fit(fitted, seed_data):
+    X_test = seed_data[2][:2000]
+    assert fitted[0].score(X_test) == fitted[0].score(X_test)
+    with pytest.raises(gmm.NotFittedError, match="not fitted"):
+        gmm.BayesianGMM(3, 2).score(X_test)
+
+
+def test_checkpoint_round_trip_scores_identically(fitted, seed_data, tmp_path):
+    model = fitted[0]
+    path = model.save(tmp_path / "fit")
+    restored = gmm.BayesianGMM.load(path)
+    X_test = seed_data[2][:5000]
+    assert restored.score(X_test) == model.score(X_test)
+    assert restored.config() == model.config()
+    model.save(tmp_path / "fit")  # overwriting leaves one clean checkpoint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit"]
+
+
+def test_corrupt_or_mismatched_checkpoint_gives_a_clear_error(fitted, tmp_path):
+    with pytest.raises(ValueError, match="not a gmm checkpoint"):
+        gmm.BayesianGMM.load(tmp_path)
+    path = fitted[0].save(tmp_path / "fit")
+    (tmp_path / "fit" / "config.json").write_text(
+        '{"format": 1, "n_components": 4, '
+        '"n_features": 2, "priors": {}, "standardize": true, "dtype": "float32"}'
+    )
+    with pytest.raises(ValueError, match="Could not restore"):
+        gmm.BayesianGMM.load(path)
+    (tmp_path / "fit" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="Corrupt checkpoint"):
+        gmm.BayesianGMM.load(path)
+
+
+def test_float64_on_request(seed_data):
+    model = gmm.BayesianGMM(3, 2, dtype=tf.float64)
+    gmm.fit(model, seed_data[0], steps=30, progress=False)
+    assert model.posterior()["locs"].loc.dtype == tf.float64
+    assert np.isfinite(model.score(seed_data[2][:1000]))
+
+
+def test_progress_bar_is_shown_unless_silenced(seed_data, capsys):
+    X = seed_data[0][:600]
+    gmm.fit(gmm.BayesianGMM(3, 2), X, steps=4, progress=True)
+    assert "fit" in capsys.readouterr().err
+    gmm.fit(gmm.BayesianGMM(3, 2), X, steps=4, progress=False)
+    assert capsys.readouterr().err == ""

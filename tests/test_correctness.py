@@ -1,0 +1,80 @@
+"""The fit against independent references: exact CAVI and scikit-learn."""
+
+import numpy as np
+import pytest
+
+import gmm
+
+
+def assert_agrees_with_cavi(model, X):
+    fit = gmm.evaluate.posterior_summary(model.posterior_parameters())
+    exact = gmm.evaluate.posterior_summary(gmm.evaluate.reference_posterior(model, X))
+    np.testing.assert_allclose(fit["loc_mean"], exact["loc_mean"], atol=0.05)
+    np.testing.assert_allclose(fit["std_mean"], exact["std_mean"], atol=0.03)
+    for spread in ("std_sd", "weight_sd", "loc_sd"):
+        ratio = fit[spread] / exact[spread]
+        assert np.all((ratio > 0.5) & (ratio < 2)), (spread, ratio)
+    np.testing.assert_allclose(fit["weight_mean"], exact["weight_mean"], atol=0.01)
+
+
+def test_default_fit_agrees_with_exact_cavi(fitted, seed_data):
+    model, _ = fitted
+    assert_agrees_with_cavi(model, seed_data[0])
+
+
+def test_raw_data_fit_agrees_with_exact_cavi(seed_data):
+    X = seed_data[0]
+    model = gmm.BayesianGMM(3, 2, standardize=False)
+    gmm.fit(model, X, progress=False)
+    np.testing.assert_array_equal(model.data_scale.numpy(), 1.0)
+    assert_agrees_with_cavi(model, X)
+
+
+def test_posterior_is_concentrated_unlike_the_seed(fitted):
+    """The seed's fit stopped with Gamma shapes ~5 and Dirichlet counts ~5;
+    the exact posterior has shapes ~500 and counts ~1000."""
+    params = fitted[0].posterior_parameters()
+    assert params["precision_shape"].min() > 400
+    np.testing.assert_allclose(params["concentration"], 1002, rtol=0.05)
+
+
+def test_heldout_score_matches_sklearn(fitted, seed_data):
+    X, _, X_test, _ = seed_data
+    ours = fitted[0].score(X_test)
+    sklearn = gmm.evaluate.sklearn_baseline(X, 3).score(X_test)
+    assert abs(ours - sklearn) < 0.01
+    truth = gmm.data.seed_mixture().log_density(X_test).mean()
+    assert abs(ours - truth) < 0.02
+
+
+def test_per_point_estimator_reaches_the_same_score(fitted, seed_data):
+    X, _, X_test, _ = seed_data
+    model = gmm.BayesianGMM(3, 2)
+    gmm.fit(model, X, estimator="per_point", progress=False)
+    assert abs(model.score(X_test) - fitted[0].score(X_test)) < 0.01
+
+
+def test_reference_cavi_recovers_the_truth(seed_data):
+    X, labels = seed_data[0], seed_data[1]
+    exact = gmm.reference.cavi(X, np.eye(3)[labels])
+    np.testing.assert_allclose(exact["loc_mean"], gmm.data.SEED_CENTRES, atol=0.1)
+    summary = gmm.evaluate.posterior_summary(exact)
+    np.testing.assert_allclose(summary["std_mean"], 1.0, atol=0.06)
+    assert exact["n_iter"] < 2000
+
+
+@pytest.mark.parametrize("scale, offset", [(1e-4, 0.0), (1e4, 1e6)])
+def test_standardisation_reports_in_data_units(fitted, seed_data, scale, offset):
+    X, _, X_test, _ = seed_data
+    model = gmm.BayesianGMM(3, 2)
+    gmm.fit(model, X * scale + offset, progress=False)
+    perm = gmm.evaluate.match_components(
+        fitted[0].posterior_parameters()["loc_mean"] * scale + offset,
+        model.posterior_parameters()["loc_mean"],
+    )
+    locs = model.posterior_parameters()["loc_mean"][perm]
+    reference = fitted[0].posterior_parameters()["loc_mean"] * scale + offset
+    np.testing.assert_allclose(locs, reference, atol=0.05 * scale)
+    # log density in data units shifts by -D log(scale).
+    expected = fitted[0].score(X_test) - 2 * np.log(scale)
+    assert abs(model.score(X_test * scale + offset) - expected) < 0.01

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+import gmm
+
+
+def test_seed_data_matches_the_post():
+    X, labels = gmm.data.seed_data(3000, seed=0)
+    assert X.shape == (3000, 2)
+    np.testing.assert_array_equal(np.bincount(labels), [1000, 1000, 1000])
+    for k, centre in enumerate(gmm.data.SEED_CENTRES):
+        np.testing.assert_allclose(X[labels == k].mean(0), centre, atol=0.1)
+        np.testing.assert_allclose(X[labels == k].std(0), 1.0, atol=0.06)
+    np.testing.assert_array_equal(
+        gmm.data.seed_data(30, seed=4)[0], gmm.data.seed_data(30, seed=4)[0]
+    )
+
+
+@pytest.mark.parametrize("n_components, n_features", [(4, 3), (10, 10), (2, 1)])
+def test_random_mixture_respects_the_separation(n_components, n_features):
+    spec = gmm.data.random_mixture(n_components, n_features, separation=5.0, seed=2)
+    assert spec.locs.shape == (n_components, n_features)
+    distances = np.linalg.norm(spec.locs[:, None] - spec.locs[None], axis=-1)
+    assert distances[~np.eye(n_components, dtype=bool)].min() >= 5.0
+    np.testing.assert_allclose(spec.weights.sum(), 1.0)
+    X, labels = gmm.data.synthetic_data(500, n_components, n_features, separation=5.0, seed=2)
+    assert X.shape == (500, n_features) and labels.max() < n_components
+
+
+def test_log_density_matches_scipy():
+    spec = gmm.data.MixtureSpec(
+        np.array([0.3, 0.7]),
+        np.array([[0.0, 1.0], [2.0, -1.0]]),
+        np.array([[1.0, 2.0], [0.5, 1.5]]),
+    )
+    X = np.random.default_rng(1).normal(size=(20, 2))
+    expected = np.log(
+        sum(
+            w * multivariate_normal(m, np.diag(s**2)).pdf(X)
+            for w, m, s in zip(spec.weights, spec.locs, spec.scales)
+        )
+    )
+    np.testing.assert_allclose(spec.log_density(X), expected, rtol=1e-10)
+
+
+def test_match_components_recovers_a_permutation():
+    rng = np.random.default_rng(0)
+    locs = rng.normal(size=(6, 3)) * 5
+    perm = rng.permutation(6)
+    shuffled = locs[perm] + rng.normal(size=(6, 3)) * 0.01
+    recovered = gmm.evaluate.match_components(locs, shuffled)
+    np.testing.assert_array_equal(shuffled[recovered].round(1), (locs + 0).round(1))
+    np.testing.assert_array_equal(perm[recovered], np.arange(6))
+
+
+def test_posterior_summary_matches_sampling():
+    rng = np.random.default_rng(0)
+    params = {
+        "loc_mean": np.zeros((1, 1)),
+        "loc_sd": np.ones((1, 1)),
+        "precision_shape": np.array([[20.0]]),
+        "precision_rate": np.array([[5.0]]),
+        "concentration": np.array([3.0, 7.0]),
+    }
+    summary = gmm.evaluate.posterior_summary(params)
+    stds = rng.gamma(20.0, 1 / 5.0, 400_000) ** -0.5
+    np.testing.assert_allclose(summary["std_mean"][0, 0], stds.mean(), rtol=2e-3)
+    np.testing.assert_allclose(summary["std_sd"][0, 0], stds.std(), rtol=1e-2)
+    weights = rng.dirichlet([3.0, 7.0], 400_000)
+    np.testing.assert_allclose(summary["weight_sd"], weights.std(0), rtol=1e-2)
+
+
+def test_savefig_writes_into_the_named_folder(tmp_path):
+    import matplotlib.pyplot as plt
+
+    gmm.plotting.set_figure_dir(tmp_path)
+    try:
+        fig, ax = plt.subplots()
+        ax.plot([0, 1])
+        path = gmm.plotting.savefig("00_test", fig)
+        assert (
+            path == str(tmp_path / "00_test.png") and (tmp_path / "00_test.png").stat().st_size > 0
+        )
+        with pytest.raises(ValueError, match="plain file name"):
+            gmm.plotting.savefig("../escape", fig)
+        gmm.plotting.set_figure_dir(None)
+        assert gmm.plotting.savefig("00_off", fig) is None
+        plt.close(fig)
+    finally:
+        gmm.plotting.set_figure_dir("figures")
