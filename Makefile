@@ -27,8 +27,9 @@ reproduce: venv ## Execute every notebook in place and regenerate figures/
 
 test: venv ## Run the unit tests, then nbval over the notebooks
 	$(BIN)/python -m pytest tests
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env \
-	  --nbval-sanitize-with notebooks/sanitize.cfg notebooks/
+	figures=$$(mktemp -d) && GMM_FIGURE_DIR=$$figures $(BIN)/python -m pytest --nbval-lax \
+	  --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks/; \
+	  status=$$?; rm -rf $$figures; exit $$status
 
 test-unit: venv ## Run only the unit tests (fast)
 	$(BIN)/python -m pytest tests -m "not notebooks"

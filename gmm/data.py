@@ -51,6 +51,11 @@ class MixtureSpec:
         noise = rng.standard_normal((n, self.n_features))
         return self.locs[labels] + self.scales[labels] * noise, labels
 
+    def marginal(self, features) -> MixtureSpec:
+        """The mixture over a subset of features (exact: covariances are diagonal)."""
+        features = list(np.atleast_1d(features))
+        return MixtureSpec(self.weights, self.locs[:, features], self.scales[:, features])
+
     def log_density(self, X) -> np.ndarray:
         """``[N]`` log density of each point under this mixture (nats)."""
         X = check_data(X, n_features=self.n_features)
@@ -115,6 +120,48 @@ def random_mixture(
         locs=np.array(centres),
         scales=rng.uniform(0.7, 1.3, (n_components, n_features)),
     )
+
+
+def sample_prior(priors, n_components: int, n_features: int, *, seed: int = 0) -> MixtureSpec:
+    """One mixture drawn from the priors (a ``gmm.Priors``): what the model
+    believes before it sees data, in the units the priors are stated in.
+
+    locs ~ Normal(loc_mean, loc_scale), precisions ~ Gamma(shape, rate) (so
+    scales = precision^-1/2), weights ~ Dirichlet(concentration).
+    """
+    n_components = check_positive_int(n_components, "n_components")
+    n_features = check_positive_int(n_features, "n_features")
+    rng = np.random.default_rng(check_seed(seed))
+    shape = (n_components, n_features)
+    precisions = rng.gamma(priors.precision_shape, 1 / priors.precision_rate, shape)
+    return MixtureSpec(
+        weights=rng.dirichlet(np.full(n_components, priors.concentration)),
+        locs=rng.normal(priors.loc_mean, priors.loc_scale, shape),
+        scales=precisions**-0.5,
+    )
+
+
+def example_data(
+    n: int = 3000,
+    n_components: int = 3,
+    n_features: int = 2,
+    *,
+    separation: float = 4.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, MixtureSpec]:
+    """The notebooks' data: the seed post's for K = 3, D = 2, else a random
+    mixture with ``separation`` (see ``random_mixture``).
+
+    Returns:
+      ``(X [n, D], labels [n], truth)`` where ``truth`` is the
+      data-generating ``MixtureSpec``.
+    """
+    if (n_components, n_features) == (3, 2):
+        X, labels = seed_data(n, seed=seed)
+        return X, labels, seed_mixture()
+    truth = random_mixture(n_components, n_features, separation=separation, seed=seed)
+    X, labels = truth.sample(n, seed=seed)
+    return X, labels, truth
 
 
 def synthetic_data(

@@ -107,6 +107,18 @@ def reference_posterior(model, X, *, seed: int = 0) -> dict:
     return aligned
 
 
+def sklearn_mixture(estimator: BayesianGaussianMixture):
+    """A fitted diagonal scikit-learn mixture as a ``gmm.data.MixtureSpec``
+    (its point estimates), for plotting and scoring side by side."""
+    from gmm.data import MixtureSpec
+
+    return MixtureSpec(
+        weights=estimator.weights_,
+        locs=estimator.means_,
+        scales=np.sqrt(estimator.covariances_),
+    )
+
+
 def sklearn_baseline(X, n_components: int, *, seed: int = 0) -> BayesianGaussianMixture:
     """scikit-learn's coordinate-ascent Bayesian GMM with diagonal covariances,
     fitted to ``X``: the baseline every fit here is compared with."""

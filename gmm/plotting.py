@@ -1,8 +1,10 @@
-"""Plotting helpers shared by the notebooks: one theme, one ``savefig``.
+"""Plotting helpers shared by the notebooks: one theme, one ``savefig``, and
+the few plots more than one notebook draws.
 
 Every figure goes through ``savefig`` so the notebooks write to one folder
-(``figures/`` by default, switchable with ``set_figure_dir``), with stable
-names prefixed by the notebook's number, at one DPI.
+(``figures/`` by default; ``set_figure_dir`` or the ``GMM_FIGURE_DIR``
+environment variable, which wins, point it elsewhere), with stable names
+prefixed by the notebook's number, at one DPI.
 """
 
 from __future__ import annotations
@@ -11,53 +13,240 @@ import os
 
 import matplotlib
 
-if not os.environ.get("DISPLAY") and "ipykernel" not in matplotlib.get_backend().lower():
-    # Headless runs (CI, make reproduce from a terminal) must not need a screen.
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+    if not os.environ.get("DISPLAY"):
+        # Headless runs (CI, make reproduce from a terminal) must not need a screen.
         matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.patches import Ellipse  # noqa: E402
+from sklearn.mixture import BayesianGaussianMixture  # noqa: E402
 
-_FIGURE_DIR = os.environ.get("GMM_FIGURE_DIR", "figures")
+from gmm.data import MixtureSpec  # noqa: E402
+from gmm.evaluate import sklearn_mixture  # noqa: E402
+from gmm.model import BayesianGMM  # noqa: E402
+
 PALETTE = "colorblind"
-DPI = 110
+DPI = 110  # figures/ files
+INLINE_DPI = 80  # figures shown in notebooks: keeps committed notebooks small
+_figure_dir: str | None = "figures"
 
 
 def set_theme() -> None:
     """The one look of every figure: seaborn's ticks style, colour-blind palette."""
     sns.set_theme(context="notebook", style="ticks", palette=PALETTE)
-    plt.rcParams.update({"figure.dpi": DPI, "savefig.dpi": DPI, "savefig.bbox": "tight"})
+    plt.rcParams.update(
+        {"figure.dpi": INLINE_DPI, "savefig.dpi": DPI, "savefig.bbox": "tight", "axes.grid": False}
+    )
 
 
 def set_figure_dir(path: str | os.PathLike | None) -> None:
-    """Where ``savefig`` writes; ``None`` switches saving off."""
-    global _FIGURE_DIR
-    _FIGURE_DIR = None if path is None else os.fspath(path)
+    """Where ``savefig`` writes; ``None`` switches saving off. The environment
+    variable ``GMM_FIGURE_DIR``, if set, overrides this (tests use it)."""
+    global _figure_dir
+    _figure_dir = None if path is None else os.fspath(path)
+
+
+def figure_dir() -> str | None:
+    return os.environ.get("GMM_FIGURE_DIR") or _figure_dir
 
 
 def savefig(name: str, fig=None) -> str | None:
     """Saves ``fig`` (default: the current figure) as ``<figure dir>/<name>.png``.
 
     Args:
-      name: a stable file name without extension, e.g. ``"02_elbo_trace"``.
+      name: a stable, plain file name without extension, e.g. ``"02_elbo_trace"``.
 
     Returns:
       the path written, or None when saving is switched off.
     """
-    if _FIGURE_DIR is None:
-        return None
-    if not name or os.sep in name or "/" in name or name.startswith("."):
+    if not name or "/" in name or os.sep in name or name.startswith("."):
         raise ValueError(f"figure name must be a plain file name, got {name!r}.")
-    os.makedirs(_FIGURE_DIR, exist_ok=True)
-    path = os.path.join(_FIGURE_DIR, f"{name}.png")
+    folder = figure_dir()
+    if folder is None:
+        return None
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{name}.png")
+    # No "Software" stamp, so re-running an unchanged notebook rewrites identical bytes.
     (fig or plt.gcf()).savefig(path, metadata={"Software": None})
     return path
 
 
 def colors(n: int) -> list:
-    """``n`` colours from the project's palette."""
+    """``n`` colours from the project's colour-blind-safe palette."""
     return sns.color_palette(PALETTE, n)
 
 
-__all__ = ["DPI", "PALETTE", "colors", "savefig", "set_figure_dir", "set_theme"]
+def feature_label(d: int) -> str:
+    return f"$x_{{{d}}}$ (data units)"
+
+
+def scatter(ax, X, labels=None, dims=(0, 1), *, size=4, alpha=0.5, legend=False):
+    """Data points projected on two features, coloured by ``labels`` if given.
+
+    Args:
+      X: ``[N, D]`` points; labels: ``[N]`` int or None; dims: the two features.
+    """
+    i, j = dims
+    if labels is None:
+        ax.scatter(X[:, i], X[:, j], s=size, alpha=alpha, color="0.3", linewidths=0)
+    else:
+        palette = colors(int(np.max(labels)) + 1)
+        for k in np.unique(labels):
+            ax.scatter(
+                *X[labels == k][:, [i, j]].T,
+                s=size,
+                alpha=alpha,
+                color=palette[k],
+                linewidths=0,
+                label=f"component {k}",
+            )
+        if legend:
+            ax.legend(markerscale=3, frameon=False, fontsize="small")
+    ax.set(xlabel=feature_label(i), ylabel=feature_label(j))
+    return ax
+
+
+def _marginal_log_density(source, points, dims):
+    """Log density of ``source`` over features ``dims`` at ``points`` ``[n, 2]``."""
+    if isinstance(source, BayesianGMM):
+        return source.score_samples(points, features=dims)
+    if isinstance(source, BayesianGaussianMixture):
+        source = sklearn_mixture(source)
+    if isinstance(source, MixtureSpec):
+        return source.marginal(dims).log_density(points)
+    raise TypeError(
+        "source must be a BayesianGMM, a MixtureSpec or a fitted BayesianGaussianMixture, "
+        f"got {type(source).__name__}."
+    )
+
+
+def density_grid(source, X, dims=(0, 1), resolution: int = 120, padding: float = 0.1):
+    """A fitted density (marginal over ``dims``) on a grid covering ``X``.
+
+    Returns:
+      ``(xx, yy, density)``, each ``[resolution, resolution]``; density in
+      1 / data units^2.
+    """
+    lo, hi = X[:, list(dims)].min(0), X[:, list(dims)].max(0)
+    lo, hi = lo - padding * (hi - lo), hi + padding * (hi - lo)
+    xx, yy = np.meshgrid(*(np.linspace(lo[a], hi[a], resolution) for a in range(2)))
+    log_density = _marginal_log_density(source, np.column_stack([xx.ravel(), yy.ravel()]), dims)
+    return xx, yy, np.exp(log_density).reshape(xx.shape)
+
+
+def plot_density(ax, source, X, dims=(0, 1), *, labels=None, title=None, colorbar=True):
+    """Filled contours of a fitted density over the data's range, data on top."""
+    xx, yy, density = density_grid(source, X, dims)
+    filled = ax.contourf(xx, yy, density, levels=14, cmap="mako_r")
+    if colorbar:
+        ax.figure.colorbar(filled, ax=ax, label="density (1 / data units$^2$)")
+    scatter(ax, X, labels, dims, size=2, alpha=0.25)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_components(ax, locs, scales, dims=(0, 1), *, n_sd: float = 2.0, **style):
+    """Axis-aligned ``n_sd``-sd ellipses and centres of diagonal components.
+
+    Args:
+      locs, scales: ``[K, D]`` means and standard deviations, data units.
+    """
+    i, j = dims
+    palette = colors(len(locs))
+    for k, (loc, scale) in enumerate(zip(locs, scales)):
+        color = style.get("color", palette[k])
+        ax.add_patch(
+            Ellipse(
+                (loc[i], loc[j]),
+                2 * n_sd * scale[i],
+                2 * n_sd * scale[j],
+                fill=False,
+                lw=style.get("lw", 1.5),
+                ls=style.get("ls", "-"),
+                color=color,
+            )
+        )
+        ax.plot(loc[i], loc[j], marker=style.get("marker", "x"), color=color, ms=8, mew=2)
+    return ax
+
+
+def plot_elbo(ax, histories: dict, *, window: int = 25, skip: int = 0):
+    """ELBO traces (raw, faint) and their running mean (``window`` steps).
+
+    Args:
+      histories: ``{label: gmm.History}``.
+      skip: steps to leave out at the start (where the ELBO is far lower).
+    """
+    for color, (label, history) in zip(colors(len(histories)), histories.items()):
+        steps = np.arange(history.elbo.size)[skip:]
+        elbo = history.elbo[skip:]
+        ax.plot(steps, elbo, color=color, alpha=0.25, lw=0.8)
+        smooth = pd.Series(elbo).rolling(window, min_periods=1).mean()
+        ax.plot(steps, smooth, color=color, lw=2, label=label)
+    ax.set(xlabel="step", ylabel="minibatch ELBO (nats / point)")
+    ax.legend(frameon=False)
+    return ax
+
+
+def posterior_draws(model: BayesianGMM, n_draws: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Draws from q in data units as a long table for seaborn.
+
+    Returns:
+      DataFrame with columns ``draw``, ``component``, ``feature`` (None for
+      weights), ``quantity`` (``"mean"``, ``"sd"`` or ``"weight"``) and ``value``.
+    """
+    q = model.posterior()
+    seeds = [[seed, 11], [seed, 12], [seed, 13]]
+    locs = q["locs"].sample(n_draws, seed=seeds[0]).numpy()
+    sds = q["precisions"].sample(n_draws, seed=seeds[1]).numpy() ** -0.5
+    weights = q["weights"].sample(n_draws, seed=seeds[2]).numpy()
+    frames = []
+    for quantity, values in (("mean", locs), ("sd", sds)):
+        draw, component, feature = np.meshgrid(*(np.arange(n) for n in values.shape), indexing="ij")
+        frames.append(
+            pd.DataFrame(
+                {
+                    "draw": draw.ravel(),
+                    "component": component.ravel(),
+                    "feature": feature.ravel(),
+                    "quantity": quantity,
+                    "value": values.ravel(),
+                }
+            )
+        )
+    draw, component = np.meshgrid(*(np.arange(n) for n in weights.shape), indexing="ij")
+    frames.append(
+        pd.DataFrame(
+            {
+                "draw": draw.ravel(),
+                "component": component.ravel(),
+                "feature": None,
+                "quantity": "weight",
+                "value": weights.ravel(),
+            }
+        )
+    )
+    return pd.concat(frames, ignore_index=True)
+
+
+__all__ = [
+    "DPI",
+    "PALETTE",
+    "colors",
+    "density_grid",
+    "feature_label",
+    "figure_dir",
+    "plot_components",
+    "plot_density",
+    "plot_elbo",
+    "posterior_draws",
+    "savefig",
+    "scatter",
+    "set_figure_dir",
+    "set_theme",
+]

@@ -56,7 +56,7 @@ def cavi(
         post_precision = 1 / loc_scale**2 + expected_precision * counts[:, None]
         m = (loc_mean / loc_scale**2 + expected_precision * sums) / post_precision
         s2 = 1 / post_precision
-        shape = precision_shape + counts[:, None] / 2
+        shape = np.broadcast_to(precision_shape + counts[:, None] / 2, m.shape).copy()
         # sum_n r_nk E[(x_nd - mu_kd)^2] = sum r x^2 - 2 m sum r x + N_k (m^2 + s^2)
         rate = precision_rate + 0.5 * (sums_sq - 2 * m * sums + counts[:, None] * (m**2 + s2))
         alpha = concentration + counts

@@ -19,13 +19,14 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from gmm._validation import check_data, check_positive, check_positive_int, check_seed
 from gmm.model import ESTIMATORS, BayesianGMM, negative_elbo
 
 _ADAM_BETA1, _ADAM_BETA2, _ADAM_EPSILON = 0.9, 0.999, 1e-8
 DEFAULT_EPOCHS = 50
+# Small data sets have few batches per epoch; the default never takes fewer steps than this.
+DEFAULT_MIN_STEPS = 500
 # Stream ids folded into the seed, so batches and Monte Carlo draws never share one.
 _SHUFFLE_STREAM, _DRAW_STREAM = 1, 2
 
@@ -185,7 +186,7 @@ def fit(
       model: the ``BayesianGMM`` to fit, in place.
       X: ``[N, D]`` array-like of finite real numbers, data units.
       steps: optimisation steps; or give ``epochs`` (passes over ``X``) instead.
-        Default: 50 epochs.
+        Default: 50 epochs, and at least 500 steps.
       batch_size: points per minibatch; one larger than N uses all N.
       learning_rate: Adam's peak learning rate (cosine-decayed to 0). Positive
         parameters are optimised in log space, so this is a relative step.
@@ -224,9 +225,10 @@ def fit(
     batches_per_epoch = n_points // batch_size
     if steps is not None and epochs is not None:
         raise ValueError("Give steps or epochs, not both.")
-    if steps is None:
-        epochs = DEFAULT_EPOCHS if epochs is None else check_positive_int(epochs, "epochs")
-        steps = epochs * batches_per_epoch
+    if steps is None and epochs is None:
+        steps = max(DEFAULT_EPOCHS * batches_per_epoch, DEFAULT_MIN_STEPS)
+    elif steps is None:
+        steps = check_positive_int(epochs, "epochs") * batches_per_epoch
     steps = check_positive_int(steps, "steps")
 
     continuing = warm_start and model.is_fitted
@@ -248,6 +250,10 @@ def fit(
     chunk = max(1, math.ceil(steps / 20))
     elbo_chunks = []
     log_jacobian = float(np.log(model.data_scale.numpy()).sum())
+    if progress:  # imported here: tqdm.auto warns in notebooks without ipywidgets
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
     with tqdm(total=steps, disable=not progress, desc="fit", unit="step", leave=False) as bar:
         done = 0
         while done < steps:
@@ -292,4 +298,62 @@ def fit(
     )
 
 
-__all__ = ["DivergenceError", "History", "fit"]
+@tf.function(reduce_retracing=True)
+def _gradient(params, batch, n_total, prior_params, estimator, seed):
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        loss = negative_elbo(params, batch, n_total, prior_params, estimator, seed)
+    return tape.gradient(loss, params)
+
+
+def gradient_samples(
+    model: BayesianGMM,
+    X,
+    *,
+    estimator: str = "expected",
+    n_repeats: int = 100,
+    batch_size: int = 500,
+    seed: int = 0,
+) -> dict:
+    """Independent draws of the minibatch gradient of -ELBO at the model's
+    current q: a fresh minibatch (and fresh Monte Carlo draws) each time.
+
+    The spread of these draws is what makes SVI noisy; comparing estimators
+    here isolates their variance from everything else.
+
+    Args:
+      model: a fitted ``BayesianGMM`` (the point where gradients are taken).
+      X: ``[N, D]`` the training data, data units.
+      estimator: one of ``"expected"``, ``"per_point"``.
+      n_repeats: number of gradient draws.
+      batch_size: points per minibatch.
+      seed: seeds the minibatches and draws.
+
+    Returns:
+      dict keyed by parameter name (``loc``, ``loc_scale``, ...) of
+      ``[n_repeats, *shape]`` arrays: gradients w.r.t. the unconstrained
+      parameters.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+    points = model.standardized(X).numpy()
+    batch_size = min(check_positive_int(batch_size, "batch_size"), points.shape[0])
+    rng = np.random.default_rng(check_seed(seed))
+    params = model.unconstrained_parameters()
+    priors = model.priors.as_tensors(model.dtype)
+    draws = []
+    for repeat in range(check_positive_int(n_repeats, "n_repeats")):
+        batch = points[rng.choice(points.shape[0], batch_size, replace=False)]
+        grads = _gradient(
+            params,
+            tf.constant(batch),
+            tf.constant(points.shape[0]),
+            priors,
+            estimator,
+            tf.constant([seed, repeat], tf.int32),
+        )
+        draws.append({name: value.numpy() for name, value in grads.items()})
+    return {name: np.stack([d[name] for d in draws]) for name in draws[0]}
+
+
+__all__ = ["DivergenceError", "History", "fit", "gradient_samples"]

@@ -57,6 +57,9 @@ def test_per_point_estimator_reaches_the_same_score(fitted, seed_data):
 def test_reference_cavi_recovers_the_truth(seed_data):
     X, labels = seed_data[0], seed_data[1]
     exact = gmm.reference.cavi(X, np.eye(3)[labels])
+    for name in ("loc_mean", "loc_sd", "precision_shape", "precision_rate"):
+        assert exact[name].shape == (3, 2), name
+    assert exact["concentration"].shape == (3,)
     np.testing.assert_allclose(exact["loc_mean"], gmm.data.SEED_CENTRES, atol=0.1)
     summary = gmm.evaluate.posterior_summary(exact)
     np.testing.assert_allclose(summary["std_mean"], 1.0, atol=0.06)

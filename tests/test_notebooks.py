@@ -1,0 +1,92 @@
+"""The notebooks and their pipeline: committed state, and runs through the same
+runner `make reproduce` uses, with each notebook's small parameters."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+RUNNER = ROOT / "scripts" / "reproduce.py"
+sys.path.insert(0, str(RUNNER.parent))
+import reproduce  # noqa: E402
+
+
+def test_there_are_notebooks():
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebook_is_clean_and_executed_in_order(path):
+    notebook = nbformat.read(path, as_version=4)
+    reproduce.parameters_cell(notebook)  # raises if missing
+    assert reproduce.small_parameters(notebook), "no '# small:' line in the parameters cell"
+    assert "papermill" not in notebook.metadata
+    counts = []
+    for cell in notebook.cells:
+        assert not set(cell.metadata) & set(reproduce.VOLATILE_CELL_KEYS), cell.metadata
+        if cell.cell_type != "code":
+            continue
+        counts.append(cell.execution_count)
+        for output in cell.outputs:
+            assert output.output_type != "error"
+            assert not (output.output_type == "stream" and output.name == "stderr"), output.text
+            text = json.dumps(output)
+            assert "/root/" not in text and "/tmp/" not in text and "/home/" not in text
+    assert counts == list(range(1, len(counts) + 1)), "run top to bottom in a fresh kernel"
+
+
+def figure_names(folder):
+    return sorted(p.name for p in Path(folder).glob("*.png"))
+
+
+@pytest.mark.notebooks
+def test_every_notebook_runs_with_small_parameters(tmp_path):
+    """K = 4, D = 3 and small sizes: the notebooks must run through and produce
+    every figure that the committed figures/ holds, under the same names."""
+    result = subprocess.run(
+        [sys.executable, str(RUNNER), "--small", "--output-dir", str(tmp_path / "out"),
+         "--figure-dir", str(tmp_path / "figures"), "-p", "RANDOM_SEED", "1"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for path in NOTEBOOKS:
+        assert f"{path.name} done in" in result.stdout
+        executed = nbformat.read(tmp_path / "out" / path.name, as_version=4)
+        injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert "N_FEATURES = 3" in injected[0].source and "RANDOM_SEED = 1" in injected[0].source
+    assert figure_names(tmp_path / "figures") == figure_names(ROOT / "figures")
+    # The committed notebooks were not touched.
+    assert not list((ROOT / "notebooks").glob("*.failed.ipynb"))
+
+
+def test_runner_reports_the_failing_notebook_and_cell_and_keeps_the_source(tmp_path):
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("VALUE = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("print('fine')"),
+        nbformat.v4.new_code_cell("raise RuntimeError(f'broken with {VALUE}')"),
+    ])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+    path = tmp_path / "09_broken.ipynb"
+    nbformat.write(notebook, path)
+    before = path.read_text()
+    result = subprocess.run([sys.executable, str(RUNNER), str(path), "-p", "VALUE", "7"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "09_broken.ipynb FAILED at cell" in result.stderr
+    assert "RuntimeError: broken with 7" in result.stderr
+    assert path.read_text() == before  # nothing lost: the source is untouched
+    assert (tmp_path / "09_broken.failed.ipynb").exists()
+
+
+def test_runner_rejects_a_notebook_without_parameters_cell(tmp_path):
+    path = tmp_path / "08_no_parameters.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), path)
+    result = subprocess.run([sys.executable, str(RUNNER), str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "has no cell tagged 'parameters'" in result.stderr
