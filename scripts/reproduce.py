@@ -115,7 +115,12 @@ def main(argv=None) -> int:
     parser.add_argument("--figure-dir", type=Path, help="FIGURE_DIR for every notebook")
     parser.add_argument("--small", action="store_true", help="use each notebook's small parameters")
     parser.add_argument(
-        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
         help="set a parameter (Python literal) in every notebook that has it",
     )
     args = parser.parse_args(argv)

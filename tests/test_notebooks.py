@@ -49,15 +49,29 @@ def test_every_notebook_runs_with_small_parameters(tmp_path):
     """K = 4, D = 3 and small sizes: the notebooks must run through and produce
     every figure that the committed figures/ holds, under the same names."""
     result = subprocess.run(
-        [sys.executable, str(RUNNER), "--small", "--output-dir", str(tmp_path / "out"),
-         "--figure-dir", str(tmp_path / "figures"), "-p", "RANDOM_SEED", "1"],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            str(RUNNER),
+            "--small",
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--figure-dir",
+            str(tmp_path / "figures"),
+            "-p",
+            "RANDOM_SEED",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     for path in NOTEBOOKS:
         assert f"{path.name} done in" in result.stdout
         executed = nbformat.read(tmp_path / "out" / path.name, as_version=4)
-        injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        injected = [
+            c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])
+        ]
         assert "N_FEATURES = 3" in injected[0].source and "RANDOM_SEED = 1" in injected[0].source
     assert figure_names(tmp_path / "figures") == figure_names(ROOT / "figures")
     # The committed notebooks were not touched.
@@ -65,18 +79,27 @@ def test_every_notebook_runs_with_small_parameters(tmp_path):
 
 
 def test_runner_reports_the_failing_notebook_and_cell_and_keeps_the_source(tmp_path):
-    notebook = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("VALUE = 1", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("print('fine')"),
-        nbformat.v4.new_code_cell("raise RuntimeError(f'broken with {VALUE}')"),
-    ])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                       "language": "python"}
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("VALUE = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("print('fine')"),
+            nbformat.v4.new_code_cell("raise RuntimeError(f'broken with {VALUE}')"),
+        ]
+    )
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     path = tmp_path / "09_broken.ipynb"
     nbformat.write(notebook, path)
     before = path.read_text()
-    result = subprocess.run([sys.executable, str(RUNNER), str(path), "-p", "VALUE", "7"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(RUNNER), str(path), "-p", "VALUE", "7"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1
     assert "09_broken.ipynb FAILED at cell" in result.stderr
     assert "RuntimeError: broken with 7" in result.stderr
@@ -87,6 +110,7 @@ def test_runner_reports_the_failing_notebook_and_cell_and_keeps_the_source(tmp_p
 def test_runner_rejects_a_notebook_without_parameters_cell(tmp_path):
     path = tmp_path / "08_no_parameters.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), path)
-    result = subprocess.run([sys.executable, str(RUNNER), str(path)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(RUNNER), str(path)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1 and "has no cell tagged 'parameters'" in result.stderr
