@@ -45,7 +45,7 @@ with _native_stderr_silenced():
 
     _tf.config.list_physical_devices()
 
-from gmm import data, evaluate, plotting, reference  # noqa: E402
+from gmm import checkpoint, data, evaluate, plotting, reference  # noqa: E402
 from gmm.model import BayesianGMM, NotFittedError, Priors  # noqa: E402
 from gmm.train import DivergenceError, History, fit  # noqa: E402
 
@@ -56,6 +56,7 @@ __all__ = [
     "DivergenceError",
     "History",
     "NotFittedError",
+    "checkpoint",
     "Priors",
     "data",
     "evaluate",

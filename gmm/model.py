@@ -22,17 +22,15 @@ starts it near that optimum in the first place.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 from sklearn.cluster import KMeans
 
+from gmm import checkpoint
 from gmm._validation import check_data, check_positive, check_positive_int, check_seed
 
 tfd = tfp.distributions
@@ -40,7 +38,6 @@ tfb = tfp.bijectors
 
 ESTIMATORS = ("expected", "per_point")
 INITS = ("kmeans++", "prior")
-_CHECKPOINT_FORMAT = 1
 _LOG_2PI = math.log(2.0 * math.pi)
 
 # Names of the variational parameters, in the order the training loop keeps them.
@@ -558,57 +555,40 @@ class BayesianGMM(tf.Module):
     # -- checkpoints -------------------------------------------------------------
 
     def save(self, directory: str | os.PathLike) -> str:
-        """Writes the model (config + all variables) to ``directory``.
+        """Writes the model (config and every variable) into ``directory``.
 
-        The files are written to a temporary folder beside ``directory`` and
-        moved into place at the end, so a crash never leaves a half-written
-        checkpoint; an existing checkpoint there is replaced.
+        Atomic: a crash while saving leaves the previous checkpoint there
+        readable, and nothing is written outside ``directory``
+        (see ``gmm.checkpoint``).
 
         Returns:
-          the directory written, as a string.
+          the directory, as a string.
         """
-        directory = os.path.abspath(os.fspath(directory))
-        parent = os.path.dirname(directory)
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".gmm-save-", dir=parent)
+        return checkpoint.write(
+            directory, {"model": self}, {"kind": "model", "model": self.config()}
+        )
+
+    @classmethod
+    def from_config(cls, config: dict) -> BayesianGMM:
+        """A new, unfitted model from ``config()``'s output."""
         try:
-            tf.train.Checkpoint(model=self).write(os.path.join(staging, "model"))
-            config = {"format": _CHECKPOINT_FORMAT, **self.config()}
-            with open(os.path.join(staging, "config.json"), "w") as f:
-                json.dump(config, f, indent=2)
-            if os.path.exists(directory):
-                retired = tempfile.mkdtemp(prefix=".gmm-old-", dir=parent)
-                os.replace(directory, os.path.join(retired, "old"))
-                os.replace(staging, directory)
-                shutil.rmtree(retired, ignore_errors=True)
-            else:
-                os.replace(staging, directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return directory
+            config = dict(config)
+            config["priors"] = Priors(**config["priors"])
+            return cls(**config)
+        except (ValueError, TypeError, KeyError) as error:
+            raise checkpoint.CheckpointError(f"Invalid model config {config!r}: {error}") from None
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> BayesianGMM:
-        """Rebuilds a model saved by ``save``; it scores exactly as the original."""
-        directory = os.fspath(directory)
-        config_path = os.path.join(directory, "config.json")
-        if not os.path.isfile(config_path):
-            raise ValueError(f"{directory!r} is not a gmm checkpoint (no config.json).")
-        try:
-            with open(config_path) as f:
-                config = json.load(f)
-            if config.pop("format") != _CHECKPOINT_FORMAT:
-                raise ValueError("unsupported checkpoint format")
-            config["priors"] = Priors(**config["priors"])
-            model = cls(**config)
-        except (ValueError, TypeError, KeyError, json.JSONDecodeError) as error:
-            raise ValueError(f"Corrupt checkpoint config in {config_path!r}: {error}") from None
-        try:
-            status = tf.train.Checkpoint(model=model).read(os.path.join(directory, "model"))
-            status.assert_existing_objects_matched()
-        except (tf.errors.OpError, ValueError, AssertionError) as error:
-            raise ValueError(
-                f"Could not restore the checkpoint in {directory!r}: {error}"
-            ) from None
+        """Rebuilds a model saved by ``save``; it scores exactly as the original.
+
+        Raises:
+          gmm.checkpoint.CheckpointError (a ValueError): no checkpoint there, a
+            corrupt one, or variables that do not match its config.
+        """
+        meta, folder = checkpoint.read_meta(directory)
+        if "model" not in meta:
+            raise checkpoint.CheckpointError(f"{directory!r} holds no model config.")
+        model = cls.from_config(meta["model"])
+        checkpoint.restore(folder, {"model": model})
         return model

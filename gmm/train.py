@@ -14,14 +14,17 @@ returned with the parameters, so a fit can be resumed exactly.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import os
 import time
 
 import numpy as np
 import tensorflow as tf
 
+from gmm import checkpoint
 from gmm._validation import check_data, check_positive, check_positive_int, check_seed
-from gmm.model import ESTIMATORS, BayesianGMM, negative_elbo
+from gmm.model import ESTIMATORS, INITS, BayesianGMM, negative_elbo
 
 _ADAM_BETA1, _ADAM_BETA2, _ADAM_EPSILON = 0.9, 0.999, 1e-8
 DEFAULT_EPOCHS = 50
@@ -55,6 +58,47 @@ class History:
     estimator: str
     seed: int
     wall_time_s: float
+
+
+class _OptimizerState(tf.Module):
+    """Adam's first and second moments as variables, so a checkpoint holds them."""
+
+    def __init__(self, params: dict):
+        super().__init__(name="adam")
+        self.m = {k: tf.Variable(tf.zeros_like(v), name=f"m_{k}") for k, v in params.items()}
+        self.v = {k: tf.Variable(tf.zeros_like(v), name=f"v_{k}") for k, v in params.items()}
+
+    def values(self) -> tuple[dict, dict]:
+        return (
+            {k: tf.identity(v) for k, v in self.m.items()},
+            {k: tf.identity(v) for k, v in self.v.items()},
+        )
+
+    def assign(self, m: dict, v: dict) -> None:
+        for k in self.m:
+            self.m[k].assign(m[k])
+            self.v[k].assign(v[k])
+
+
+def _restore_training(directory, model, optimizer, identity) -> tuple[int, np.ndarray]:
+    """Restores a training checkpoint written by ``fit``; returns (step, ELBO so far)."""
+    meta, folder = checkpoint.read_meta(directory)
+    if meta.get("kind") != "training":
+        raise checkpoint.CheckpointError(
+            f"{os.fspath(directory)!r} holds a saved model, not a training checkpoint; "
+            "load it with gmm.BayesianGMM.load, or give fit another checkpoint_dir."
+        )
+    differing = [key for key in identity if meta.get(key) != identity[key]]
+    if differing:
+        raise checkpoint.CheckpointError(
+            f"The training checkpoint in {os.fspath(directory)!r} belongs to a different fit "
+            f"(its {' and '.join(differing)} differ); give another checkpoint_dir to start afresh."
+        )
+    checkpoint.restore(folder, {"model": model, "optimizer": optimizer})
+    elbo = checkpoint.read_array(folder, "elbo")
+    if elbo.shape != (meta["step"],):
+        raise checkpoint.CheckpointError(f"Corrupt checkpoint in {folder!r}: ELBO trace length.")
+    return int(meta["step"]), elbo
 
 
 def _epoch_permutation(seed, epoch, n_points):
@@ -176,6 +220,8 @@ def fit(
     warm_start: bool = False,
     seed: int = 0,
     progress: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
 ) -> History:
     """Fits ``model``'s variational posterior to ``X`` by SVI (Adam, minibatches).
 
@@ -203,6 +249,12 @@ def fit(
       seed: seeds the initialisation, the shuffling and the Monte Carlo draws;
         same seed, same result.
       progress: show a tqdm progress bar.
+      checkpoint_dir: if given, the training state (model, optimiser, ELBO
+        trace) is saved there atomically as the fit goes, and a fit started
+        again with the same arguments, data and ``checkpoint_dir`` resumes
+        from it, ending with exactly the parameters of an uninterrupted fit.
+        A checkpoint of a different fit there raises ``CheckpointError``.
+      checkpoint_every: steps between checkpoints (default: every 5% of the fit).
 
     Returns:
       a ``History``.
@@ -211,6 +263,7 @@ def fit(
       ValueError, TypeError: bad data or settings (before any TensorFlow work).
       DivergenceError: the ELBO became non-finite (the model keeps its last
         finite state).
+      gmm.checkpoint.CheckpointError: ``checkpoint_dir`` holds something else.
     """
     start_time = time.perf_counter()
     if not isinstance(model, BayesianGMM):
@@ -231,31 +284,56 @@ def fit(
         steps = check_positive_int(epochs, "epochs") * batches_per_epoch
     steps = check_positive_int(steps, "steps")
 
-    continuing = warm_start and model.is_fitted
-    if not continuing:
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}.")
+    if checkpoint_every is not None:
+        checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+        if checkpoint_dir is None:
+            raise ValueError("checkpoint_every needs a checkpoint_dir to write to.")
+    settings = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "estimator": estimator,
+        "init": init,
+        "warm_start": warm_start,
+        "seed": seed,
+    }
+    identity = {
+        "model": model.config(),
+        "settings": settings,
+        "data": {"shape": list(data.shape), "sha256": hashlib.sha256(data.tobytes()).hexdigest()},
+    }
+
+    optimizer = _OptimizerState(model.unconstrained_parameters())
+    done, elbo_chunks = 0, []
+    if checkpoint_dir is not None and checkpoint.exists(checkpoint_dir):
+        done, elbo_so_far = _restore_training(checkpoint_dir, model, optimizer, identity)
+        elbo_chunks.append(elbo_so_far)
+    elif not (warm_start and model.is_fitted):
         model.set_standardization(data)
-    standardized = model.standardized(data)
-    if not continuing:
-        model.initialize(standardized.numpy().astype(np.float64), method=init, seed=seed)
+        model.initialize(
+            model.standardized(data).numpy().astype(np.float64), method=init, seed=seed
+        )
         model.steps_trained.assign(0)
+    standardized = model.standardized(data)
 
     dtype = model.dtype
     params = model.unconstrained_parameters()
-    adam_m = tf.nest.map_structure(tf.zeros_like, params)
-    adam_v = tf.nest.map_structure(tf.zeros_like, params)
+    adam_m, adam_v = optimizer.values()
     prior_params = model.priors.as_tensors(dtype)
     int32 = lambda value: tf.constant(value, tf.int32)  # noqa: E731
     seed_tensor = tf.constant([seed, 0], tf.int32)
 
-    chunk = max(1, math.ceil(steps / 20))
-    elbo_chunks = []
+    chunk = checkpoint_every or max(1, math.ceil(steps / 20))
     log_jacobian = float(np.log(model.data_scale.numpy()).sum())
     if progress:  # imported here: tqdm.auto warns in notebooks without ipywidgets
         from tqdm.auto import tqdm
     else:
         from tqdm import tqdm
-    with tqdm(total=steps, disable=not progress, desc="fit", unit="step", leave=False) as bar:
-        done = 0
+    with tqdm(
+        total=steps, initial=done, disable=not progress, desc="fit", unit="step", leave=False
+    ) as bar:
         while done < steps:
             n_steps = min(chunk, steps - done)
             params, adam_m, adam_v, elbo, n_done, finite = _train_chunk(
@@ -285,6 +363,14 @@ def fit(
                     "Try a smaller learning_rate or the 'expected' estimator."
                 )
             bar.set_postfix(elbo=f"{elbo_chunks[-1][-1]:.4f}")
+            if checkpoint_dir is not None:
+                optimizer.assign(adam_m, adam_v)
+                checkpoint.write(
+                    checkpoint_dir,
+                    {"model": model, "optimizer": optimizer},
+                    {"kind": "training", "step": done, **identity},
+                    {"elbo": np.concatenate(elbo_chunks)},
+                )
 
     return History(
         elbo=np.concatenate(elbo_chunks),

@@ -1,5 +1,7 @@
 """The public API: fit, history, prediction, sampling, checkpoints, determinism."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -159,15 +161,35 @@ def test_corrupt_or_mismatched_checkpoint_gives_a_clear_error(fitted, tmp_path):
     with pytest.raises(ValueError, match="not a gmm checkpoint"):
         gmm.BayesianGMM.load(tmp_path)
     path = fitted[0].save(tmp_path / "fit")
-    (tmp_path / "fit" / "config.json").write_text(
-        '{"format": 1, "n_components": 4, '
-        '"n_features": 2, "priors": {}, "standardize": true, "dtype": "float32"}'
-    )
+    meta_path = tmp_path / "fit" / "v1" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["model"]["n_components"] = 4
+    meta_path.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="Could not restore"):
         gmm.BayesianGMM.load(path)
-    (tmp_path / "fit" / "config.json").write_text("{not json")
+    meta_path.write_text("{not json")
     with pytest.raises(ValueError, match="Corrupt checkpoint"):
         gmm.BayesianGMM.load(path)
+    (tmp_path / "fit" / "LATEST").write_text("../../etc\n")
+    with pytest.raises(ValueError, match="Corrupt checkpoint"):
+        gmm.BayesianGMM.load(path)
+
+
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(fitted, tmp_path, monkeypatch):
+    model = fitted[0]
+    model.save(tmp_path / "fit")
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(gmm.checkpoint.json, "dump", crash)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(tmp_path / "fit")
+    monkeypatch.undo()
+    # The failed write left nothing behind, inside or beside the folder.
+    assert sorted(p.name for p in (tmp_path / "fit").iterdir()) == ["LATEST", "v1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit"]
+    assert gmm.BayesianGMM.load(tmp_path / "fit").config() == model.config()
 
 
 def test_float64_on_request(seed_data):

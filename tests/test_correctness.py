@@ -66,7 +66,9 @@ def test_reference_cavi_recovers_the_truth(seed_data):
     assert exact["n_iter"] < 2000
 
 
-@pytest.mark.parametrize("scale, offset", [(1e-4, 0.0), (1e4, 1e6)])
+@pytest.mark.parametrize(
+    "scale, offset", [(1e-4, 0.0), (1e-4, 1e6), (1e-2, -3e5), (1e2, 1e6), (1e4, 1e6)]
+)
 def test_standardisation_reports_in_data_units(fitted, seed_data, scale, offset):
     X, _, X_test, _ = seed_data
     model = gmm.BayesianGMM(3, 2)

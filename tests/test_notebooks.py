@@ -77,6 +77,33 @@ def test_every_notebook_runs_with_small_parameters(tmp_path):
     # The committed notebooks were not touched.
     assert not list((ROOT / "notebooks").glob("*.failed.ipynb"))
 
+    # Same seed, same notebook: identical outputs, images included (01 prints no timings).
+    first = NOTEBOOKS[0]
+    rerun = subprocess.run(
+        [
+            sys.executable,
+            str(RUNNER),
+            str(first),
+            "--small",
+            "--output-dir",
+            str(tmp_path / "again"),
+            "--figure-dir",
+            str(tmp_path / "figures-again"),
+            "-p",
+            "RANDOM_SEED",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    outputs = [
+        [c.get("outputs") for c in nbformat.read(folder / first.name, as_version=4).cells]
+        for folder in (tmp_path / "out", tmp_path / "again")
+    ]
+    assert outputs[0] == outputs[1]
+
 
 def test_runner_reports_the_failing_notebook_and_cell_and_keeps_the_source(tmp_path):
     notebook = nbformat.v4.new_notebook(

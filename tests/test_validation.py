@@ -45,6 +45,17 @@ def test_prediction_rejects_bad_data(small_fit, method, label, X, error, message
         getattr(small_fit, method)(X)
 
 
+@pytest.mark.parametrize("label, X, error, message", BAD_DATA, ids=[b[0] for b in BAD_DATA])
+def test_other_data_entry_points_reject_bad_data(small_fit, label, X, error, message):
+    with pytest.raises(error, match=message):
+        gmm.train.gradient_samples(small_fit, X, n_repeats=2)
+    if label != "wrong features":  # these take any number of features
+        with pytest.raises(error, match=message):
+            gmm.evaluate.sklearn_baseline(X, 3)
+    with pytest.raises(error, match=message):
+        gmm.data.seed_mixture().log_density(X)
+
+
 def test_fewer_points_than_components():
     with pytest.raises(ValueError, match="2 points, fewer than the 3"):
         gmm.fit(gmm.BayesianGMM(3, 2), GOOD[:2], progress=False)
@@ -61,6 +72,9 @@ BAD_SETTINGS = [
     ({"estimator": "magic"}, ValueError, "estimator must be one of"),
     ({"init": "magic"}, ValueError, "init must be one of"),
     ({"seed": -1}, ValueError, "seed must be a non-negative integer"),
+    ({"batch_size": True}, TypeError, "batch_size must be a positive integer"),
+    ({"checkpoint_every": 10}, ValueError, "needs a checkpoint_dir"),
+    ({"checkpoint_dir": "x", "checkpoint_every": 0}, ValueError, "checkpoint_every must be"),
     ({"sead": 1}, TypeError, "unexpected keyword argument 'sead'"),
 ]
 
@@ -109,3 +123,7 @@ def test_prediction_settings(small_fit):
         small_fit.score(GOOD, num_samples=0)
     with pytest.raises(ValueError, match="n must be a positive integer"):
         small_fit.sample(0)
+    with pytest.raises(ValueError, match="features must be distinct indices"):
+        small_fit.score_samples(GOOD, features=[0, 0])
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        gmm.BayesianGMM(3, 2, n_clusters=3)
