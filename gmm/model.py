@@ -32,6 +32,7 @@ from sklearn.cluster import KMeans
 
 from gmm import checkpoint
 from gmm._validation import check_data, check_positive, check_positive_int, check_seed
+from gmm.evaluate import match_components
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -53,21 +54,50 @@ class Priors:
     weights ~ Dirichlet(2, ..., 2).
     """
 
-    loc_mean: float = 0.0
+    loc_mean: float | tuple = 0.0
     loc_scale: float = 1.0
     precision_shape: float = 5.0
     precision_rate: float = 5.0
     concentration: float = 2.0
 
     def __post_init__(self):
-        loc_mean = self.loc_mean
-        if isinstance(loc_mean, bool) or not np.isfinite(float(loc_mean)):
-            raise ValueError(f"priors.loc_mean must be a finite number, got {loc_mean!r}.")
+        # A scalar gives the exchangeable prior; a [K, D] (or broadcastable)
+        # nested list or array gives each component its own prior mean, which
+        # breaks the label symmetry (notebook 04). Stored as nested tuples so the
+        # dataclass stays hashable and JSON-friendly.
+        try:
+            loc_mean = np.asarray(self.loc_mean, dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"priors.loc_mean must be a finite number or array, got {self.loc_mean!r}."
+            ) from None
+        if isinstance(self.loc_mean, bool) or not np.isfinite(loc_mean).all() or loc_mean.ndim > 2:
+            raise ValueError(
+                f"priors.loc_mean must be a finite number or array, got {self.loc_mean!r}."
+            )
+        object.__setattr__(
+            self, "loc_mean", float(loc_mean) if loc_mean.ndim == 0 else loc_mean.tolist()
+        )
+        if isinstance(self.loc_mean, list):
+            object.__setattr__(
+                self,
+                "loc_mean",
+                tuple(tuple(row) if isinstance(row, list) else row for row in self.loc_mean),
+            )
         for field in ("loc_scale", "precision_shape", "precision_rate", "concentration"):
             check_positive(getattr(self, field), f"priors.{field}")
 
+    @property
+    def exchangeable(self) -> bool:
+        return np.ndim(self.loc_mean) == 0
+
     def as_tensors(self, dtype) -> tuple[tf.Tensor, ...]:
         return tuple(tf.constant(value, dtype) for value in dataclasses.astuple(self))
+
+    def to_config(self) -> dict:
+        config = dataclasses.asdict(self)
+        config["loc_mean"] = np.asarray(self.loc_mean).tolist()
+        return config
 
 
 # ---------------------------------------------------------------------------
@@ -79,20 +109,89 @@ class Priors:
 _POSITIVE = tfb.Exp()
 
 
-def variational_distributions(params: dict) -> dict:
+def _replace_column(matrix, column: int, values):
+    """``matrix`` (``[..., K, D]``) with column ``column`` replaced by ``values`` (``[..., K]``)."""
+    return tf.concat([matrix[..., :column], values[..., None], matrix[..., column + 1 :]], axis=-1)
+
+
+class AscendingColumn(tfb.Bijector):
+    """Maps a ``[..., K, D]`` matrix to one whose column ``column`` is strictly
+    ascending, through ``tfb.Ascending`` (y_0 = x_0, y_k = y_{k-1} + exp(x_k));
+    the other columns pass through unchanged."""
+
+    def __init__(self, column: int, validate_args: bool = False, name: str = "ascending_column"):
+        parameters = dict(locals())
+        self._column = int(column)
+        self._ascending = tfb.Ascending()
+        super().__init__(
+            forward_min_event_ndims=2, validate_args=validate_args, parameters=parameters, name=name
+        )
+
+    @classmethod
+    def _parameter_properties(cls, dtype):
+        return {}
+
+    def _forward(self, x):
+        return _replace_column(x, self._column, self._ascending.forward(x[..., self._column]))
+
+    def _inverse(self, y):
+        return _replace_column(y, self._column, self._ascending.inverse(y[..., self._column]))
+
+    def _forward_log_det_jacobian(self, x):
+        return self._ascending.forward_log_det_jacobian(x[..., self._column], event_ndims=1)
+
+
+def _ascending_moments(u_mean, u_var):
+    """Mean and variance of Ascending(u) for independent u_k ~ Normal (``[K]``):
+    y_k = u_0 + sum_{j<=k, j>=1} exp(u_j), a sum of independent log-normals."""
+    increment_mean = tf.exp(u_mean[1:] + u_var[1:] / 2)
+    increment_var = tf.math.expm1(u_var[1:]) * tf.exp(2 * u_mean[1:] + u_var[1:])
+    return (
+        tf.cumsum(tf.concat([u_mean[:1], increment_mean], axis=0)),
+        tf.cumsum(tf.concat([u_var[:1], increment_var], axis=0)),
+    )
+
+
+def loc_moments(params: dict, order_by: int | None = None):
+    """Mean and variance under q of the component means (``[K, D]`` each).
+
+    For the ordered model, column ``order_by`` holds q's parameters of the
+    unconstrained u; its moments after ``Ascending`` are closed form, which
+    keeps the ``expected`` estimator exact and noise-free.
+    """
+    mean, variance = params["loc"], tf.exp(2 * params["loc_scale"])
+    if order_by is None:
+        return mean, variance
+    column_mean, column_var = _ascending_moments(mean[:, order_by], variance[:, order_by])
+    return (
+        _replace_column(mean, order_by, column_mean),
+        _replace_column(variance, order_by, column_var),
+    )
+
+
+def variational_distributions(params: dict, order_by: int | None = None) -> dict:
     """q in standardised units, from the unconstrained parameters ``params``.
 
     Args:
       params: dict keyed by ``PARAMETER_NAMES``; ``loc`` as is, every other entry
         the log of the positive parameter. Shapes ``[K, D]`` (``concentration``:
         ``[K]``).
+      order_by: None for the exchangeable model; else the feature along which
+        the component means are ascending.
 
     Returns:
-      dict of ``tfd`` distributions keyed ``"locs"`` (batch ``[K, D]``),
-      ``"precisions"`` (batch ``[K, D]``) and ``"weights"`` (event ``[K]``).
+      dict of ``tfd`` distributions keyed ``"locs"`` (batch ``[K, D]``; for the
+      ordered model event ``[K, D]``, a Normal pushed through
+      ``AscendingColumn``), ``"precisions"`` (batch ``[K, D]``) and
+      ``"weights"`` (event ``[K]``).
     """
+    locs = tfd.Normal(params["loc"], _POSITIVE.forward(params["loc_scale"]))
+    if order_by is not None:
+        locs = tfd.TransformedDistribution(
+            tfd.Independent(locs, reinterpreted_batch_ndims=2), AscendingColumn(order_by)
+        )
     return {
-        "locs": tfd.Normal(params["loc"], _POSITIVE.forward(params["loc_scale"])),
+        "locs": locs,
         "precisions": tfd.Gamma(
             _POSITIVE.forward(params["precision_shape"]),
             _POSITIVE.forward(params["precision_rate"]),
@@ -118,6 +217,61 @@ def prior_distributions(prior_params: tuple, loc_shape) -> dict:
     }
 
 
+def locs_kl(params: dict, prior_params: tuple, order_by: int | None = None):
+    """KL(q(locs) || p(locs)), summed, in closed form.
+
+    For the ordered model, the prior on the ordered column is the exchangeable
+    Normal prior restricted to ascending values, renormalised by K!, and q is a
+    Normal on u pushed through ``Ascending``, so
+    KL = -H[q(u)] - E_q[log p(Ascending(u))] - E_q[log |det J(u)|], each term
+    exact: H of a Normal, E[(mu - m0)^2] from ``loc_moments``, and
+    log |det J| = sum_{k>=1} u_k.
+    """
+    prior_mean, prior_scale = prior_params[0], prior_params[1]
+    q_normal = tfd.Normal(params["loc"], _POSITIVE.forward(params["loc_scale"]))
+    prior = tfd.Normal(prior_mean * tf.ones_like(params["loc"]), prior_scale)
+    kl = tfd.kl_divergence(q_normal, prior)  # [K, D]; wrong for the ordered column
+    if order_by is None:
+        return tf.reduce_sum(kl)
+    u_mean, u_log_sd = params["loc"][:, order_by], params["loc_scale"][:, order_by]
+    entropy = tf.reduce_sum(0.5 * (_LOG_2PI + 1.0) + u_log_sd)
+    mean, var = _ascending_moments(u_mean, tf.exp(2 * u_log_sd))
+    n_components = tf.cast(tf.shape(u_mean)[0], mean.dtype)
+    expected_log_prior = tf.reduce_sum(
+        -0.5 * _LOG_2PI
+        - tf.math.log(prior_scale)
+        - 0.5 * (tf.square(mean - prior.loc[:, order_by]) + var) / tf.square(prior_scale)
+    ) + tf.math.lgamma(n_components + 1.0)
+    expected_log_jacobian = tf.reduce_sum(u_mean[1:])
+    return (
+        tf.reduce_sum(kl)
+        - tf.reduce_sum(kl[:, order_by])
+        - entropy
+        - expected_log_prior
+        - expected_log_jacobian
+    )
+
+
+def log_prior(locs, precisions, weights, prior_params: tuple, order_by: int | None = None):
+    """Log prior density (standardised units) of ``[..., K, D]`` locs and
+    precisions and ``[..., K]`` weights; for the ordered model, + log K! where
+    the means ascend along ``order_by`` and -inf elsewhere. Returns ``[...]``."""
+    priors = prior_distributions(prior_params, tf.shape(locs)[-2:])
+    log_density = (
+        tf.reduce_sum(priors["locs"].log_prob(locs), axis=[-2, -1])
+        + tf.reduce_sum(priors["precisions"].log_prob(precisions), axis=[-2, -1])
+        + priors["weights"].log_prob(weights)
+    )
+    if order_by is None:
+        return log_density
+    column = locs[..., order_by]
+    ascending = tf.reduce_all(column[..., 1:] > column[..., :-1], axis=-1)
+    log_normaliser = tf.math.lgamma(tf.cast(tf.shape(locs)[-2] + 1, log_density.dtype))
+    return tf.where(
+        ascending, log_density + log_normaliser, tf.constant(-np.inf, log_density.dtype)
+    )
+
+
 def mixture(locs, precisions, weights) -> tfd.MixtureSameFamily:
     """The Gaussian mixture for given parameter values.
 
@@ -137,7 +291,7 @@ def mixture(locs, precisions, weights) -> tfd.MixtureSameFamily:
     )
 
 
-def expected_log_likelihood(q: dict, batch: tf.Tensor) -> tf.Tensor:
+def expected_log_likelihood(q: dict, batch: tf.Tensor, loc_mean, loc_var) -> tf.Tensor:
     """Closed-form data term of the ELBO with assignments in the mean field.
 
     For each point, log sum_k exp(E_q[log w_k] + E_q[log Normal(x | mu_k, tau_k)]):
@@ -150,6 +304,8 @@ def expected_log_likelihood(q: dict, batch: tf.Tensor) -> tf.Tensor:
     Args:
       q: the variational distributions, as from ``variational_distributions``.
       batch: ``[B, D]`` points in standardised units.
+      loc_mean, loc_var: ``[K, D]`` mean and variance of the locs under q
+        (``loc_moments``).
 
     Returns:
       ``[B]`` per-point bound, nats.
@@ -161,9 +317,8 @@ def expected_log_likelihood(q: dict, batch: tf.Tensor) -> tf.Tensor:
     shape, rate = q["precisions"].concentration, q["precisions"].rate
     expected_log_precision = tf.math.digamma(shape) - tf.math.log(rate)
     expected_precision = shape / rate
-    loc, loc_scale = q["locs"].loc, q["locs"].scale
-    expected_sq_error = tf.math.squared_difference(batch[:, None, :], loc) + tf.square(
-        loc_scale
+    expected_sq_error = (
+        tf.math.squared_difference(batch[:, None, :], loc_mean) + loc_var
     )  # [B, K, D]
     per_component = 0.5 * tf.reduce_sum(
         expected_log_precision - _LOG_2PI - expected_precision * expected_sq_error, axis=-1
@@ -189,7 +344,9 @@ def sampled_log_likelihood(q: dict, batch: tf.Tensor, seed: tf.Tensor) -> tf.Ten
     return mixture(locs, precisions, weights).log_prob(batch)
 
 
-def negative_elbo(params, batch, n_total, prior_params, estimator: str, seed):
+def negative_elbo(
+    params, batch, n_total, prior_params, estimator: str, seed, order_by: int | None = None
+):
     """Minibatch estimate of -ELBO per data point (nats, standardised units).
 
     The KL term is divided by the number of points ``n_total`` (not the batch
@@ -197,11 +354,13 @@ def negative_elbo(params, batch, n_total, prior_params, estimator: str, seed):
     all of it by N keeps the two terms on the scale the minibatch mean
     estimates, so the gradient is unbiased for the full objective / N.
     """
-    q = variational_distributions(params)
+    q = variational_distributions(params, order_by)
     priors = prior_distributions(prior_params, tf.shape(params["loc"]))
-    kl = tf.add_n([tf.reduce_sum(tfd.kl_divergence(q[key], priors[key])) for key in q])
+    kl = locs_kl(params, prior_params, order_by) + tf.add_n(
+        [tf.reduce_sum(tfd.kl_divergence(q[key], priors[key])) for key in ("precisions", "weights")]
+    )
     if estimator == "expected":
-        log_likelihood = expected_log_likelihood(q, batch)
+        log_likelihood = expected_log_likelihood(q, batch, *loc_moments(params, order_by))
     elif estimator == "per_point":
         log_likelihood = sampled_log_likelihood(q, batch, seed)
     else:
@@ -210,9 +369,9 @@ def negative_elbo(params, batch, n_total, prior_params, estimator: str, seed):
 
 
 @tf.function(reduce_retracing=True)
-def _draw_parameters(params: dict, num_samples, seed):
+def _draw_parameters(params: dict, num_samples, seed, order_by=None):
     """``num_samples`` joint draws of (locs, precisions, weights) from q."""
-    q = variational_distributions(params)
+    q = variational_distributions(params, order_by)
     seeds = tfp.random.split_seed(seed, n=3)
     return tuple(q[key].sample(num_samples, seed=s) for key, s in zip(q, seeds))
 
@@ -240,6 +399,16 @@ def _predictive_chunk(points, locs, precisions, weights):
     return log_density, responsibilities
 
 
+def _ascending_inverse_start(centres, sds):
+    """q's parameters for u = Ascending^-1(centres): u_0 = c_0, u_k = log(c_k - c_{k-1}),
+    sds by the delta method (the gap's sd over the gap), kept in [1e-3, 1]."""
+    gaps = np.maximum(np.diff(centres), 1e-3)
+    gap_sds = np.sqrt(sds[1:] ** 2 + sds[:-1] ** 2)
+    u = np.concatenate([centres[:1], np.log(gaps)])
+    u_sd = np.concatenate([sds[:1], np.clip(gap_sds / gaps, 1e-3, 1.0)])
+    return u, u_sd
+
+
 class NotFittedError(ValueError):
     """Raised when a model is used for prediction before it was fitted."""
 
@@ -256,10 +425,17 @@ class BayesianGMM(tf.Module):
         units; every result is reported back in data units. ``False`` gives the
         seed's model on raw data.
       dtype: ``tf.float32`` (default) or ``tf.float64``.
+      order_by: None (default) for the exchangeable model; a feature index ``d``
+        for the ordered model, whose component means are ascending along
+        feature ``d`` in every draw, prior and posterior alike (``q`` is a
+        Normal on an unconstrained vector pushed through ``tfb.Ascending``).
+        Needs the exchangeable prior (scalar ``loc_mean``).
       name: the module's name.
 
     Attributes (variables, all checkpointed):
-      loc, loc_scale: ``[K, D]`` q's mean and sd of the component means.
+      loc, loc_scale: ``[K, D]`` q's mean and sd of the component means (for
+        the ordered model, column ``order_by`` holds q's mean and log-sd... of
+        the unconstrained vector u instead).
       precision_shape, precision_rate: ``[K, D]`` q's Gamma over precisions.
       concentration: ``[K]`` q's Dirichlet over weights.
       data_shift, data_scale: ``[D]`` the standardisation, set by ``fit``.
@@ -276,6 +452,7 @@ class BayesianGMM(tf.Module):
         priors: Priors | None = None,
         standardize: bool = True,
         dtype=tf.float32,
+        order_by: int | None = None,
         name: str | None = None,
     ):
         super().__init__(name=name)
@@ -290,6 +467,28 @@ class BayesianGMM(tf.Module):
         self.dtype = tf.as_dtype(dtype)
         if self.dtype not in (tf.float32, tf.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype.name}.")
+        if order_by is not None:
+            if (
+                isinstance(order_by, bool)
+                or not isinstance(order_by, int | np.integer)
+                or not (0 <= order_by < self.n_features)
+            ):
+                raise ValueError(
+                    f"order_by must be None or a feature index in [0, {self.n_features}), "
+                    f"got {order_by!r}."
+                )
+            if not priors.exchangeable:
+                raise ValueError("order_by needs the exchangeable prior (a scalar loc_mean).")
+            order_by = int(order_by)
+        self.order_by = order_by
+        if not priors.exchangeable:
+            try:
+                np.broadcast_to(np.asarray(priors.loc_mean), (self.n_components, self.n_features))
+            except ValueError:
+                raise ValueError(
+                    f"priors.loc_mean of shape {np.shape(priors.loc_mean)} does not broadcast "
+                    f"to [n_components, n_features] = [{self.n_components}, {self.n_features}]."
+                ) from None
         shape = [self.n_components, self.n_features]
 
         def positive(value, shape, name):
@@ -313,9 +512,10 @@ class BayesianGMM(tf.Module):
         return {
             "n_components": self.n_components,
             "n_features": self.n_features,
-            "priors": dataclasses.asdict(self.priors),
+            "priors": self.priors.to_config(),
             "standardize": self.standardize,
             "dtype": self.dtype.name,
+            "order_by": self.order_by,
         }
 
     @property
@@ -376,26 +576,41 @@ class BayesianGMM(tf.Module):
         shape = (self.n_components, self.n_features)
         rng = np.random.default_rng(seed)
         if method == "prior":
-            start = Z[rng.choice(n_points, self.n_components, replace=False)]
-            self._assign(self.loc, start)
-            self._assign(self.loc_scale, np.full(shape, priors.loc_scale))
-            self._assign(self.precision_shape, np.full(shape, priors.precision_shape))
-            self._assign(self.precision_rate, np.full(shape, priors.precision_rate))
-            self._assign(self.concentration, np.full(self.n_components, priors.concentration))
-            return
-        kmeans = KMeans(self.n_components, init="k-means++", n_init=3, random_state=seed)
-        labels = kmeans.fit_predict(Z)
-        counts = np.bincount(labels, minlength=self.n_components).astype(float)
-        spread = np.ones(shape)
-        for k in range(self.n_components):
-            if counts[k] > 1:
-                spread[k] = Z[labels == k].var(axis=0)
-        spread = np.maximum(spread, 1e-6)
+            centres = Z[rng.choice(n_points, self.n_components, replace=False)]
+            counts = np.zeros(self.n_components)
+            spread = np.ones(shape)
+            centre_sds = np.full(shape, priors.loc_scale)
+        else:
+            kmeans = KMeans(self.n_components, init="k-means++", n_init=3, random_state=seed)
+            labels = kmeans.fit_predict(Z)
+            centres = kmeans.cluster_centers_
+            counts = np.bincount(labels, minlength=self.n_components).astype(float)
+            spread = np.ones(shape)
+            for k in range(self.n_components):
+                if counts[k] > 1:
+                    spread[k] = Z[labels == k].var(axis=0)
+            spread = np.maximum(spread, 1e-6)
+            centre_sds = np.sqrt(spread / np.maximum(counts, 1.0)[:, None])
+        order = np.arange(self.n_components)
+        if self.order_by is not None:  # components in ascending order along order_by
+            order = np.argsort(centres[:, self.order_by], kind="stable")
+        elif not priors.exchangeable:  # each cluster to the component whose prior mean is nearest
+            prior_means = np.broadcast_to(np.asarray(priors.loc_mean), centres.shape)
+            order = match_components(prior_means, centres)
+        centres, counts, spread, centre_sds = (
+            a[order] for a in (centres, counts, spread, centre_sds)
+        )
         shape_param = np.broadcast_to(priors.precision_shape + counts[:, None] / 2, shape)
-        self._assign(self.loc, kmeans.cluster_centers_)
-        self._assign(self.loc_scale, np.sqrt(spread / np.maximum(counts, 1.0)[:, None]))
+        rate_param = priors.precision_rate + counts[:, None] / 2 * spread
+        loc, loc_sd = centres.copy(), centre_sds.copy()
+        if self.order_by is not None:
+            loc[:, self.order_by], loc_sd[:, self.order_by] = _ascending_inverse_start(
+                centres[:, self.order_by], centre_sds[:, self.order_by]
+            )
+        self._assign(self.loc, loc)
+        self._assign(self.loc_scale, loc_sd)
         self._assign(self.precision_shape, shape_param)
-        self._assign(self.precision_rate, shape_param * spread)
+        self._assign(self.precision_rate, rate_param)
         self._assign(self.concentration, priors.concentration + counts)
 
     # -- the posterior ----------------------------------------------------------
@@ -404,15 +619,23 @@ class BayesianGMM(tf.Module):
         """q in data units.
 
         Returns:
-          dict of ``tfd`` distributions: ``"locs"`` (Normal, batch ``[K, D]``, data
-          units), ``"precisions"`` (Gamma, batch ``[K, D]``, 1 / data units^2) and
+          dict of ``tfd`` distributions: ``"locs"`` (data units; Normal with batch
+          ``[K, D]``, or for the ordered model a distribution with event
+          ``[K, D]`` whose draws are ascending along ``order_by``),
+          ``"precisions"`` (Gamma, batch ``[K, D]``, 1 / data units^2) and
           ``"weights"`` (Dirichlet, event ``[K]``).
         """
-        q = variational_distributions(self.unconstrained_parameters())
+        q = variational_distributions(self.unconstrained_parameters(), self.order_by)
         shift = tf.cast(self.data_shift, self.dtype)
         scale = tf.cast(self.data_scale, self.dtype)
+        if self.order_by is None:
+            locs = tfd.Normal(q["locs"].loc * scale + shift, q["locs"].scale * scale)
+        else:  # an increasing affine map keeps the order
+            locs = tfd.TransformedDistribution(
+                q["locs"], tfb.Chain([tfb.Shift(shift), tfb.Scale(scale)])
+            )
         return {
-            "locs": tfd.Normal(q["locs"].loc * scale + shift, q["locs"].scale * scale),
+            "locs": locs,
             # precision in data units = precision_std / scale^2; Gamma(a, b) / c = Gamma(a, b c).
             "precisions": tfd.Gamma(
                 q["precisions"].concentration, q["precisions"].rate * tf.square(scale)
@@ -421,22 +644,46 @@ class BayesianGMM(tf.Module):
         }
 
     def posterior_parameters(self) -> dict:
-        """q's parameters in data units as NumPy arrays (float64).
+        """q's summary parameters in data units as NumPy arrays (float64).
 
         Returns:
-          dict with ``loc_mean``, ``loc_sd`` (``[K, D]``, data units),
-          ``precision_shape``, ``precision_rate`` (``[K, D]``, rate in data
-          units^2) and ``concentration`` (``[K]``).
+          dict with ``loc_mean``, ``loc_sd`` (``[K, D]``: q's mean and sd of
+          each component mean, data units), ``precision_shape``,
+          ``precision_rate`` (``[K, D]``, rate in data units^2) and
+          ``concentration`` (``[K]``).
         """
-        q = self.posterior()
+        params = self.unconstrained_parameters()
+        mean, variance = loc_moments(params, self.order_by)
+        shift, scale = self.data_shift.numpy(), self.data_scale.numpy()
         as_numpy = lambda t: np.asarray(t, dtype=np.float64)  # noqa: E731
         return {
-            "loc_mean": as_numpy(q["locs"].loc),
-            "loc_sd": as_numpy(q["locs"].scale),
-            "precision_shape": as_numpy(q["precisions"].concentration),
-            "precision_rate": as_numpy(q["precisions"].rate),
-            "concentration": as_numpy(q["weights"].concentration),
+            "loc_mean": as_numpy(mean) * scale + shift,
+            "loc_sd": np.sqrt(as_numpy(variance)) * scale,
+            "precision_shape": as_numpy(tf.exp(params["precision_shape"])),
+            "precision_rate": as_numpy(tf.exp(params["precision_rate"])) * scale**2,
+            "concentration": as_numpy(tf.exp(params["concentration"])),
         }
+
+    def log_prior(self, locs, precisions, weights) -> tf.Tensor:
+        """Log prior density at given parameter values, in standardised units.
+
+        For the ordered model this is the exchangeable prior restricted to means
+        ascending along ``order_by`` and renormalised: + log K! inside that
+        region, -inf outside.
+
+        Args:
+          locs, precisions: ``[..., K, D]``; weights: ``[..., K]``.
+
+        Returns:
+          ``[...]`` log density, nats.
+        """
+        return log_prior(
+            tf.convert_to_tensor(locs, self.dtype),
+            tf.convert_to_tensor(precisions, self.dtype),
+            tf.convert_to_tensor(weights, self.dtype),
+            self.priors.as_tensors(self.dtype),
+            self.order_by,
+        )
 
     # -- prediction -------------------------------------------------------------
 
@@ -461,6 +708,7 @@ class BayesianGMM(tf.Module):
             self.unconstrained_parameters(),
             tf.constant(num_samples),
             tf.constant([seed, 0], tf.int32),
+            self.order_by,
         )
         locs = tf.gather(locs, features, axis=-1)
         precisions = tf.gather(precisions, features, axis=-1)
@@ -542,7 +790,7 @@ class BayesianGMM(tf.Module):
         seed = check_seed(seed)
         theta_seed, component_seed, noise_seed = tfp.random.split_seed([seed, 1], n=3)
         locs, precisions, weights = _draw_parameters(
-            self.unconstrained_parameters(), tf.constant(n), theta_seed
+            self.unconstrained_parameters(), tf.constant(n), theta_seed, self.order_by
         )
         components = tfd.Categorical(probs=weights).sample(seed=component_seed)  # [n]
         chosen_locs = tf.gather(locs, components, batch_dims=1)

@@ -144,6 +144,7 @@ def _train_chunk(
     seed,
     learning_rate,
     estimator,
+    order_by=None,
 ):
     """Runs ``n_steps`` SVI steps from global step ``step0`` in one graph.
 
@@ -155,6 +156,7 @@ def _train_chunk(
       seed: int32 ``[2]`` seed.
       learning_rate: scalar, the peak learning rate.
       estimator: Python string, one of ``ESTIMATORS`` (part of the trace key).
+      order_by: None or the ordered feature (part of the trace key).
 
     Returns:
       ``(params, adam_m, adam_v, elbo [n_done], n_done, finite)``; if a step
@@ -179,7 +181,9 @@ def _train_chunk(
         draw_seed = tf.random.experimental.stateless_fold_in(draw_stream, step)
         with tf.GradientTape() as tape:
             tape.watch(params)
-            loss = negative_elbo(params, batch, n_points, prior_params, estimator, draw_seed)
+            loss = negative_elbo(
+                params, batch, n_points, prior_params, estimator, draw_seed, order_by
+            )
         grads = tape.gradient(loss, params)
         rate = _learning_rate(learning_rate, step, total_steps)
         new_params, new_m, new_v = _adam_update(params, grads, m, v, step, rate)
@@ -349,6 +353,7 @@ def fit(
                 seed_tensor,
                 tf.constant(learning_rate, dtype),
                 estimator,
+                model.order_by,
             )
             model.assign_unconstrained(params)
             # A diverged step was not applied, so it does not count as trained.
@@ -385,10 +390,10 @@ def fit(
 
 
 @tf.function(reduce_retracing=True)
-def _gradient(params, batch, n_total, prior_params, estimator, seed):
+def _gradient(params, batch, n_total, prior_params, estimator, seed, order_by=None):
     with tf.GradientTape() as tape:
         tape.watch(params)
-        loss = negative_elbo(params, batch, n_total, prior_params, estimator, seed)
+        loss = negative_elbo(params, batch, n_total, prior_params, estimator, seed, order_by)
     return tape.gradient(loss, params)
 
 
@@ -437,6 +442,7 @@ def gradient_samples(
             priors,
             estimator,
             tf.constant([seed, repeat], tf.int32),
+            model.order_by,
         )
         draws.append({name: value.numpy() for name, value in grads.items()})
     return {name: np.stack([d[name] for d in draws]) for name in draws[0]}
