@@ -60,7 +60,7 @@ def _target(data, prior_params, order_by):
     return log_joint
 
 
-@tf.function(autograph=False, jit_compile=True, reduce_retracing=True)
+@tf.function(autograph=False, jit_compile=True)
 def _run_nuts(
     initial_state, data, prior_params, seed, num_results, num_burnin, order_by, max_tree_depth
 ):
@@ -144,11 +144,14 @@ def sample(
         starts.append((locs, precisions[order], weights[order]))
     dtype = model.dtype
     initial_state = [tf.constant(np.stack(parts), dtype) for parts in zip(*starts)]
+    # The prior mean as [K, D] whether or not it is shared, so both priors share one trace.
+    prior_params = list(model.priors.as_tensors(dtype))
+    prior_params[0] = tf.broadcast_to(prior_params[0], centres.shape)
     with native_stderr_silenced():  # XLA's compile-time log lines
         (locs, precisions, weights), (accepted, step_size, leapfrogs) = _run_nuts(
             initial_state,
             tf.constant((data - shift) / scale, dtype),
-            model.priors.as_tensors(dtype),
+            tuple(prior_params),
             tf.constant([seed, 7], tf.int32),
             num_results,
             num_burnin,
