@@ -25,7 +25,7 @@ with native_stderr_silenced():
 
     _tf.config.list_physical_devices()
 
-from gmm import checkpoint, data, evaluate, mcmc, plotting, reference  # noqa: E402
+from gmm import checkpoint, data, evaluate, mcmc, natural, plotting, reference, streaming  # noqa: E402
 from gmm.model import BayesianGMM, NotFittedError, Priors  # noqa: E402
 from gmm.train import DivergenceError, History, fit  # noqa: E402
 
@@ -42,6 +42,8 @@ __all__ = [
     "evaluate",
     "fit",
     "mcmc",
+    "natural",
     "plotting",
     "reference",
+    "streaming",
 ]

@@ -106,6 +106,10 @@ class Priors:
 # model of the same shape.
 # ---------------------------------------------------------------------------
 
+# The bijector behind every positive variable. The distributions below call
+# tf.exp directly instead: a bijector caches forward(x) by x, and a cached
+# result computed under one gradient tape is invisible to another (each
+# replica of a tf.distribute strategy runs its own tape on the same x).
 _POSITIVE = tfb.Exp()
 
 
@@ -185,7 +189,7 @@ def variational_distributions(params: dict, order_by: int | None = None) -> dict
       ``AscendingColumn``), ``"precisions"`` (batch ``[K, D]``) and
       ``"weights"`` (event ``[K]``).
     """
-    locs = tfd.Normal(params["loc"], _POSITIVE.forward(params["loc_scale"]))
+    locs = tfd.Normal(params["loc"], tf.exp(params["loc_scale"]))
     if order_by is not None:
         locs = tfd.TransformedDistribution(
             tfd.Independent(locs, reinterpreted_batch_ndims=2), AscendingColumn(order_by)
@@ -193,10 +197,10 @@ def variational_distributions(params: dict, order_by: int | None = None) -> dict
     return {
         "locs": locs,
         "precisions": tfd.Gamma(
-            _POSITIVE.forward(params["precision_shape"]),
-            _POSITIVE.forward(params["precision_rate"]),
+            tf.exp(params["precision_shape"]),
+            tf.exp(params["precision_rate"]),
         ),
-        "weights": tfd.Dirichlet(_POSITIVE.forward(params["concentration"])),
+        "weights": tfd.Dirichlet(tf.exp(params["concentration"])),
     }
 
 
@@ -228,7 +232,7 @@ def locs_kl(params: dict, prior_params: tuple, order_by: int | None = None):
     log |det J| = sum_{k>=1} u_k.
     """
     prior_mean, prior_scale = prior_params[0], prior_params[1]
-    q_normal = tfd.Normal(params["loc"], _POSITIVE.forward(params["loc_scale"]))
+    q_normal = tfd.Normal(params["loc"], tf.exp(params["loc_scale"]))
     prior = tfd.Normal(prior_mean * tf.ones_like(params["loc"]), prior_scale)
     kl = tfd.kl_divergence(q_normal, prior)  # [K, D]; wrong for the ordered column
     if order_by is None:
@@ -291,7 +295,9 @@ def mixture(locs, precisions, weights) -> tfd.MixtureSameFamily:
     )
 
 
-def expected_log_likelihood(q: dict, batch: tf.Tensor, loc_mean, loc_var) -> tf.Tensor:
+def expected_log_likelihood(
+    q: dict, batch: tf.Tensor, loc_mean, loc_var, *, per_component: bool = False
+) -> tf.Tensor:
     """Closed-form data term of the ELBO with assignments in the mean field.
 
     For each point, log sum_k exp(E_q[log w_k] + E_q[log Normal(x | mu_k, tau_k)]):
@@ -306,9 +312,11 @@ def expected_log_likelihood(q: dict, batch: tf.Tensor, loc_mean, loc_var) -> tf.
       batch: ``[B, D]`` points in standardised units.
       loc_mean, loc_var: ``[K, D]`` mean and variance of the locs under q
         (``loc_moments``).
+      per_component: return the ``[B, K]`` terms before the log-sum-exp over
+        components instead (their softmax is the optimal q(z)).
 
     Returns:
-      ``[B]`` per-point bound, nats.
+      ``[B]`` per-point bound, nats (``[B, K]`` with ``per_component``).
     """
     concentration = q["weights"].concentration
     expected_log_weights = tf.math.digamma(concentration) - tf.math.digamma(
@@ -320,10 +328,11 @@ def expected_log_likelihood(q: dict, batch: tf.Tensor, loc_mean, loc_var) -> tf.
     expected_sq_error = (
         tf.math.squared_difference(batch[:, None, :], loc_mean) + loc_var
     )  # [B, K, D]
-    per_component = 0.5 * tf.reduce_sum(
+    component_terms = 0.5 * tf.reduce_sum(
         expected_log_precision - _LOG_2PI - expected_precision * expected_sq_error, axis=-1
     )
-    return tf.reduce_logsumexp(expected_log_weights + per_component, axis=-1)
+    joint = expected_log_weights + component_terms
+    return joint if per_component else tf.reduce_logsumexp(joint, axis=-1)
 
 
 def sampled_log_likelihood(q: dict, batch: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -550,18 +559,28 @@ class BayesianGMM(tf.Module):
         shift, scale = self.data_shift.numpy(), self.data_scale.numpy()
         return tf.constant((array - shift) / scale, self.dtype)
 
-    def set_standardization(self, X: np.ndarray) -> None:
-        """Sets ``data_shift``/``data_scale`` from ``X`` (``[N, D]``, checked)."""
+    def set_standardization(self, X: np.ndarray | None, *, mean=None, std=None) -> None:
+        """Sets ``data_shift``/``data_scale`` from ``X`` (``[N, D]``, checked), or
+        from a stream's per-feature ``mean`` and ``std`` (``[D]``) when ``X`` is None."""
         if self.standardize:
-            scale = X.std(axis=0)
-            self.data_shift.assign(X.mean(axis=0))
+            if X is not None:
+                mean, std = X.mean(axis=0), X.std(axis=0)
+            scale = np.asarray(std, dtype=np.float64)
+            self.data_shift.assign(np.asarray(mean, dtype=np.float64))
             # A constant feature gets scale 1 rather than a division by zero.
             self.data_scale.assign(np.where(scale > 0, scale, 1.0))
         else:
             self.data_shift.assign(np.zeros(self.n_features))
             self.data_scale.assign(np.ones(self.n_features))
 
-    def initialize(self, Z: np.ndarray, *, method: str = "kmeans++", seed: int = 0) -> None:
+    def initialize(
+        self,
+        Z: np.ndarray,
+        *,
+        method: str = "kmeans++",
+        seed: int = 0,
+        n_points: int | None = None,
+    ) -> None:
         """Sets q from standardised data ``Z`` (``[N, D]``) before fitting.
 
         ``"kmeans++"`` runs k-means (k-means++ seeding, as scikit-learn's mixtures
@@ -569,14 +588,17 @@ class BayesianGMM(tf.Module):
         spread, so SVI starts near the optimum and needs few steps.
         ``"prior"`` starts q at the prior with means at random data points: the
         seed post's starting point, kept to show how slowly that converges.
+        When ``Z`` is a uniform sample of a larger data set (a stream),
+        ``n_points`` is the data set's size: cluster counts are scaled up to it.
         """
         if method not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {method!r}.")
-        priors, n_points = self.priors, Z.shape[0]
+        priors, n_sample = self.priors, Z.shape[0]
+        count_scale = 1.0 if n_points is None else n_points / n_sample
         shape = (self.n_components, self.n_features)
         rng = np.random.default_rng(seed)
         if method == "prior":
-            centres = Z[rng.choice(n_points, self.n_components, replace=False)]
+            centres = Z[rng.choice(n_sample, self.n_components, replace=False)]
             counts = np.zeros(self.n_components)
             spread = np.ones(shape)
             centre_sds = np.full(shape, priors.loc_scale)
@@ -590,6 +612,7 @@ class BayesianGMM(tf.Module):
                 if counts[k] > 1:
                     spread[k] = Z[labels == k].var(axis=0)
             spread = np.maximum(spread, 1e-6)
+            counts = counts * count_scale
             centre_sds = np.sqrt(spread / np.maximum(counts, 1.0)[:, None])
         order = np.arange(self.n_components)
         if self.order_by is not None:  # components in ascending order along order_by

@@ -22,11 +22,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from gmm import checkpoint
+from gmm import checkpoint, natural, streaming
 from gmm._validation import check_data, check_positive, check_positive_int, check_seed
 from gmm.model import ESTIMATORS, INITS, BayesianGMM, negative_elbo
 
 _ADAM_BETA1, _ADAM_BETA2, _ADAM_EPSILON = 0.9, 0.999, 1e-8
+ALGORITHMS = ("adam", "natural")
 DEFAULT_EPOCHS = 50
 # Small data sets have few batches per epoch; the default never takes fewer steps than this.
 DEFAULT_MIN_STEPS = 500
@@ -46,7 +47,7 @@ class History:
       elbo: ``[steps]`` minibatch ELBO estimate at each step, nats per data
         point, density in data units (so it is comparable with ``score``).
       steps, epochs: optimisation steps and passes over the data.
-      batch_size, learning_rate, estimator, seed: the settings used.
+      batch_size, learning_rate, estimator, seed, algorithm: the settings used.
       wall_time_s: seconds spent in ``fit``, tracing included.
     """
 
@@ -58,6 +59,7 @@ class History:
     estimator: str
     seed: int
     wall_time_s: float
+    algorithm: str = "adam"
 
 
 class _OptimizerState(tf.Module):
@@ -130,6 +132,37 @@ def _adam_update(params, grads, m, v, step, learning_rate):
     return new_params, new_m, new_v
 
 
+def _loss_and_gradient(params, batch, n_points, prior_params, estimator, seed, order_by, strategy):
+    """-ELBO per point on ``batch`` and its gradient; with a ``tf.distribute``
+    strategy, each replica takes an equal slice of the batch and the gradients
+    are summed across replicas (each slice's loss weighted by 1 / replicas, so
+    the sum is the whole batch's loss)."""
+
+    def local(params, points, weight, draw_seed):
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            loss = weight * negative_elbo(
+                params, points, n_points, prior_params, estimator, draw_seed, order_by
+            )
+        return loss, tape.gradient(loss, params)
+
+    if strategy is None:
+        return local(params, batch, 1.0, seed)
+    replicas = strategy.num_replicas_in_sync
+    slices = tf.reshape(batch, [replicas, -1, tf.shape(batch)[-1]])
+
+    def replica_step(params, slices):
+        context = tf.distribute.get_replica_context()
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+        draw_seed = tf.random.experimental.stateless_fold_in(seed, replica)
+        loss_and_grads = local(params, tf.gather(slices, replica), 1.0 / replicas, draw_seed)
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, loss_and_grads)
+
+    # After the all-reduce every replica holds the same sums; take the first's.
+    per_replica = strategy.run(replica_step, args=(params, slices))
+    return strategy.experimental_local_results(per_replica)[0]
+
+
 @tf.function(reduce_retracing=True)
 def _train_chunk(
     params,
@@ -145,31 +178,48 @@ def _train_chunk(
     learning_rate,
     estimator,
     order_by=None,
+    algorithm="adam",
+    strategy=None,
+    n_points=None,
+    standardization=None,
 ):
     """Runs ``n_steps`` SVI steps from global step ``step0`` in one graph.
 
     Args:
       params, adam_m, adam_v: dicts of ``[K, D]``/``[K]`` tensors (unconstrained).
-      data: ``[N, D]`` standardised points.
-      prior_params: tuple of scalar prior hyperparameters.
+      data: ``[N, D]`` standardised points, shuffled in the graph each epoch;
+        or an iterator over ``[B, D]`` batches in data units (a stream).
+      prior_params: tuple of the prior hyperparameters' tensors.
       step0, n_steps, total_steps, batch_size: int32 scalars.
       seed: int32 ``[2]`` seed.
-      learning_rate: scalar, the peak learning rate.
-      estimator: Python string, one of ``ESTIMATORS`` (part of the trace key).
-      order_by: None or the ordered feature (part of the trace key).
+      learning_rate: scalar, Adam's peak learning rate or the natural
+        gradient's step-size scale.
+      estimator, order_by, algorithm, strategy: Python values (part of the
+        trace key); see ``fit``.
+      n_points: for a stream, N as an int32 scalar.
+      standardization: for a stream, ``(shift, scale)`` ``[D]`` float64.
 
     Returns:
       ``(params, adam_m, adam_v, elbo [n_done], n_done, finite)``; if a step
       produced a non-finite value, ``finite`` is False, the returned state is
       the last finite one and ``elbo[-1]`` is the offending value.
     """
-    n_points = tf.shape(data)[0]
-    batches_per_epoch = tf.maximum(n_points // batch_size, 1)
-    batch_size = tf.minimum(batch_size, n_points)
+    streaming = not isinstance(data, tf.Tensor)
+    dtype = learning_rate.dtype
+    if streaming:
+        batches_per_epoch = tf.constant(1)  # unused: the stream shuffles itself
+        initial_order = tf.zeros([0], tf.int32)
+    else:
+        n_points = tf.shape(data)[0]
+        batches_per_epoch = tf.maximum(n_points // batch_size, 1)
+        batch_size = tf.minimum(batch_size, n_points)
+        initial_order = _epoch_permutation(seed, step0 // batches_per_epoch, n_points)
     draw_stream = tf.random.experimental.stateless_fold_in(seed, _DRAW_STREAM)
 
-    def body(i, params, m, v, order, trace, finite):
-        step = step0 + i
+    def next_batch(step, order):
+        if streaming:
+            shift, scale = standardization
+            return tf.cast((tf.cast(next(data), tf.float64) - shift) / scale, dtype), order
         within_epoch = step % batches_per_epoch
         order = tf.cond(
             tf.equal(within_epoch, 0),
@@ -177,16 +227,24 @@ def _train_chunk(
             lambda: order,
         )
         order = tf.ensure_shape(order, data.shape[:1])
-        batch = tf.gather(data, order[within_epoch * batch_size : (within_epoch + 1) * batch_size])
+        rows = order[within_epoch * batch_size : (within_epoch + 1) * batch_size]
+        return tf.gather(data, rows), order
+
+    def body(i, params, m, v, order, trace, finite):
+        step = step0 + i
+        batch, order = next_batch(step, order)
         draw_seed = tf.random.experimental.stateless_fold_in(draw_stream, step)
-        with tf.GradientTape() as tape:
-            tape.watch(params)
-            loss = negative_elbo(
-                params, batch, n_points, prior_params, estimator, draw_seed, order_by
+        if algorithm == "natural":
+            loss = negative_elbo(params, batch, n_points, prior_params, "expected", draw_seed)
+            rho = natural.step_size(learning_rate, step)
+            new_params = natural.natural_gradient_update(params, batch, n_points, prior_params, rho)
+            new_m, new_v = m, v
+        else:
+            loss, grads = _loss_and_gradient(
+                params, batch, n_points, prior_params, estimator, draw_seed, order_by, strategy
             )
-        grads = tape.gradient(loss, params)
-        rate = _learning_rate(learning_rate, step, total_steps)
-        new_params, new_m, new_v = _adam_update(params, grads, m, v, step, rate)
+            rate = _learning_rate(learning_rate, step, total_steps)
+            new_params, new_m, new_v = _adam_update(params, grads, m, v, step, rate)
         finite = tf.math.is_finite(loss) & tf.reduce_all(
             [tf.reduce_all(tf.math.is_finite(p)) for p in tf.nest.flatten(new_params)]
         )
@@ -201,8 +259,8 @@ def _train_chunk(
         params,
         adam_m,
         adam_v,
-        _epoch_permutation(seed, step0 // batches_per_epoch, n_points),
-        tf.TensorArray(learning_rate.dtype, size=n_steps),
+        initial_order,
+        tf.TensorArray(dtype, size=n_steps),
         tf.constant(True),
     )
     n_done, params, adam_m, adam_v, _, trace, finite = tf.while_loop(
@@ -218,34 +276,46 @@ def fit(
     steps: int | None = None,
     epochs: int | None = None,
     batch_size: int = 500,
-    learning_rate: float = 0.05,
+    learning_rate: float | None = None,
     estimator: str = "expected",
+    algorithm: str = "adam",
     init: str = "kmeans++",
     warm_start: bool = False,
     seed: int = 0,
     progress: bool = True,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> History:
-    """Fits ``model``'s variational posterior to ``X`` by SVI (Adam, minibatches).
+    """Fits ``model``'s variational posterior to ``X`` by SVI (minibatches).
 
     The defaults reach the exact coordinate-ascent solution on data like the
     seed post's (N = 3000, K = 3) in well under a second.
 
     Args:
       model: the ``BayesianGMM`` to fit, in place.
-      X: ``[N, D]`` array-like of finite real numbers, data units.
+      X: ``[N, D]`` array-like of finite real numbers, data units; or a
+        ``tf.data.Dataset`` of points ``[D]`` or batches ``[B, D]`` (data units)
+        for data larger than memory (see ``gmm.streaming``): one pass first
+        counts N, standardises and draws the k-means sample, then training
+        streams the repeated dataset, in the dataset's own order and batches.
       steps: optimisation steps; or give ``epochs`` (passes over ``X``) instead.
         Default: 50 epochs, and at least 500 steps.
-      batch_size: points per minibatch; one larger than N uses all N.
-      learning_rate: Adam's peak learning rate (cosine-decayed to 0). Positive
-        parameters are optimised in log space, so this is a relative step.
+      batch_size: points per minibatch; one larger than N uses all N. For a
+        dataset of batches, the dataset's own batches are used.
+      learning_rate: for ``"adam"``, the peak learning rate, cosine-decayed to
+        0 (default 0.05; positive parameters are optimised in log space, so
+        this is a relative step); for ``"natural"``, the scale of the step size
+        ``rho_t = learning_rate * (1 + t) ** -0.7`` (default 1).
       estimator: ``"expected"`` (default): the closed-form expected
         log-likelihood with mean-field assignments, no Monte Carlo noise, whose
         optimum is the classical VB / coordinate-ascent solution;
         ``"per_point"``: the seed post's reparameterised estimator, one
         posterior draw per data point (unbiased for the collapsed ELBO, far
         noisier, ~3x slower per step).
+      algorithm: ``"adam"`` (default): reparameterised gradients and Adam;
+        ``"natural"``: natural-gradient conjugate SVI (``gmm.natural``; the
+        exchangeable model and the ``"expected"`` bound only).
       init: ``"kmeans++"`` (default) or ``"prior"``; see
         ``BayesianGMM.initialize``. Ignored when ``warm_start`` continues a fit.
       warm_start: continue from the model's current state (and its
@@ -258,7 +328,12 @@ def fit(
         again with the same arguments, data and ``checkpoint_dir`` resumes
         from it, ending with exactly the parameters of an uninterrupted fit.
         A checkpoint of a different fit there raises ``CheckpointError``.
+        In-memory data only.
       checkpoint_every: steps between checkpoints (default: every 5% of the fit).
+      strategy: a ``tf.distribute`` strategy (e.g. ``MirroredStrategy`` over
+        several GPUs) to split each minibatch across its replicas, summing
+        their gradients; ``batch_size`` must divide evenly among them.
+        ``"adam"`` only.
 
     Returns:
       a ``History``.
@@ -272,55 +347,102 @@ def fit(
     start_time = time.perf_counter()
     if not isinstance(model, BayesianGMM):
         raise TypeError(f"model must be a gmm.BayesianGMM, got {type(model).__name__}.")
-    data = check_data(X, n_features=model.n_features, min_points=model.n_components)
-    n_points = data.shape[0]
-    batch_size = min(check_positive_int(batch_size, "batch_size"), n_points)
-    learning_rate = check_positive(learning_rate, "learning_rate")
+    streaming_data = isinstance(X, tf.data.Dataset)
+    batch_size = check_positive_int(batch_size, "batch_size")
     seed = check_seed(seed)
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
-    batches_per_epoch = n_points // batch_size
+    if learning_rate is None:
+        learning_rate = 1.0 if algorithm == "natural" else 0.05
+    learning_rate = check_positive(learning_rate, "learning_rate")
+    if algorithm == "natural":
+        if model.order_by is not None:
+            raise ValueError("algorithm='natural' needs the exchangeable model (order_by=None).")
+        if estimator != "expected":
+            raise ValueError("algorithm='natural' uses the 'expected' bound; drop estimator.")
+        if strategy is not None:
+            raise ValueError("strategy is supported with algorithm='adam' only.")
     if steps is not None and epochs is not None:
         raise ValueError("Give steps or epochs, not both.")
-    if steps is None and epochs is None:
-        steps = max(DEFAULT_EPOCHS * batches_per_epoch, DEFAULT_MIN_STEPS)
-    elif steps is None:
-        steps = check_positive_int(epochs, "epochs") * batches_per_epoch
-    steps = check_positive_int(steps, "steps")
-
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}.")
     if checkpoint_every is not None:
         checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
         if checkpoint_dir is None:
             raise ValueError("checkpoint_every needs a checkpoint_dir to write to.")
+    if streaming_data and checkpoint_dir is not None:
+        raise ValueError("checkpoint_dir needs in-memory data; X is a tf.data.Dataset.")
+
+    if streaming_data:
+        dataset = streaming.as_batched_dataset(X, model.n_features, batch_size)
+        stats = streaming.dataset_statistics(dataset, model.n_features, seed=seed)
+        if stats.n_points < model.n_components:
+            raise ValueError(
+                f"X has {stats.n_points} points, fewer than the {model.n_components} components."
+            )
+        n_points, batches_per_epoch = stats.n_points, stats.n_batches
+        if strategy is not None and dataset.element_spec.shape[0] is None:
+            raise ValueError(
+                "With a strategy, X must have fixed-size batches (batch with drop_remainder=True)."
+            )
+    else:
+        data = check_data(X, n_features=model.n_features, min_points=model.n_components)
+        n_points = data.shape[0]
+        batch_size = min(batch_size, n_points)
+        batches_per_epoch = n_points // batch_size
+    replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+    replica_batch = dataset.element_spec.shape[0] if streaming_data else batch_size
+    if replica_batch is not None and replica_batch % replicas:
+        raise ValueError(
+            f"batch_size {replica_batch} does not split evenly across {replicas} replicas."
+        )
+    if steps is None and epochs is None:
+        steps = max(DEFAULT_EPOCHS * batches_per_epoch, DEFAULT_MIN_STEPS)
+    elif steps is None:
+        steps = check_positive_int(epochs, "epochs") * batches_per_epoch
+    steps = check_positive_int(steps, "steps")
+
     settings = {
         "steps": steps,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "estimator": estimator,
+        "algorithm": algorithm,
         "init": init,
         "warm_start": warm_start,
         "seed": seed,
     }
-    identity = {
-        "model": model.config(),
-        "settings": settings,
-        "data": {"shape": list(data.shape), "sha256": hashlib.sha256(data.tobytes()).hexdigest()},
-    }
-
     optimizer = _OptimizerState(model.unconstrained_parameters())
     done, elbo_chunks = 0, []
-    if checkpoint_dir is not None and checkpoint.exists(checkpoint_dir):
-        done, elbo_so_far = _restore_training(checkpoint_dir, model, optimizer, identity)
-        elbo_chunks.append(elbo_so_far)
-    elif not (warm_start and model.is_fitted):
-        model.set_standardization(data)
-        model.initialize(
-            model.standardized(data).numpy().astype(np.float64), method=init, seed=seed
-        )
-        model.steps_trained.assign(0)
-    standardized = model.standardized(data)
+    if streaming_data:
+        identity = None
+        if not (warm_start and model.is_fitted):
+            model.set_standardization(None, mean=stats.mean, std=stats.std)
+            sample = (stats.sample - model.data_shift.numpy()) / model.data_scale.numpy()
+            model.initialize(sample, method=init, seed=seed, n_points=n_points)
+            model.steps_trained.assign(0)
+        source = iter(dataset.repeat().prefetch(tf.data.AUTOTUNE))
+    else:
+        identity = {
+            "model": model.config(),
+            "settings": settings,
+            "data": {
+                "shape": list(data.shape),
+                "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
+            },
+        }
+        if checkpoint_dir is not None and checkpoint.exists(checkpoint_dir):
+            done, elbo_so_far = _restore_training(checkpoint_dir, model, optimizer, identity)
+            elbo_chunks.append(elbo_so_far)
+        elif not (warm_start and model.is_fitted):
+            model.set_standardization(data)
+            model.initialize(
+                model.standardized(data).numpy().astype(np.float64), method=init, seed=seed
+            )
+            model.steps_trained.assign(0)
+        source = model.standardized(data)
 
     dtype = model.dtype
     params = model.unconstrained_parameters()
@@ -328,6 +450,12 @@ def fit(
     prior_params = model.priors.as_tensors(dtype)
     int32 = lambda value: tf.constant(value, tf.int32)  # noqa: E731
     seed_tensor = tf.constant([seed, 0], tf.int32)
+    stream_args = {}
+    if streaming_data:
+        stream_args = {
+            "n_points": int32(n_points),
+            "standardization": (model.data_shift.read_value(), model.data_scale.read_value()),
+        }
 
     chunk = checkpoint_every or max(1, math.ceil(steps / 20))
     log_jacobian = float(np.log(model.data_scale.numpy()).sum())
@@ -344,7 +472,7 @@ def fit(
                 params,
                 adam_m,
                 adam_v,
-                standardized,
+                source,
                 prior_params,
                 int32(done),
                 int32(n_steps),
@@ -354,6 +482,9 @@ def fit(
                 tf.constant(learning_rate, dtype),
                 estimator,
                 model.order_by,
+                algorithm,
+                strategy,
+                **stream_args,
             )
             model.assign_unconstrained(params)
             # A diverged step was not applied, so it does not count as trained.
@@ -386,6 +517,7 @@ def fit(
         estimator=estimator,
         seed=seed,
         wall_time_s=time.perf_counter() - start_time,
+        algorithm=algorithm,
     )
 
 

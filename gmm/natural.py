@@ -1,0 +1,92 @@
+"""Natural-gradient, conjugate SVI (Hoffman, Blei, Wang and Paisley, "Stochastic
+Variational Inference", JMLR 2013) for the exchangeable model.
+
+Given the assignments, every global factor of q has a conjugate complete
+conditional: Normal for each mean, Gamma for each precision, Dirichlet for the
+weights. For such a factor the natural gradient of the ELBO with respect to
+its natural parameters is ``lambda_hat - lambda``, where ``lambda_hat`` is the
+coordinate-ascent update computed from a minibatch as if the whole data set
+were that minibatch repeated N / B times. A step of size ``rho`` is therefore
+a convex blend of natural parameters,
+
+    lambda <- (1 - rho) * lambda + rho * lambda_hat,
+
+with no gradient, no tape and no tuning beyond the step-size schedule
+``rho_t = rate * (1 + t) ** -decay`` (Robbins-Monro for 0.5 < decay <= 1).
+The updates are those of ``gmm.reference.cavi``, written here in TensorFlow
+on a minibatch; the tests check that, given the whole data set and rho = 1,
+one step is exactly one CAVI sweep.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from gmm.model import expected_log_likelihood, loc_moments, variational_distributions
+
+DEFAULT_DECAY = 0.7
+
+
+def step_size(rate, step, decay=DEFAULT_DECAY):
+    """rho_t = rate * (1 + t) ** -decay, at most 1."""
+    t = tf.cast(step, rate.dtype)
+    return tf.minimum(rate * tf.pow(1.0 + t, -tf.cast(decay, rate.dtype)), 1.0)
+
+
+def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, rho) -> dict:
+    """One natural-gradient step on the unconstrained parameters.
+
+    Args:
+      params: dict keyed by ``gmm.model.PARAMETER_NAMES`` (exchangeable model:
+        ``loc`` as is, every other entry the log of the positive parameter),
+        ``[K, D]`` (``concentration``: ``[K]``).
+      batch: ``[B, D]`` standardised points.
+      n_total: N, the number of points in the whole data set.
+      prior_params: the priors' tensors, in the order of ``gmm.Priors``' fields
+        (``loc_mean`` a scalar or ``[K, D]``).
+      rho: step size in (0, 1].
+
+    Returns:
+      the new ``params``, same structure.
+    """
+    loc_mean0, loc_scale0, shape0, rate0, concentration0 = prior_params
+    q = variational_distributions(params)
+    loc_mean, loc_var = loc_moments(params)
+    shape, rate = q["precisions"].concentration, q["precisions"].rate
+    concentration = q["weights"].concentration
+    expected_precision = shape / rate
+
+    # Local step: q(z) for the minibatch, from the per-component terms of the
+    # same bound the "expected" estimator uses.
+    per_point = expected_log_likelihood(q, batch, loc_mean, loc_var, per_component=True)
+    responsibilities = tf.nn.softmax(per_point, axis=-1)  # [B, K]
+
+    # Sufficient statistics, scaled as if the data set were this batch N / B times.
+    scale = tf.cast(n_total, batch.dtype) / tf.cast(tf.shape(batch)[0], batch.dtype)
+    counts = scale * tf.reduce_sum(responsibilities, axis=0)  # [K]
+    sums = scale * tf.matmul(responsibilities, batch, transpose_a=True)  # [K, D]
+    sums_sq = scale * tf.matmul(responsibilities, tf.square(batch), transpose_a=True)
+
+    # The coordinate-ascent targets (as in gmm.reference.cavi), all from the current q.
+    prior_precision = 1.0 / tf.square(loc_scale0)
+    precision_hat = prior_precision + expected_precision * counts[:, None]
+    weighted_mean_hat = loc_mean0 * prior_precision + expected_precision * sums
+    shape_hat = shape0 + 0.5 * counts[:, None] * tf.ones_like(shape)
+    rate_hat = rate0 + 0.5 * (
+        sums_sq - 2.0 * loc_mean * sums + counts[:, None] * (tf.square(loc_mean) + loc_var)
+    )
+    concentration_hat = concentration0 + counts
+
+    # Blend the natural parameters: (precision * mean, precision) for each
+    # Normal, (shape, rate) for each Gamma, counts for the Dirichlet.
+    blend = lambda old, new: (1.0 - rho) * old + rho * new  # noqa: E731
+    loc_precision = 1.0 / loc_var
+    new_precision = blend(loc_precision, precision_hat)
+    new_mean = blend(loc_precision * loc_mean, weighted_mean_hat) / new_precision
+    return {
+        "loc": new_mean,
+        "loc_scale": -0.5 * tf.math.log(new_precision),
+        "precision_shape": tf.math.log(blend(shape, shape_hat)),
+        "precision_rate": tf.math.log(blend(rate, rate_hat)),
+        "concentration": tf.math.log(blend(concentration, concentration_hat)),
+    }

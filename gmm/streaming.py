@@ -1,0 +1,186 @@
+"""Data larger than memory: ``.npy`` shards on disk, read as a ``tf.data.Dataset``.
+
+``gmm.fit`` takes such a dataset instead of an array. It makes one streaming
+pass first (``dataset_statistics``: the number of points, each feature's mean
+and sd for the standardisation, and a uniform sample of points for the
+k-means initialisation, all in constant memory), then trains on the repeated
+stream. Shards are read with ``np.load(mmap_mode="r")`` and never unpickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from gmm._validation import check_data, check_positive_int, check_seed
+
+
+@dataclasses.dataclass
+class StreamStatistics:
+    """What one pass over a dataset found.
+
+    Attributes:
+      n_points: N, the number of points.
+      n_batches: batches in one pass.
+      mean, std: ``[D]`` per-feature mean and standard deviation (float64).
+      sample: ``[min(N, sample_size), D]`` points drawn uniformly without
+        replacement (float64).
+    """
+
+    n_points: int
+    n_batches: int
+    mean: np.ndarray
+    std: np.ndarray
+    sample: np.ndarray
+
+
+def as_batched_dataset(dataset: tf.data.Dataset, n_features: int, batch_size: int):
+    """Checks a dataset's element spec and returns it batched.
+
+    Elements may be single points ``[D]`` (they are batched by ``batch_size``)
+    or batches ``[B, D]`` (kept as they are) of a real floating dtype.
+
+    Raises:
+      TypeError: elements are not single tensors of a floating dtype.
+      ValueError: elements have the wrong rank or number of features.
+    """
+    spec = dataset.element_spec
+    if not isinstance(spec, tf.TensorSpec):
+        raise TypeError(f"X must be a dataset of single tensors, got elements {spec}.")
+    if not spec.dtype.is_floating:
+        raise TypeError(f"X must hold real numbers, got a dataset of {spec.dtype.name}.")
+    if spec.shape.rank not in (1, 2):
+        raise ValueError(
+            f"X must be a dataset of points [D] or batches [B, D], got elements of shape "
+            f"{spec.shape}."
+        )
+    width = spec.shape[-1]
+    if width is not None and width != n_features:
+        raise ValueError(f"X has {width} features but the model was built for {n_features}.")
+    return dataset.batch(batch_size) if spec.shape.rank == 1 else dataset
+
+
+def dataset_statistics(
+    dataset: tf.data.Dataset, n_features: int, *, sample_size: int = 20_000, seed: int = 0
+) -> StreamStatistics:
+    """One pass over a batched dataset: count, mean and sd, and a uniform sample.
+
+    Means and variances are merged batch by batch (Chan et al.'s parallel
+    update, in float64), so large offsets (1e6) cost no precision. The sample
+    keeps the points with the ``sample_size`` smallest random keys seen so far:
+    a uniform draw without replacement, in constant memory.
+
+    Raises:
+      ValueError: a batch has NaN/inf entries or the wrong number of features
+        (naming the batch), or the dataset is empty.
+    """
+    rng = np.random.default_rng(check_seed(seed))
+    sample_size = check_positive_int(sample_size, "sample_size")
+    n_points, n_batches = 0, 0
+    mean = np.zeros(n_features)
+    sum_sq = np.zeros(n_features)  # sum of squared deviations from the mean
+    keys, sample = np.empty(0), np.empty((0, n_features))
+    for batch in dataset:
+        points = check_data(batch, name=f"X (batch {n_batches})", n_features=n_features)
+        count = points.shape[0]
+        batch_mean = points.mean(axis=0)
+        delta = batch_mean - mean
+        total = n_points + count
+        mean = mean + delta * count / total
+        sum_sq += ((points - batch_mean) ** 2).sum(axis=0) + delta**2 * n_points * count / total
+        n_points, n_batches = total, n_batches + 1
+        keys = np.concatenate([keys, rng.random(count)])
+        sample = np.concatenate([sample, points])
+        if keys.size > sample_size:
+            keep = np.argpartition(keys, sample_size)[:sample_size]
+            keys, sample = keys[keep], sample[keep]
+    if n_points == 0:
+        raise ValueError("X is an empty dataset.")
+    return StreamStatistics(
+        n_points=n_points,
+        n_batches=n_batches,
+        mean=mean,
+        std=np.sqrt(sum_sq / n_points),
+        sample=sample[np.argsort(keys, kind="stable")],
+    )
+
+
+def write_npy_shards(
+    spec, n: int, directory: str | os.PathLike, *, shard_size: int = 1_000_000, seed: int = 0
+) -> list[str]:
+    """Draws ``n`` points from a ``gmm.data.MixtureSpec`` into ``.npy`` shards,
+    one shard at a time, so memory stays at one shard whatever ``n`` is.
+
+    Args:
+      spec: the mixture to draw from.
+      n: total number of points.
+      directory: folder to write ``shard-00000.npy``, ... into (created).
+      shard_size: points per shard.
+      seed: shard ``i`` is drawn with seed ``(seed, i)``.
+
+    Returns:
+      the shard paths, in order.
+    """
+    n = check_positive_int(n, "n")
+    shard_size = check_positive_int(shard_size, "shard_size")
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for index, start in enumerate(range(0, n, shard_size)):
+        points, _ = spec.sample(min(shard_size, n - start), seed=check_seed(seed) * 100_003 + index)
+        path = os.path.join(directory, f"shard-{index:05d}.npy")
+        np.save(path, points.astype(np.float32), allow_pickle=False)
+        paths.append(path)
+    return paths
+
+
+def npy_shards_dataset(
+    pattern: str | os.PathLike,
+    *,
+    batch_size: int = 10_000,
+    shuffle_shards: bool = True,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """A dataset of ``[batch_size, D]`` float32 batches read from ``.npy`` shards.
+
+    Each shard is memory-mapped and read one batch at a time, so memory stays
+    at a few batches whatever the size on disk. Shard order is shuffled (by
+    ``seed``) when ``shuffle_shards``; points within a shard are in file order
+    (``write_npy_shards`` writes them in random order).
+
+    Args:
+      pattern: a folder (all its ``*.npy``) or a glob pattern.
+    """
+    pattern = os.fspath(pattern)
+    if os.path.isdir(pattern):
+        pattern = os.path.join(pattern, "*.npy")
+    paths = sorted(glob.glob(pattern))
+    if not paths:
+        raise ValueError(f"No .npy shards match {pattern!r}.")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    first = np.load(paths[0], mmap_mode="r", allow_pickle=False)
+    if first.ndim != 2:
+        raise ValueError(f"Shard {paths[0]!r} has shape {first.shape}; expected [N, D].")
+    n_features = first.shape[1]
+
+    def batches(path):
+        shard = np.load(path.decode() if isinstance(path, bytes) else path, mmap_mode="r")
+        if shard.ndim != 2 or shard.shape[1] != n_features:
+            raise ValueError(f"Shard {path!r} has shape {shard.shape}; expected [N, {n_features}].")
+        for start in range(0, shard.shape[0], batch_size):
+            yield np.asarray(shard[start : start + batch_size], dtype=np.float32)
+
+    files = tf.data.Dataset.from_tensor_slices(paths)
+    if shuffle_shards:
+        files = files.shuffle(len(paths), seed=check_seed(seed), reshuffle_each_iteration=True)
+    signature = tf.TensorSpec([None, n_features], tf.float32)
+    return files.interleave(
+        lambda path: tf.data.Dataset.from_generator(
+            batches, output_signature=signature, args=(path,)
+        ),
+        cycle_length=1,  # one shard at a time: memory stays at one batch of one shard
+    ).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,215 @@
+"""Scaling (issue #6): natural-gradient SVI, fitting from a tf.data stream of
+.npy shards, and data-parallel training with tf.distribute."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_correctness import assert_agrees_with_cavi
+
+import gmm
+from gmm import natural, reference
+
+
+@pytest.fixture(scope="module")
+def natural_fit(seed_data):
+    model = gmm.BayesianGMM(3, 2)
+    history = gmm.fit(model, seed_data[0], algorithm="natural", progress=False)
+    return model, history
+
+
+def test_cavi_optimum_is_a_fixed_point_of_the_natural_step(seed_data):
+    """At the exact coordinate-ascent solution, a full-batch natural-gradient
+    step changes nothing, whatever its size: the two share their optimum."""
+    X = seed_data[0]
+    model = gmm.BayesianGMM(3, 2, dtype=tf.float64)
+    gmm.fit(model, X, steps=1, progress=False)  # sets the standardisation
+    Z = model.standardized(X).numpy()
+    exact = reference.cavi(Z, np.eye(3)[gmm.data.seed_data(3000)[1]], tol=1e-14)
+    params = {
+        "loc": exact["loc_mean"],
+        "loc_scale": np.log(exact["loc_sd"]),
+        "precision_shape": np.log(exact["precision_shape"]),
+        "precision_rate": np.log(exact["precision_rate"]),
+        "concentration": np.log(exact["concentration"]),
+    }
+    params = {k: tf.constant(v, tf.float64) for k, v in params.items()}
+    priors = model.priors.as_tensors(tf.float64)
+    for rho in (1.0, 0.3):
+        stepped = natural.natural_gradient_update(params, tf.constant(Z), 3000, priors, rho)
+        for name, value in params.items():
+            np.testing.assert_allclose(stepped[name], value, rtol=1e-7, atol=1e-9, err_msg=name)
+    # ... and away from it, a step moves the parameters.
+    moved = natural.natural_gradient_update(
+        {**params, "loc": params["loc"] + 0.5}, tf.constant(Z), 3000, priors, 1.0
+    )
+    assert np.abs(moved["loc"] - params["loc"]).max() > 0.1
+
+
+def test_natural_gradient_fit_agrees_with_exact_cavi(natural_fit, seed_data):
+    model, history = natural_fit
+    assert history.algorithm == "natural" and np.isfinite(history.elbo).all()
+    assert_agrees_with_cavi(model, seed_data[0])
+
+
+def test_natural_gradient_scores_like_adam(natural_fit, fitted, seed_data):
+    X_test = seed_data[2]
+    assert abs(natural_fit[0].score(X_test) - fitted[0].score(X_test)) < 0.005
+
+
+def test_fit_from_a_dataset_matches_the_array_fit(fitted, seed_data):
+    X, X_test = seed_data[0], seed_data[2]
+    dataset = tf.data.Dataset.from_tensor_slices(X.astype(np.float32)).shuffle(3000, seed=0)
+    model = gmm.BayesianGMM(3, 2)
+    history = gmm.fit(model, dataset.batch(500), progress=False)
+    assert history.steps == 500 and history.epochs == pytest.approx(500 / 6)
+    np.testing.assert_allclose(model.data_shift.numpy(), X.mean(0), atol=1e-6)
+    np.testing.assert_allclose(model.data_scale.numpy(), X.std(0), rtol=1e-6)
+    assert abs(model.score(X_test) - fitted[0].score(X_test)) < 0.005
+    assert_agrees_with_cavi(model, X)
+    # Points rather than batches are batched by batch_size.
+    unbatched = gmm.BayesianGMM(3, 2)
+    history = gmm.fit(unbatched, dataset, batch_size=300, steps=50, progress=False)
+    assert history.epochs == pytest.approx(5)
+
+
+def test_stream_statistics_are_exact_and_the_sample_uniform():
+    rng = np.random.default_rng(3)
+    X = rng.normal(1e6, 5.0, size=(10_007, 3))  # a large offset, an uneven last batch
+    dataset = tf.data.Dataset.from_tensor_slices(X).batch(1000)
+    stats = gmm.streaming.dataset_statistics(dataset, 3, sample_size=2000, seed=1)
+    assert (stats.n_points, stats.n_batches) == (10_007, 11)
+    np.testing.assert_allclose(stats.mean, X.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(stats.std, X.std(0), rtol=1e-9)
+    assert stats.sample.shape == (2000, 3)
+    rows = {tuple(row) for row in X}
+    assert all(tuple(row) in rows for row in stats.sample)
+    assert len({tuple(row) for row in stats.sample}) == 2000  # without replacement
+    # Uniform: the sample's positions in the stream spread over all of it.
+    position = {tuple(row): i for i, row in enumerate(X)}
+    positions = np.array([position[tuple(row)] for row in stats.sample])
+    counts = np.histogram(positions, bins=10, range=(0, 10_007))[0]
+    assert counts.min() > 150 and counts.max() < 250
+
+
+def test_npy_shards_stream_every_point_once_per_pass(tmp_path):
+    spec = gmm.data.random_mixture(4, 3, seed=2)
+    paths = gmm.streaming.write_npy_shards(spec, 2500, tmp_path / "shards", shard_size=1000)
+    assert [os.path.basename(p) for p in paths] == [
+        "shard-00000.npy",
+        "shard-00001.npy",
+        "shard-00002.npy",
+    ]
+    on_disk = np.concatenate([np.load(p) for p in paths])
+    assert on_disk.shape == (2500, 3) and on_disk.dtype == np.float32
+    dataset = gmm.streaming.npy_shards_dataset(tmp_path / "shards", batch_size=300, seed=1)
+    passes = [np.concatenate(list(dataset.as_numpy_iterator())) for _ in range(2)]
+    for streamed in passes:
+        assert streamed.shape == (2500, 3)
+        np.testing.assert_array_equal(np.sort(streamed, axis=0), np.sort(on_disk, axis=0))
+    assert not np.array_equal(passes[0], passes[1])  # shard order reshuffled each pass
+    with pytest.raises(ValueError, match="No .npy shards"):
+        gmm.streaming.npy_shards_dataset(tmp_path / "nowhere")
+
+
+def test_fit_streams_npy_shards_to_the_true_density(tmp_path):
+    spec = gmm.data.random_mixture(4, 3, separation=5.0, seed=4)
+    gmm.streaming.write_npy_shards(spec, 40_000, tmp_path, shard_size=10_000, seed=4)
+    dataset = gmm.streaming.npy_shards_dataset(tmp_path, batch_size=2000, seed=0)
+    X_test, _ = spec.sample(20_000, seed=99)
+    for algorithm in gmm.train.ALGORITHMS:
+        model = gmm.BayesianGMM(4, 3)
+        gmm.fit(model, dataset, epochs=5, algorithm=algorithm, progress=False)
+        gap = spec.log_density(X_test).mean() - model.score(X_test)
+        assert abs(gap) < 0.01, (algorithm, gap)
+
+
+BAD_STREAMS = [
+    (
+        "wrong features",
+        tf.data.Dataset.from_tensor_slices(np.zeros((10, 3))),
+        ValueError,
+        "3 features",
+    ),
+    ("integers", tf.data.Dataset.from_tensor_slices(np.zeros((10, 2), int)), TypeError, "real"),
+    (
+        "pairs",
+        tf.data.Dataset.from_tensor_slices((np.zeros((10, 2)), np.zeros(10))),
+        TypeError,
+        "single tensors",
+    ),
+    ("scalars", tf.data.Dataset.from_tensor_slices(np.zeros(10)), ValueError, "points \\[D\\]"),
+    (
+        "NaN",
+        tf.data.Dataset.from_tensor_slices(np.where(np.eye(10, 2), np.nan, 1.0)).batch(4),
+        ValueError,
+        "batch 0.*NaN",
+    ),
+    ("empty", tf.data.Dataset.from_tensor_slices(np.zeros((0, 2))), ValueError, "empty"),
+]
+
+
+@pytest.mark.parametrize(
+    "label, dataset, error, message", BAD_STREAMS, ids=[b[0] for b in BAD_STREAMS]
+)
+def test_fit_rejects_bad_streams(label, dataset, error, message):
+    with pytest.raises(error, match=message):
+        gmm.fit(gmm.BayesianGMM(3, 2), dataset, progress=False)
+
+
+def test_settings_that_do_not_combine(seed_data, tmp_path):
+    X = seed_data[0][:600]
+    stream = tf.data.Dataset.from_tensor_slices(X).batch(100)
+    with pytest.raises(ValueError, match="checkpoint_dir needs in-memory data"):
+        gmm.fit(gmm.BayesianGMM(3, 2), stream, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="exchangeable model"):
+        gmm.fit(gmm.BayesianGMM(3, 2, order_by=0), X, algorithm="natural", progress=False)
+    with pytest.raises(ValueError, match="'expected' bound"):
+        gmm.fit(gmm.BayesianGMM(3, 2), X, algorithm="natural", estimator="per_point")
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        gmm.fit(gmm.BayesianGMM(3, 2), X, algorithm="newton", progress=False)
+    one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with pytest.raises(ValueError, match="algorithm='adam' only"):
+        gmm.fit(gmm.BayesianGMM(3, 2), X, algorithm="natural", strategy=one_device)
+
+
+MIRRORED = textwrap.dedent(
+    """
+    import numpy as np
+    import tensorflow as tf
+    import gmm
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    strategy = tf.distribute.MirroredStrategy(devices)
+    assert strategy.num_replicas_in_sync == 2, devices
+    X, _ = gmm.data.seed_data(3000)
+    single, mirrored = gmm.BayesianGMM(3, 2), gmm.BayesianGMM(3, 2)
+    gmm.fit(single, X, steps=300, progress=False)
+    gmm.fit(mirrored, X, steps=300, progress=False, strategy=strategy)
+    for name, value in single.unconstrained_parameters().items():
+        other = mirrored.unconstrained_parameters()[name]
+        np.testing.assert_allclose(other, value, rtol=1e-4, atol=1e-4, err_msg=name)
+    try:
+        gmm.fit(gmm.BayesianGMM(3, 2), X, batch_size=301, strategy=strategy, progress=False)
+    except ValueError as error:
+        assert "does not split evenly across 2 replicas" in str(error), error
+    else:
+        raise AssertionError("an odd batch was split")
+    print("MIRRORED OK")
+    """
+)
+
+
+def test_mirrored_strategy_on_two_cpu_devices_matches_one_device():
+    """Two logical CPU devices must be set up before TensorFlow starts, so this
+    runs in its own process."""
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED], capture_output=True, text=True, timeout=300
+    )
+    assert "MIRRORED OK" in result.stdout, result.stdout + result.stderr
