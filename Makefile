@@ -9,7 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help venv reproduce test test-unit test-notebooks lab benchmark lint clean
+.PHONY: help venv reproduce test test-unit test-notebooks lab workshop benchmark benchmark-scaling lint clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -41,11 +41,17 @@ $(VENV)/.lab-installed: $(VENV)/.installed
 lab: $(VENV)/.lab-installed ## Open the notebooks in JupyterLab with the project's environment
 	$(BIN)/jupyter lab notebooks/
 
+workshop: venv ## Write student copies of the notebooks, without solutions, to workshop/
+	$(BIN)/python scripts/workshop.py --output-dir workshop
+
 benchmark: venv ## Time the seed's algorithm, gmm.fit and scikit-learn on the seed's data
 	$(BIN)/python benchmarks/seed_workload.py
+
+benchmark-scaling: venv ## A million points: gmm (Adam, natural, streamed) vs scikit-learn (~2 min)
+	$(BIN)/python benchmarks/scaling.py
 
 lint: venv ## Check the code style with ruff
 	$(BIN)/ruff check gmm tests benchmarks scripts
 
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache gmm-svi.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache gmm-svi.egg-info workshop

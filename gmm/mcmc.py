@@ -18,6 +18,7 @@ import tensorflow_probability as tfp
 
 from gmm._quiet import native_stderr_silenced
 from gmm._validation import check_data, check_positive, check_positive_int, check_seed
+from gmm.evaluate import alignment_permutations, relabel
 from gmm.model import AscendingColumn, BayesianGMM, log_prior, mixture
 
 tfd = tfp.distributions
@@ -48,6 +49,55 @@ class MCMCResult:
     def stds(self) -> np.ndarray:
         """Component standard deviations, ``[draws, chains, K, D]``, data units."""
         return self.precisions**-0.5
+
+    def relabelled(self, pivot_locs: np.ndarray) -> MCMCResult:
+        """The draws with each one's components permuted to best match
+        ``pivot_locs`` (``[K, D]``; post-hoc relabelling, see
+        ``gmm.evaluate.alignment_permutations``)."""
+        perms = alignment_permutations(pivot_locs, self.locs)
+        return dataclasses.replace(
+            self,
+            locs=relabel(self.locs, perms),
+            precisions=relabel(self.precisions, perms),
+            weights=relabel(self.weights, perms),
+        )
+
+    def summary(self) -> dict:
+        """Posterior means and sds over all draws and chains, keyed like
+        ``gmm.evaluate.posterior_summary``: ``loc_*``, ``std_*`` (``[K, D]``,
+        data units) and ``weight_*`` (``[K]``). Relabel first."""
+        axes = (0, 1)
+        return {
+            "loc_mean": self.locs.mean(axes),
+            "loc_sd": self.locs.std(axes),
+            "std_mean": self.stds.mean(axes),
+            "std_sd": self.stds.std(axes),
+            "weight_mean": self.weights.mean(axes),
+            "weight_sd": self.weights.std(axes),
+        }
+
+    def score_samples(self, X) -> np.ndarray:
+        """Log posterior-predictive density of each point, averaged over every
+        draw of every chain: log (1/S) sum_s p(x | theta_s).
+
+        Args:
+          X: ``[N, D]`` points, data units.
+
+        Returns:
+          ``[N]`` float64, nats.
+        """
+        points = check_data(X, n_features=self.locs.shape[-1])
+        flat = lambda a: tf.constant(a.reshape(-1, *a.shape[2:]))  # noqa: E731
+        draws = mixture(flat(self.locs), flat(self.precisions), flat(self.weights))
+        log_densities = []
+        for start in range(0, points.shape[0], 2000):  # bounds the [n, S, K] intermediate
+            per_draw = draws.log_prob(points[start : start + 2000, None, :])  # [n, S]
+            log_densities.append(tf.reduce_logsumexp(per_draw, axis=-1).numpy())
+        return np.concatenate(log_densities) - np.log(draws.batch_shape[0])
+
+    def score(self, X) -> float:
+        """Mean log posterior-predictive density per point (nats)."""
+        return float(self.score_samples(X).mean())
 
 
 def _target(data, prior_params, order_by):

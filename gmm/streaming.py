@@ -110,30 +110,58 @@ def dataset_statistics(
 
 
 def write_npy_shards(
-    spec, n: int, directory: str | os.PathLike, *, shard_size: int = 1_000_000, seed: int = 0
+    spec,
+    n: int,
+    directory: str | os.PathLike,
+    *,
+    shard_size: int = 1_000_000,
+    seed: int = 0,
+    chunk_size: int = 100_000,
 ) -> list[str]:
-    """Draws ``n`` points from a ``gmm.data.MixtureSpec`` into ``.npy`` shards,
-    one shard at a time, so memory stays at one shard whatever ``n`` is.
+    """Draws ``n`` points from a ``gmm.data.MixtureSpec`` into float32 ``.npy``
+    shards, ``chunk_size`` points at a time, so memory stays at one chunk
+    whatever ``n`` and ``shard_size`` are.
+
+    Each shard is written under a temporary name and renamed when complete, so
+    an interrupted run leaves no half-written shard behind.
 
     Args:
       spec: the mixture to draw from.
       n: total number of points.
       directory: folder to write ``shard-00000.npy``, ... into (created).
       shard_size: points per shard.
-      seed: shard ``i`` is drawn with seed ``(seed, i)``.
+      seed: seeds the draws; chunk ``j`` of shard ``i`` uses ``(seed, i, j)``.
+      chunk_size: points drawn at once.
 
     Returns:
       the shard paths, in order.
     """
     n = check_positive_int(n, "n")
     shard_size = check_positive_int(shard_size, "shard_size")
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    seed = check_seed(seed)
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     paths = []
     for index, start in enumerate(range(0, n, shard_size)):
-        points, _ = spec.sample(min(shard_size, n - start), seed=check_seed(seed) * 100_003 + index)
+        size = min(shard_size, n - start)
         path = os.path.join(directory, f"shard-{index:05d}.npy")
-        np.save(path, points.astype(np.float32), allow_pickle=False)
+        partial = os.path.join(directory, f".shard-{index:05d}.partial.npy")
+        shard = np.lib.format.open_memmap(
+            partial, mode="w+", dtype=np.float32, shape=(size, spec.n_features)
+        )
+        try:
+            for chunk, offset in enumerate(range(0, size, chunk_size)):
+                chunk_seed = int(np.random.SeedSequence([seed, index, chunk]).generate_state(1)[0])
+                points, _ = spec.sample(min(chunk_size, size - offset), seed=chunk_seed)
+                shard[offset : offset + len(points)] = points
+            shard.flush()
+        except BaseException:
+            del shard
+            os.remove(partial)
+            raise
+        del shard
+        os.replace(partial, path)
         paths.append(path)
     return paths
 
@@ -168,7 +196,8 @@ def npy_shards_dataset(
     n_features = first.shape[1]
 
     def batches(path):
-        shard = np.load(path.decode() if isinstance(path, bytes) else path, mmap_mode="r")
+        path = path.decode() if isinstance(path, bytes) else path
+        shard = np.load(path, mmap_mode="r", allow_pickle=False)
         if shard.ndim != 2 or shard.shape[1] != n_features:
             raise ValueError(f"Shard {path!r} has shape {shard.shape}; expected [N, {n_features}].")
         for start in range(0, shard.shape[0], batch_size):

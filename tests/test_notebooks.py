@@ -17,7 +17,7 @@ import reproduce  # noqa: E402
 
 
 def test_there_are_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04"]
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -144,3 +144,61 @@ def test_runner_rejects_a_notebook_without_parameters_cell(tmp_path):
         [sys.executable, str(RUNNER), str(path)], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 1 and "has no cell tagged 'parameters'" in result.stderr
+
+
+WORKSHOP = ROOT / "scripts" / "workshop.py"
+
+
+def test_every_notebook_has_exercises_with_solutions():
+    for path in NOTEBOOKS:
+        tags = [set(c.metadata.get("tags", [])) for c in nbformat.read(path, as_version=4).cells]
+        assert sum("exercise" in t for t in tags) >= 1, path.name
+        assert sum("solution" in t for t in tags) >= 1, path.name
+
+
+def test_workshop_copies_drop_solutions_and_keep_the_rest(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(WORKSHOP), "--output-dir", str(tmp_path / "students")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for path in NOTEBOOKS:
+        original = nbformat.read(path, as_version=4)
+        student = nbformat.read(tmp_path / "students" / path.name, as_version=4)
+        assert len(student.cells) == len(original.cells)
+        for before, after in zip(original.cells, student.cells):
+            if "solution" in before.metadata.get("tags", []):
+                assert after.source.startswith("# Your answer here") and not after.outputs
+                assert before.source not in after.source
+            else:
+                assert after == before  # exercises, prose, code and outputs untouched
+        assert f"{path.name}: " in result.stdout
+
+
+def test_workshop_refuses_to_overwrite_the_notebooks(tmp_path):
+    before = {p: p.read_bytes() for p in NOTEBOOKS}
+    result = subprocess.run(
+        [sys.executable, str(WORKSHOP), "--output-dir", str(ROOT / "notebooks")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "Refusing" in result.stderr
+    assert {p: p.read_bytes() for p in NOTEBOOKS} == before
+
+
+def test_workshop_rejects_a_solution_without_an_exercise(tmp_path):
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("answer = 42", metadata={"tags": ["solution"]})]
+    )
+    path = tmp_path / "07_orphan.ipynb"
+    nbformat.write(notebook, path)
+    result = subprocess.run(
+        [sys.executable, str(WORKSHOP), str(path), "--output-dir", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "no 'exercise' before it" in result.stderr
