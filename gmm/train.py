@@ -9,6 +9,12 @@ reused by every later fit: restarts cost no retracing.
 Adam is written out below (six lines) for that reason: a Keras optimiser owns
 per-model slot variables, which would tie the trace to one model. Its state is
 returned with the parameters, so a fit can be resumed exactly.
+
+The same loop serves the other two ways to fit: the natural-gradient step of
+``gmm.natural`` in place of Adam, and minibatches read from a ``tf.data``
+iterator (data larger than memory) in place of the in-graph shuffle of an
+array. With a ``tf.distribute`` strategy the gradient is computed replica by
+replica and all-reduced.
 """
 
 from __future__ import annotations
