@@ -200,6 +200,5 @@ def sklearn_baseline(X, n_components: int, *, seed: int = 0, **options) -> Bayes
     ``weight_concentration_prior_type="dirichlet_distribution"``)."""
     data = check_data(X, min_points=n_components)
     settings = {"covariance_type": "diag", "max_iter": 1000, **options}
-    return BayesianGaussianMixture(n_components=n_components, random_state=seed, **settings).fit(
-        data
-    )
+    estimator = BayesianGaussianMixture(n_components=n_components, random_state=seed, **settings)
+    return estimator.fit(data)

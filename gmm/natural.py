@@ -14,8 +14,8 @@ a convex blend of natural parameters,
 with no gradient, no tape and no tuning beyond the step-size schedule
 ``rho_t = rate * (1 + t) ** -decay`` (Robbins-Monro for 0.5 < decay <= 1).
 The updates are those of ``gmm.reference.cavi``, written here in TensorFlow
-on a minibatch; the tests check that, given the whole data set and rho = 1,
-one step is exactly one CAVI sweep.
+on a minibatch; the tests check that the exact CAVI optimum is a fixed point
+of a full-batch step, whatever its size.
 """
 
 from __future__ import annotations

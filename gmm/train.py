@@ -472,16 +472,15 @@ def fit(
     prior_params = model.priors.as_tensors(dtype)
     int32 = lambda value: tf.constant(value, tf.int32)  # noqa: E731
     seed_tensor = tf.constant([seed, 0], tf.int32)
-    stream_args = {}
     if streaming_data:
         order = tf.zeros([0], tf.int32)
-    else:
-        order = _epoch_permutation(seed_tensor, done // batches_per_epoch, n_points)
-    if streaming_data:
         stream_args = {
             "n_points": int32(n_points),
             "standardization": (model.data_shift.read_value(), model.data_scale.read_value()),
         }
+    else:
+        order = _epoch_permutation(seed_tensor, done // batches_per_epoch, n_points)
+        stream_args = {}
 
     chunk = checkpoint_every or max(1, math.ceil(steps / 20))
     log_jacobian = float(np.log(model.data_scale.numpy()).sum())
