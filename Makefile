@@ -1,20 +1,39 @@
 # gmm-svi: `make reproduce` re-runs every notebook and regenerates figures/;
 # `make test` runs the test suite. Both create .venv on first use.
 SHELL := /bin/bash
-PYTHON ?= python3
+# The Python versions TensorFlow 2.21 ships wheels for, newest first.
+SUPPORTED_PYTHONS := 3.13 3.12 3.11 3.10
+# The first of python3.13 ... python3.10 that runs (a pyenv shim for a version
+# that is not active exists but fails, so each is tried), else python3 when it
+# is a supported version. Override with `make PYTHON=/path/to/python3.12 ...`.
+PYTHON ?= $(shell for v in $(SUPPORTED_PYTHONS); do \
+  python$$v -c '' >/dev/null 2>&1 && { echo python$$v; exit; }; done; \
+  python3 -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 13))' \
+  >/dev/null 2>&1 && echo python3)
 VENV ?= .venv
+LATEST_VENV ?= .venv-latest
 BIN := $(VENV)/bin
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED := 0
+# oneDNN's CPU kernels reorder floating-point sums, so results differ in the last
+# bits from one CPU to the next; without them a seed gives the same numbers everywhere.
+export TF_ENABLE_ONEDNN_OPTS ?= 0
+
+# Stops with one line when no supported interpreter was found.
+define check-python
+@$(PYTHON) -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 13))' \
+  >/dev/null 2>&1 || { echo "gmm-svi needs Python 3.10, 3.11, 3.12 or 3.13 (TensorFlow 2.21 has no wheels for others) $(if $(PYTHON),; '$(PYTHON)' is not one of them,and found none): install one, e.g. 'pyenv install 3.12' or your system's python3.12 package, then run make again (or make PYTHON=/path/to/python3.12 ...)." >&2; exit 1; }
+endef
 
 .DEFAULT_GOAL := help
-.PHONY: help venv reproduce test test-unit test-notebooks lab workshop benchmark benchmark-scaling lint clean
+.PHONY: help venv reproduce test test-unit test-latest test-properties lab workshop benchmark benchmark-scaling lint clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
+	$(check-python)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
@@ -33,6 +52,22 @@ test: venv ## Run the unit tests, then nbval over the notebooks
 
 test-unit: venv ## Run only the unit tests (fast)
 	$(BIN)/python -m pytest tests -m "not notebooks"
+
+test-latest: ## Unit tests against the newest release of every dependency, in .venv-latest
+	$(check-python)
+	@test -x $(LATEST_VENV)/bin/python || $(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST_VENV)/bin/python scripts/unpinned_requirements.py > $(LATEST_VENV)/requirements.txt
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager \
+	  -r $(LATEST_VENV)/requirements.txt -c constraints-latest.txt
+	$(LATEST_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	@$(LATEST_VENV)/bin/python -m pip list --format=freeze | grep -iE \
+	  '^(tensorflow|tensorflow-probability|tf-keras|numpy|scipy|scikit-learn|pandas|matplotlib)==' \
+	  | tr '\n' ' '; echo
+	$(LATEST_VENV)/bin/python -m pytest tests -m "not notebooks" -p no:cacheprovider
+
+test-properties: venv ## Property-based tests with a large example budget (a few minutes)
+	GMM_HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest tests/test_properties.py
 
 $(VENV)/.lab-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[dev,lab]"
@@ -54,4 +89,4 @@ lint: venv ## Check the code style with ruff
 	$(BIN)/ruff check gmm tests benchmarks scripts
 
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache gmm-svi.egg-info workshop
+	rm -rf $(VENV) $(LATEST_VENV) .pytest_cache .hypothesis .ruff_cache gmm-svi.egg-info workshop
