@@ -11,6 +11,12 @@ import numbers
 
 import numpy as np
 
+SEED_LIMIT = 2**32
+# Data magnitudes beyond these cannot be squared (variances, precisions) in
+# float64 without overflow or underflow, so they are refused, not mis-fitted.
+MAX_ABS_VALUE = 1e150
+MIN_SCALE = 1e-150
+
 
 def check_data(
     X,
@@ -34,6 +40,18 @@ def check_data(
     """
     if hasattr(X, "numpy") and callable(X.numpy):  # tf.Tensor
         X = X.numpy()
+    if np.ma.isMaskedArray(X):
+        if np.ma.getmaskarray(X).any():
+            raise ValueError(
+                f"{name} is a masked array with {int(np.ma.getmaskarray(X).sum())} masked "
+                "entries; gmm does not skip them: drop those rows or fill them first."
+            )
+        X = np.ma.getdata(X)
+    elif hasattr(X, "to_numpy") and not isinstance(X, np.ndarray):  # pandas, nullable dtypes
+        try:
+            X = X.to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{name} must hold real numbers: {error}") from None
     try:
         array = np.asarray(X)
     except (ValueError, TypeError) as error:  # ragged nested lists
@@ -41,9 +59,15 @@ def check_data(
     if array.dtype.kind not in "iuf":
         raise TypeError(f"{name} must hold real numbers (int or float), got dtype {array.dtype}.")
     if array.ndim != 2:
+        if array.ndim == 1 and n_features not in (None, 1) and array.size == n_features:
+            hint = "a single point? use X.reshape(1, -1)"
+        elif array.ndim == 1:
+            hint = "a single feature? use X.reshape(-1, 1)"
+        else:
+            hint = "one row per point, one column per feature"
         raise ValueError(
             f"{name} must be 2-D with shape [n_points, n_features], got {array.ndim}-D "
-            f"with shape {array.shape}; reshape a single feature with X.reshape(-1, 1)."
+            f"with shape {array.shape}; {hint}."
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {array.shape}).")
@@ -63,7 +87,46 @@ def check_data(
         raise ValueError(
             f"{name} contains NaN or inf in {rows.size} row(s), first at row {rows[0]}."
         )
+    # max and min rather than abs(): no temporary copy of a large X.
+    if array.max() > MAX_ABS_VALUE or array.min() < -MAX_ABS_VALUE:
+        row = int(np.flatnonzero((np.abs(array) > MAX_ABS_VALUE).any(axis=1))[0])
+        raise ValueError(
+            f"{name} has values beyond +-{MAX_ABS_VALUE:g} (first at row {row}), whose squares "
+            "overflow; rescale the data."
+        )
     return array
+
+
+def check_scale(shift: np.ndarray, scale: np.ndarray, spread: np.ndarray, name: str = "X") -> None:
+    """Checks a standardisation (``[D]`` mean and sd) can be computed with;
+    ``spread`` (``[D]``) is each feature's max - min, to tell a constant
+    feature from one whose variance underflowed to 0.
+
+    Raises:
+      ValueError: a feature varies but its sd is below ``MIN_SCALE`` (its
+        variance underflows), or the statistics are not finite.
+    """
+    if not (np.isfinite(shift).all() and np.isfinite(scale).all()):
+        raise ValueError(f"{name}'s mean or standard deviation overflows; rescale the data.")
+    tiny = (spread > 0) & (scale < MIN_SCALE)
+    if tiny.any():
+        feature = int(np.flatnonzero(tiny)[0])
+        raise ValueError(
+            f"{name}'s feature {feature} has standard deviation {scale[feature]:g}, below "
+            f"{MIN_SCALE:g}: its variance underflows. Rescale the data."
+        )
+
+
+def check_in_dtype(value: float, name: str, dtype) -> float:
+    """Checks a positive setting stays a finite, normal positive number in ``dtype``
+    (e.g. ``1e39`` overflows float32 and ``1e-300`` becomes 0)."""
+    info = np.finfo(np.dtype(dtype))
+    if not (float(info.tiny) <= value <= float(info.max) / 1e6):
+        raise ValueError(
+            f"{name}={value!r} is outside the range the model's {np.dtype(dtype).name} "
+            f"arithmetic can use, [{float(info.tiny):.3g}, {float(info.max) / 1e6:.3g}]."
+        )
+    return value
 
 
 def check_positive(value, name: str) -> float:
@@ -86,7 +149,27 @@ def check_positive_int(value, name: str) -> int:
 
 
 def check_seed(value, name: str = "seed") -> int:
-    """Returns ``value`` as an int after checking it is a non-negative integer."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
+    """Returns ``value`` as an int after checking it is an integer in [0, 2**32)
+    (the range NumPy, scikit-learn and TensorFlow's stateless seeds all accept)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer in [0, 2**32), got {value!r}.")
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"{name} must be an integer in [0, 2**32), got {value!r}.")
     return int(value)
+
+
+def tf_seed(seed: int, stream: int = 0):
+    """A TensorFlow stateless seed ``[2]`` int32 for ``seed`` in [0, 2**32): its
+    32 bits reinterpreted as int32, so every seed in range gives distinct draws
+    (a plain int32 cast would overflow from 2**31 on)."""
+    import tensorflow as tf
+
+    as_int32 = int(np.array(check_seed(seed), dtype=np.uint32).view(np.int32))
+    return tf.constant([as_int32, stream], tf.int32)
+
+
+def check_bool(value, name: str) -> bool:
+    """Returns ``value`` after checking it is a bool (``"no"`` is not False)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)

@@ -17,7 +17,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from gmm._quiet import native_stderr_silenced
-from gmm._validation import check_data, check_positive, check_positive_int, check_seed
+from gmm._validation import check_data, check_positive, check_positive_int, check_seed, tf_seed
 from gmm.evaluate import alignment_permutations, relabel
 from gmm.model import AscendingColumn, BayesianGMM, log_prior, mixture
 
@@ -202,7 +202,7 @@ def sample(
             initial_state,
             tf.constant((data - shift) / scale, dtype),
             tuple(prior_params),
-            tf.constant([seed, 7], tf.int32),
+            tf_seed(seed, 7),
             num_results,
             num_burnin,
             model.order_by,

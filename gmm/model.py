@@ -22,6 +22,7 @@ starts it near that optimum in the first place.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 
@@ -31,7 +32,15 @@ import tensorflow_probability as tfp
 from sklearn.cluster import KMeans
 
 from gmm import checkpoint
-from gmm._validation import check_data, check_positive, check_positive_int, check_seed
+from gmm._validation import (
+    check_bool,
+    check_data,
+    check_in_dtype,
+    check_positive,
+    check_positive_int,
+    check_seed,
+    tf_seed,
+)
 from gmm.evaluate import match_components
 
 tfd = tfp.distributions
@@ -40,6 +49,7 @@ tfb = tfp.bijectors
 ESTIMATORS = ("expected", "per_point")
 INITS = ("kmeans++", "prior")
 _LOG_2PI = math.log(2.0 * math.pi)
+_STANDARDIZE_BLOCK = 65_536
 
 # Names of the variational parameters, in the order the training loop keeps them.
 PARAMETER_NAMES = ("loc", "loc_scale", "precision_shape", "precision_rate", "concentration")
@@ -65,6 +75,13 @@ class Priors:
         # nested list or array gives each component its own prior mean, which
         # breaks the label symmetry (notebook 04). Stored as nested tuples so the
         # dataclass stays hashable and JSON-friendly.
+        if (
+            isinstance(self.loc_mean, str | bytes)
+            or np.asarray(self.loc_mean).dtype.kind not in "iuf"
+        ):
+            raise TypeError(
+                f"priors.loc_mean must be a number or an array of numbers, got {self.loc_mean!r}."
+            )
         try:
             loc_mean = np.asarray(self.loc_mean, dtype=float)
         except (TypeError, ValueError):
@@ -466,16 +483,32 @@ class BayesianGMM(tf.Module):
     ):
         super().__init__(name=name)
         self.n_components = check_positive_int(n_components, "n_components")
+        if self.n_components < 2:
+            # A mixture of one is a single Gaussian: the Dirichlet over weights
+            # (and TFP's) needs at least two components.
+            raise ValueError(
+                "n_components must be at least 2; for a single Gaussian, fit a mixture of two "
+                "and read the heavier component, or use a conjugate Normal-Gamma model."
+            )
         self.n_features = check_positive_int(n_features, "n_features")
         if priors is None:
             priors = Priors()
         if not isinstance(priors, Priors):
             raise TypeError(f"priors must be a gmm.Priors, got {type(priors).__name__}.")
         self.priors = priors
-        self.standardize = bool(standardize)
-        self.dtype = tf.as_dtype(dtype)
+        self.standardize = check_bool(standardize, "standardize")
+        try:
+            self.dtype = tf.as_dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}.") from None
         if self.dtype not in (tf.float32, tf.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype.name}.")
+        for field in ("loc_scale", "precision_shape", "precision_rate", "concentration"):
+            check_in_dtype(getattr(priors, field), f"priors.{field}", self.dtype.as_numpy_dtype)
+        with np.errstate(over="ignore"):
+            loc_mean_in_dtype = np.asarray(priors.loc_mean, dtype=self.dtype.as_numpy_dtype)
+        if not np.isfinite(loc_mean_in_dtype).all():
+            raise ValueError(f"priors.loc_mean {priors.loc_mean!r} overflows {self.dtype.name}.")
         if order_by is not None:
             if (
                 isinstance(order_by, bool)
@@ -502,7 +535,7 @@ class BayesianGMM(tf.Module):
 
         def positive(value, shape, name):
             return tfp.util.TransformedVariable(
-                tf.fill(shape, tf.cast(value, self.dtype)), _POSITIVE, name=name
+                tf.fill(shape, tf.constant(value, self.dtype)), _POSITIVE, name=name
             )
 
         self.loc = tf.Variable(tf.zeros(shape, self.dtype), name="loc")
@@ -538,9 +571,30 @@ class BayesianGMM(tf.Module):
             **{name: getattr(self, name).pretransformed_input for name in PARAMETER_NAMES[1:]},
         }
 
-    def unconstrained_parameters(self) -> dict:
-        """Current unconstrained parameters as tensors, keyed by ``PARAMETER_NAMES``."""
-        return {name: tf.identity(v) for name, v in self._variables_by_name().items()}
+    def unconstrained_parameters(self, dtype=None) -> dict:
+        """Current unconstrained parameters as tensors, keyed by ``PARAMETER_NAMES``
+        (in ``dtype`` if given, else the model's)."""
+        # tf.identity first: tf.cast to the same dtype would hand back the
+        # variable itself, and a compiled function would capture it.
+        return {
+            name: tf.cast(tf.identity(v), dtype or self.dtype)
+            for name, v in self._variables_by_name().items()
+        }
+
+    def parameters_are_finite(self) -> bool:
+        """Whether every parameter of q is finite *after* its positivity
+        transform (a finite log-parameter can still overflow ``exp``) and every
+        positive one is above 0."""
+        for name, value in self.unconstrained_parameters().items():
+            value = value.numpy()
+            if not np.isfinite(value).all():
+                return False
+            if name != "loc":
+                with np.errstate(over="ignore", under="ignore"):
+                    positive = np.exp(value)
+                if not (np.isfinite(positive).all() and (positive > 0).all()):
+                    return False
+        return True
 
     def assign_unconstrained(self, params: dict) -> None:
         for name, variable in self._variables_by_name().items():
@@ -557,7 +611,12 @@ class BayesianGMM(tf.Module):
         """
         array = check_data(X, name=name, n_features=self.n_features)
         shift, scale = self.data_shift.numpy(), self.data_scale.numpy()
-        return tf.constant((array - shift) / scale, self.dtype)
+        # Row blocks, so the float64 intermediate never holds a copy of all of X.
+        standardized = np.empty(array.shape, self.dtype.as_numpy_dtype)
+        for start in range(0, array.shape[0], _STANDARDIZE_BLOCK):
+            block = slice(start, start + _STANDARDIZE_BLOCK)
+            standardized[block] = (array[block] - shift) / scale
+        return tf.convert_to_tensor(standardized)
 
     def set_standardization(self, X: np.ndarray | None, *, mean=None, std=None) -> None:
         """Sets ``data_shift``/``data_scale`` from ``X`` (``[N, D]``, checked), or
@@ -641,7 +700,7 @@ class BayesianGMM(tf.Module):
     # -- the posterior ----------------------------------------------------------
 
     def posterior(self) -> dict:
-        """q in data units.
+        """q in data units, as float64 distributions whatever the model's dtype.
 
         Returns:
           dict of ``tfd`` distributions: ``"locs"`` (data units; Normal with batch
@@ -650,9 +709,10 @@ class BayesianGMM(tf.Module):
           ``"precisions"`` (Gamma, batch ``[K, D]``, 1 / data units^2) and
           ``"weights"`` (Dirichlet, event ``[K]``).
         """
-        q = variational_distributions(self.unconstrained_parameters(), self.order_by)
-        shift = tf.cast(self.data_shift, self.dtype)
-        scale = tf.cast(self.data_scale, self.dtype)
+        # In float64: a float32 q times a large scale or plus a large offset
+        # (timestamps near 1.7e9, sds of 1e20) would round or overflow.
+        q = variational_distributions(self.unconstrained_parameters(tf.float64), self.order_by)
+        shift, scale = self.data_shift, self.data_scale
         if self.order_by is None:
             locs = tfd.Normal(q["locs"].loc * scale + shift, q["locs"].scale * scale)
         else:  # an increasing affine map keeps the order
@@ -677,7 +737,7 @@ class BayesianGMM(tf.Module):
           ``precision_rate`` (``[K, D]``, rate in data units^2) and
           ``concentration`` (``[K]``).
         """
-        params = self.unconstrained_parameters()
+        params = self.unconstrained_parameters(tf.float64)
         mean, variance = loc_moments(params, self.order_by)
         shift, scale = self.data_shift.numpy(), self.data_scale.numpy()
         as_numpy = lambda t: np.asarray(t, dtype=np.float64)  # noqa: E731
@@ -728,11 +788,13 @@ class BayesianGMM(tf.Module):
         data = check_data(X, n_features=len(features))
         shift = self.data_shift.numpy()[features]
         scale = self.data_scale.numpy()[features]
-        points = tf.constant((data - shift) / scale, self.dtype)
+        # In float64 whatever the model's dtype: a far point's squared distance
+        # overflows float32 and would turn its responsibilities into NaN.
+        points = tf.constant((data - shift) / scale, tf.float64)
         locs, precisions, weights = _draw_parameters(
-            self.unconstrained_parameters(),
+            self.unconstrained_parameters(tf.float64),
             tf.constant(num_samples),
-            tf.constant([seed, 0], tf.int32),
+            tf_seed(seed),
             self.order_by,
         )
         locs = tf.gather(locs, features, axis=-1)
@@ -755,7 +817,10 @@ class BayesianGMM(tf.Module):
     def _check_features(self, features) -> list[int]:
         if features is None:
             return list(range(self.n_features))
-        features = [int(f) for f in np.atleast_1d(features)]
+        indices = np.atleast_1d(np.asarray(features))
+        if indices.dtype.kind not in "iu":
+            raise TypeError(f"features must be integer feature indices, got {features!r}.")
+        features = [int(f) for f in indices]
         if (
             not features
             or len(set(features)) != len(features)
@@ -813,14 +878,14 @@ class BayesianGMM(tf.Module):
         self._check_fitted()
         n = check_positive_int(n, "n")
         seed = check_seed(seed)
-        theta_seed, component_seed, noise_seed = tfp.random.split_seed([seed, 1], n=3)
+        theta_seed, component_seed, noise_seed = tfp.random.split_seed(tf_seed(seed, 1), n=3)
         locs, precisions, weights = _draw_parameters(
-            self.unconstrained_parameters(), tf.constant(n), theta_seed, self.order_by
+            self.unconstrained_parameters(tf.float64), tf.constant(n), theta_seed, self.order_by
         )
         components = tfd.Categorical(probs=weights).sample(seed=component_seed)  # [n]
         chosen_locs = tf.gather(locs, components, batch_dims=1)
         chosen_scales = tf.math.rsqrt(tf.gather(precisions, components, batch_dims=1))
-        noise = tf.random.stateless_normal(tf.shape(chosen_locs), noise_seed, dtype=self.dtype)
+        noise = tf.random.stateless_normal(tf.shape(chosen_locs), noise_seed, dtype=tf.float64)
         points = (chosen_locs + chosen_scales * noise).numpy().astype(np.float64)
         points = points * self.data_scale.numpy() + self.data_shift.numpy()
         return points, components.numpy()
@@ -831,15 +896,53 @@ class BayesianGMM(tf.Module):
         """Writes the model (config and every variable) into ``directory``.
 
         Atomic: a crash while saving leaves the previous checkpoint there
-        readable, and nothing is written outside ``directory``
-        (see ``gmm.checkpoint``).
+        readable; nothing is written outside ``directory``, and a folder holding
+        files gmm did not write is refused (see ``gmm.checkpoint``).
 
         Returns:
           the directory, as a string.
+
+        Raises:
+          NotFittedError: the model is not fitted. ValueError: its parameters
+            are not finite. gmm.checkpoint.CheckpointError: ``directory`` holds
+            files gmm did not write.
         """
+        self._check_fitted()
+        if not self.parameters_are_finite():
+            raise ValueError("The model's parameters are not finite; refusing to save them.")
         return checkpoint.write(
-            directory, {"model": self}, {"kind": "model", "model": self.config()}
+            directory, self.checkpoint_objects(), {"kind": "model", "model": self.config()}
         )
+
+    def checkpoint_objects(self) -> dict:
+        """What a checkpoint stores: the model's variables and its config as a
+        string, so that a hand-edited ``meta.json`` is caught on load."""
+        return {"model": self, "config": tf.Variable(json.dumps(self.config(), sort_keys=True))}
+
+    def check_restored(self, objects: dict, folder: str) -> None:
+        """After a restore: the stored config equals this model's, every
+        parameter is finite and the standardisation is usable.
+
+        Raises:
+          gmm.checkpoint.CheckpointError: otherwise.
+        """
+        stored = objects["config"].numpy().decode()
+        if stored != json.dumps(self.config(), sort_keys=True):
+            raise checkpoint.CheckpointError(
+                f"The checkpoint in {folder!r} was edited: its meta.json config does not match "
+                "the config stored with its variables."
+            )
+        scale = self.data_scale.numpy()
+        if not (
+            self.parameters_are_finite()
+            and np.isfinite(self.data_shift.numpy()).all()
+            and np.isfinite(scale).all()
+            and (scale > 0).all()
+            and int(self.steps_trained.numpy()) >= 0
+        ):
+            raise checkpoint.CheckpointError(
+                f"The checkpoint in {folder!r} holds non-finite or invalid parameters."
+            )
 
     @classmethod
     def from_config(cls, config: dict) -> BayesianGMM:
@@ -857,11 +960,40 @@ class BayesianGMM(tf.Module):
 
         Raises:
           gmm.checkpoint.CheckpointError (a ValueError): no checkpoint there, a
-            corrupt one, or variables that do not match its config.
+            corrupt one, an edited one, or variables that do not match its config.
         """
-        meta, folder = checkpoint.read_meta(directory)
-        if "model" not in meta:
-            raise checkpoint.CheckpointError(f"{directory!r} holds no model config.")
-        model = cls.from_config(meta["model"])
-        checkpoint.restore(folder, {"model": model})
-        return model
+
+        def read(meta, folder):
+            if meta.get("kind") != "model" or not isinstance(meta.get("model"), dict):
+                raise checkpoint.CheckpointError(f"{directory!r} holds no saved model.")
+            check_stored_shapes(meta["model"], folder)
+            model = cls.from_config(meta["model"])
+            objects = model.checkpoint_objects()
+            checkpoint.restore(folder, objects)
+            model.check_restored(objects, folder)
+            return model
+
+        return checkpoint.read(directory, read)
+
+
+def check_stored_shapes(config: dict, folder: str) -> None:
+    """Compares the shapes a config implies with the stored variables' before
+    any variable is built (a config edited to K = 1e12 must not allocate).
+
+    Raises:
+      gmm.checkpoint.CheckpointError: they differ, or the config is malformed.
+    """
+    shapes = checkpoint.variable_shapes(folder)
+    expected = {
+        "model/loc/.ATTRIBUTES/VARIABLE_VALUE": [
+            config.get("n_components"),
+            config.get("n_features"),
+        ],
+        "model/data_shift/.ATTRIBUTES/VARIABLE_VALUE": [config.get("n_features")],
+    }
+    for name, shape in expected.items():
+        if shapes.get(name) != shape:
+            raise checkpoint.CheckpointError(
+                f"The checkpoint in {folder!r} does not match its config: {name.split('/')[1]} "
+                f"has shape {shapes.get(name)}, the config implies {shape}."
+            )

@@ -25,6 +25,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.patches import Ellipse  # noqa: E402
 from sklearn.mixture import BayesianGaussianMixture  # noqa: E402
 
+from gmm._validation import check_seed, tf_seed  # noqa: E402
 from gmm.data import MixtureSpec  # noqa: E402
 from gmm.evaluate import sklearn_mixture  # noqa: E402
 from gmm.model import BayesianGMM  # noqa: E402
@@ -201,7 +202,7 @@ def posterior_draws(model: BayesianGMM, n_draws: int = 2000, seed: int = 0) -> p
       weights), ``quantity`` (``"mean"``, ``"sd"`` or ``"weight"``) and ``value``.
     """
     q = model.posterior()
-    seeds = [[seed, 11], [seed, 12], [seed, 13]]
+    seeds = [tf_seed(check_seed(seed), stream) for stream in (11, 12, 13)]
     locs = q["locs"].sample(n_draws, seed=seeds[0]).numpy()
     sds = q["precisions"].sample(n_draws, seed=seeds[1]).numpy() ** -0.5
     weights = q["weights"].sample(n_draws, seed=seeds[2]).numpy()

@@ -80,11 +80,16 @@ def dataset_statistics(
     """
     rng = np.random.default_rng(check_seed(seed))
     sample_size = check_positive_int(sample_size, "sample_size")
+    if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            "X is an endless dataset (it has .repeat() without a count); gmm makes one pass "
+            "over it first and repeats it itself: pass the dataset without .repeat()."
+        )
     n_points, n_batches = 0, 0
     mean = np.zeros(n_features)
     sum_sq = np.zeros(n_features)  # sum of squared deviations from the mean
     keys, sample = np.empty(0), np.empty((0, n_features))
-    for batch in dataset:
+    for batch in stream_batches(dataset):
         points = check_data(batch, name=f"X (batch {n_batches})", n_features=n_features)
         count = points.shape[0]
         batch_mean = points.mean(axis=0)
@@ -107,6 +112,50 @@ def dataset_statistics(
         std=np.sqrt(sum_sq / n_points),
         sample=sample[np.argsort(keys, kind="stable")],
     )
+
+
+class ShardError(ValueError):
+    """A shard of a stream is unreadable or unusable; the message names the file."""
+
+
+def stream_batches(dataset: tf.data.Dataset):
+    """Iterates over ``dataset``, turning a shard's error raised inside tf.data
+    (which arrives as a ``tf.errors.OpError`` with the cause in its message)
+    back into the ``ShardError`` (a ``ValueError``) that names the file."""
+    iterator = iter(dataset)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except tf.errors.OpError as error:
+            raise shard_error_from(error) from None
+        yield batch
+
+
+def shard_error_from(error: tf.errors.OpError) -> Exception:
+    for line in str(error.message).splitlines():
+        if "ShardError: " in line:
+            return ShardError(line.split("ShardError: ", 1)[1].strip())
+    return error
+
+
+def _check_shard(path: str, n_features: int | None) -> np.ndarray:
+    """Opens a shard memory-mapped after checking its header: a 2-D array of
+    real numbers (ints or floats; not bool, complex or strings) with
+    ``n_features`` columns."""
+    try:
+        shard = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise ShardError(f"Shard {path!r} is not a readable .npy array: {error}") from None
+    if shard.dtype.kind not in "iuf":
+        raise ShardError(
+            f"Shard {path!r} holds {shard.dtype}; shards must hold real numbers (int or float)."
+        )
+    if shard.ndim != 2 or (n_features is not None and shard.shape[1] != n_features):
+        expected = f"[N, {n_features}]" if n_features is not None else "[N, D]"
+        raise ShardError(f"Shard {path!r} has shape {shard.shape}; expected {expected}.")
+    return shard
 
 
 def write_npy_shards(
@@ -184,24 +233,27 @@ def npy_shards_dataset(
       pattern: a folder (all its ``*.npy``) or a glob pattern.
     """
     pattern = os.fspath(pattern)
-    if os.path.isdir(pattern):
-        pattern = os.path.join(pattern, "*.npy")
+    if os.path.isdir(pattern):  # a folder's name is literal, even "run[1]"
+        pattern = os.path.join(glob.escape(pattern), "*.npy")
     paths = sorted(glob.glob(pattern))
     if not paths:
         raise ValueError(f"No .npy shards match {pattern!r}.")
     batch_size = check_positive_int(batch_size, "batch_size")
-    first = np.load(paths[0], mmap_mode="r", allow_pickle=False)
-    if first.ndim != 2:
-        raise ValueError(f"Shard {paths[0]!r} has shape {first.shape}; expected [N, D].")
-    n_features = first.shape[1]
+    # Every header is checked now (cheap: memory-mapped), so a bad shard is
+    # named before training rather than failing deep inside tf.data.
+    n_features = _check_shard(paths[0], None).shape[1]
+    for path in paths[1:]:
+        _check_shard(path, n_features)
 
     def batches(path):
         path = path.decode() if isinstance(path, bytes) else path
-        shard = np.load(path, mmap_mode="r", allow_pickle=False)
-        if shard.ndim != 2 or shard.shape[1] != n_features:
-            raise ValueError(f"Shard {path!r} has shape {shard.shape}; expected [N, {n_features}].")
+        shard = _check_shard(path, n_features)
         for start in range(0, shard.shape[0], batch_size):
-            yield np.asarray(shard[start : start + batch_size], dtype=np.float32)
+            batch = np.asarray(shard[start : start + batch_size], dtype=np.float32)
+            if not np.isfinite(batch).all():
+                row = start + int(np.flatnonzero(~np.isfinite(batch).all(axis=1))[0])
+                raise ShardError(f"Shard {path!r} contains NaN or inf (first at row {row}).")
+            yield batch
 
     files = tf.data.Dataset.from_tensor_slices(paths)
     if shuffle_shards:

@@ -29,14 +29,28 @@ import numpy as np
 import tensorflow as tf
 
 from gmm import checkpoint, natural, streaming
-from gmm._validation import check_data, check_positive, check_positive_int, check_seed
+from gmm._validation import (
+    check_bool,
+    check_data,
+    check_in_dtype,
+    check_positive,
+    check_positive_int,
+    check_scale,
+    check_seed,
+    tf_seed,
+)
 from gmm.model import ESTIMATORS, INITS, BayesianGMM, negative_elbo
 
 _ADAM_BETA1, _ADAM_BETA2, _ADAM_EPSILON = 0.9, 0.999, 1e-8
 ALGORITHMS = ("adam", "natural")
 DEFAULT_EPOCHS = 50
-# Small data sets have few batches per epoch; the default never takes fewer steps than this.
+# Small data sets have few batches per epoch; the default never takes fewer steps than
+# this, and on large ones never more than DEFAULT_MAX_STEPS (a million points would
+# otherwise get 100,000 steps where a few thousand suffice).
 DEFAULT_MIN_STEPS = 500
+DEFAULT_MAX_STEPS = 20_000
+# An explicit budget above this is refused: its ELBO trace alone would take gigabytes.
+MAX_STEPS = 100_000_000
 # Points that k-means initialises from; larger data sets are subsampled (as streams are).
 INIT_SAMPLE_SIZE = 20_000
 # Stream ids folded into the seed, so batches and Monte Carlo draws never share one.
@@ -44,7 +58,9 @@ _SHUFFLE_STREAM, _DRAW_STREAM = 1, 2
 
 
 class DivergenceError(FloatingPointError):
-    """The ELBO became NaN or inf; the model keeps its last finite state."""
+    """The ELBO or a parameter of q became NaN or inf. The model keeps the last
+    state checked finite at a chunk boundary (or its state before ``fit`` if no
+    step passed that check)."""
 
 
 @dataclasses.dataclass
@@ -105,6 +121,10 @@ def _restore_training(directory, model, optimizer, identity) -> tuple[int, np.nd
             f"(its {' and '.join(differing)} differ); give another checkpoint_dir to start afresh."
         )
     checkpoint.restore(folder, {"model": model, "optimizer": optimizer})
+    if not model.parameters_are_finite():
+        raise checkpoint.CheckpointError(
+            f"The checkpoint in {folder!r} holds non-finite parameters."
+        )
     elbo = checkpoint.read_array(folder, "elbo")
     if elbo.shape != (meta["step"],):
         raise checkpoint.CheckpointError(f"Corrupt checkpoint in {folder!r}: ELBO trace length.")
@@ -255,8 +275,15 @@ def _train_chunk(
             )
             rate = _learning_rate(learning_rate, step, total_steps)
             new_params, new_m, new_v = _adam_update(params, grads, m, v, step, rate)
+        # Checked after the positivity transform: a finite log-parameter of 89
+        # still overflows exp() in float32.
         finite = tf.math.is_finite(loss) & tf.reduce_all(
             [tf.reduce_all(tf.math.is_finite(p)) for p in tf.nest.flatten(new_params)]
+            + [
+                tf.reduce_all(tf.math.is_finite(tf.exp(value)) & (tf.exp(value) > 0))
+                for name, value in new_params.items()
+                if name != "loc"
+            ]
         )
         keep = lambda new, old: tf.nest.map_structure(  # noqa: E731
             lambda a, b: tf.where(finite, a, b), new, old
@@ -373,13 +400,17 @@ def fit(
     streaming_data = isinstance(X, tf.data.Dataset)
     batch_size = check_positive_int(batch_size, "batch_size")
     seed = check_seed(seed)
+    warm_start = check_bool(warm_start, "warm_start")
+    progress = check_bool(progress, "progress")
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
     if learning_rate is None:
         learning_rate = 1.0 if algorithm == "natural" else 0.05
-    learning_rate = check_positive(learning_rate, "learning_rate")
+    learning_rate = check_in_dtype(
+        check_positive(learning_rate, "learning_rate"), "learning_rate", model.dtype.as_numpy_dtype
+    )
     if algorithm == "natural":
         if model.order_by is not None:
             raise ValueError("algorithm='natural' needs the exchangeable model (order_by=None).")
@@ -397,6 +428,8 @@ def fit(
             raise ValueError("checkpoint_every needs a checkpoint_dir to write to.")
     if streaming_data and checkpoint_dir is not None:
         raise ValueError("checkpoint_dir needs in-memory data; X is a tf.data.Dataset.")
+    if checkpoint_dir is not None:
+        checkpoint.check_writable(checkpoint_dir)
 
     if streaming_data:
         dataset = streaming.as_batched_dataset(X, model.n_features, batch_size)
@@ -424,10 +457,24 @@ def fit(
             f"batch_size {replica_batch} does not split evenly across {replicas} replicas."
         )
     if steps is None and epochs is None:
-        steps = max(DEFAULT_EPOCHS * batches_per_epoch, DEFAULT_MIN_STEPS)
+        steps = min(max(DEFAULT_EPOCHS * batches_per_epoch, DEFAULT_MIN_STEPS), DEFAULT_MAX_STEPS)
     elif steps is None:
         steps = check_positive_int(epochs, "epochs") * batches_per_epoch
     steps = check_positive_int(steps, "steps")
+    if steps > MAX_STEPS:
+        raise ValueError(f"steps must be at most {MAX_STEPS:,}, got {steps:,}.")
+    if not (streaming_data or (warm_start and model.is_fitted)):
+        check_scale(data.mean(axis=0), data.std(axis=0), np.ptp(data, axis=0))
+    elif streaming_data and not (warm_start and model.is_fitted):
+        check_scale(stats.mean, stats.std, np.ptp(stats.sample, axis=0))
+
+    if not model.standardize and not streaming_data:
+        raw_limit = 1e15 if model.dtype == tf.float32 else 1e150
+        if np.abs(data).max() > raw_limit:
+            raise ValueError(
+                f"With standardize=False, X's values must lie within +-{raw_limit:g} for a "
+                f"{model.dtype.name} model (their squares must not overflow); standardise them."
+            )
 
     settings = {
         "steps": steps,
@@ -439,100 +486,130 @@ def fit(
         "warm_start": warm_start,
         "seed": seed,
     }
-    optimizer = _OptimizerState(model.unconstrained_parameters())
-    done, elbo_chunks = 0, []
-    if streaming_data:
-        identity = None
-        if not (warm_start and model.is_fitted):
-            model.set_standardization(None, mean=stats.mean, std=stats.std)
-            _initialize_from_sample(model, stats.sample, init, seed, n_points)
-            model.steps_trained.assign(0)
-        source = iter(dataset.repeat().prefetch(tf.data.AUTOTUNE))
-    else:
-        identity = {
-            "model": model.config(),
-            "settings": settings,
-            "data": {
-                "shape": list(data.shape),
-                "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
-            },
-        }
-        if checkpoint_dir is not None and checkpoint.exists(checkpoint_dir):
-            done, elbo_so_far = _restore_training(checkpoint_dir, model, optimizer, identity)
-            elbo_chunks.append(elbo_so_far)
-        elif not (warm_start and model.is_fitted):
-            model.set_standardization(data)
-            _initialize_from_sample(model, data, init, seed)
-            model.steps_trained.assign(0)
-        source = model.standardized(data)
+    # The fit is a transaction: on any error the model gets back exactly this
+    # state, except after a divergence (see DivergenceError).
+    saved_state = [variable.numpy() for variable in model.variables]
+    try:
+        optimizer = _OptimizerState(model.unconstrained_parameters())
+        done, elbo_chunks = 0, []
+        if streaming_data:
+            identity = None
+            if not (warm_start and model.is_fitted):
+                model.set_standardization(None, mean=stats.mean, std=stats.std)
+                _initialize_from_sample(model, stats.sample, init, seed, n_points)
+                model.steps_trained.assign(0)
+            source = iter(dataset.repeat().prefetch(tf.data.AUTOTUNE))
+        else:
+            identity = None
+            if (
+                checkpoint_dir is not None
+            ):  # hashing a large array costs: only when resuming needs it
+                identity = {
+                    "model": model.config(),
+                    "settings": settings,
+                    "data": {
+                        "shape": list(data.shape),
+                        "sha256": hashlib.sha256(np.ascontiguousarray(data)).hexdigest(),
+                    },
+                }
+            if checkpoint_dir is not None and checkpoint.exists(checkpoint_dir):
+                done, elbo_so_far = _restore_training(checkpoint_dir, model, optimizer, identity)
+                elbo_chunks.append(elbo_so_far)
+            elif not (warm_start and model.is_fitted):
+                model.set_standardization(data)
+                _initialize_from_sample(model, data, init, seed)
+                model.steps_trained.assign(0)
+            source = model.standardized(data)
+        resumed_from = done
 
-    dtype = model.dtype
-    params = model.unconstrained_parameters()
-    adam_m, adam_v = optimizer.values()
-    prior_params = model.priors.as_tensors(dtype)
-    int32 = lambda value: tf.constant(value, tf.int32)  # noqa: E731
-    seed_tensor = tf.constant([seed, 0], tf.int32)
-    if streaming_data:
-        order = tf.zeros([0], tf.int32)
-        stream_args = {
-            "n_points": int32(n_points),
-            "standardization": (model.data_shift.read_value(), model.data_scale.read_value()),
-        }
-    else:
-        order = _epoch_permutation(seed_tensor, done // batches_per_epoch, n_points)
-        stream_args = {}
+        dtype = model.dtype
+        params = model.unconstrained_parameters()
+        adam_m, adam_v = optimizer.values()
+        prior_params = model.priors.as_tensors(dtype)
+        int32 = lambda value: tf.constant(value, tf.int32)  # noqa: E731
+        seed_tensor = tf_seed(seed)
+        if streaming_data:
+            order = tf.zeros([0], tf.int32)
+            stream_args = {
+                "n_points": int32(n_points),
+                "standardization": (model.data_shift.read_value(), model.data_scale.read_value()),
+            }
+        else:
+            order = _epoch_permutation(seed_tensor, done // batches_per_epoch, n_points)
+            stream_args = {}
 
-    chunk = checkpoint_every or max(1, math.ceil(steps / 20))
-    log_jacobian = float(np.log(model.data_scale.numpy()).sum())
-    if progress:  # imported here: tqdm.auto warns in notebooks without ipywidgets
-        from tqdm.auto import tqdm
-    else:
-        from tqdm import tqdm
-    with tqdm(
-        total=steps, initial=done, disable=not progress, desc="fit", unit="step", leave=False
-    ) as bar:
-        while done < steps:
-            n_steps = min(chunk, steps - done)
-            params, adam_m, adam_v, order, elbo, n_done, finite = _train_chunk(
-                params,
-                adam_m,
-                adam_v,
-                order,
-                source,
-                prior_params,
-                int32(done),
-                int32(n_steps),
-                int32(steps),
-                int32(batch_size),
-                seed_tensor,
-                tf.constant(learning_rate, dtype),
-                estimator,
-                model.order_by,
-                algorithm,
-                strategy,
-                **stream_args,
-            )
-            model.assign_unconstrained(params)
-            # A diverged step was not applied, so it does not count as trained.
-            model.steps_trained.assign_add(int(n_done) - (0 if bool(finite) else 1))
-            elbo_chunks.append(elbo.numpy().astype(np.float64) - log_jacobian)
-            done += int(n_done)
-            bar.update(int(n_done))
-            if not bool(finite):
-                raise DivergenceError(
-                    f"The ELBO became non-finite ({elbo_chunks[-1][-1]}) at step {done - 1} "
-                    f"of {steps}; the model keeps the parameters of step {done - 2}. "
-                    "Try a smaller learning_rate or the 'expected' estimator."
-                )
-            bar.set_postfix(elbo=f"{elbo_chunks[-1][-1]:.4f}")
-            if checkpoint_dir is not None:
-                optimizer.assign(adam_m, adam_v)
-                checkpoint.write(
-                    checkpoint_dir,
-                    {"model": model, "optimizer": optimizer},
-                    {"kind": "training", "step": done, **identity},
-                    {"elbo": np.concatenate(elbo_chunks)},
-                )
+        chunk = checkpoint_every or max(1, math.ceil(steps / 20))
+        log_jacobian = float(np.log(model.data_scale.numpy()).sum())
+        if progress:  # imported here: tqdm.auto warns in notebooks without ipywidgets
+            from tqdm.auto import tqdm
+        else:
+            from tqdm import tqdm
+        with tqdm(
+            total=steps, initial=done, disable=not progress, desc="fit", unit="step", leave=False
+        ) as bar:
+            while done < steps:
+                n_steps = min(chunk, steps - done)
+                try:
+                    params, adam_m, adam_v, order, elbo, n_done, finite = _train_chunk(
+                        params,
+                        adam_m,
+                        adam_v,
+                        order,
+                        source,
+                        prior_params,
+                        int32(done),
+                        int32(n_steps),
+                        int32(steps),
+                        int32(batch_size),
+                        seed_tensor,
+                        tf.constant(learning_rate, dtype),
+                        estimator,
+                        model.order_by,
+                        algorithm,
+                        strategy,
+                        **stream_args,
+                    )
+                except tf.errors.OpError as error:
+                    if not streaming_data:
+                        raise
+                    # A shard that changed since the first pass: name it.
+                    raise streaming.shard_error_from(error) from None
+                if not bool(finite):
+                    # The model still holds the state of the last chunk boundary, which
+                    # passed this check; with none yet, the state from before fit.
+                    failed_at = done + int(n_done) - 1
+                    if done == resumed_from:
+                        for variable, value in zip(model.variables, saved_state):
+                            variable.assign(value)
+                        kept = "its state from before this fit"
+                    else:
+                        kept = f"the parameters of step {done}"
+                    raise DivergenceError(
+                        f"Step {failed_at} of {steps} made the ELBO or a parameter of q non-finite "
+                        f"(ELBO {elbo.numpy()[-1]:.6g} before that step); the model keeps {kept}. "
+                        "Try a smaller learning_rate or the 'expected' estimator."
+                    )
+                model.assign_unconstrained(params)
+                model.steps_trained.assign_add(int(n_done))
+                elbo_chunks.append(elbo.numpy().astype(np.float64) - log_jacobian)
+                done += int(n_done)
+                bar.update(int(n_done))
+                bar.set_postfix(elbo=f"{elbo_chunks[-1][-1]:.4f}")
+                if checkpoint_dir is not None:
+                    optimizer.assign(adam_m, adam_v)
+                    checkpoint.write(
+                        checkpoint_dir,
+                        {"model": model, "optimizer": optimizer},
+                        {"kind": "training", "step": done, **identity},
+                        {"elbo": np.concatenate(elbo_chunks)},
+                    )
+
+    except DivergenceError:
+        raise
+    except BaseException:
+        for variable, value in zip(model.variables, saved_state):
+            variable.assign(value)
+        raise
 
     return History(
         elbo=np.concatenate(elbo_chunks),
@@ -599,7 +676,7 @@ def gradient_samples(
             tf.constant(points.shape[0]),
             priors,
             estimator,
-            tf.constant([seed, repeat], tf.int32),
+            tf_seed(seed, repeat),
             model.order_by,
         )
         draws.append({name: value.numpy() for name, value in grads.items()})

@@ -165,7 +165,7 @@ def test_corrupt_or_mismatched_checkpoint_gives_a_clear_error(fitted, tmp_path):
     meta = json.loads(meta_path.read_text())
     meta["model"]["n_components"] = 4
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="Could not restore"):
+    with pytest.raises(ValueError, match="does not match its config"):
         gmm.BayesianGMM.load(path)
     meta_path.write_text("{not json")
     with pytest.raises(ValueError, match="Corrupt checkpoint"):
@@ -187,7 +187,11 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(fitted, tmp_path, mo
         model.save(tmp_path / "fit")
     monkeypatch.undo()
     # The failed write left nothing behind, inside or beside the folder.
-    assert sorted(p.name for p in (tmp_path / "fit").iterdir()) == ["LATEST", "v1"]
+    assert sorted(p.name for p in (tmp_path / "fit").iterdir()) == [
+        "LATEST",
+        gmm.checkpoint.MANIFEST,
+        "v1",
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fit"]
     assert gmm.BayesianGMM.load(tmp_path / "fit").config() == model.config()
 

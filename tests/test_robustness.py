@@ -81,7 +81,10 @@ def test_checkpoints_stay_inside_the_named_folder(seed_data, tmp_path):
         **FIT,
     )
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["LATEST", "v8"]
+    # A bounded history: the newest versions stay (older ones go after a grace period).
+    names = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert names == ["LATEST", gmm.checkpoint.MANIFEST] + [f"v{n}" for n in range(1, 9)]
+    assert (tmp_path / "run" / "LATEST").read_text() == "v8\n"
 
 
 def test_fits_are_finite_and_sensible_across_20_seeds():

@@ -71,7 +71,7 @@ BAD_SETTINGS = [
     ({"learning_rate": float("nan")}, ValueError, "learning_rate must be a positive"),
     ({"estimator": "magic"}, ValueError, "estimator must be one of"),
     ({"init": "magic"}, ValueError, "init must be one of"),
-    ({"seed": -1}, ValueError, "seed must be a non-negative integer"),
+    ({"seed": -1}, ValueError, r"seed must be an integer in \[0, 2\*\*32\)"),
     ({"batch_size": True}, TypeError, "batch_size must be a positive integer"),
     ({"checkpoint_every": 10}, ValueError, "needs a checkpoint_dir"),
     ({"checkpoint_dir": "x", "checkpoint_every": 0}, ValueError, "checkpoint_every must be"),
