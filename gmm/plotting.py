@@ -11,24 +11,17 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.patches import Ellipse
+from sklearn.mixture import BayesianGaussianMixture
 
-if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-    if not os.environ.get("DISPLAY"):
-        # Headless runs (CI, make reproduce from a terminal) must not need a screen.
-        matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.patches import Ellipse  # noqa: E402
-from sklearn.mixture import BayesianGaussianMixture  # noqa: E402
-
-from gmm._validation import check_seed, tf_seed  # noqa: E402
-from gmm.data import MixtureSpec  # noqa: E402
-from gmm.evaluate import sklearn_mixture  # noqa: E402
-from gmm.model import BayesianGMM  # noqa: E402
+from gmm._validation import check_seed, tf_seed
+from gmm.data import MixtureSpec
+from gmm.evaluate import sklearn_mixture
+from gmm.model import BayesianGMM
 
 PALETTE = "colorblind"
 DPI = 110  # figures/ files

@@ -1,6 +1,9 @@
 import os
 
+# Quiet TensorFlow's C++ start-up messages; keep CPU results bit-identical across
+# machines (oneDNN reorders floating-point sums). Both before TensorFlow loads.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

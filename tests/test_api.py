@@ -1,6 +1,9 @@
 """The public API: fit, history, prediction, sampling, checkpoints, determinism."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -209,3 +212,20 @@ def test_progress_bar_is_shown_unless_silenced(seed_data, capsys):
     assert "fit" in capsys.readouterr().err
     gmm.fit(gmm.BayesianGMM(3, 2), X, steps=4, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_importing_gmm_changes_nothing_outside_the_package():
+    """No environment variables, no redirected stderr, no matplotlib backend switch."""
+    script = (
+        "import os, sys, tensorflow, matplotlib\n"
+        "env, backend, stderr = dict(os.environ), matplotlib.get_backend(), os.fstat(2)\n"
+        "import gmm\n"
+        "assert dict(os.environ) == env, set(os.environ.items()) ^ set(env.items())\n"
+        "assert matplotlib.get_backend() == backend\n"
+        "assert os.fstat(2) == stderr and sys.stderr is sys.__stderr__\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "MPL"))}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
