@@ -22,8 +22,8 @@ export TF_ENABLE_ONEDNN_OPTS ?= 0
 
 # Stops with one line when no supported interpreter was found.
 define check-python
-@$(PYTHON) -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 13))' \
-  >/dev/null 2>&1 || { echo "gmm-svi needs Python 3.10, 3.11, 3.12 or 3.13 (TensorFlow 2.21 has no wheels for others) $(if $(PYTHON),; '$(PYTHON)' is not one of them,and found none): install one, e.g. 'pyenv install 3.12' or your system's python3.12 package, then run make again (or make PYTHON=/path/to/python3.12 ...)." >&2; exit 1; }
+@"$(PYTHON)" -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 13))' \
+  >/dev/null 2>&1 || { echo "gmm-svi needs Python 3.10, 3.11, 3.12 or 3.13 (TensorFlow 2.21 has no wheels for others)$(if $(PYTHON),; '$(PYTHON)' is not one of them,; none was found): install one, e.g. 'pyenv install 3.12' or your system's python3.12 package, then run make again (or make PYTHON=/path/to/python3.12 ...)." >&2; exit 1; }
 endef
 
 .DEFAULT_GOAL := help

@@ -26,9 +26,16 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # bit-identical CPU sums in the kernels
 
+import importlib.util  # noqa: E402
+
 import nbformat  # noqa: E402
 import papermill  # noqa: E402
 from papermill.exceptions import PapermillExecutionError  # noqa: E402
+
+# gmm's fd-level silencer, loaded by path: importing the package would load TensorFlow here.
+_spec = importlib.util.spec_from_file_location("gmm_quiet", ROOT / "gmm" / "_quiet.py")
+_quiet = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_quiet)
 
 VOLATILE_CELL_KEYS = ("papermill", "execution")
 SMALL_MARKER = "# small:"
@@ -74,17 +81,25 @@ def run(notebook_path: Path, output_path: Path, parameters: dict) -> float:
     staging = output_path.with_name(f".{output_path.stem}.running.ipynb")
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            str(notebook_path),
-            str(staging),
-            parameters=parameters,
-            cwd=str(notebook_path.parent),
-            kernel_name="python3",
-            progress_bar=False,
-            log_output=False,
-            # The kernel's own start-up warnings would bury the one progress line.
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-        )
+        # The kernel inherits this silenced file descriptor 2: TensorFlow's C++ start-up
+        # lines (CUDA probing) bypass Python and TF_CPP_MIN_LOG_LEVEL. Cell errors still
+        # arrive through papermill; TF_CPP_MIN_LOG_LEVEL=0 shows everything.
+        with _quiet.native_stderr_silenced():
+            papermill.execute_notebook(
+                str(notebook_path),
+                str(staging),
+                parameters=parameters,
+                cwd=str(notebook_path.parent),
+                kernel_name="python3",
+                progress_bar=False,
+                log_output=False,
+                # The kernel's own start-up warnings would bury the one progress line.
+                extra_arguments=[
+                    "--IPKernelApp.log_level=ERROR",
+                    # C++ writes to fd 2 go to the (silenced) kernel stderr, not a cell.
+                    "--IPKernelApp.capture_fd_output=False",
+                ],
+            )
     except PapermillExecutionError as error:
         failed = output_path.with_name(f"{output_path.stem}.failed.ipynb")
         os.replace(staging, failed)

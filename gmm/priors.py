@@ -1,0 +1,79 @@
+"""The priors' hyperparameters.
+
+Model (K components, D features, diagonal covariances), in standardised units:
+
+    locs[k, d]       ~ Normal(loc_mean, loc_scale)
+    precisions[k, d] ~ Gamma(precision_shape, precision_rate)    (1 / variance)
+    weights          ~ Dirichlet(concentration * ones(K))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from gmm._validation import check_positive
+
+
+@dataclasses.dataclass(frozen=True)
+class Priors:
+    """Hyperparameters of the priors, in standardised units when the model
+    standardises its data (the default), otherwise in data units.
+
+    Defaults are the seed post's: locs ~ Normal(0, 1), precisions ~ Gamma(5, 5),
+    weights ~ Dirichlet(2, ..., 2).
+    """
+
+    loc_mean: float | tuple = 0.0
+    loc_scale: float = 1.0
+    precision_shape: float = 5.0
+    precision_rate: float = 5.0
+    concentration: float = 2.0
+
+    def __post_init__(self):
+        # A scalar gives the exchangeable prior; a [K, D] (or broadcastable)
+        # nested list or array gives each component its own prior mean, which
+        # breaks the label symmetry (notebook 04). Stored as nested tuples so the
+        # dataclass stays hashable and JSON-friendly.
+        if (
+            isinstance(self.loc_mean, str | bytes)
+            or np.asarray(self.loc_mean).dtype.kind not in "iuf"
+        ):
+            raise TypeError(
+                f"priors.loc_mean must be a number or an array of numbers, got {self.loc_mean!r}."
+            )
+        try:
+            loc_mean = np.asarray(self.loc_mean, dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"priors.loc_mean must be a finite number or array, got {self.loc_mean!r}."
+            ) from None
+        if isinstance(self.loc_mean, bool) or not np.isfinite(loc_mean).all() or loc_mean.ndim > 2:
+            raise ValueError(
+                f"priors.loc_mean must be a finite number or array, got {self.loc_mean!r}."
+            )
+        object.__setattr__(
+            self, "loc_mean", float(loc_mean) if loc_mean.ndim == 0 else loc_mean.tolist()
+        )
+        if isinstance(self.loc_mean, list):
+            object.__setattr__(
+                self,
+                "loc_mean",
+                tuple(tuple(row) if isinstance(row, list) else row for row in self.loc_mean),
+            )
+        for field in ("loc_scale", "precision_shape", "precision_rate", "concentration"):
+            check_positive(getattr(self, field), f"priors.{field}")
+
+    @property
+    def exchangeable(self) -> bool:
+        return np.ndim(self.loc_mean) == 0
+
+    def as_tensors(self, dtype) -> tuple[tf.Tensor, ...]:
+        return tuple(tf.constant(value, dtype) for value in dataclasses.astuple(self))
+
+    def to_config(self) -> dict:
+        config = dataclasses.asdict(self)
+        config["loc_mean"] = np.asarray(self.loc_mean).tolist()
+        return config
