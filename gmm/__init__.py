@@ -12,9 +12,10 @@ model.posterior()["locs"]   # tfd.Normal, [K, D], data units
 # no redirected streams, no matplotlib backend. For quiet, deterministic runs set
 # TF_CPP_MIN_LOG_LEVEL=2 and TF_ENABLE_ONEDNN_OPTS=0 before TensorFlow is imported,
 # as the Makefile, tests/conftest.py and the notebooks' first cell do.
-from gmm import checkpoint, data, evaluate, mcmc, natural, plotting, reference, streaming
-from gmm.model import BayesianGMM, NotFittedError, Priors
-from gmm.train import DivergenceError, History, fit
+from gmm import checkpoint, data, elbo, evaluate, mcmc, natural, plotting, reference, streaming
+from gmm.fitting import DivergenceError, History, fit
+from gmm.model import BayesianGMM, NotFittedError
+from gmm.priors import Priors
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ __all__ = [
     "checkpoint",
     "Priors",
     "data",
+    "elbo",
     "evaluate",
     "fit",
     "mcmc",

@@ -131,15 +131,15 @@ def reference_posterior(model, X, *, seed: int = 0) -> dict:
       and ``n_iter``.
     """
     data = check_data(X, n_features=model.n_features)
-    shift, scale = model.data_shift.numpy(), model.data_scale.numpy()
-    standardized = (data - shift) / scale
+    standardized = model.transform.to_standard(data)
     labels = KMeans(model.n_components, n_init=3, random_state=seed).fit_predict(standardized)
     exact = reference.cavi(standardized, np.eye(model.n_components)[labels], **vars(model.priors))
+    loc_mean, loc_var = model.transform.moments_to_data(exact["loc_mean"], exact["loc_sd"] ** 2)
     in_data_units = dict(
         exact,
-        loc_mean=exact["loc_mean"] * scale + shift,
-        loc_sd=exact["loc_sd"] * scale,
-        precision_rate=exact["precision_rate"] * scale**2,
+        loc_mean=loc_mean,
+        loc_sd=np.sqrt(loc_var),
+        precision_rate=model.transform.rate_to_data(exact["precision_rate"]),
     )
     perm = match_components(model.posterior_parameters()["loc_mean"], in_data_units["loc_mean"])
     aligned = permute_parameters(in_data_units, perm)

@@ -18,8 +18,12 @@ import tensorflow_probability as tfp
 
 from gmm._quiet import native_stderr_silenced
 from gmm._validation import check_data, check_positive, check_positive_int, check_seed, tf_seed
+from gmm.elbo import log_prior
 from gmm.evaluate import alignment_permutations, relabel
-from gmm.model import AscendingColumn, BayesianGMM, log_prior, mixture
+from gmm.family import mixture
+from gmm.model import BayesianGMM
+from gmm.ordered import AscendingColumn
+from gmm.predict import predictive
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -87,13 +91,8 @@ class MCMCResult:
           ``[N]`` float64, nats.
         """
         points = check_data(X, n_features=self.locs.shape[-1])
-        flat = lambda a: tf.constant(a.reshape(-1, *a.shape[2:]))  # noqa: E731
-        draws = mixture(flat(self.locs), flat(self.precisions), flat(self.weights))
-        log_densities = []
-        for start in range(0, points.shape[0], 2000):  # bounds the [n, S, K] intermediate
-            per_draw = draws.log_prob(points[start : start + 2000, None, :])  # [n, S]
-            log_densities.append(tf.reduce_logsumexp(per_draw, axis=-1).numpy())
-        return np.concatenate(log_densities) - np.log(draws.batch_shape[0])
+        flat = lambda a: a.reshape(-1, *a.shape[2:])  # noqa: E731  [draws * chains, ...]
+        return predictive(points, flat(self.locs), flat(self.precisions), flat(self.weights))[0]
 
     def score(self, X) -> float:
         """Mean log posterior-predictive density per point (nats)."""
@@ -178,9 +177,10 @@ def sample(
     num_burnin = check_positive_int(num_burnin, "num_burnin")
     init_spread = check_positive(init_spread, "init_spread")
     seed = check_seed(seed)
-    shift, scale = model.data_shift.numpy(), model.data_scale.numpy()
+    transform = model.transform
+    scale = transform.arrays()[1]
     q = model.posterior_parameters()
-    centres, centre_sds = (q["loc_mean"] - shift) / scale, q["loc_sd"] / scale
+    centres, centre_sds = transform.to_standard(q["loc_mean"]), q["loc_sd"] / scale
     precisions = q["precision_shape"] / q["precision_rate"] * scale**2  # standardised units
     weights = q["concentration"] / q["concentration"].sum()
     rng = np.random.default_rng(seed)
@@ -200,7 +200,7 @@ def sample(
     with native_stderr_silenced():  # XLA's compile-time log lines
         (locs, precisions, weights), (accepted, step_size, leapfrogs) = _run_nuts(
             initial_state,
-            tf.constant((data - shift) / scale, dtype),
+            tf.constant(transform.to_standard(data, dtype.as_numpy_dtype)),
             tuple(prior_params),
             tf_seed(seed, 7),
             num_results,
@@ -209,8 +209,8 @@ def sample(
             check_positive_int(max_tree_depth, "max_tree_depth"),
         )
     return MCMCResult(
-        locs=locs.numpy().astype(np.float64) * scale + shift,
-        precisions=precisions.numpy().astype(np.float64) / scale**2,
+        locs=transform.to_data(locs.numpy()),
+        precisions=transform.precisions_to_data(precisions.numpy()),
         weights=weights.numpy().astype(np.float64),
         accept_rate=accepted.numpy().mean(axis=0),
         step_size=step_size.numpy()[-1],

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from gmm.model import expected_log_likelihood, loc_moments, variational_distributions
+from gmm.elbo import expected_log_likelihood
+from gmm.family import loc_moments, variational_distributions
 
 DEFAULT_DECAY = 0.7
 
@@ -37,7 +38,7 @@ def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, r
     """One natural-gradient step on the unconstrained parameters.
 
     Args:
-      params: dict keyed by ``gmm.model.PARAMETER_NAMES`` (exchangeable model:
+      params: dict keyed by ``gmm.family.PARAMETER_NAMES`` (exchangeable model:
         ``loc`` as is, every other entry the log of the positive parameter),
         ``[K, D]`` (``concentration``: ``[K]``).
       batch: ``[B, D]`` standardised points.

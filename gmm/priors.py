@@ -22,7 +22,7 @@ class Priors:
     """Hyperparameters of the priors, in standardised units when the model
     standardises its data (the default), otherwise in data units.
 
-    Defaults are the seed post's: locs ~ Normal(0, 1), precisions ~ Gamma(5, 5),
+    Defaults: locs ~ Normal(0, 1), precisions ~ Gamma(5, 5),
     weights ~ Dirichlet(2, ..., 2).
     """
 

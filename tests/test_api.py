@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 import gmm
-from gmm import model as model_module
-from gmm import train
+from gmm import elbo, loop
+from gmm import fitting as fit_module
 
 
 def unconstrained(model):
@@ -36,7 +36,7 @@ def test_same_seed_same_result(seed_data):
 def test_history_records_every_step(fitted, seed_data):
     model, history = fitted
     # Default: 50 epochs of 6 batches, raised to the floor of 500 steps.
-    assert history.steps == train.DEFAULT_MIN_STEPS == 500
+    assert history.steps == fit_module.DEFAULT_MIN_STEPS == 500
     assert history.elbo.shape == (500,) and np.isfinite(history.elbo).all()
     # The ELBO per point, in data units, ends just below the true log density
     # (it pays the KL / N and bounds the evidence).
@@ -73,16 +73,16 @@ def test_warm_start_continues(seed_data):
     gmm.fit(model, X * 2, steps=5, warm_start=True, progress=False)
     assert int(model.steps_trained.numpy()) == 25
     # The standardisation is kept, and training moved on from where it was.
-    np.testing.assert_allclose(model.data_shift.numpy(), X.mean(0))
+    np.testing.assert_allclose(model.transform.shift.numpy(), X.mean(0))
     assert not np.array_equal(unconstrained(model)["loc"], before["loc"])
 
 
 def test_second_fit_reuses_the_compiled_loop(seed_data):
     X = seed_data[0]
     gmm.fit(gmm.BayesianGMM(3, 2), X, steps=12, progress=False)
-    traces = train._train_chunk.experimental_get_tracing_count()
+    traces = loop.train_chunk.experimental_get_tracing_count()
     gmm.fit(gmm.BayesianGMM(3, 2), X, steps=12, seed=3, progress=False)
-    assert train._train_chunk.experimental_get_tracing_count() == traces
+    assert loop.train_chunk.experimental_get_tracing_count() == traces
 
 
 def test_expected_estimator_has_no_monte_carlo_noise(fitted, seed_data):
@@ -92,7 +92,7 @@ def test_expected_estimator_has_no_monte_carlo_noise(fitted, seed_data):
     params = model.unconstrained_parameters()
 
     def loss(estimator, seed):
-        return model_module.negative_elbo(
+        return elbo.negative_elbo(
             params, batch, 3000, priors, estimator, tf.constant([seed, 0])
         ).numpy()
 

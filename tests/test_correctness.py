@@ -26,7 +26,7 @@ def test_raw_data_fit_agrees_with_exact_cavi(seed_data):
     X = seed_data[0]
     model = gmm.BayesianGMM(3, 2, standardize=False)
     gmm.fit(model, X, progress=False)
-    np.testing.assert_array_equal(model.data_scale.numpy(), 1.0)
+    np.testing.assert_array_equal(model.transform.scale.numpy(), 1.0)
     assert_agrees_with_cavi(model, X)
 
 

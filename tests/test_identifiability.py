@@ -7,7 +7,7 @@ from scipy import stats
 from scipy.special import gammaln
 
 import gmm
-from gmm import model as model_module
+from gmm import elbo, family
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +53,13 @@ def test_ordered_kl_and_moments_match_monte_carlo(ordered_fit):
     """The closed forms behind the ordered ELBO, Jacobian included."""
     params = ordered_fit.unconstrained_parameters()
     priors = ordered_fit.priors.as_tensors(tf.float32)
-    q = model_module.variational_distributions(params, 1)["locs"]
+    q = family.variational_distributions(params, 1)["locs"]
     draws = q.sample(400_000, seed=[3, 4])
-    log_prior = tf.reduce_sum(model_module.tfd.Normal(0.0, 1.0).log_prob(draws), [-2, -1])
+    log_prior = tf.reduce_sum(family.tfd.Normal(0.0, 1.0).log_prob(draws), [-2, -1])
     monte_carlo = tf.reduce_mean(q.log_prob(draws) - log_prior - tf.math.lgamma(4.0)).numpy()
-    closed_form = model_module.locs_kl(params, priors, 1).numpy()
+    closed_form = elbo.locs_kl(params, priors, 1).numpy()
     np.testing.assert_allclose(closed_form, monte_carlo, atol=0.02)
-    mean, variance = model_module.loc_moments(params, 1)
+    mean, variance = family.loc_moments(params, 1)
     draws = draws.numpy().astype(np.float64)  # float32 sums of 400k draws drift by ~1e-3
     np.testing.assert_allclose(mean, draws.mean(0), atol=1e-4)
     np.testing.assert_allclose(variance, draws.var(0), rtol=0.02)

@@ -12,6 +12,7 @@ import tensorflow as tf
 from test_correctness import assert_agrees_with_cavi
 
 import gmm
+from gmm import fitting as fit_module
 from gmm import natural, reference
 
 
@@ -67,8 +68,8 @@ def test_fit_from_a_dataset_matches_the_array_fit(fitted, seed_data):
     model = gmm.BayesianGMM(3, 2)
     history = gmm.fit(model, dataset.batch(500), progress=False)
     assert history.steps == 500 and history.epochs == pytest.approx(500 / 6)
-    np.testing.assert_allclose(model.data_shift.numpy(), X.mean(0), atol=1e-6)
-    np.testing.assert_allclose(model.data_scale.numpy(), X.std(0), rtol=1e-6)
+    np.testing.assert_allclose(model.transform.shift.numpy(), X.mean(0), atol=1e-6)
+    np.testing.assert_allclose(model.transform.scale.numpy(), X.std(0), rtol=1e-6)
     assert abs(model.score(X_test) - fitted[0].score(X_test)) < 0.005
     assert_agrees_with_cavi(model, X)
     # Points rather than batches are batched by batch_size.
@@ -121,7 +122,7 @@ def test_fit_streams_npy_shards_to_the_true_density(tmp_path):
     gmm.streaming.write_npy_shards(spec, 40_000, tmp_path, shard_size=10_000, seed=4)
     dataset = gmm.streaming.npy_shards_dataset(tmp_path, batch_size=2000, seed=0)
     X_test, _ = spec.sample(20_000, seed=99)
-    for algorithm in gmm.train.ALGORITHMS:
+    for algorithm in fit_module.ALGORITHMS:
         model = gmm.BayesianGMM(4, 3)
         gmm.fit(model, dataset, epochs=5, algorithm=algorithm, progress=False)
         gap = spec.log_density(X_test).mean() - model.score(X_test)

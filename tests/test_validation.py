@@ -48,7 +48,7 @@ def test_prediction_rejects_bad_data(small_fit, method, label, X, error, message
 @pytest.mark.parametrize("label, X, error, message", BAD_DATA, ids=[b[0] for b in BAD_DATA])
 def test_other_data_entry_points_reject_bad_data(small_fit, label, X, error, message):
     with pytest.raises(error, match=message):
-        gmm.train.gradient_samples(small_fit, X, n_repeats=2)
+        gmm.elbo.gradient_samples(small_fit, X, n_repeats=2)
     if label != "wrong features":  # these take any number of features
         with pytest.raises(error, match=message):
             gmm.evaluate.sklearn_baseline(X, 3)

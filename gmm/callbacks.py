@@ -1,0 +1,105 @@
+"""What happens between chunks of a fit: a progress bar, training checkpoints,
+and any user callable ``callback(model, step, elbo)`` (``elbo``: the trace so
+far, nats per point), called after each chunk the model has taken on."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+
+from gmm import checkpoint
+from gmm.model import check_restored
+from gmm.optim import AdamState
+
+
+class ProgressBar:
+    """A tqdm bar over the fit's steps (off when ``enabled`` is False)."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        if enabled:  # imported here: tqdm.auto warns in notebooks without ipywidgets
+            from tqdm.auto import tqdm
+        else:
+            from tqdm import tqdm
+        self.bar = tqdm(
+            total=total, initial=initial, disable=not enabled, desc="fit", unit="step", leave=False
+        )
+        self.step = initial
+
+    def __call__(self, model, step, elbo):
+        self.bar.update(step - self.step)
+        self.step = step
+        self.bar.set_postfix(elbo=f"{elbo[-1]:.4f}")
+
+    def close(self):
+        self.bar.close()
+
+
+class TrainingCheckpoint:
+    """Writes the training state (model, Adam's moments, ELBO trace) into a
+    checkpoint folder after each chunk, and restores it when a fit with the
+    same identity (model config, settings, data) starts again."""
+
+    def __init__(self, directory, model, settings: dict, data: np.ndarray):
+        self.directory = os.fspath(directory)
+        self.model = model
+        # Hashing a large array costs, so only a fit with a checkpoint folder does it.
+        self.identity = {
+            "model": model.config(),
+            "settings": settings,
+            "data": {
+                "shape": list(data.shape),
+                "sha256": hashlib.sha256(np.ascontiguousarray(data)).hexdigest(),
+            },
+        }
+        self.adam = None
+
+    def resume(self) -> tuple[int, np.ndarray, AdamState] | None:
+        """``(step, elbo trace, Adam state)`` restored into the model, or None if
+        there is no checkpoint yet.
+
+        Raises:
+          gmm.checkpoint.CheckpointError: the folder holds another fit's checkpoint.
+        """
+        if not checkpoint.exists(self.directory):
+            return None
+        return checkpoint.read(self.directory, self._restore)
+
+    def _restore(self, meta, folder):
+        if meta.get("kind") != "training":
+            raise checkpoint.CheckpointError(
+                f"{self.directory!r} holds a saved model, not a training checkpoint; load it "
+                "with gmm.BayesianGMM.load, or give fit another checkpoint_dir."
+            )
+        differing = [key for key in self.identity if meta.get(key) != self.identity[key]]
+        if differing:
+            raise checkpoint.CheckpointError(
+                f"The training checkpoint in {self.directory!r} belongs to a different fit (its "
+                f"{' and '.join(differing)} differ); give another checkpoint_dir to start afresh."
+            )
+        objects = self.model.checkpoint_objects()
+        checkpoint.restore(folder, objects)
+        check_restored(self.model, objects, folder)
+        elbo = checkpoint.read_array(folder, "elbo")
+        if elbo.shape != (meta["step"],):
+            raise checkpoint.CheckpointError(
+                f"Corrupt checkpoint in {folder!r}: ELBO trace length."
+            )
+        names = self.model.unconstrained_parameters().keys()
+        moments = [
+            {name: checkpoint.read_array(folder, f"adam_{moment}_{name}") for name in names}
+            for moment in ("m", "v")
+        ]
+        return int(meta["step"]), elbo, AdamState(*moments)
+
+    def __call__(self, model, step, elbo):
+        arrays = {"elbo": elbo}
+        for moment, values in zip(("m", "v"), self.adam):
+            arrays.update({f"adam_{moment}_{name}": v.numpy() for name, v in values.items()})
+        checkpoint.write(
+            self.directory,
+            model.checkpoint_objects(),
+            {"kind": "training", "step": step, **self.identity},
+            arrays,
+        )

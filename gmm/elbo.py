@@ -1,0 +1,162 @@
+"""The evidence lower bound: its KL terms and two estimators of its data term.
+
+ELBO / N = (1 / N) sum_n E_q[log p(x_n | theta)] - KL(q || p) / N. The KL term
+is divided by the number of points N, not the batch size, so a minibatch mean
+of the data term plus it is unbiased for the full ELBO / N.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from gmm._validation import check_positive_int, check_seed, tf_seed
+from gmm.family import loc_moments, mixture, prior_distributions, variational_distributions
+from gmm.ordered import ordered_column_kl, ordered_log_prior
+
+tfd = tfp.distributions
+
+ESTIMATORS = ("expected", "per_point")
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def locs_kl(params: dict, prior_params: tuple, order_by: int | None = None):
+    """KL(q(locs) || p(locs)), summed, in closed form (the ordered column's
+    from ``gmm.ordered.ordered_column_kl``)."""
+    prior_mean, prior_scale = prior_params[0], prior_params[1]
+    q_normal = tfd.Normal(params["loc"], tf.exp(params["loc_scale"]))
+    prior = tfd.Normal(prior_mean * tf.ones_like(params["loc"]), prior_scale)
+    kl = tfd.kl_divergence(q_normal, prior)  # [K, D]
+    if order_by is None:
+        return tf.reduce_sum(kl)
+    column_kl = ordered_column_kl(
+        params["loc"][:, order_by], params["loc_scale"][:, order_by], prior_mean, prior_scale
+    )
+    return tf.reduce_sum(kl) - tf.reduce_sum(kl[:, order_by]) + column_kl
+
+
+def kl_divergence(params: dict, prior_params: tuple, order_by: int | None = None):
+    """KL(q || p) over all global parameters, nats."""
+    q = variational_distributions(params, order_by)
+    priors = prior_distributions(prior_params, tf.shape(params["loc"]))
+    return locs_kl(params, prior_params, order_by) + tf.add_n(
+        [tf.reduce_sum(tfd.kl_divergence(q[key], priors[key])) for key in ("precisions", "weights")]
+    )
+
+
+def expected_log_likelihood(q: dict, batch, loc_mean, loc_var, *, per_component: bool = False):
+    """Closed-form data term with the assignments in the mean field: for each
+    point, log sum_k exp(E_q[log w_k] + E_q[log Normal(x | mu_k, tau_k)]), the
+    bound maximised over a categorical q(z) per point (Hoffman et al. 2013;
+    scikit-learn's BayesianGaussianMixture uses the same). No Monte Carlo
+    noise; below the collapsed bound by Jensen's inequality.
+
+    Args:
+      q: the variational distributions (``variational_distributions``).
+      batch: ``[B, D]`` points, standardised units.
+      loc_mean, loc_var: ``[K, D]`` moments of the locs under q (``loc_moments``).
+      per_component: return the ``[B, K]`` terms before the log-sum-exp (their
+        softmax is the optimal q(z)).
+
+    Returns:
+      ``[B]`` per-point bound, nats (``[B, K]`` with ``per_component``).
+    """
+    concentration = q["weights"].concentration
+    expected_log_weights = tf.math.digamma(concentration) - tf.math.digamma(
+        tf.reduce_sum(concentration)
+    )
+    shape, rate = q["precisions"].concentration, q["precisions"].rate
+    expected_log_precision = tf.math.digamma(shape) - tf.math.log(rate)
+    expected_sq_error = tf.math.squared_difference(batch[:, None, :], loc_mean) + loc_var
+    component_terms = 0.5 * tf.reduce_sum(
+        expected_log_precision - _LOG_2PI - shape / rate * expected_sq_error, axis=-1
+    )
+    joint = expected_log_weights + component_terms
+    return joint if per_component else tf.reduce_logsumexp(joint, axis=-1)
+
+
+def sampled_log_likelihood(q: dict, batch, seed):
+    """One reparameterised draw of every global parameter per data point, the
+    assignment summed out: unbiased for the collapsed (tighter) bound, but
+    noisy, as each point sees its own draw of all K (2D + 1) parameters.
+
+    Returns:
+      ``[B]`` per-point log-likelihood draws, nats.
+    """
+    n_batch = tf.shape(batch)[0]
+    loc_seed, precision_seed, weight_seed = tfp.random.split_seed(seed, n=3)
+    locs = q["locs"].sample(n_batch, seed=loc_seed)
+    precisions = q["precisions"].sample(n_batch, seed=precision_seed)
+    weights = q["weights"].sample(n_batch, seed=weight_seed)
+    return mixture(locs, precisions, weights).log_prob(batch)
+
+
+def negative_elbo(params, batch, n_total, prior_params, estimator: str, seed, order_by=None):
+    """Minibatch estimate of -ELBO per data point (nats, standardised units)."""
+    q = variational_distributions(params, order_by)
+    kl = kl_divergence(params, prior_params, order_by)
+    if estimator == "expected":
+        log_likelihood = expected_log_likelihood(q, batch, *loc_moments(params, order_by))
+    elif estimator == "per_point":
+        log_likelihood = sampled_log_likelihood(q, batch, seed)
+    else:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+    return kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood)
+
+
+def log_prior(locs, precisions, weights, prior_params: tuple, order_by: int | None = None):
+    """Log prior density (standardised units) of ``[..., K, D]`` locs and
+    precisions and ``[..., K]`` weights; returns ``[...]``."""
+    priors = prior_distributions(prior_params, tf.shape(locs)[-2:])
+    log_density = (
+        tf.reduce_sum(priors["locs"].log_prob(locs), axis=[-2, -1])
+        + tf.reduce_sum(priors["precisions"].log_prob(precisions), axis=[-2, -1])
+        + priors["weights"].log_prob(weights)
+    )
+    return log_density if order_by is None else ordered_log_prior(log_density, locs, order_by)
+
+
+@tf.function(reduce_retracing=True)
+def _gradient(params, batch, n_total, prior_params, estimator, seed, order_by=None):
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        loss = negative_elbo(params, batch, n_total, prior_params, estimator, seed, order_by)
+    return tape.gradient(loss, params)
+
+
+def gradient_samples(model, X, *, estimator="expected", n_repeats=100, batch_size=500, seed=0):
+    """Independent draws of the minibatch gradient of -ELBO at ``model``'s q,
+    a fresh minibatch (and fresh Monte Carlo draws) each time: their spread is
+    what makes SVI noisy.
+
+    Args:
+      model: a fitted ``BayesianGMM``; X: ``[N, D]`` its training data, data units.
+
+    Returns:
+      dict keyed by parameter name of ``[n_repeats, *shape]`` gradients with
+      respect to the unconstrained parameters.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+    points = model.standardized(X).numpy()
+    batch_size = min(check_positive_int(batch_size, "batch_size"), points.shape[0])
+    rng = np.random.default_rng(check_seed(seed))
+    params = model.unconstrained_parameters()
+    priors = model.priors.as_tensors(model.dtype)
+    draws = []
+    for repeat in range(check_positive_int(n_repeats, "n_repeats")):
+        batch = points[rng.choice(points.shape[0], batch_size, replace=False)]
+        grads = _gradient(
+            params,
+            tf.constant(batch),
+            tf.constant(points.shape[0]),
+            priors,
+            estimator,
+            tf_seed(seed, repeat),
+            model.order_by,
+        )
+        draws.append({name: value.numpy() for name, value in grads.items()})
+    return {name: np.stack([d[name] for d in draws]) for name in draws[0]}

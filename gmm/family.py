@@ -1,0 +1,97 @@
+"""The distributions of the model: priors, the mean-field variational family,
+and the mixture itself, as plain functions of tensors (so that a compiled
+training loop traced once serves every model of the same shape).
+
+Variational family (mean field), in standardised units; every positive
+parameter is stored as its log, so no step can make it negative or NaN, and
+Adam's roughly constant step is a *relative* step on it:
+
+    q(locs[k, d])       = Normal(loc[k, d], exp(loc_scale[k, d]))
+    q(precisions[k, d]) = Gamma(exp(precision_shape[k, d]), exp(precision_rate[k, d]))
+    q(weights)          = Dirichlet(exp(concentration[K]))
+
+For the ordered model (``order_by`` a feature index) q(locs) is that Normal
+pushed through ``gmm.ordered.AscendingColumn``.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from gmm.ordered import AscendingColumn, ascending_moments, replace_column
+
+tfd = tfp.distributions
+
+# The unconstrained parameters, in the order the training loop keeps them:
+# ``loc`` as is, every other entry the log of the positive parameter.
+PARAMETER_NAMES = ("loc", "loc_scale", "precision_shape", "precision_rate", "concentration")
+
+
+def variational_distributions(params: dict, order_by: int | None = None) -> dict:
+    """q in standardised units, from the unconstrained parameters ``params``.
+
+    Args:
+      params: dict keyed by ``PARAMETER_NAMES``, ``[K, D]`` (``concentration``: ``[K]``).
+      order_by: None for the exchangeable model; else the feature along which
+        the component means ascend.
+
+    Returns:
+      dict of ``tfd`` distributions keyed ``"locs"`` (batch ``[K, D]``; for the
+      ordered model event ``[K, D]``), ``"precisions"`` (batch ``[K, D]``) and
+      ``"weights"`` (event ``[K]``).
+    """
+    locs = tfd.Normal(params["loc"], tf.exp(params["loc_scale"]))
+    if order_by is not None:
+        locs = tfd.TransformedDistribution(
+            tfd.Independent(locs, reinterpreted_batch_ndims=2), AscendingColumn(order_by)
+        )
+    return {
+        "locs": locs,
+        "precisions": tfd.Gamma(
+            tf.exp(params["precision_shape"]), tf.exp(params["precision_rate"])
+        ),
+        "weights": tfd.Dirichlet(tf.exp(params["concentration"])),
+    }
+
+
+def prior_distributions(prior_params: tuple, loc_shape) -> dict:
+    """The priors as ``tfd`` distributions with the same keys and shapes as q.
+
+    Args:
+      prior_params: scalar tensors, in the order of ``Priors``' fields.
+      loc_shape: ``[K, D]``, a shape or an int tensor (dynamic inside the
+        compiled loop, whose trace is shared across model sizes).
+    """
+    loc_mean, loc_scale, shape, rate, concentration = prior_params
+    ones = tf.ones(loc_shape, loc_mean.dtype)
+    return {
+        "locs": tfd.Normal(loc_mean * ones, loc_scale * ones),
+        "precisions": tfd.Gamma(shape * ones, rate * ones),
+        "weights": tfd.Dirichlet(concentration * tf.ones(loc_shape[:1], loc_mean.dtype)),
+    }
+
+
+def loc_moments(params: dict, order_by: int | None = None):
+    """Mean and variance under q of the component means (``[K, D]`` each); for
+    the ordered column, the closed-form moments after ``Ascending``."""
+    mean, variance = params["loc"], tf.exp(2 * params["loc_scale"])
+    if order_by is None:
+        return mean, variance
+    column_mean, column_var = ascending_moments(mean[:, order_by], variance[:, order_by])
+    return (
+        replace_column(mean, order_by, column_mean),
+        replace_column(variance, order_by, column_var),
+    )
+
+
+def mixture(locs, precisions, weights) -> tfd.MixtureSameFamily:
+    """The Gaussian mixture for given parameter values: ``locs`` and
+    ``precisions`` (1 / variance) ``[..., K, D]``, ``weights`` ``[..., K]``;
+    batch shape ``[...]``, event ``[D]``."""
+    return tfd.MixtureSameFamily(
+        mixture_distribution=tfd.Categorical(probs=weights),
+        components_distribution=tfd.MultivariateNormalDiag(
+            loc=locs, scale_diag=tf.math.rsqrt(precisions)
+        ),
+    )

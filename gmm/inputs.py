@@ -1,0 +1,97 @@
+"""Training data as the fit loop reads it: an in-memory array, or a
+``tf.data.Dataset`` of points or batches (data larger than memory)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from gmm import init, streaming
+from gmm._validation import check_data
+
+
+@dataclasses.dataclass
+class Source:
+    """Checked training data and what the fit needs to know of it.
+
+    Attributes:
+      n_points: N. batch_size: points per step. batches_per_epoch: steps per pass.
+      mean, std, spread: ``[D]`` per-feature statistics (float64; spread is max - min).
+      sample: ``[n, D]`` points for k-means, data units (a uniform sample of a stream).
+      array: the ``[N, D]`` float64 data (None for a stream).
+      dataset: the batched dataset (None for an array).
+    """
+
+    n_points: int
+    batch_size: int
+    batches_per_epoch: int
+    mean: np.ndarray
+    std: np.ndarray
+    spread: np.ndarray
+    sample: np.ndarray
+    array: np.ndarray | None = None
+    dataset: tf.data.Dataset | None = None
+
+    @property
+    def streaming(self) -> bool:
+        return self.dataset is not None
+
+
+def from_array(X, n_features: int, n_components: int, batch_size: int, seed: int) -> Source:
+    """Checks an array-like ``X`` (``[N, D]``, data units)."""
+    data = check_data(X, n_features=n_features, min_points=n_components)
+    batch_size = min(batch_size, data.shape[0])
+    return Source(
+        n_points=data.shape[0],
+        batch_size=batch_size,
+        batches_per_epoch=data.shape[0] // batch_size,
+        mean=data.mean(axis=0),
+        std=data.std(axis=0),
+        spread=np.ptp(data, axis=0),
+        sample=init.subsample(data, seed),
+        array=data,
+    )
+
+
+def from_dataset(
+    dataset, n_features: int, n_components: int, batch_size: int, seed: int, replicas: int
+) -> Source:
+    """One pass over a dataset: count, mean and sd, and a uniform sample."""
+    dataset = streaming.as_batched_dataset(dataset, n_features, batch_size)
+    stats = streaming.dataset_statistics(
+        dataset, n_features, sample_size=init.SAMPLE_SIZE, seed=seed
+    )
+    if stats.n_points < n_components:
+        raise ValueError(
+            f"X has {stats.n_points} points, fewer than the {n_components} components."
+        )
+    if replicas > 1 and dataset.element_spec.shape[0] is None:
+        raise ValueError(
+            "With a strategy, X must have fixed-size batches (batch with drop_remainder=True)."
+        )
+    return Source(
+        n_points=stats.n_points,
+        batch_size=dataset.element_spec.shape[0] or batch_size,
+        batches_per_epoch=stats.n_batches,
+        mean=stats.mean,
+        std=stats.std,
+        spread=np.ptp(stats.sample, axis=0),
+        sample=stats.sample,
+        dataset=dataset,
+    )
+
+
+def prepare(X, n_features, n_components, batch_size, seed, replicas=1) -> Source:
+    """``from_dataset`` for a ``tf.data.Dataset``, else ``from_array``; checks
+    that batches split evenly across ``replicas``."""
+    if isinstance(X, tf.data.Dataset):
+        source = from_dataset(X, n_features, n_components, batch_size, seed, replicas)
+    else:
+        source = from_array(X, n_features, n_components, batch_size, seed)
+    if source.batch_size % replicas:
+        raise ValueError(
+            f"batch_size {source.batch_size} does not split evenly across {replicas} replicas."
+        )
+    return source

@@ -1,0 +1,47 @@
+"""Update rules with one shape, ``(params, state, ...) -> (params, state)``, on
+plain tensors: a compiled loop that takes them as arguments is traced once
+per shape and reused by every model (a Keras optimiser's slot variables would
+tie the trace to one model).
+
+Adam with a cosine-decayed learning rate, for the reparameterised gradient;
+and the natural-gradient step of conjugate SVI (``gmm.natural``), which needs
+no optimiser state.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import tensorflow as tf
+
+BETA1, BETA2, EPSILON = 0.9, 0.999, 1e-8
+
+
+class AdamState(NamedTuple):
+    """Adam's first and second moments, dicts like the parameters."""
+
+    m: dict
+    v: dict
+
+
+def adam_init(params: dict) -> AdamState:
+    zeros = lambda p: tf.zeros_like(p)  # noqa: E731
+    return AdamState(tf.nest.map_structure(zeros, params), tf.nest.map_structure(zeros, params))
+
+
+def adam_update(params, grads, state: AdamState, step, learning_rate):
+    """One Adam step (Kingma and Ba 2015) at global step ``step`` (0-based)."""
+    t = tf.cast(step + 1, learning_rate.dtype)
+    m = tf.nest.map_structure(lambda m, g: BETA1 * m + (1 - BETA1) * g, state.m, grads)
+    v = tf.nest.map_structure(lambda v, g: BETA2 * v + (1 - BETA2) * tf.square(g), state.v, grads)
+    step_size = learning_rate * tf.sqrt(1 - BETA2**t) / (1 - BETA1**t)
+    new = lambda p, m, v: p - step_size * m / (tf.sqrt(v) + EPSILON)  # noqa: E731
+    return tf.nest.map_structure(new, params, m, v), AdamState(m, v)
+
+
+def cosine_learning_rate(base, step, total_steps):
+    """Cosine decay from ``base`` to 0 over ``total_steps``: large steps early to
+    travel, small steps late so the minibatch noise averages out."""
+    progress = tf.cast(step, base.dtype) / tf.cast(total_steps, base.dtype)
+    return base * 0.5 * (1.0 + tf.cos(math.pi * tf.minimum(progress, 1.0)))
