@@ -134,11 +134,10 @@ def reference_posterior(model, X, *, seed: int = 0) -> dict:
     standardized = model.transform.to_standard(data)
     labels = KMeans(model.n_components, n_init=3, random_state=seed).fit_predict(standardized)
     exact = reference.cavi(standardized, np.eye(model.n_components)[labels], **vars(model.priors))
-    loc_mean, loc_var = model.transform.moments_to_data(exact["loc_mean"], exact["loc_sd"] ** 2)
     in_data_units = dict(
         exact,
-        loc_mean=loc_mean,
-        loc_sd=np.sqrt(loc_var),
+        loc_mean=model.transform.point_to_data(exact["loc_mean"]),
+        loc_sd=model.transform.sd_to_data(exact["loc_sd"]),
         precision_rate=model.transform.rate_to_data(exact["precision_rate"]),
     )
     perm = match_components(model.posterior_parameters()["loc_mean"], in_data_units["loc_mean"])

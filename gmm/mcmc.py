@@ -209,7 +209,7 @@ def sample(
             check_positive_int(max_tree_depth, "max_tree_depth"),
         )
     return MCMCResult(
-        locs=transform.to_data(locs.numpy()),
+        locs=transform.point_to_data(locs.numpy()),
         precisions=transform.precisions_to_data(precisions.numpy()),
         weights=weights.numpy().astype(np.float64),
         accept_rate=accepted.numpy().mean(axis=0),

@@ -129,7 +129,7 @@ class BayesianGMM(tf.Module):
             self.order_by,
         ) = _check_construction(n_components, n_features, priors, standardize, dtype, order_by)
         shape = [self.n_components, self.n_features]
-        log_fill = lambda value, shape: tf.fill(shape, tf.constant(np.log(value), self.dtype))  # noqa: E731
+        log_fill = lambda value, shape: tf.math.log(tf.fill(shape, tf.constant(value, self.dtype)))  # noqa: E731
         self.loc = tf.Variable(tf.zeros(shape, self.dtype), name="loc")
         self.log_loc_scale = tf.Variable(log_fill(self.priors.loc_scale, shape))
         self.log_precision_shape = tf.Variable(log_fill(self.priors.precision_shape, shape))
@@ -192,8 +192,12 @@ class BayesianGMM(tf.Module):
             n_points=n_points,
             order_by=self.order_by,
         )
-        logs = {name: value if name == "loc" else np.log(value) for name, value in start.items()}
-        self.assign_unconstrained(logs)
+        # The log taken in the model's dtype, after the cast, as the positive
+        # parameters are stored.
+        as_dtype = lambda value: tf.cast(value, self.dtype)  # noqa: E731
+        self.assign_unconstrained(
+            {k: as_dtype(v) if k == "loc" else tf.math.log(as_dtype(v)) for k, v in start.items()}
+        )
 
     def parameters_are_finite(self) -> bool:
         """Every parameter of q finite *after* its positivity transform, and
@@ -225,14 +229,15 @@ class BayesianGMM(tf.Module):
         """q's summary parameters in data units (float64 NumPy): ``loc_mean``,
         ``loc_sd`` (``[K, D]``: q's mean and sd of each component mean),
         ``precision_shape``, ``precision_rate`` (``[K, D]``) and ``concentration`` (``[K]``)."""
-        params = {k: v.numpy() for k, v in self.unconstrained_parameters(tf.float64).items()}
-        mean, variance = self.transform.moments_to_data(*loc_moments(params, self.order_by))
+        params = self.unconstrained_parameters(tf.float64)
+        mean, variance = (np.asarray(m) for m in loc_moments(params, self.order_by))
+        positive = {k: tf.exp(v).numpy() for k, v in params.items() if k != "loc"}
         return {
-            "loc_mean": mean,
-            "loc_sd": np.sqrt(variance),
-            "precision_shape": np.exp(params["precision_shape"]),
-            "precision_rate": self.transform.rate_to_data(np.exp(params["precision_rate"])),
-            "concentration": np.exp(params["concentration"]),
+            "loc_mean": self.transform.point_to_data(mean),
+            "loc_sd": self.transform.sd_to_data(np.sqrt(variance)),
+            "precision_shape": positive["precision_shape"],
+            "precision_rate": self.transform.rate_to_data(positive["precision_rate"]),
+            "concentration": positive["concentration"],
         }
 
     def log_prior(self, locs, precisions, weights) -> tf.Tensor:
@@ -286,7 +291,7 @@ class BayesianGMM(tf.Module):
         points, components = predict.sample_points(
             *self._draws(n, theta_seed), component_seed, noise_seed
         )
-        return self.transform.to_data(points), components
+        return self.transform.point_to_data(points), components
 
     # -- checkpoints ------------------------------------------------------------------------
 

@@ -53,20 +53,19 @@ class Standardization(tf.Module):
         """The same map on a ``[B, D]`` tensor inside a compiled function."""
         return tf.cast((tf.cast(batch, tf.float64) - self.shift) / self.scale, dtype)
 
-    def to_data(self, points: np.ndarray) -> np.ndarray:
-        """Standardised ``[N, D]`` points back to data units (float64)."""
-        shift, scale = self.arrays()
-        return np.asarray(points, np.float64) * scale + shift
-
     def log_jacobian(self, features=None) -> float:
         """log |dz/dx| summed over features: a density in standardised units
         minus this is the density in data units."""
         return float(np.log(self.arrays(features)[1]).sum())
 
-    def moments_to_data(self, mean, variance):
-        """Mean and variance of a location (``[K, D]``) in data units."""
+    def point_to_data(self, points):
+        """Locations (``[..., D]``) from standardised to data units, float64."""
         shift, scale = self.arrays()
-        return np.asarray(mean, np.float64) * scale + shift, np.asarray(variance) * scale**2
+        return np.asarray(points, np.float64) * scale + shift
+
+    def sd_to_data(self, sds):
+        """Standard deviations of locations (``[..., D]``) in data units."""
+        return np.asarray(sds, np.float64) * self.arrays()[1]
 
     def rate_to_data(self, rate):
         """A Gamma rate of a precision in data units: precision_data =
