@@ -11,7 +11,6 @@ import numpy as np
 
 from gmm import checkpoint
 from gmm.model import check_restored
-from gmm.optim import AdamState
 
 
 class ProgressBar:
@@ -37,7 +36,7 @@ class ProgressBar:
 
 
 class TrainingCheckpoint:
-    """Writes the training state (model, Adam's moments, ELBO trace) into a
+    """Writes the training state (the model with Adam's moments, the ELBO trace) into a
     checkpoint folder after each chunk, and restores it when a fit with the
     same identity (model config, settings, data) starts again."""
 
@@ -53,11 +52,10 @@ class TrainingCheckpoint:
                 "sha256": hashlib.sha256(np.ascontiguousarray(data)).hexdigest(),
             },
         }
-        self.adam = None
 
-    def resume(self) -> tuple[int, np.ndarray, AdamState] | None:
-        """``(step, elbo trace, Adam state)`` restored into the model, or None if
-        there is no checkpoint yet.
+    def resume(self) -> tuple[int, np.ndarray] | None:
+        """``(step, elbo trace)`` with the model (Adam's moments included)
+        restored, or None if there is no checkpoint yet.
 
         Raises:
           gmm.checkpoint.CheckpointError: the folder holds another fit's checkpoint.
@@ -86,20 +84,12 @@ class TrainingCheckpoint:
             raise checkpoint.CheckpointError(
                 f"Corrupt checkpoint in {folder!r}: ELBO trace length."
             )
-        names = self.model.unconstrained_parameters().keys()
-        moments = [
-            {name: checkpoint.read_array(folder, f"adam_{moment}_{name}") for name in names}
-            for moment in ("m", "v")
-        ]
-        return int(meta["step"]), elbo, AdamState(*moments)
+        return int(meta["step"]), elbo
 
     def __call__(self, model, step, elbo):
-        arrays = {"elbo": elbo}
-        for moment, values in zip(("m", "v"), self.adam):
-            arrays.update({f"adam_{moment}_{name}": v.numpy() for name, v in values.items()})
         checkpoint.write(
             self.directory,
             model.checkpoint_objects(),
             {"kind": "training", "step": step, **self.identity},
-            arrays,
+            {"elbo": elbo},
         )

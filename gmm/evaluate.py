@@ -9,6 +9,7 @@ of the SVI fit and of the reference go through the same few lines.
 from __future__ import annotations
 
 import numpy as np
+from scipy import special, stats
 from scipy.optimize import linear_sum_assignment
 from scipy.special import gammaln
 from sklearn.cluster import KMeans
@@ -201,3 +202,46 @@ def sklearn_baseline(X, n_components: int, *, seed: int = 0, **options) -> Bayes
     settings = {"covariance_type": "diag", "max_iter": 1000, **options}
     estimator = BayesianGaussianMixture(n_components=n_components, random_state=seed, **settings)
     return estimator.fit(data)
+
+
+def sklearn_score_samples(estimator: BayesianGaussianMixture, X) -> np.ndarray:
+    """The log posterior-predictive density of each point under a fitted
+    diagonal scikit-learn ``BayesianGaussianMixture``: the proper predictive,
+    comparable with ``BayesianGMM.score_samples``.
+
+    scikit-learn's own ``score`` is not this: it is the log-likelihood at
+    point estimates of the parameters, which ignores their posterior
+    uncertainty. With q(mean, precision) Normal-Gamma per component and
+    feature (precision ~ Gamma(dof / 2, dof * covariance / 2), mean given
+    precision ~ Normal(mean, 1 / (mean_precision * precision))), each feature's
+    predictive is a Student-t with ``dof`` degrees of freedom, location the
+    mean and squared scale ``covariance * (1 + 1 / mean_precision)``; the
+    weights enter through their posterior mean ``weights_``.
+
+    Args:
+      estimator: fitted with ``covariance_type="diag"``.
+      X: ``[N, D]`` points, data units.
+
+    Returns:
+      ``[N]`` float64, nats.
+    """
+    if estimator.covariance_type != "diag":
+        raise ValueError(
+            "sklearn_score_samples needs covariance_type='diag', "
+            f"got {estimator.covariance_type!r}."
+        )
+    data = check_data(X, n_features=estimator.means_.shape[1])
+    dof = estimator.degrees_of_freedom_[:, None]  # [K, 1]
+    scale = np.sqrt(estimator.covariances_ * (1.0 + 1.0 / estimator.mean_precision_[:, None]))
+    per_feature = stats.t.logpdf(
+        data[:, None, :], df=dof[None], loc=estimator.means_[None], scale=scale[None]
+    )  # [N, K, D]
+    # The posterior mean weights (for a truncated Dirichlet process, renormalised
+    # over the K sticks, as scikit-learn's ``weights_``).
+    weights = estimator.weights_
+    return special.logsumexp(np.log(weights) + per_feature.sum(axis=-1), axis=1)
+
+
+def sklearn_score(estimator: BayesianGaussianMixture, X) -> float:
+    """Mean of ``sklearn_score_samples``, nats per point."""
+    return float(sklearn_score_samples(estimator, X).mean())

@@ -127,6 +127,11 @@ class FitConfig:
             if s["checkpoint_dir"] is None:
                 raise ValueError("checkpoint_every needs a checkpoint_dir to write to.")
         if s["checkpoint_dir"] is not None:
+            if s["warm_start"]:
+                raise ValueError(
+                    "warm_start continues the model in memory; it cannot be combined with "
+                    "checkpoint_dir (resuming from the folder already continues a fit)."
+                )
             s["checkpoint_dir"] = os.fspath(s["checkpoint_dir"])
             checkpoint.check_writable(s["checkpoint_dir"])
         return cls(**s)
@@ -165,20 +170,22 @@ def _check_data_fits_model(model: BayesianGMM, source: inputs.Source, continuing
 
 def _start(model, source, config, checkpointer) -> tuple[int, list, object]:
     """Sets the model's starting state: resumed from a checkpoint, continued
-    (``warm_start``), or standardised and initialised afresh. Returns
-    ``(steps done, ELBO trace so far, Adam state)``."""
+    (``warm_start``: the global step, the schedule and Adam's moments carry
+    on), or standardised and initialised afresh. Returns ``(global step,
+    ELBO trace so far, Adam state)``."""
     resumed = checkpointer.resume() if checkpointer is not None else None
     if resumed is not None:
-        done, elbo, adam = resumed
-        return done, [elbo], adam
-    if not (config.warm_start and model.is_fitted):
-        if model.standardize:
-            model.transform.set(source.mean, source.std)
-        else:
-            model.transform.reset()
-        sample = model.transform.to_standard(source.sample)
-        model.initialize(sample, method=config.init, seed=config.seed, n_points=source.n_points)
-        model.steps_trained.assign(0)
+        done, elbo = resumed
+        return done, [elbo], model.adam.state()
+    if config.warm_start and model.is_fitted:
+        return int(model.steps_trained.numpy()), [], model.adam.state()
+    if model.standardize:
+        model.transform.set(source.mean, source.std)
+    else:
+        model.transform.reset()
+    sample = model.transform.to_standard(source.sample)
+    model.initialize(sample, method=config.init, seed=config.seed, n_points=source.n_points)
+    model.steps_trained.assign(0)
     return 0, [], adam_init(model.unconstrained_parameters())
 
 
@@ -284,12 +291,15 @@ def fit(
     source = inputs.prepare(
         X, model.n_features, model.n_components, config.batch_size, config.seed, replicas
     )
-    total = config.total_steps(source)
-    _check_data_fits_model(model, source, config.warm_start and model.is_fitted)
+    continuing = config.warm_start and model.is_fitted
+    budget = config.total_steps(source)
+    # Steps are counted globally: a warm start continues the schedule where it stopped.
+    total = budget + (int(model.steps_trained.numpy()) if continuing else 0)
+    _check_data_fits_model(model, source, continuing)
     checkpointer = None
     if config.checkpoint_dir is not None:
         checkpointer = callback_lib.TrainingCheckpoint(
-            config.checkpoint_dir, model, config.settings(total, source.batch_size), source.array
+            config.checkpoint_dir, model, config.settings(budget, source.batch_size), source.array
         )
     saved_state = [variable.numpy() for variable in model.variables]
     try:  # a transaction: any error but a divergence puts the model back as it was
@@ -304,8 +314,8 @@ def fit(
         raise
     return History(
         elbo=np.concatenate(elbo),
-        steps=total,
-        epochs=total / source.batches_per_epoch,
+        steps=budget,
+        epochs=budget / source.batches_per_epoch,
         batch_size=source.batch_size,
         learning_rate=config.learning_rate,
         estimator=config.estimator,
@@ -346,8 +356,7 @@ def _run(model, source, config, total, strategy, checkpointer, callbacks, saved_
             model.steps_trained.assign_add(int(n_done))
             elbo_chunks.append(elbo.numpy().astype(np.float64) - log_jacobian)
             done += int(n_done)
-            if checkpointer is not None:
-                checkpointer.adam = state.adam
+            model.adam.assign(state.adam)
             trace = np.concatenate(elbo_chunks)
             for callback in after_chunk:
                 callback(model, done, trace)

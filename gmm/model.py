@@ -26,6 +26,7 @@ from gmm._validation import (
 )
 from gmm.elbo import log_prior
 from gmm.family import PARAMETER_NAMES, loc_moments, variational_distributions
+from gmm.optim import AdamSlots
 from gmm.priors import Priors
 from gmm.transform import Standardization
 
@@ -105,7 +106,9 @@ class BayesianGMM(tf.Module):
       log_precision_shape, log_precision_rate: ``[K, D]`` q's Gamma over precisions.
       log_concentration: ``[K]`` q's Dirichlet over weights.
       transform: the ``Standardization`` between data and fitted units, set by ``fit``.
-      steps_trained: optimisation steps taken so far.
+      steps_trained: optimisation steps taken so far (the global step a
+        ``warm_start`` fit continues from).
+      adam: Adam's moments after the last fit (``gmm.optim.AdamSlots``).
     """
 
     def __init__(
@@ -137,6 +140,7 @@ class BayesianGMM(tf.Module):
         self.log_concentration = tf.Variable(log_fill(self.priors.concentration, shape[:1]))
         self.transform = Standardization(self.n_features)
         self.steps_trained = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.adam = AdamSlots(self.unconstrained_parameters())
 
     # -- configuration and parameters -------------------------------------------
 

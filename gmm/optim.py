@@ -25,6 +25,25 @@ class AdamState(NamedTuple):
     v: dict
 
 
+class AdamSlots(tf.Module):
+    """Adam's moments as variables, held by a model between fits (and saved
+    with it), so that ``warm_start`` carries on where the last fit stopped."""
+
+    def __init__(self, params: dict):
+        super().__init__(name="adam")
+        self.m = {k: tf.Variable(tf.zeros_like(v), name=f"m_{k}") for k, v in params.items()}
+        self.v = {k: tf.Variable(tf.zeros_like(v), name=f"v_{k}") for k, v in params.items()}
+
+    def state(self) -> AdamState:
+        copy = lambda variables: {k: tf.identity(v) for k, v in variables.items()}  # noqa: E731
+        return AdamState(copy(self.m), copy(self.v))
+
+    def assign(self, state: AdamState) -> None:
+        for k in self.m:
+            self.m[k].assign(state.m[k])
+            self.v[k].assign(state.v[k])
+
+
 def adam_init(params: dict) -> AdamState:
     zeros = lambda p: tf.zeros_like(p)  # noqa: E731
     return AdamState(tf.nest.map_structure(zeros, params), tf.nest.map_structure(zeros, params))
