@@ -18,9 +18,9 @@ def cavi(
     *,
     loc_mean: float = 0.0,
     loc_scale: float = 1.0,
-    precision_shape: float = 5.0,
-    precision_rate: float = 5.0,
-    concentration: float = 2.0,
+    precision_shape: float = 1.0,
+    precision_rate: float = 0.1,
+    concentration: float = 1.0,
     max_iter: int = 2000,
     tol: float = 1e-10,
 ) -> dict:

@@ -30,7 +30,8 @@ def test_cavi_optimum_is_a_fixed_point_of_the_natural_step(seed_data):
     model = gmm.BayesianGMM(3, 2, dtype=tf.float64)
     gmm.fit(model, X, steps=1, progress=False)  # sets the standardisation
     Z = model.standardized(X).numpy()
-    exact = reference.cavi(Z, np.eye(3)[gmm.data.seed_data(3000)[1]], tol=1e-14)
+    labels = np.eye(3)[gmm.data.seed_data(3000)[1]]
+    exact = reference.cavi(Z, labels, tol=1e-14, **vars(model.priors))
     params = {
         "loc": exact["loc_mean"],
         "loc_scale": np.log(exact["loc_sd"]),
