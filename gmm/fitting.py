@@ -96,6 +96,13 @@ class FitConfig:
         s["seed"] = check_seed(s["seed"])
         s["warm_start"] = check_bool(s["warm_start"], "warm_start")
         s["progress"] = check_bool(s["progress"], "progress")
+        if s["algorithm"] is None:
+            # Natural gradients are invariant to the parameterisation, so on raw
+            # (unstandardised) data they reach the optimum at any scale, where
+            # Adam's steps of about learning_rate in data units do not.
+            raw_exchangeable = not model.standardize and model.order_by is None
+            natural_ok = s["estimator"] == "expected" and strategy is None
+            s["algorithm"] = "natural" if raw_exchangeable and natural_ok else "adam"
         for name, choices in (
             ("algorithm", ALGORITHMS),
             ("estimator", ESTIMATORS),
@@ -155,10 +162,21 @@ class FitConfig:
         return {"steps": steps, "batch_size": batch_size, **{n: getattr(self, n) for n in names}}
 
 
-def _check_data_fits_model(model: BayesianGMM, source: inputs.Source, continuing: bool) -> None:
-    """Refuses data whose standardisation, or raw values, the model's arithmetic cannot hold."""
+def _check_data_fits_model(model, source: inputs.Source, continuing: bool, algorithm: str) -> None:
+    """Refuses data whose standardisation, or raw values, the model's arithmetic
+    cannot hold, and raw data at a scale Adam cannot fit."""
     if not continuing:
         check_scale(source.mean, source.std, source.spread)
+    varying = source.spread > 0
+    if not model.standardize and algorithm == "adam" and varying.any():
+        sds = source.std[varying]
+        if sds.min() < 0.1 or sds.max() > 10:
+            raise ValueError(
+                f"With standardize=False, Adam moves each mean by about learning_rate per step "
+                f"in data units; X's feature sds span [{sds.min():.3g}, {sds.max():.3g}], so it "
+                "would stop far from the optimum. Use standardize=True, or algorithm='natural' "
+                "(invariant to the data's scale)."
+            )
     if not model.standardize and source.array is not None:
         raw_limit = 1e15 if model.dtype == tf.float32 else 1e150
         if np.abs(source.array).max() > raw_limit:
@@ -218,7 +236,7 @@ def fit(
     batch_size: int = 500,
     learning_rate: float | None = None,
     estimator: str = "expected",
-    algorithm: str = "adam",
+    algorithm: str | None = None,
     init: str = "kmeans++",
     warm_start: bool = False,
     seed: int = 0,
@@ -246,7 +264,9 @@ def fit(
         its optimum is the coordinate-ascent one) or ``"per_point"`` (one
         reparameterised posterior draw per point; noisier, slower).
       algorithm: ``"adam"`` or ``"natural"`` (conjugate natural-gradient SVI,
-        ``gmm.natural``; exchangeable model and ``"expected"`` only).
+        ``gmm.natural``; exchangeable model and ``"expected"`` only). Default:
+        ``"natural"`` for an exchangeable model on raw data (``standardize=False``),
+        whose scale it is invariant to; else ``"adam"``.
       init: ``"kmeans++"`` or ``"prior"`` (``gmm.init.initial_q``).
       warm_start: continue from the model's current state if it was fitted.
       seed: in [0, 2**32): the initialisation, the shuffling and the draws.
@@ -295,7 +315,7 @@ def fit(
     budget = config.total_steps(source)
     # Steps are counted globally: a warm start continues the schedule where it stopped.
     total = budget + (int(model.steps_trained.numpy()) if continuing else 0)
-    _check_data_fits_model(model, source, continuing)
+    _check_data_fits_model(model, source, continuing, config.algorithm)
     checkpointer = None
     if config.checkpoint_dir is not None:
         checkpointer = callback_lib.TrainingCheckpoint(

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import gmm
 
@@ -85,3 +86,38 @@ def test_standardisation_reports_in_data_units(fitted, seed_data, scale, offset)
     # log density in data units shifts by -D log(scale).
     expected = fitted[0].score(X_test) - 2 * np.log(scale)
     assert abs(model.score(X_test * scale + offset) - expected) < 0.01
+
+
+def full_data_elbo(model, X, params=None):
+    """The ELBO per point of ``params`` (default: the model's q) on all of X,
+    the 'expected' bound, in the model's fitted units."""
+    Z = tf.constant(model.transform.to_standard(X), tf.float64)
+    params = params if params is not None else model.unconstrained_parameters(tf.float64)
+    priors = model.priors.as_tensors(tf.float64)
+    return -float(gmm.elbo.negative_elbo(params, Z, X.shape[0], priors, "expected", None))
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_raw_data_at_any_scale_reaches_the_cavi_optimum(scale):
+    """standardize=False: the priors and the fit are in data units. The default
+    (natural gradients, for an exchangeable model on raw data) reaches the CAVI
+    optimum's ELBO at every scale; Adam, whose steps are absolute, is refused."""
+    spec = gmm.data.random_mixture(3, 2, separation=3.0, seed=7)  # not the tutorial's data
+    X = spec.sample(3000, seed=1)[0] * scale
+    model = gmm.BayesianGMM(3, 2, standardize=False, dtype=tf.float64)
+    history = gmm.fit(model, X, progress=False)
+    assert history.algorithm == "natural"
+    exact = gmm.evaluate.reference_posterior(model, X)
+    cavi = {
+        "loc": exact["loc_mean"],
+        "loc_scale": np.log(exact["loc_sd"]),
+        "precision_shape": np.log(exact["precision_shape"]),
+        "precision_rate": np.log(exact["precision_rate"]),
+        "concentration": np.log(exact["concentration"]),
+    }
+    cavi = {k: tf.constant(v, tf.float64) for k, v in cavi.items()}
+    optimum, reached = full_data_elbo(model, X, cavi), full_data_elbo(model, X)
+    assert optimum - reached < max(0.01, 1e-3 * abs(optimum)), (optimum, reached)
+    if scale != 1.0:
+        with pytest.raises(ValueError, match="algorithm='natural'"):
+            gmm.fit(gmm.BayesianGMM(3, 2, standardize=False), X, algorithm="adam", progress=False)
