@@ -9,6 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import unconstrained
 from test_correctness import assert_agrees_with_cavi
 
 import gmm
@@ -32,14 +33,7 @@ def test_cavi_optimum_is_a_fixed_point_of_the_natural_step(seed_data):
     Z = model.standardized(X).numpy()
     labels = np.eye(3)[gmm.data.seed_data(3000)[1]]
     exact = reference.cavi(Z, labels, tol=1e-14, **vars(model.priors))
-    params = {
-        "loc": exact["loc_mean"],
-        "loc_scale": np.log(exact["loc_sd"]),
-        "precision_shape": np.log(exact["precision_shape"]),
-        "precision_rate": np.log(exact["precision_rate"]),
-        "concentration": np.log(exact["concentration"]),
-    }
-    params = {k: tf.constant(v, tf.float64) for k, v in params.items()}
+    params = unconstrained(exact)
     priors = model.priors.as_tensors(tf.float64)
     for rho in (1.0, 0.3):
         stepped = natural.natural_gradient_update(params, tf.constant(Z), 3000, priors, rho)

@@ -1,0 +1,17 @@
+"""Helpers shared by several test files."""
+
+import numpy as np
+import tensorflow as tf
+
+
+def unconstrained(summary: dict) -> dict:
+    """q's unconstrained parameters (float64 tensors) from a summary in the
+    format of ``BayesianGMM.posterior_parameters`` (e.g. a CAVI solution), in
+    the units the summary is in."""
+    logs = ("loc_scale", "precision_shape", "precision_rate", "concentration")
+    params = {"loc": summary["loc_mean"], "loc_scale": summary["loc_sd"]}
+    params.update({name: summary[name] for name in logs[1:]})
+    return {
+        name: tf.constant(np.log(value) if name in logs else value, tf.float64)
+        for name, value in params.items()
+    }
