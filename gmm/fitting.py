@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from gmm import callbacks as callback_lib
-from gmm import checkpoint, inputs, streaming
+from gmm import checkpoint, init, inputs, streaming
 from gmm._validation import (
     check_bool,
     check_in_dtype,
@@ -22,7 +22,6 @@ from gmm._validation import (
     tf_seed,
 )
 from gmm.elbo import ESTIMATORS
-from gmm.init import INITS
 from gmm.loop import Rule, Schedule, TrainState, epoch_permutation, train_chunk
 from gmm.model import BayesianGMM
 from gmm.optim import adam_init
@@ -106,7 +105,7 @@ class FitConfig:
         for name, choices in (
             ("algorithm", ALGORITHMS),
             ("estimator", ESTIMATORS),
-            ("init", INITS),
+            ("init", init.INITS),
         ):
             if s[name] not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {s[name]!r}.")
@@ -202,7 +201,7 @@ def _start(model, source, config, checkpointer) -> tuple[int, list, object]:
     else:
         model.transform.reset()
     sample = model.transform.to_standard(source.sample)
-    model.initialize(sample, method=config.init, seed=config.seed, n_points=source.n_points)
+    init.initialize(model, sample, method=config.init, seed=config.seed, n_points=source.n_points)
     model.steps_trained.assign(0)
     return 0, [], adam_init(model.unconstrained_parameters())
 

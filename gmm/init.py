@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
 from sklearn.cluster import KMeans
 
 from gmm.evaluate import match_components
@@ -92,3 +93,21 @@ def initial_q(
         "precision_rate": priors.precision_rate + counts[:, None] / 2 * spread,
         "concentration": priors.concentration + counts,
     }
+
+
+def initialize(model, Z: np.ndarray, *, method="kmeans++", seed=0, n_points=None) -> None:
+    """Sets ``model``'s q from standardised data ``Z`` (``[n, D]``) with ``initial_q``."""
+    start = initial_q(
+        Z,
+        model.n_components,
+        model.priors,
+        method=method,
+        seed=seed,
+        n_points=n_points,
+        order_by=model.order_by,
+    )
+    # The log taken in the model's dtype, after the cast, as the positive parameters are stored.
+    as_dtype = lambda value: tf.cast(value, model.dtype)  # noqa: E731
+    model.assign_unconstrained(
+        {k: as_dtype(v) if k == "loc" else tf.math.log(as_dtype(v)) for k, v in start.items()}
+    )

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from gmm import checkpoint, init, predict
+from gmm import checkpoint, predict
 from gmm._validation import (
     check_bool,
     check_data,
@@ -185,24 +185,6 @@ class BayesianGMM(tf.Module):
         for name, variable in self._variables_by_name().items():
             variable.assign(tf.cast(params[name], self.dtype))
 
-    def initialize(self, Z, *, method="kmeans++", seed=0, n_points=None) -> None:
-        """Sets q from standardised data ``Z`` (``[n, D]``); see ``gmm.init.initial_q``."""
-        start = init.initial_q(
-            Z,
-            self.n_components,
-            self.priors,
-            method=method,
-            seed=seed,
-            n_points=n_points,
-            order_by=self.order_by,
-        )
-        # The log taken in the model's dtype, after the cast, as the positive
-        # parameters are stored.
-        as_dtype = lambda value: tf.cast(value, self.dtype)  # noqa: E731
-        self.assign_unconstrained(
-            {k: as_dtype(v) if k == "loc" else tf.math.log(as_dtype(v)) for k, v in start.items()}
-        )
-
     def parameters_are_finite(self) -> bool:
         """Every parameter of q finite *after* its positivity transform, and
         every positive one above 0."""
@@ -262,11 +244,6 @@ class BayesianGMM(tf.Module):
         if not self.is_fitted:
             raise NotFittedError("This BayesianGMM is not fitted yet: call gmm.fit(model, X).")
 
-    def _draws(self, num_samples: int, seed):
-        return predict.draw_parameters(
-            self.unconstrained_parameters(tf.float64), tf.constant(num_samples), seed, self.order_by
-        )
-
     def score_samples(self, X, *, num_samples=256, seed=0, features=None) -> np.ndarray:
         """Log posterior-predictive density of each point (``[N]`` float64, nats,
         density in data units), from ``num_samples`` draws of q with a fixed
@@ -293,7 +270,7 @@ class BayesianGMM(tf.Module):
         n, seed = check_positive_int(n, "n"), check_seed(seed)
         theta_seed, component_seed, noise_seed = tfp.random.split_seed(tf_seed(seed, 1), n=3)
         points, components = predict.sample_points(
-            *self._draws(n, theta_seed), component_seed, noise_seed
+            *_draws(self, n, theta_seed), component_seed, noise_seed
         )
         return self.transform.point_to_data(points), components
 
@@ -358,13 +335,19 @@ def parameters_are_finite(params: dict) -> bool:
     return True
 
 
+def _draws(model: BayesianGMM, num_samples: int, seed):
+    """``num_samples`` draws of (locs, precisions, weights) from q, float64."""
+    params = model.unconstrained_parameters(tf.float64)
+    return predict.draw_parameters(params, tf.constant(num_samples), seed, model.order_by)
+
+
 def _predictive(model: BayesianGMM, X, num_samples, seed, features):
     """Log predictive density (data units) and responsibilities of ``X``."""
     model._check_fitted()
     num_samples, seed = check_positive_int(num_samples, "num_samples"), check_seed(seed)
     features = _check_features(features, model.n_features)
     points = check_data(X, n_features=len(features))
-    locs, precisions, weights = model._draws(num_samples, tf_seed(seed))
+    locs, precisions, weights = _draws(model, num_samples, tf_seed(seed))
     log_density, responsibilities = predict.predictive(
         model.transform.to_standard(points, features=features),
         tf.gather(locs, features, axis=-1),
