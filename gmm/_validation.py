@@ -48,6 +48,7 @@ def check_data(
             )
         X = np.ma.getdata(X)
     elif hasattr(X, "to_numpy") and not isinstance(X, np.ndarray):  # pandas, nullable dtypes
+        _check_pandas_dtypes(X, name)
         try:
             X = X.to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError) as error:
@@ -95,6 +96,22 @@ def check_data(
             "overflow; rescale the data."
         )
     return array
+
+
+def _check_pandas_dtypes(frame, name: str) -> None:
+    """Only numeric columns (int, float, their nullable forms): not bool, dates,
+    strings or categories, which ``to_numpy(float)`` would convert silently."""
+    import pandas as pd
+
+    dtypes = frame.dtypes if hasattr(frame, "dtypes") else {name: frame.dtype}
+    items = dtypes.items() if hasattr(dtypes, "items") else [(name, dtypes)]
+    for column, dtype in items:
+        numeric = pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+        if not numeric or isinstance(dtype, pd.CategoricalDtype):
+            raise TypeError(
+                f"{name} must hold real numbers (int or float); "
+                f"column {column!r} has dtype {dtype}."
+            )
 
 
 def check_scale(shift: np.ndarray, scale: np.ndarray, spread: np.ndarray, name: str = "X") -> None:

@@ -70,9 +70,10 @@ def _versions(directory: str) -> list[int]:
     return sorted(int(m.group(1)) for name in os.listdir(directory) if (m := _VERSION.match(name)))
 
 
-def check_writable(directory) -> None:
+def check_writable(directory, kind: str | None = None) -> None:
     """Checks gmm may write checkpoints into ``directory``: it is absent,
-    empty, or a folder gmm made (with its manifest). Changes nothing.
+    empty, or a folder gmm made (with its manifest) holding checkpoints of
+    ``kind`` (``"model"`` or ``"training"``) if given. Changes nothing.
 
     Raises:
       CheckpointError: the folder holds files gmm did not write, or its
@@ -85,6 +86,12 @@ def check_writable(directory) -> None:
         raise CheckpointError(f"{directory!r} is a file, not a folder.")
     if os.path.isfile(os.path.join(directory, MANIFEST)):
         _check_manifest(directory)
+        held = _resolve(directory)[0].get("kind") if exists(directory) else kind
+        if kind is not None and held != kind:
+            raise CheckpointError(
+                f"{directory!r} holds a {held} checkpoint; writing a {kind} checkpoint there "
+                "would make it impossible to resume or load. Give another folder."
+            )
         return
     # Without gmm's manifest the folder must be empty: a user's own v1/ or
     # LATEST looks like ours but is not.

@@ -225,6 +225,13 @@ def sklearn_score_samples(estimator: BayesianGaussianMixture, X) -> np.ndarray:
     Returns:
       ``[N]`` float64, nats.
     """
+    if not isinstance(estimator, BayesianGaussianMixture):
+        raise TypeError(
+            "sklearn_score_samples needs a fitted BayesianGaussianMixture (a posterior to "
+            f"predict with), got {type(estimator).__name__}."
+        )
+    if not hasattr(estimator, "degrees_of_freedom_"):
+        raise ValueError("sklearn_score_samples needs a fitted estimator: call .fit(X) first.")
     if estimator.covariance_type != "diag":
         raise ValueError(
             "sklearn_score_samples needs covariance_type='diag', "

@@ -304,6 +304,9 @@ def fit(
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every,
     )
+    callbacks = tuple(callbacks) if isinstance(callbacks, list | tuple) else callbacks
+    if not isinstance(callbacks, tuple) or not all(callable(c) for c in callbacks):
+        raise TypeError(f"callbacks must be a list or tuple of callables, got {callbacks!r}.")
     replicas = 1 if strategy is None else strategy.num_replicas_in_sync
     if isinstance(X, tf.data.Dataset) and config.checkpoint_dir is not None:
         raise ValueError("checkpoint_dir needs in-memory data; X is a tf.data.Dataset.")
@@ -369,7 +372,7 @@ def _run(model, source, config, total, strategy, checkpointer, callbacks, saved_
                 state, data, model, schedule, seed_tensor, rule, strategy, stream
             )
             if not bool(finite):
-                _diverged(model, done, resumed_from, int(n_done), total, elbo, saved_state)
+                _diverged(model, done, resumed_from, int(n_done), total, elbo, saved_state, config)
             state = new_state
             model.assign_unconstrained(state.params)
             model.steps_trained.assign_add(int(n_done))
@@ -395,17 +398,22 @@ def _train(state, data, model, schedule, seed_tensor, rule, strategy, stream):
         raise streaming.shard_error_from(error) from None
 
 
-def _diverged(model, done, resumed_from, n_done, total, elbo, saved_state):
+def _diverged(model, done, resumed_from, n_done, total, elbo, saved_state, config):
     """Raises ``DivergenceError``; the model keeps the last chunk boundary's
     state (it was checked), or its state from before the fit."""
+    # The ELBO as History reports it (nats per point, density in data units), taken
+    # before the model's state, its standardisation included, is put back.
+    last_elbo = elbo.numpy()[-1] - model.transform.log_jacobian()
     if done == resumed_from:
         for variable, value in zip(model.variables, saved_state):
             variable.assign(value)
         kept = "its state from before this fit"
     else:
         kept = f"the parameters of step {done}"
+    hint = "a smaller learning_rate"
+    if config.estimator == "per_point":
+        hint += " or the 'expected' estimator"
     raise DivergenceError(
         f"Step {done + n_done - 1} of {total} made the ELBO or a parameter of q non-finite "
-        f"(ELBO {elbo.numpy()[-1]:.6g} before that step); the model keeps {kept}. "
-        "Try a smaller learning_rate or the 'expected' estimator."
+        f"(ELBO {last_elbo:.6g} before that step); the model keeps {kept}. Try {hint}."
     )

@@ -248,7 +248,12 @@ class BayesianGMM(tf.Module):
         """Log posterior-predictive density of each point (``[N]`` float64, nats,
         density in data units), from ``num_samples`` draws of q with a fixed
         ``seed``; ``features`` (indices) gives the marginal over those features
-        (``X`` then has one column per listed feature)."""
+        (``X`` then has one column per listed feature).
+
+        A Monte Carlo estimate, log (1/S) sum_s p(x | theta_s): it is biased low
+        (the log of a mean), by more in many dimensions and for points far from
+        every cluster. With dozens of features, raise ``num_samples`` until the
+        score stops moving."""
         return _predictive(self, X, num_samples, seed, features)[0]
 
     def score(self, X, *, num_samples: int = 256, seed: int = 0) -> float:
@@ -291,6 +296,7 @@ class BayesianGMM(tf.Module):
         self._check_fitted()
         if not self.parameters_are_finite():
             raise ValueError("The model's parameters are not finite; refusing to save them.")
+        checkpoint.check_writable(directory, kind="model")
         meta = {"kind": "model", "model": self.config()}
         return checkpoint.write(directory, self.checkpoint_objects(), meta)
 
@@ -374,9 +380,21 @@ def _check_features(features, n_features: int) -> list[int]:
 
 
 def _load_version(cls, meta: dict, folder: str) -> BayesianGMM:
+    directory = os.path.dirname(folder)
+    if meta.get("kind") == "training":
+        raise checkpoint.CheckpointError(
+            f"{directory!r} holds a training checkpoint, not a saved model: resume it with "
+            "gmm.fit(model, X, checkpoint_dir=...), then save the model elsewhere."
+        )
     if meta.get("kind") != "model" or not isinstance(meta.get("model"), dict):
-        raise checkpoint.CheckpointError(f"{folder!r} holds no saved model.")
+        raise checkpoint.CheckpointError(f"{directory!r} holds no saved model.")
     config = dict(meta["model"])
+    shape = [config.get("n_components"), config.get("n_features")]
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
+        raise checkpoint.CheckpointError(
+            f"The checkpoint in {folder!r} has a malformed config: n_components and n_features "
+            f"must be integers, got {shape}."
+        )
     # Shapes first, before any variable is built: a config edited to K = 1e12 must not allocate.
     stored = checkpoint.variable_shapes(folder).get("model/loc/.ATTRIBUTES/VARIABLE_VALUE")
     if stored != [config.get("n_components"), config.get("n_features")]:

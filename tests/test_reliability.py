@@ -495,3 +495,68 @@ def test_standardising_allocates_no_float64_copy(quick_fit):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 1.1 * X.nbytes, peak / X.nbytes
+
+
+# -- Found by a new-user probe ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pd.Series([True, False] * 50),
+        pd.Series(pd.date_range("2020-01-01", periods=100)),
+        pd.Series(np.arange(100.0)).astype(str),
+        pd.Series(np.arange(100) % 3).astype("category"),
+    ],
+    ids=["bool", "datetime", "numeric strings", "categorical"],
+)
+def test_pandas_columns_that_are_not_numbers_are_refused(column):
+    frame = pd.DataFrame({"x": np.random.default_rng(0).normal(size=100), "y": column})
+    with pytest.raises(TypeError, match="column 'y'"):
+        gmm.fit(gmm.BayesianGMM(2, 2), frame, **QUICK)
+
+
+@pytest.mark.parametrize("callbacks", [lambda *a: None, [1]])
+def test_bad_callbacks_are_refused_before_fitting(quick_fit, seed_data, callbacks):
+    state = variables(quick_fit)
+    with pytest.raises(TypeError, match="callbacks"):
+        gmm.fit(quick_fit, seed_data[0], callbacks=callbacks, **QUICK)
+    assert_same_state(quick_fit, state)
+
+
+def test_divergence_message_quotes_the_elbo_in_data_units(seed_data):
+    X = seed_data[0] * 1e3  # log-Jacobian of the standardisation: 2 log(1e3 sd) per point
+    with pytest.raises(gmm.DivergenceError) as error:
+        gmm.fit(gmm.BayesianGMM(3, 2), X, learning_rate=1e30, **QUICK)
+    history = gmm.fit(gmm.BayesianGMM(3, 2), X, steps=1, progress=False)
+    quoted = float(str(error.value).split("(ELBO ")[1].split(" ")[0])
+    assert quoted == pytest.approx(history.elbo[0], abs=1e-3)
+    assert "'expected' estimator" not in str(error.value)  # it is the one in use
+
+
+def test_saving_over_a_training_checkpoint_is_refused(seed_data, tmp_path):
+    model = gmm.BayesianGMM(3, 2)
+    gmm.fit(model, seed_data[0], checkpoint_dir=tmp_path / "run", **QUICK)
+    with pytest.raises(checkpoint.CheckpointError, match="impossible to resume or load"):
+        model.save(tmp_path / "run")
+    with pytest.raises(checkpoint.CheckpointError, match="holds a training checkpoint"):
+        gmm.BayesianGMM.load(tmp_path / "run")
+
+
+def test_a_config_with_a_string_size_is_malformed(saved):
+    folder, version = saved
+    meta = json.loads((version / "meta.json").read_text())
+    meta["model"]["n_components"] = "3"
+    (version / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(checkpoint.CheckpointError, match="must be integers"):
+        gmm.BayesianGMM.load(folder)
+
+
+def test_sklearn_score_needs_a_fitted_bayesian_mixture(seed_data):
+    from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
+
+    X = seed_data[0][:300]
+    with pytest.raises(TypeError, match="BayesianGaussianMixture"):
+        gmm.evaluate.sklearn_score(GaussianMixture(3, covariance_type="diag").fit(X), X)
+    with pytest.raises(ValueError, match="fitted"):
+        gmm.evaluate.sklearn_score(BayesianGaussianMixture(n_components=3), X)
