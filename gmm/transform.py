@@ -49,10 +49,6 @@ class Standardization(tf.Module):
             standardized[rows] = (points[rows] - shift) / scale
         return standardized
 
-    def to_standard_in_graph(self, batch, dtype):
-        """The same map on a ``[B, D]`` tensor inside a compiled function."""
-        return tf.cast((tf.cast(batch, tf.float64) - self.shift) / self.scale, dtype)
-
     def log_jacobian(self, features=None) -> float:
         """log |dz/dx| summed over features: a density in standardised units
         minus this is the density in data units."""
