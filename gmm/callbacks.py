@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from gmm import checkpoint
+from gmm import checkpoint, convergence
 from gmm.model import check_restored
 
 
@@ -38,11 +38,15 @@ class ProgressBar:
 class TrainingCheckpoint:
     """Writes the training state (the model with Adam's moments, the ELBO trace) into a
     checkpoint folder after each chunk, and restores it when a fit with the
-    same identity (model config, settings, data) starts again."""
+    same identity (model config, settings, data) starts again. A fit run to
+    convergence sets ``monitor`` (a ``gmm.convergence.Monitor``), whose state is
+    saved too and read back into ``monitor_arrays``."""
 
     def __init__(self, directory, model, settings: dict, data: np.ndarray):
         self.directory = os.fspath(directory)
         self.model = model
+        self.monitor: convergence.Monitor | None = None
+        self.monitor_arrays: dict = {}
         # Hashing a large array costs, so only a fit with a checkpoint folder does it.
         self.identity = {
             "model": model.config(),
@@ -84,12 +88,16 @@ class TrainingCheckpoint:
             raise checkpoint.CheckpointError(
                 f"Corrupt checkpoint in {folder!r}: ELBO trace length."
             )
+        self.monitor_arrays = {
+            name: checkpoint.read_array(folder, name) for name in meta.get("monitor", [])
+        }
         return int(meta["step"]), elbo
 
     def __call__(self, model, step, elbo):
+        monitor = self.monitor.state() if self.monitor is not None else {}
         checkpoint.write(
             self.directory,
             model.checkpoint_objects(),
-            {"kind": "training", "step": step, **self.identity},
-            {"elbo": elbo},
+            {"kind": "training", "step": step, "monitor": sorted(monitor), **self.identity},
+            {"elbo": elbo, **monitor},
         )

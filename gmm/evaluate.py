@@ -114,7 +114,7 @@ def permute_parameters(params: dict, perm: np.ndarray) -> dict:
     }
 
 
-def reference_posterior(model, X, *, seed: int = 0) -> dict:
+def reference_posterior(model, X, *, seed: int = 0, max_iter: int = 2000) -> dict:
     """The exact CAVI posterior for ``model``'s model on ``X``, in data units,
     its components aligned to the model's.
 
@@ -126,6 +126,8 @@ def reference_posterior(model, X, *, seed: int = 0) -> dict:
       model: a fitted ``BayesianGMM``.
       X: ``[N, D]`` the data ``model`` was fitted to.
       seed: seeds the k-means initialisation of CAVI.
+      max_iter: CAVI's iteration cap (overlapping clusters can need 10,000 or
+        more; check ``n_iter`` in the result).
 
     Returns:
       dict like ``BayesianGMM.posterior_parameters()`` plus ``responsibilities``
@@ -134,7 +136,9 @@ def reference_posterior(model, X, *, seed: int = 0) -> dict:
     data = check_data(X, n_features=model.n_features)
     standardized = model.transform.to_standard(data)
     labels = KMeans(model.n_components, n_init=3, random_state=seed).fit_predict(standardized)
-    exact = reference.cavi(standardized, np.eye(model.n_components)[labels], **vars(model.priors))
+    exact = reference.cavi(
+        standardized, np.eye(model.n_components)[labels], **vars(model.priors), max_iter=max_iter
+    )
     in_data_units = dict(
         exact,
         loc_mean=model.transform.point_to_data(exact["loc_mean"]),

@@ -6,12 +6,13 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 
 import numpy as np
 import tensorflow as tf
 
 from gmm import callbacks as callback_lib
-from gmm import checkpoint, init, inputs, streaming
+from gmm import checkpoint, convergence, init, inputs, natural, streaming
 from gmm._validation import (
     check_bool,
     check_in_dtype,
@@ -27,11 +28,14 @@ from gmm.model import BayesianGMM
 from gmm.optim import adam_init
 
 ALGORITHMS = ("adam", "natural")
-DEFAULT_EPOCHS = 50
-# The default budget: 50 epochs, at least DEFAULT_MIN_STEPS (small data sets have few
-# batches per epoch) and at most DEFAULT_MAX_STEPS (a million points would get 100,000).
-DEFAULT_MIN_STEPS = 500
+# Without steps or epochs, fit runs until its convergence check holds (gmm.convergence),
+# at most max_steps (default DEFAULT_MAX_STEPS), checking against DEFAULT_TOL.
 DEFAULT_MAX_STEPS = 20_000
+DEFAULT_TOL = 1e-3
+# Adam's first cosine cycle: 50 epochs, at least DEFAULT_MIN_STEPS steps (small data
+# sets have few batches per epoch); each later cycle is twice as long as the last.
+DEFAULT_EPOCHS = 50
+DEFAULT_MIN_STEPS = 500
 # An explicit budget above this is refused: its ELBO trace alone would take gigabytes.
 MAX_STEPS = 100_000_000
 
@@ -48,9 +52,15 @@ class History:
     Attributes:
       elbo: ``[steps]`` minibatch ELBO estimate at each step, nats per data
         point, density in data units (comparable with ``score``).
-      steps, epochs: optimisation steps and passes over the data.
+      steps, epochs: optimisation steps and passes over the data in this call.
       batch_size, learning_rate, estimator, seed, algorithm: the settings used.
       wall_time_s: seconds spent in ``fit``, tracing included.
+      converged: whether the convergence check held (``gmm.convergence``);
+        None for a fixed budget (``steps`` or ``epochs``), which is not checked.
+      stop_reason: ``"converged"``, ``"max_steps"`` (the check never held;
+        ``fit`` warned with ``ConvergenceWarning``) or ``"budget"``.
+      remaining: the last check's measure of the distance still to go (see
+        ``gmm.convergence``); ``tol``: the tolerance it was checked against.
     """
 
     elbo: np.ndarray
@@ -62,6 +72,10 @@ class History:
     seed: int
     wall_time_s: float
     algorithm: str = "adam"
+    converged: bool | None = None
+    stop_reason: str = "budget"
+    remaining: float = math.nan
+    tol: float = DEFAULT_TOL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +84,9 @@ class FitConfig:
 
     steps: int | None
     epochs: int | None
-    batch_size: int
+    max_steps: int
+    tol: float
+    batch_size: int | None
     learning_rate: float
     estimator: str
     algorithm: str
@@ -91,17 +107,18 @@ class FitConfig:
         if not isinstance(model, BayesianGMM):
             raise TypeError(f"model must be a gmm.BayesianGMM, got {type(model).__name__}.")
         s = dict(settings)
-        s["batch_size"] = check_positive_int(s["batch_size"], "batch_size")
+        if s["batch_size"] is not None:
+            s["batch_size"] = check_positive_int(s["batch_size"], "batch_size")
         s["seed"] = check_seed(s["seed"])
         s["warm_start"] = check_bool(s["warm_start"], "warm_start")
         s["progress"] = check_bool(s["progress"], "progress")
         if s["algorithm"] is None:
-            # Natural gradients are invariant to the parameterisation, so on raw
-            # (unstandardised) data they reach the optimum at any scale, where
-            # Adam's steps of about learning_rate in data units do not.
-            raw_exchangeable = not model.standardize and model.order_by is None
-            natural_ok = s["estimator"] == "expected" and strategy is None
-            s["algorithm"] = "natural" if raw_exchangeable and natural_ok else "adam"
+            # Natural gradients, where they exist (the exchangeable model, the closed-form
+            # bound, one process): no learning rate to tune, full-batch steps that are
+            # CAVI iterations, and invariance to the parameterisation, so that on raw
+            # (unstandardised) data they reach the optimum at any scale.
+            natural_ok = model.order_by is None and s["estimator"] == "expected"
+            s["algorithm"] = "natural" if natural_ok and strategy is None else "adam"
         for name, choices in (
             ("algorithm", ALGORITHMS),
             ("estimator", ESTIMATORS),
@@ -128,6 +145,15 @@ class FitConfig:
             s["steps"] = check_positive_int(s["steps"], "steps")
         if s["epochs"] is not None:
             s["epochs"] = check_positive_int(s["epochs"], "epochs")
+        fixed_budget = s["steps"] is not None or s["epochs"] is not None
+        if s["max_steps"] is None:
+            s["max_steps"] = DEFAULT_MAX_STEPS
+        elif fixed_budget:
+            raise ValueError("max_steps caps a fit that runs to convergence; drop steps/epochs.")
+        s["max_steps"] = check_positive_int(s["max_steps"], "max_steps")
+        if s["max_steps"] > MAX_STEPS:
+            raise ValueError(f"max_steps must be at most {MAX_STEPS:,}, got {s['max_steps']:,}.")
+        s["tol"] = check_positive(s["tol"], "tol")
         if s["checkpoint_every"] is not None:
             s["checkpoint_every"] = check_positive_int(s["checkpoint_every"], "checkpoint_every")
             if s["checkpoint_dir"] is None:
@@ -142,23 +168,32 @@ class FitConfig:
             checkpoint.check_writable(s["checkpoint_dir"])
         return cls(**s)
 
+    @property
+    def to_convergence(self) -> bool:
+        """No fixed budget: run until the convergence check holds, or ``max_steps``."""
+        return self.steps is None and self.epochs is None
+
     def total_steps(self, source: inputs.Source) -> int:
-        """The budget: ``steps``, or ``epochs`` passes, or the default."""
+        """The budget: ``steps``, or ``epochs`` passes, or ``max_steps``."""
         if self.steps is not None:
             steps = self.steps
         elif self.epochs is not None:
             steps = self.epochs * source.batches_per_epoch
         else:
-            steps = max(DEFAULT_EPOCHS * source.batches_per_epoch, DEFAULT_MIN_STEPS)
-            steps = min(steps, DEFAULT_MAX_STEPS)
+            steps = self.max_steps
         if steps > MAX_STEPS:
             raise ValueError(f"steps must be at most {MAX_STEPS:,}, got {steps:,}.")
         return steps
 
     def settings(self, steps: int, batch_size: int) -> dict:
         """What identifies a fit for resuming from a checkpoint."""
-        names = ("learning_rate", "estimator", "algorithm", "init", "warm_start", "seed")
-        return {"steps": steps, "batch_size": batch_size, **{n: getattr(self, n) for n in names}}
+        names = ("learning_rate", "estimator", "algorithm", "init", "warm_start", "seed", "tol")
+        return {
+            "steps": steps,
+            "to_convergence": self.to_convergence,
+            "batch_size": batch_size,
+            **{n: getattr(self, n) for n in names},
+        }
 
 
 def _check_data_fits_model(model, source: inputs.Source, continuing: bool, algorithm: str) -> None:
@@ -232,7 +267,9 @@ def fit(
     *,
     steps: int | None = None,
     epochs: int | None = None,
-    batch_size: int = 500,
+    max_steps: int | None = None,
+    tol: float = DEFAULT_TOL,
+    batch_size: int | None = None,
     learning_rate: float | None = None,
     estimator: str = "expected",
     algorithm: str | None = None,
@@ -245,7 +282,11 @@ def fit(
     strategy: tf.distribute.Strategy | None = None,
     callbacks: tuple = (),
 ) -> History:
-    """Fits ``model``'s variational posterior to ``X`` by SVI (minibatches).
+    """Fits ``model``'s variational posterior to ``X`` by SVI.
+
+    Without ``steps`` or ``epochs`` the fit runs until its convergence check
+    holds (``gmm.convergence``; ``History.converged``), or ``max_steps``, where
+    it warns with ``gmm.ConvergenceWarning``.
 
     Args:
       model: the ``BayesianGMM`` to fit, in place.
@@ -253,27 +294,33 @@ def fit(
         ``tf.data.Dataset`` of points ``[D]`` or batches ``[B, D]`` (see
         ``gmm.streaming``): one pass counts N, standardises and draws the
         k-means sample, then training streams the repeated dataset.
-      steps: optimisation steps; or ``epochs`` (passes over ``X``). Default:
-        50 epochs, at least 500 and at most 20,000 steps.
-      batch_size: points per minibatch (a dataset of batches keeps its own).
+      steps: a fixed number of optimisation steps; or ``epochs`` (passes over
+        ``X``). Default: run to convergence.
+      max_steps: the cap of a run to convergence (default 20,000).
+      tol: the convergence check's tolerance (default 1e-3; see ``gmm.convergence``).
+      batch_size: points per step. Default: all of them for in-memory data of
+        at most 10,000 points (one process), else 500. A dataset of batches
+        keeps its own.
       learning_rate: Adam's peak learning rate, cosine-decayed to 0 (default
         0.05, a relative step on the log-parameters); for ``"natural"``, the
-        scale of ``rho_t = learning_rate * (1 + t) ** -0.7`` (default 1).
+        scale of ``rho_t = learning_rate * (1 + t) ** -0.7`` (default 1), a
+        constant ``rho`` for full-batch steps.
       estimator: ``"expected"`` (closed-form data term, no Monte Carlo noise;
         its optimum is the coordinate-ascent one) or ``"per_point"`` (one
         reparameterised posterior draw per point; noisier, slower).
-      algorithm: ``"adam"`` or ``"natural"`` (conjugate natural-gradient SVI,
-        ``gmm.natural``; exchangeable model and ``"expected"`` only). Default:
-        ``"natural"`` for an exchangeable model on raw data (``standardize=False``),
-        whose scale it is invariant to; else ``"adam"``.
+      algorithm: ``"natural"`` (conjugate natural-gradient SVI, ``gmm.natural``;
+        exchangeable model, ``"expected"`` estimator, no strategy) or ``"adam"``.
+        Default: ``"natural"`` where it applies, else ``"adam"``.
       init: ``"kmeans++"`` or ``"prior"`` (``gmm.init.initial_q``).
-      warm_start: continue from the model's current state if it was fitted.
+      warm_start: continue from the model's current state if it was fitted
+        (the global step, the step-size schedule and Adam's moments carry on).
       seed: in [0, 2**32): the initialisation, the shuffling and the draws.
       progress: show a tqdm progress bar.
-      checkpoint_dir: save the training state there after each chunk; a fit
+      checkpoint_dir: save the training state there as the fit goes; a fit
         started again with the same arguments, data and folder resumes from
         it to exactly the parameters of an uninterrupted fit (in-memory data).
-      checkpoint_every: steps between checkpoints (default: every 5% of the fit).
+      checkpoint_every: steps between checkpoints (default: every 5% of the
+        budget, or of ``max_steps``).
       strategy: a ``tf.distribute`` strategy splitting each minibatch across
         its replicas (``"adam"`` only; batches must split evenly).
       callbacks: callables ``callback(model, step, elbo)`` run after each chunk.
@@ -293,6 +340,8 @@ def fit(
         strategy,
         steps=steps,
         epochs=epochs,
+        max_steps=max_steps,
+        tol=tol,
         batch_size=batch_size,
         learning_rate=learning_rate,
         estimator=estimator,
@@ -315,8 +364,6 @@ def fit(
     )
     continuing = config.warm_start and model.is_fitted
     budget = config.total_steps(source)
-    # Steps are counted globally: a warm start continues the schedule where it stopped.
-    total = budget + (int(model.steps_trained.numpy()) if continuing else 0)
     _check_data_fits_model(model, source, continuing, config.algorithm)
     checkpointer = None
     if config.checkpoint_dir is not None:
@@ -325,66 +372,159 @@ def fit(
         )
     saved_state = [variable.numpy() for variable in model.variables]
     try:  # a transaction: any error but a divergence puts the model back as it was
-        done, elbo = _run(
-            model, source, config, total, strategy, checkpointer, callbacks, saved_state
-        )
+        run = _Run(model, source, config, budget, strategy, checkpointer, callbacks, saved_state)
+        run.train()
     except DivergenceError:
         raise
     except BaseException:
         for variable, value in zip(model.variables, saved_state):
             variable.assign(value)
         raise
+    steps_done = run.done - run.first
+    monitor = run.monitor
+    converged = None if monitor is None else run.converged
+    stop_reason = "budget" if monitor is None else ("converged" if converged else "max_steps")
+    if stop_reason == "max_steps":
+        warnings.warn(
+            f"fit stopped at max_steps={config.max_steps:,} before its convergence check held "
+            f"(last change {monitor.remaining:.3g}, tol {config.tol:g}; see gmm.convergence): "
+            "q may be far from the optimum. Continue with warm_start=True, or raise max_steps.",
+            convergence.ConvergenceWarning,
+            stacklevel=2,
+        )
     return History(
-        elbo=np.concatenate(elbo),
-        steps=budget,
-        epochs=budget / source.batches_per_epoch,
+        elbo=np.concatenate(run.elbo_chunks),
+        steps=steps_done,
+        epochs=steps_done / source.batches_per_epoch,
         batch_size=source.batch_size,
         learning_rate=config.learning_rate,
         estimator=config.estimator,
         seed=config.seed,
         wall_time_s=time.perf_counter() - start_time,
         algorithm=config.algorithm,
+        converged=converged,
+        stop_reason=stop_reason,
+        remaining=math.nan if monitor is None else float(monitor.remaining),
+        tol=config.tol,
     )
 
 
-def _run(model, source, config, total, strategy, checkpointer, callbacks, saved_state):
-    """Trains chunk by chunk from the starting state; returns (steps, ELBO chunks)."""
-    done, elbo_chunks, adam = _start(model, source, config, checkpointer)
-    resumed_from = done
-    seed_tensor = tf_seed(config.seed)
-    data, stream, order = _loop_data(model, source, seed_tensor, done)
-    state = TrainState(model.unconstrained_parameters(), adam, order)
-    rule = Rule(config.estimator, model.order_by, config.algorithm)
-    chunk = config.checkpoint_every or max(1, math.ceil(total / 20))
-    log_jacobian = model.transform.log_jacobian()
-    bar = callback_lib.ProgressBar(total, done, config.progress)
-    after_chunk = [bar, *([checkpointer] if checkpointer else []), *callbacks]
-    try:
-        while done < total:
-            schedule = Schedule(
-                *(
-                    tf.constant(v, tf.int32)
-                    for v in (done, min(chunk, total - done), total, source.batch_size)
-                ),
-                tf.constant(config.learning_rate, model.dtype),
-            )
-            new_state, elbo, n_done, finite = _train(
-                state, data, model, schedule, seed_tensor, rule, strategy, stream
-            )
-            if not bool(finite):
-                _diverged(model, done, resumed_from, int(n_done), total, elbo, saved_state, config)
-            state = new_state
-            model.assign_unconstrained(state.params)
-            model.steps_trained.assign_add(int(n_done))
-            elbo_chunks.append(elbo.numpy().astype(np.float64) - log_jacobian)
-            done += int(n_done)
-            model.adam.assign(state.adam)
-            trace = np.concatenate(elbo_chunks)
-            for callback in after_chunk:
-                callback(model, done, trace)
-    finally:
-        bar.close()
-    return done, elbo_chunks
+class _Run:
+    """One call's training, chunk by chunk from the starting state. A chunk ends
+    at the next convergence check, checkpoint, end of Adam's cosine cycle, or
+    5% of the budget, whichever comes first."""
+
+    def __init__(self, model, source, config, budget, strategy, checkpointer, callbacks, saved):
+        self.model, self.source, self.config = model, source, config
+        self.strategy, self.checkpointer, self.callbacks = strategy, checkpointer, callbacks
+        self.saved_state = saved
+        continuing = config.warm_start and model.is_fitted
+        self.done, self.elbo_chunks, adam = _start(model, source, config, checkpointer)
+        # Steps are counted globally: a warm start continues the schedule where it stopped.
+        self.first = self.done if continuing else 0
+        self.resumed_from = self.done
+        self.total = self.first + budget
+        self.seed_tensor = tf_seed(config.seed)
+        self.data, self.stream, order = _loop_data(model, source, self.seed_tensor, self.done)
+        self.state = TrainState(model.unconstrained_parameters(), adam, order)
+        self.rule = Rule(config.estimator, model.order_by, config.algorithm)
+        self.log_jacobian = model.transform.log_jacobian()
+        self.chunk = max(1, math.ceil(budget / 20))
+        self.checkpoint_every = config.checkpoint_every or self.chunk
+        # Full-batch steps carry no noise to average out: a constant natural step size.
+        self.decay = 0.0 if source.full_batch else natural.DEFAULT_DECAY
+        self.first_cycle = max(DEFAULT_EPOCHS * source.batches_per_epoch, DEFAULT_MIN_STEPS)
+        self.converged = False
+        self.monitor = None
+        if config.to_convergence:
+            if config.algorithm == "adam":
+                mode = "cycles"
+            else:
+                mode = "fixed_point" if source.full_batch else "minibatch"
+            self.monitor = convergence.Monitor(mode, config.tol)
+            if checkpointer is not None:
+                checkpointer.monitor = self.monitor
+                self.monitor.restore(checkpointer.monitor_arrays)
+            if self.done == self.first:
+                self.monitor.update(self.state.params, np.nan)
+
+    def _cycle(self, step: int) -> tuple[int, int]:
+        """Adam's cosine cycle holding global ``step``: ``(start, end)``. A fixed
+        budget is one cycle; a run to convergence restarts with doubling lengths."""
+        if self.monitor is None:
+            return 0, self.total
+        start, length = self.first, self.first_cycle
+        while start + length <= step:
+            start, length = start + length, 2 * length
+        return start, start + length
+
+    def _checks(self, step: int) -> tuple[int, int]:
+        """The global steps of the convergence checks at or before ``step``
+        (the last) and after it (the next)."""
+        if self.monitor.mode == "cycles":
+            return self._cycle(step)
+        window = convergence.WINDOW_STEPS
+        if self.monitor.mode == "minibatch":
+            per_epoch = self.source.batches_per_epoch
+            window = per_epoch * math.ceil(window / per_epoch)
+        last = self.first + window * ((step - self.first) // window)
+        return last, last + window
+
+    def train(self) -> None:
+        bar = callback_lib.ProgressBar(self.total, self.done, self.config.progress)
+        # Without a checkpoint folder there is no checkpoint to stop for.
+        next_checkpoint = self.done + (self.checkpoint_every if self.checkpointer else self.total)
+        try:
+            while self.done < self.total and not self.converged:
+                stop = min(self.total, self.done + self.chunk, next_checkpoint)
+                cycle_start, cycle_end = self._cycle(self.done)
+                stop = min(stop, cycle_end)
+                check = None
+                if self.monitor is not None:
+                    last_check, check = self._checks(self.done)
+                    stop = min(stop, check)
+                self._train_to(stop, cycle_start, cycle_end)
+                trace = np.concatenate(self.elbo_chunks)
+                if self.done == check:
+                    window_elbo = trace[last_check - self.first :].mean()
+                    self.converged = self.monitor.update(
+                        self.state.params, window_elbo, self.source.full_batch
+                    )
+                bar(self.model, self.done, trace)
+                if self.checkpointer is not None and (
+                    self.done >= next_checkpoint or self.done == self.total or self.converged
+                ):
+                    self.checkpointer(self.model, self.done, trace)
+                    next_checkpoint = self.done + self.checkpoint_every
+                for callback in self.callbacks:
+                    callback(self.model, self.done, trace)
+        finally:
+            bar.close()
+
+    def _train_to(self, stop: int, cycle_start: int, cycle_end: int) -> None:
+        """Trains from global step ``self.done`` to ``stop`` in one compiled chunk."""
+        model, config = self.model, self.config
+        steps = (self.done, stop - self.done, cycle_start, cycle_end, self.source.batch_size)
+        schedule = Schedule(
+            *(tf.constant(v, tf.int32) for v in steps),
+            tf.constant(config.learning_rate, model.dtype),
+            tf.constant(self.decay, model.dtype),
+        )
+        new_state, elbo, n_done, finite = _train(
+            self.state, self.data, model, schedule, self.seed_tensor, self.rule,
+            self.strategy, self.stream,
+        )  # fmt: skip
+        if not bool(finite):
+            _diverged(
+                model, self.done, self.resumed_from, int(n_done), self.total, elbo,
+                self.saved_state, config,
+            )  # fmt: skip
+        self.state = new_state
+        model.assign_unconstrained(new_state.params)
+        model.steps_trained.assign_add(int(n_done))
+        model.adam.assign(new_state.adam)
+        self.elbo_chunks.append(elbo.numpy().astype(np.float64) - self.log_jacobian)
+        self.done += int(n_done)
 
 
 def _train(state, data, model, schedule, seed_tensor, rule, strategy, stream):

@@ -11,6 +11,13 @@ import tensorflow as tf
 from gmm import init, streaming
 from gmm._validation import check_data
 
+# With batch_size=None, in-memory data sets up to this many points are fitted
+# full-batch: each step sees every point, so it has no minibatch noise (and a
+# natural-gradient step is a CAVI iteration). Larger ones, streams and
+# multi-replica fits take minibatches of DEFAULT_BATCH_SIZE.
+FULL_BATCH_POINTS = 10_000
+DEFAULT_BATCH_SIZE = 500
+
 
 @dataclasses.dataclass
 class Source:
@@ -38,10 +45,21 @@ class Source:
     def streaming(self) -> bool:
         return self.dataset is not None
 
+    @property
+    def full_batch(self) -> bool:
+        """Every step sees every point (in-memory data, one batch per epoch)."""
+        return self.array is not None and self.batch_size == self.n_points
 
-def from_array(X, n_features: int, n_components: int, batch_size: int, seed: int) -> Source:
-    """Checks an array-like ``X`` (``[N, D]``, data units)."""
+
+def from_array(
+    X, n_features: int, n_components: int, batch_size: int | None, seed: int, replicas: int = 1
+) -> Source:
+    """Checks an array-like ``X`` (``[N, D]``, data units); ``batch_size`` None
+    is the default (see ``FULL_BATCH_POINTS``)."""
     data = check_data(X, n_features=n_features, min_points=n_components)
+    if batch_size is None:
+        full = data.shape[0] <= FULL_BATCH_POINTS and replicas == 1
+        batch_size = data.shape[0] if full else DEFAULT_BATCH_SIZE
     batch_size = min(batch_size, data.shape[0])
     return Source(
         n_points=data.shape[0],
@@ -59,6 +77,7 @@ def from_dataset(
     dataset, n_features: int, n_components: int, batch_size: int, seed: int, replicas: int
 ) -> Source:
     """One pass over a dataset: count, mean and sd, and a uniform sample."""
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     dataset = streaming.as_batched_dataset(dataset, n_features, batch_size)
     stats = streaming.dataset_statistics(
         dataset, n_features, sample_size=init.SAMPLE_SIZE, seed=seed
@@ -89,7 +108,7 @@ def prepare(X, n_features, n_components, batch_size, seed, replicas=1) -> Source
     if isinstance(X, tf.data.Dataset):
         source = from_dataset(X, n_features, n_components, batch_size, seed, replicas)
     else:
-        source = from_array(X, n_features, n_components, batch_size, seed)
+        source = from_array(X, n_features, n_components, batch_size, seed, replicas)
     if source.batch_size % replicas:
         raise ValueError(
             f"batch_size {source.batch_size} does not split evenly across {replicas} replicas."

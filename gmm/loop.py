@@ -35,14 +35,19 @@ class TrainState(NamedTuple):
 
 class Schedule(NamedTuple):
     """Scalar tensors: the chunk's first global step, its number of steps, the
-    fit's total steps, the batch size, and the peak learning rate (or the
-    natural gradient's step-size scale)."""
+    global step where the current cosine cycle starts and where it ends (Adam's
+    learning rate decays from its peak to 0 between them), the batch size, the
+    peak learning rate (or the natural gradient's step-size scale) and the
+    natural step size's decay exponent (0 for full-batch steps, which carry no
+    noise to average out)."""
 
     step0: tf.Tensor
     n_steps: tf.Tensor
+    cycle_start: tf.Tensor
     total_steps: tf.Tensor
     batch_size: tf.Tensor
     learning_rate: tf.Tensor
+    decay: tf.Tensor
 
 
 class Rule(NamedTuple):
@@ -99,12 +104,16 @@ def _update_rule(rule, prior_params, n_points, schedule, strategy):
 
     def adam(params, state, batch, step, seed):
         loss, grads = loss_and_gradient(params, batch, n_points, prior_params, rule, seed, strategy)
-        rate = cosine_learning_rate(schedule.learning_rate, step, schedule.total_steps)
+        rate = cosine_learning_rate(
+            schedule.learning_rate,
+            step - schedule.cycle_start,
+            schedule.total_steps - schedule.cycle_start,
+        )
         return (loss, *adam_update(params, grads, state, step, rate))
 
     def natural_gradient(params, state, batch, step, seed):
         loss = negative_elbo(params, batch, n_points, prior_params, "expected", seed)
-        rho = natural.step_size(schedule.learning_rate, step)
+        rho = natural.step_size(schedule.learning_rate, step, schedule.decay)
         return (
             loss,
             natural.natural_gradient_update(params, batch, n_points, prior_params, rho),

@@ -29,7 +29,8 @@ DEFAULT_DECAY = 0.7
 
 
 def step_size(rate, step, decay=DEFAULT_DECAY):
-    """rho_t = rate * (1 + t) ** -decay, at most 1."""
+    """rho_t = rate * (1 + t) ** -decay, at most 1. With ``decay`` 0 (full-batch
+    steps, no noise) rho is constant, and rho = 1 is one CAVI iteration."""
     t = tf.cast(step, rate.dtype)
     return tf.minimum(rate * tf.pow(1.0 + t, -tf.cast(decay, rate.dtype)), 1.0)
 

@@ -1,0 +1,130 @@
+"""When a fit without a fixed budget stops: the convergence checks of ``fit``.
+
+A fit given neither ``steps`` nor ``epochs`` runs until its check holds, or
+until ``max_steps``, and then warns with ``ConvergenceWarning``. The checks
+compare snapshots of q's parameters, each change measured in the units that
+matter: a mean's move in units of its posterior sd, every positive parameter's
+move relative to its size (a change of its log). ``change`` is the largest.
+
+Three kinds of update need three checks:
+
+- ``"fixed_point"``: full-batch natural-gradient steps with a constant step
+  size (CAVI iterations for a step size of 1). They contract towards the
+  optimum, slowly where clusters overlap (a factor of 0.999 per step is common),
+  so a small change per step does not mean a small distance to go. The check
+  estimates that distance from two successive windows of steps, as a geometric
+  tail: with changes ``c1`` then ``c2`` and ratio ``r = c2 / c1 < 1``, what is
+  left is about ``c2 * r / (1 - r)`` (Aitken's estimate). It holds when that is
+  below ``tol``.
+- ``"cycles"``: Adam, whose learning rate is cosine-decayed to 0 over cycles of
+  doubling length (warm restarts, Loshchilov and Hutter 2017). A step size
+  going to 0 stops any run, converged or not, so the check compares the ends
+  of two successive cycles: it holds when the second cycle, restarted at the
+  peak learning rate and run twice as long, ends where the first did (within
+  ``tol`` per parameter, 10 ``tol`` for minibatch cycles, whose ends differ
+  by their noise).
+- ``"minibatch"``: natural-gradient steps on minibatches, whose Robbins-Monro
+  step size keeps shrinking. The usual heuristic: over an epoch (at least 100
+  steps), the parameters change by less than 10 ``tol`` and the mean ELBO
+  (nats per point) by less than ``tol``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MODES = ("fixed_point", "cycles", "minibatch")
+# Steps between two checks of a fixed-point run, and at least between two of a minibatch run.
+WINDOW_STEPS = 100
+
+
+class ConvergenceWarning(UserWarning):
+    """A fit without a fixed budget reached ``max_steps`` before its convergence
+    check held: q may be far from the optimum. Filter it with ``warnings``, or
+    turn it into an error with ``warnings.simplefilter("error", ConvergenceWarning)``."""
+
+
+def snapshot(params: dict) -> dict:
+    """q's unconstrained parameters as NumPy arrays (``loc`` as is, every other
+    entry the log of a positive parameter; see ``gmm.family``)."""
+    return {name: np.array(value, dtype=np.float64) for name, value in params.items()}
+
+
+def change(before: dict, after: dict) -> float:
+    """The largest move from ``before`` to ``after`` (two ``snapshot``s): a mean's
+    in units of its posterior sd (``exp(loc_scale)`` after the move), every
+    other parameter's as a change of its log."""
+    moves = [np.abs(after[name] - before[name]).max() for name in after if name != "loc"]
+    if "loc" in after:
+        # The ordered model keeps its means' parameters elsewhere; its loc_scale is
+        # still each mean's posterior sd (or that of the first mean's increments).
+        sd = np.exp(after["loc_scale"])
+        moves.append((np.abs(after["loc"] - before["loc"]) / sd).max())
+    return float(max(moves))
+
+
+class Monitor:
+    """Decides at each check whether the fit has converged.
+
+    Args:
+      mode: one of ``MODES``.
+      tol: the tolerance (see the module docstring).
+
+    ``update(params, window_elbo)`` records the snapshot at a check (and the
+    mean ELBO of the steps since the last one) and returns whether the check
+    holds; ``remaining`` is the last estimate of the distance still to go.
+    ``state()``/``restore()`` carry the monitor through a checkpoint.
+    """
+
+    def __init__(self, mode: str, tol: float):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        self.mode = mode
+        self.tol = tol
+        self.previous: dict | None = None
+        self.last_change = np.inf
+        self.last_elbo = np.nan
+        self.remaining = np.inf
+
+    def update(self, params: dict, window_elbo: float, full_batch: bool = True) -> bool:
+        current = snapshot(params)
+        previous, self.previous = self.previous, current
+        last_change, last_elbo = self.last_change, self.last_elbo
+        self.last_elbo = float(window_elbo)
+        if previous is None:
+            return False
+        self.last_change = change(previous, current)
+        if self.mode == "fixed_point":
+            # A change of exactly 0 is a fixed point; one change alone, or a ratio of
+            # 1 or more, shows no contraction yet.
+            ratio = self.last_change / last_change if np.isfinite(last_change) else np.inf
+            if self.last_change == 0:
+                self.remaining = 0.0
+            elif ratio < 1:
+                self.remaining = self.last_change * ratio / (1 - ratio)
+            else:
+                self.remaining = np.inf
+            return self.remaining < self.tol
+        if self.mode == "cycles":
+            self.remaining = self.last_change
+            return self.last_change < (self.tol if full_batch else 10 * self.tol)
+        elbo_moved = abs(self.last_elbo - last_elbo)
+        self.remaining = self.last_change
+        return self.last_change < 10 * self.tol and elbo_moved < self.tol
+
+    def state(self) -> dict:
+        """Arrays that ``restore`` takes back: the last snapshot and two scalars."""
+        if self.previous is None:
+            return {}
+        scalars = np.array([self.last_change, self.last_elbo])
+        return {"monitor_scalars": scalars, **{f"monitor_{k}": v for k, v in self.previous.items()}}
+
+    def restore(self, arrays: dict) -> None:
+        if "monitor_scalars" not in arrays:
+            return
+        self.last_change, self.last_elbo = (float(v) for v in arrays["monitor_scalars"])
+        self.previous = {
+            key[len("monitor_") :]: value
+            for key, value in arrays.items()
+            if key.startswith("monitor_") and key != "monitor_scalars"
+        }
