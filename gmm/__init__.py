@@ -12,7 +12,18 @@ model.posterior()["locs"]   # tfd.Normal, [K, D], data units
 # no redirected streams, no matplotlib backend. For quiet, deterministic runs set
 # TF_CPP_MIN_LOG_LEVEL=2 and TF_ENABLE_ONEDNN_OPTS=0 before TensorFlow is imported,
 # as the Makefile, tests/conftest.py and the notebooks' first cell do.
-from gmm import checkpoint, data, elbo, evaluate, mcmc, natural, plotting, reference, streaming
+from gmm import (
+    checkpoint,
+    data,
+    elbo,
+    evaluate,
+    mcmc,
+    natural,
+    plotting,
+    reference,
+    seedpost,
+    streaming,
+)
 from gmm.fitting import DivergenceError, History, fit
 from gmm.model import BayesianGMM, NotFittedError
 from gmm.priors import Priors
@@ -34,5 +45,6 @@ __all__ = [
     "natural",
     "plotting",
     "reference",
+    "seedpost",
     "streaming",
 ]
