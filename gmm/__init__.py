@@ -22,6 +22,7 @@ from gmm import (
     natural,
     plotting,
     reference,
+    seedpost,
     streaming,
 )
 from gmm.convergence import ConvergenceWarning
@@ -48,5 +49,6 @@ __all__ = [
     "natural",
     "plotting",
     "reference",
+    "seedpost",
     "streaming",
 ]
