@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.patches import Ellipse
+from matplotlib.ticker import MaxNLocator
 from sklearn.mixture import BayesianGaussianMixture
 
 from gmm._validation import check_seed, tf_seed
@@ -132,16 +133,52 @@ def density_grid(source, X, dims=(0, 1), resolution: int = 120, padding: float =
     return xx, yy, np.exp(log_density).reshape(xx.shape)
 
 
-def plot_density(ax, source, X, dims=(0, 1), *, labels=None, title=None, colorbar=True):
-    """Filled contours of a fitted density over the data's range, data on top."""
-    xx, yy, density = density_grid(source, X, dims)
-    filled = ax.contourf(xx, yy, density, levels=14, cmap="mako_r")
+def plot_density(
+    ax, source, X, dims=(0, 1), *, labels=None, title=None, colorbar=True, levels=14, grid=None
+):
+    """Filled contours of a fitted density over the data's range, data on top.
+
+    Args:
+      levels: the number of contour levels, or their boundaries (1 / data
+        units^2); give several panels the same boundaries to compare them
+        (``plot_densities`` does).
+      grid: ``density_grid(source, X, dims)``, if already computed.
+
+    Returns:
+      the filled contour set (for a colour bar).
+    """
+    xx, yy, density = density_grid(source, X, dims) if grid is None else grid
+    filled = ax.contourf(xx, yy, density, levels=levels, cmap="mako_r")
     if colorbar:
         ax.figure.colorbar(filled, ax=ax, label="density (1 / data units$^2$)")
     scatter(ax, X, labels, dims, size=2, alpha=0.25)
+    # Ellipses drawn later must not widen the axes beyond the density's grid.
+    ax.set(xlim=(xx.min(), xx.max()), ylim=(yy.min(), yy.max()))
     if title:
         ax.set_title(title)
-    return ax
+    return filled
+
+
+def plot_densities(axes, sources: dict, X, dims=(0, 1), *, n_levels: int = 14):
+    """Several fitted densities side by side on the same contour levels, under
+    one colour bar, so equal colours mean equal densities in every panel.
+
+    Args:
+      axes: one Axes per source (from one figure).
+      sources: ``{title: source}``, each a ``BayesianGMM``, ``MixtureSpec`` or
+        fitted ``BayesianGaussianMixture``.
+      n_levels: the number of contour levels shared by all panels.
+    """
+    axes = list(np.ravel(axes))
+    grids = [density_grid(source, X, dims) for source in sources.values()]
+    # Round boundaries from 0 to at least the highest density of any panel.
+    levels = MaxNLocator(n_levels).tick_values(0.0, max(grid[2].max() for grid in grids))
+    for ax, title, grid in zip(axes, sources, grids):
+        filled = plot_density(
+            ax, None, X, dims, title=title, colorbar=False, levels=levels, grid=grid
+        )
+    axes[0].figure.colorbar(filled, ax=axes, label="density (1 / data units$^2$)")
+    return axes
 
 
 def plot_components(ax, locs, scales, dims=(0, 1), *, n_sd: float = 2.0, **style):
@@ -170,18 +207,20 @@ def plot_components(ax, locs, scales, dims=(0, 1), *, n_sd: float = 2.0, **style
 
 
 def plot_elbo(ax, histories: dict, *, window: int = 25, skip: int = 0):
-    """ELBO traces (raw, faint) and their running mean (``window`` steps).
+    """ELBO traces (raw, faint) and their running mean (``window`` steps), each
+    in its own colour and line style, so traces that coincide stay visible.
 
     Args:
       histories: ``{label: gmm.History}``.
       skip: steps to leave out at the start (where the ELBO is far lower).
     """
-    for color, (label, history) in zip(colors(len(histories)), histories.items()):
+    styles = ["-", "--", ":", "-."]
+    for i, (color, (label, history)) in enumerate(zip(colors(len(histories)), histories.items())):
         steps = np.arange(history.elbo.size)[skip:]
         elbo = history.elbo[skip:]
         ax.plot(steps, elbo, color=color, alpha=0.25, lw=0.8)
         smooth = pd.Series(elbo).rolling(window, min_periods=1).mean()
-        ax.plot(steps, smooth, color=color, lw=2, label=label)
+        ax.plot(steps, smooth, color=color, lw=2, ls=styles[i % len(styles)], label=label)
     ax.set(xlabel="step", ylabel="minibatch ELBO (nats / point)")
     ax.legend(frameon=False)
     return ax
@@ -236,6 +275,7 @@ __all__ = [
     "feature_label",
     "figure_dir",
     "plot_components",
+    "plot_densities",
     "plot_density",
     "plot_elbo",
     "posterior_draws",
