@@ -21,12 +21,12 @@ Three kinds of update need three checks:
   going to 0 stops any run, converged or not, so the check compares the ends
   of two successive cycles: it holds when the second cycle, restarted at the
   peak learning rate and run twice as long, ends where the first did (within
-  ``tol`` per parameter, 10 ``tol`` for minibatch cycles, whose ends differ
-  by their noise).
+  ``tol`` per parameter; ``NOISY_FACTOR * tol`` for minibatches or Monte
+  Carlo draws, whose cycle ends differ by their noise).
 - ``"minibatch"``: natural-gradient steps on minibatches, whose Robbins-Monro
-  step size keeps shrinking. The usual heuristic: over an epoch (at least 100
-  steps), the parameters change by less than 10 ``tol`` and the mean ELBO
-  (nats per point) by less than ``tol``.
+  step size keeps shrinking. The usual heuristic: over whole epochs (at least
+  100 steps), the parameters change by less than ``MINIBATCH_FACTOR * tol`` and
+  the mean ELBO (nats per point) by less than ``tol``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ import numpy as np
 MODES = ("fixed_point", "cycles", "minibatch")
 # Steps between two checks of a fixed-point run, and at least between two of a minibatch run.
 WINDOW_STEPS = 100
+# Noisy Adam cycles (minibatches, Monte Carlo draws) end apart by their noise: they are
+# checked against NOISY_FACTOR * tol, 0.1 posterior sd at the default tol, the scale at
+# which a move matters to q. Minibatch natural-gradient windows: MINIBATCH_FACTOR * tol.
+NOISY_FACTOR = 100
+MINIBATCH_FACTOR = 10
 
 
 class ConvergenceWarning(UserWarning):
@@ -85,8 +90,14 @@ class Monitor:
         self.last_change = np.inf
         self.last_elbo = np.nan
         self.remaining = np.inf
+        self.converged = False
 
-    def update(self, params: dict, window_elbo: float, full_batch: bool = True) -> bool:
+    def update(self, params: dict, window_elbo: float, deterministic: bool = True) -> bool:
+        """``deterministic``: the steps carry no noise (full batch, closed-form bound)."""
+        self.converged = self._check(params, window_elbo, deterministic)
+        return self.converged
+
+    def _check(self, params: dict, window_elbo: float, deterministic: bool) -> bool:
         current = snapshot(params)
         previous, self.previous = self.previous, current
         last_change, last_elbo = self.last_change, self.last_elbo
@@ -107,22 +118,25 @@ class Monitor:
             return self.remaining < self.tol
         if self.mode == "cycles":
             self.remaining = self.last_change
-            return self.last_change < (self.tol if full_batch else 10 * self.tol)
+            return self.last_change < (self.tol if deterministic else NOISY_FACTOR * self.tol)
         elbo_moved = abs(self.last_elbo - last_elbo)
         self.remaining = self.last_change
-        return self.last_change < 10 * self.tol and elbo_moved < self.tol
+        return self.last_change < MINIBATCH_FACTOR * self.tol and elbo_moved < self.tol
 
     def state(self) -> dict:
-        """Arrays that ``restore`` takes back: the last snapshot and two scalars."""
+        """Arrays that ``restore`` takes back: the last snapshot and the scalars."""
         if self.previous is None:
             return {}
-        scalars = np.array([self.last_change, self.last_elbo])
+        scalars = np.array([self.last_change, self.last_elbo, self.remaining, self.converged])
         return {"monitor_scalars": scalars, **{f"monitor_{k}": v for k, v in self.previous.items()}}
 
     def restore(self, arrays: dict) -> None:
         if "monitor_scalars" not in arrays:
             return
-        self.last_change, self.last_elbo = (float(v) for v in arrays["monitor_scalars"])
+        self.last_change, self.last_elbo, self.remaining, converged = (
+            float(v) for v in arrays["monitor_scalars"]
+        )
+        self.converged = bool(converged)
         self.previous = {
             key[len("monitor_") :]: value
             for key, value in arrays.items()

@@ -1,5 +1,5 @@
 """Evaluation: posterior summaries, label alignment, and the references a fit
-is judged against (exact CAVI and scikit-learn).
+is judged against (the CAVI optimum and scikit-learn).
 
 Posterior parameters travel as plain dicts of NumPy arrays (the format of
 ``BayesianGMM.posterior_parameters`` and ``reference.cavi``), so a summary
@@ -115,7 +115,7 @@ def permute_parameters(params: dict, perm: np.ndarray) -> dict:
 
 
 def reference_posterior(model, X, *, seed: int = 0, max_iter: int = 2000) -> dict:
-    """The exact CAVI posterior for ``model``'s model on ``X``, in data units,
+    """The CAVI optimum (the best mean-field fit) for ``model``'s model on ``X``, in data units,
     its components aligned to the model's.
 
     CAVI runs on ``X`` standardised exactly as ``model`` standardised its
@@ -213,9 +213,11 @@ def sklearn_score_samples(estimator: BayesianGaussianMixture, X) -> np.ndarray:
     diagonal scikit-learn ``BayesianGaussianMixture``: the proper predictive,
     comparable with ``BayesianGMM.score_samples``.
 
-    scikit-learn's own ``score`` is not this: it is the log-likelihood at
-    point estimates of the parameters, which ignores their posterior
-    uncertainty. With q(mean, precision) Normal-Gamma per component and
+    scikit-learn's own ``score`` is not this: per point it is
+    ``log sum_k exp(E_q[log w_k + log N(x | mean_k, precision_k)])``, the
+    expectations inside the logarithm, which by Jensen's inequality is a lower
+    bound on this predictive density and not itself a density (it does not
+    integrate to 1). With q(mean, precision) Normal-Gamma per component and
     feature (precision ~ Gamma(dof / 2, dof * covariance / 2), mean given
     precision ~ Normal(mean, 1 / (mean_precision * precision))), each feature's
     predictive is a Student-t with ``dof`` degrees of freedom, location the

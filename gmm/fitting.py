@@ -445,6 +445,7 @@ class _Run:
             if checkpointer is not None:
                 checkpointer.monitor = self.monitor
                 self.monitor.restore(checkpointer.monitor_arrays)
+                self.converged = self.monitor.converged  # a finished fit is not trained again
             if self.done == self.first:
                 self.monitor.update(self.state.params, np.nan)
 
@@ -471,7 +472,8 @@ class _Run:
         return last, last + window
 
     def train(self) -> None:
-        bar = callback_lib.ProgressBar(self.total, self.done, self.config.progress)
+        config = self.config
+        bar = callback_lib.ProgressBar(self.total, self.done, config.progress)
         # Without a checkpoint folder there is no checkpoint to stop for.
         next_checkpoint = self.done + (self.checkpoint_every if self.checkpointer else self.total)
         try:
@@ -487,8 +489,9 @@ class _Run:
                 trace = np.concatenate(self.elbo_chunks)
                 if self.done == check:
                     window_elbo = trace[last_check - self.first :].mean()
+                    deterministic = self.source.full_batch and config.estimator == "expected"
                     self.converged = self.monitor.update(
-                        self.state.params, window_elbo, self.source.full_batch
+                        self.state.params, window_elbo, deterministic
                     )
                 bar(self.model, self.done, trace)
                 if self.checkpointer is not None and (

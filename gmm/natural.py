@@ -14,7 +14,7 @@ a convex blend of natural parameters,
 with no gradient, no tape and no tuning beyond the step-size schedule
 ``rho_t = rate * (1 + t) ** -decay`` (Robbins-Monro for 0.5 < decay <= 1).
 The updates are those of ``gmm.reference.cavi``, written here in TensorFlow
-on a minibatch; the tests check that the exact CAVI optimum is a fixed point
+on a minibatch; the tests check that the CAVI optimum is a fixed point
 of a full-batch step, whatever its size.
 """
 
@@ -85,10 +85,13 @@ def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, r
     loc_precision = 1.0 / loc_var
     new_precision = blend(loc_precision, precision_hat)
     new_mean = blend(loc_precision * loc_mean, weighted_mean_hat) / new_precision
-    return {
+    new = {
         "loc": new_mean,
         "loc_scale": -0.5 * tf.math.log(new_precision),
         "precision_shape": tf.math.log(blend(shape, shape_hat)),
         "precision_rate": tf.math.log(blend(rate, rate_hat)),
         "concentration": tf.math.log(blend(concentration, concentration_hat)),
     }
+    # A compiled loop may see the priors with a relaxed (unknown) shape; the
+    # parameters keep theirs.
+    return {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}

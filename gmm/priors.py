@@ -23,7 +23,7 @@ class Priors:
     standardises its data (the default), otherwise in data units.
 
     The defaults are weakly informative relative to the data, as scikit-learn's
-    are (centred on the data, a pseudo-observation or two):
+    are (a pseudo-observation or two; scikit-learn also centres its prior on the data):
 
     - locs ~ Normal(0, 1): a cluster's mean lies within the data's range.
     - precisions ~ Gamma(1, 0.1): the strength of two observations; 95% of a

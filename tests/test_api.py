@@ -11,7 +11,6 @@ import tensorflow as tf
 
 import gmm
 from gmm import elbo, loop
-from gmm import fitting as fit_module
 
 
 def unconstrained(model):
@@ -35,14 +34,16 @@ def test_same_seed_same_result(seed_data):
 
 def test_history_records_every_step(fitted, seed_data):
     model, history = fitted
-    # Default: 50 epochs of 6 batches, raised to the floor of 500 steps.
-    assert history.steps == fit_module.DEFAULT_MIN_STEPS == 500
-    assert history.elbo.shape == (500,) and np.isfinite(history.elbo).all()
+    # Default: full-batch natural-gradient steps until the check holds, which is
+    # decided every WINDOW_STEPS steps.
+    assert history.converged and history.batch_size == 3000
+    assert history.steps % gmm.convergence.WINDOW_STEPS == 0
+    assert history.elbo.shape == (history.steps,) and np.isfinite(history.elbo).all()
     # The ELBO per point, in data units, ends just below the true log density
     # (it pays the KL / N and bounds the evidence).
     truth = gmm.data.seed_mixture().log_density(seed_data[0]).mean()
     assert truth - 0.1 < history.elbo[-60:].mean() < truth
-    assert int(model.steps_trained.numpy()) == 500
+    assert int(model.steps_trained.numpy()) == history.steps
 
 
 def test_models_of_different_shapes_in_one_process():
@@ -116,7 +117,7 @@ def test_positive_parameters_stay_positive_from_a_bad_start(seed_data):
 def test_divergence_stops_with_the_step_and_keeps_finite_state(seed_data):
     model = gmm.BayesianGMM(3, 2)
     with pytest.raises(gmm.DivergenceError, match="step"):
-        gmm.fit(model, seed_data[0], steps=50, learning_rate=1e8, progress=False)
+        gmm.fit(model, seed_data[0], steps=50, learning_rate=1e8, algorithm="adam", progress=False)
     for value in unconstrained(model).values():
         assert np.isfinite(value).all()
 
