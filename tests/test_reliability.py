@@ -483,7 +483,8 @@ def test_no_hash_without_a_checkpoint(seed_data, monkeypatch):
 
 def test_default_budget_is_capped(seed_data, monkeypatch):
     monkeypatch.setattr(fit_module, "DEFAULT_MAX_STEPS", 50)
-    assert gmm.fit(gmm.BayesianGMM(3, 2), seed_data[0], progress=False).steps == 50
+    with pytest.warns(gmm.ConvergenceWarning, match="max_steps=50"):
+        assert gmm.fit(gmm.BayesianGMM(3, 2), seed_data[0], progress=False).steps == 50
 
 
 def test_standardising_allocates_no_float64_copy(quick_fit):
