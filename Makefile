@@ -12,6 +12,7 @@ PYTHON ?= $(shell for v in $(SUPPORTED_PYTHONS); do \
   >/dev/null 2>&1 && echo python3)
 VENV ?= .venv
 LATEST_VENV ?= .venv-latest
+BOOK_DIR ?= _build/book
 BIN := $(VENV)/bin
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -27,7 +28,7 @@ define check-python
 endef
 
 .DEFAULT_GOAL := help
-.PHONY: help venv reproduce test test-unit test-latest test-properties lab workshop benchmark benchmark-scaling lint clean
+.PHONY: help venv reproduce book test test-unit test-latest test-properties lab workshop benchmark benchmark-scaling lint clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -36,7 +37,7 @@ $(VENV)/.installed: pyproject.toml
 	$(check-python)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs]"
 	@touch $@
 
 venv: $(VENV)/.installed ## Create .venv with the package and its pinned dependencies
@@ -44,14 +45,18 @@ venv: $(VENV)/.installed ## Create .venv with the package and its pinned depende
 reproduce: venv ## Execute every notebook in place and regenerate figures/
 	$(BIN)/python scripts/reproduce.py $(NOTEBOOKS)
 
-test: venv ## Run the unit tests, then nbval over the notebooks
+book: venv ## Build the site of the executed notebooks (no re-execution) into _build/book
+	$(BIN)/python -m sphinx -W --keep-going -q -c docs . $(BOOK_DIR)
+	@echo "The book: $(BOOK_DIR)/index.html"
+
+test: venv ## Run the unit tests and the book check, then nbval over the notebooks
 	$(BIN)/python -m pytest tests
 	figures=$$(mktemp -d) && GMM_FIGURE_DIR=$$figures $(BIN)/python -m pytest --nbval-lax \
 	  --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks/; \
 	  status=$$?; rm -rf $$figures; exit $$status
 
 test-unit: venv ## Run only the unit tests (fast)
-	$(BIN)/python -m pytest tests -m "not notebooks"
+	$(BIN)/python -m pytest tests -m "not notebooks and not book"
 
 test-latest: ## Unit tests against the newest release of every dependency, in .venv-latest
 	$(check-python)
@@ -64,7 +69,7 @@ test-latest: ## Unit tests against the newest release of every dependency, in .v
 	@$(LATEST_VENV)/bin/python -m pip list --format=freeze | grep -iE \
 	  '^(tensorflow|tensorflow-probability|tf[-_]keras|numpy|scipy|scikit-learn|pandas|matplotlib)==' \
 	  | tr '\n' ' '; echo
-	$(LATEST_VENV)/bin/python -m pytest tests -m "not notebooks" -p no:cacheprovider
+	$(LATEST_VENV)/bin/python -m pytest tests -m "not notebooks and not book" -p no:cacheprovider
 
 test-properties: venv ## Property-based tests with a large example budget (a few minutes)
 	GMM_HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest tests/test_properties.py
@@ -89,4 +94,4 @@ lint: venv ## Check the code style with ruff
 	$(BIN)/ruff check gmm tests benchmarks scripts
 
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) $(LATEST_VENV) .pytest_cache .hypothesis .ruff_cache gmm-svi.egg-info workshop
+	rm -rf $(VENV) $(LATEST_VENV) _build .pytest_cache .hypothesis .ruff_cache gmm-svi.egg-info workshop

@@ -100,7 +100,7 @@ class BayesianGMM(tf.Module):
         every draw (``gmm.ordered``). Needs the exchangeable prior.
       name: the module's name.
 
-    Attributes (variables, all checkpointed):
+    Attributes:
       loc, log_loc_scale: ``[K, D]`` q's mean and log-sd of each component mean
         (for the ordered model, column ``order_by`` is q's of u, see ``gmm.ordered``).
       log_precision_shape, log_precision_rate: ``[K, D]`` q's Gamma over precisions.
@@ -109,6 +109,8 @@ class BayesianGMM(tf.Module):
       steps_trained: optimisation steps taken so far (the global step a
         ``warm_start`` fit continues from).
       adam: Adam's moments after the last fit (``gmm.optim.AdamSlots``).
+
+    The attributes are variables, all checkpointed.
     """
 
     def __init__(

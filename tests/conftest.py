@@ -16,6 +16,9 @@ tf.config.experimental.enable_op_determinism()
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "notebooks: executes notebooks (slow)")
+    config.addinivalue_line(
+        "markers", "book: builds the site (make book) and loads it in Chromium (~1 min)"
+    )
 
 
 @pytest.fixture(scope="session")
