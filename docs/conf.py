@@ -38,7 +38,8 @@ author = "gmm-svi contributors"
 copyright = "gmm-svi contributors, MIT licence"
 release = "0.1.0"
 
-extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon"]
+# githubpages writes .nojekyll, so GitHub Pages serves _static/ and _images/ as they are.
+extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.githubpages"]
 
 root_doc = "README"
 include_patterns = ["README.md", "notebooks/[0-9]*.ipynb", "docs/*.md"]
@@ -140,8 +141,14 @@ def prepare_chapter(source: str, docname: str) -> str:
     return json.dumps(notebook)
 
 
+# The README links to the built site's entry page for readers of the repository; on
+# the site itself that link is the landing page.
+ENTRY_PAGE_LINK = "](_build/book/index.html)"
+
+
 def on_source_read(app, docname: str, content: list[str]) -> None:
     if docname == app.config.root_doc:
+        content[0] = content[0].replace(ENTRY_PAGE_LINK, "](README.md)")
         content[0] += NAVIGATION % "\n".join(chapters())
     elif CHAPTER.match(docname):
         content[0] = prepare_chapter(content[0], docname)

@@ -194,7 +194,7 @@ def site(book):
     server.server_close()
 
 
-def test_every_page_loads_in_chromium(site, browser):
+def test_every_page_loads_in_chromium(browser, site):
     """No console errors or uncaught exceptions; each chapter's figures decoded and
     its solutions behind closed toggles that open on a click.
 
