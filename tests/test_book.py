@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 CHAPTERS = [f"notebooks/{path.stem}.html" for path in NOTEBOOKS]
 PAGES = ["index.html", "README.html", *CHAPTERS, "docs/instructor.html", "docs/api.html"]
+PAGES += ["genindex.html", "py-modindex.html", "search.html"]  # Sphinx's own
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 INSTALL_CHROMIUM = "install one with `apt-get install chromium` (Debian/Ubuntu)"
@@ -44,6 +45,13 @@ def skip_or_fail(reason: str):
 def cell_tags(path: Path) -> list[set]:
     notebook = json.loads(path.read_text(encoding="utf-8"))
     return [set(cell.get("metadata", {}).get("tags", [])) for cell in notebook["cells"]]
+
+
+def figures(path: Path) -> int:
+    """The images among the notebook's stored outputs."""
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    outputs = [output for cell in notebook["cells"] for output in cell.get("outputs", [])]
+    return sum("image/png" in output.get("data", {}) for output in outputs)
 
 
 def solutions(path: Path) -> int:
@@ -224,6 +232,7 @@ def test_every_page_loads_in_chromium(browser, site):
                 "article img", "images => images.map(i => [i.complete, i.naturalWidth])"
             )
             assert sizes and all(done and width > 0 for done, width in sizes), (name, sizes)
+            assert len(sizes) == figures(ROOT / name.replace(".html", ".ipynb")), name
             toggles = page.locator(".tag_solution > details.hide")
             expected = solutions(ROOT / name.replace(".html", ".ipynb"))
             assert toggles.count() == expected, name
