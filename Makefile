@@ -91,7 +91,7 @@ benchmark-scaling: venv ## A million points: gmm (Adam, natural, streamed) vs sc
 	$(BIN)/python benchmarks/scaling.py
 
 lint: venv ## Check the code style with ruff
-	$(BIN)/ruff check gmm tests benchmarks scripts
+	$(BIN)/ruff check gmm tests benchmarks scripts docs
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) $(LATEST_VENV) _build .pytest_cache .hypothesis .ruff_cache gmm-svi.egg-info workshop
