@@ -67,7 +67,7 @@ test-latest: ## Unit tests against the newest release of every dependency, in .v
 	  -r $(LATEST_VENV)/requirements.txt -c constraints-latest.txt
 	$(LATEST_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	@$(LATEST_VENV)/bin/python -m pip list --format=freeze | grep -iE \
-	  '^(tensorflow|tensorflow-probability|tf[-_]keras|numpy|scipy|scikit-learn|pandas|matplotlib)==' \
+	  '^(tensorflow|tensorflow-probability|tf[-_]keras|numpy|scipy|scikit-learn|pandas|matplotlib|arviz|arviz[-_]stats)==' \
 	  | tr '\n' ' '; echo
 	$(LATEST_VENV)/bin/python -m pytest tests -m "not notebooks and not book" -p no:cacheprovider
 

@@ -119,6 +119,26 @@ def log_prior(locs, precisions, weights, prior_params: tuple, order_by: int | No
     return log_density if order_by is None else ordered_log_prior(log_density, locs, order_by)
 
 
+def log_joint(data, locs, precisions, weights, prior_params: tuple, order_by: int | None = None):
+    """log p(theta, X): the log prior plus the log-likelihood with each point's
+    assignment summed out, sum_n log sum_k w_k Normal(x_n | loc_k, precision_k^-1/2).
+
+    The target of the NUTS reference (``gmm.mcmc``) and of the importance
+    weights in ``gmm.psis``: one function, so both judge q by the same density.
+
+    Args:
+      data: ``[N, D]`` points, standardised units (the units of the priors and q).
+      locs, precisions: ``[..., K, D]``; weights: ``[..., K]``.
+
+    Returns:
+      ``[...]`` nats, the density in standardised units.
+    """
+    log_likelihood = tf.reduce_sum(
+        mixture(locs, precisions, weights).log_prob(data[:, None, :]), axis=0
+    )
+    return log_prior(locs, precisions, weights, prior_params, order_by) + log_likelihood
+
+
 @tf.function(reduce_retracing=True)
 def _gradient(params, batch, n_total, prior_params, estimator, seed, order_by=None):
     with tf.GradientTape() as tape:

@@ -1,5 +1,6 @@
-"""Evaluation: posterior summaries, label alignment, and the references a fit
-is judged against (the CAVI optimum and scikit-learn).
+"""Evaluation: posterior summaries, label alignment, the references a fit is
+judged against (the CAVI optimum and scikit-learn), and the PSIS diagnostic of
+q (``psis_khat``, from ``gmm.psis``).
 
 Posterior parameters travel as plain dicts of NumPy arrays (the format of
 ``BayesianGMM.posterior_parameters`` and ``reference.cavi``), so a summary
@@ -17,6 +18,10 @@ from sklearn.mixture import BayesianGaussianMixture
 
 from gmm import reference
 from gmm._validation import check_data
+
+# Re-exported (the "as" form): the diagnostic of q lives in gmm.psis, and is found here too.
+from gmm.psis import PSISResult as PSISResult
+from gmm.psis import psis_khat as psis_khat
 
 
 def posterior_summary(params: dict) -> dict:

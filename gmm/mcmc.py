@@ -18,9 +18,8 @@ import tensorflow_probability as tfp
 
 from gmm._quiet import native_stderr_silenced
 from gmm._validation import check_data, check_positive, check_positive_int, check_seed, tf_seed
-from gmm.elbo import log_prior
+from gmm.elbo import log_joint
 from gmm.evaluate import alignment_permutations, relabel
-from gmm.family import mixture
 from gmm.model import BayesianGMM
 from gmm.ordered import AscendingColumn
 from gmm.predict import predictive
@@ -100,13 +99,10 @@ class MCMCResult:
 
 
 def _target(data, prior_params, order_by):
-    def log_joint(locs, precisions, weights):  # each with a leading chain axis
-        log_likelihood = tf.reduce_sum(
-            mixture(locs, precisions, weights).log_prob(data[:, None, :]), axis=0
-        )
-        return log_prior(locs, precisions, weights, prior_params, order_by) + log_likelihood
+    def target(locs, precisions, weights):  # each with a leading chain axis
+        return log_joint(data, locs, precisions, weights, prior_params, order_by)
 
-    return log_joint
+    return target
 
 
 @tf.function(autograph=False, jit_compile=True)

@@ -20,6 +20,7 @@ from gmm._validation import (
     check_bool,
     check_data,
     check_in_dtype,
+    check_positive,
     check_positive_int,
     check_seed,
     tf_seed,
@@ -227,6 +228,35 @@ class BayesianGMM(tf.Module):
             "precision_rate": self.transform.rate_to_data(positive["precision_rate"]),
             "concentration": positive["concentration"],
         }
+
+    def effective_components(self, threshold: float = 0.01) -> np.ndarray:
+        """The components that carry posterior weight: those whose posterior mean
+        weight under q, E_q[w_k] = alpha_k / sum_j alpha_j (exact, no sampling),
+        exceeds ``threshold``.
+
+        With K larger than the data need, a sparse symmetric Dirichlet prior
+        (``Priors(concentration=0.001)``, say) empties the surplus components
+        (Rousseau and Mengersen 2011) and the number of effective components
+        estimates the number of clusters; under the default Dirichlet(1) surplus
+        components tend to share clusters instead of emptying. A fit can also end
+        in a local optimum with one cluster split between components, which no
+        prior undoes; ``gmm.psis.psis_khat`` usually flags it (k-hat above 0.7;
+        benchmarks/psis_diagnostic.py).
+
+        Args:
+          threshold: in (0, 1); 0.01 (default) keeps components with at least 1%
+            of the points' worth of weight.
+
+        Returns:
+          ``[K_eff]`` int, the indices of those components, ascending; K_eff is
+          its length.
+        """
+        self._check_fitted()
+        threshold = check_positive(threshold, "threshold")
+        if threshold >= 1:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold!r}.")
+        concentration = np.exp(self.log_concentration.numpy().astype(np.float64))
+        return np.flatnonzero(concentration / concentration.sum() > threshold)
 
     def log_prior(self, locs, precisions, weights) -> tf.Tensor:
         """Log prior density (standardised units) at ``[..., K, D]`` locs and

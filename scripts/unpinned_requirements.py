@@ -9,8 +9,11 @@ from pathlib import Path
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 # Every pinned requirement is written "name==version[; marker]" in pyproject.toml.
-PINNED = re.compile(r'"([A-Za-z0-9][A-Za-z0-9._-]*)==[^"]*"')
+# The marker is kept, so that a dependency of some Python versions only (arviz on
+# 3.10) is not installed on the others.
+PINNED = re.compile(r'"([A-Za-z0-9][A-Za-z0-9._-]*)==[^";]*(;[^"]*)?"')
 
-names = dict.fromkeys(PINNED.findall(PYPROJECT.read_text()))
-names.pop("gmm-svi", None)
-print("\n".join(names))
+requirements = dict.fromkeys(
+    name + marker for name, marker in PINNED.findall(PYPROJECT.read_text()) if name != "gmm-svi"
+)
+print("\n".join(requirements))
