@@ -87,7 +87,7 @@ workshop: venv ## Write student copies of the notebooks, without solutions, to w
 benchmark: venv ## Time the seed's algorithm, gmm.fit and scikit-learn on the seed's data
 	$(BIN)/python benchmarks/seed_workload.py
 
-benchmark-scaling: venv ## A million points: gmm (Adam, natural, streamed) vs scikit-learn (~2 min)
+benchmark-scaling: venv ## A million points: gmm vs scikit-learn; writes benchmarks/results/scaling.txt (~6 min)
 	$(BIN)/python benchmarks/scaling.py
 
 lint: venv ## Check the code style with ruff
