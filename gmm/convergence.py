@@ -25,7 +25,8 @@ Three kinds of update need three checks:
   Carlo draws, whose cycle ends differ by their noise).
 - ``"minibatch"``: natural-gradient steps on minibatches, whose Robbins-Monro
   step size keeps shrinking. The usual heuristic: over whole epochs (at least
-  100 steps), the parameters change by less than ``MINIBATCH_FACTOR * tol`` and
+  100 steps), the parameters change by less than ``MINIBATCH_FACTOR * tol``
+  (the means in units of the data's sd, as their minibatch noise scales) and
   the mean ELBO (nats per point) by less than ``tol``.
 """
 
@@ -55,15 +56,14 @@ def snapshot(params: dict) -> dict:
     return {name: np.array(value, dtype=np.float64) for name, value in params.items()}
 
 
-def change(before: dict, after: dict) -> float:
+def change(before: dict, after: dict, means_in_posterior_sds: bool = True) -> float:
     """The largest move from ``before`` to ``after`` (two ``snapshot``s): a mean's
-    in units of its posterior sd (``exp(loc_scale)`` after the move), every
-    other parameter's as a change of its log."""
+    in units of its posterior sd (``exp(loc_scale)`` after the move), or with
+    ``means_in_posterior_sds=False`` in standardised units (the data's sd);
+    every other parameter's as a change of its log."""
     moves = [np.abs(after[name] - before[name]).max() for name in after if name != "loc"]
     if "loc" in after:
-        # The ordered model keeps its means' parameters elsewhere; its loc_scale is
-        # still each mean's posterior sd (or that of the first mean's increments).
-        sd = np.exp(after["loc_scale"])
+        sd = np.exp(after["loc_scale"]) if means_in_posterior_sds else 1.0
         moves.append((np.abs(after["loc"] - before["loc"]) / sd).max())
     return float(max(moves))
 
@@ -104,7 +104,10 @@ class Monitor:
         self.last_elbo = float(window_elbo)
         if previous is None:
             return False
-        self.last_change = change(previous, current)
+        # Minibatch noise in a mean is a fixed fraction of the data's sd while its
+        # posterior sd shrinks as 1 / sqrt(N): minibatch windows measure means in the
+        # data's sds, or a large data set would never pass.
+        self.last_change = change(previous, current, self.mode != "minibatch")
         if self.mode == "fixed_point":
             # A change of exactly 0 is a fixed point; one change alone, or a ratio of
             # 1 or more, shows no contraction yet.

@@ -114,9 +114,10 @@ class FitConfig:
         s["progress"] = check_bool(s["progress"], "progress")
         if s["algorithm"] is None:
             # Natural gradients, where they exist (the exchangeable model, the closed-form
-            # bound, one process): no learning rate to tune, full-batch steps that are
-            # CAVI iterations, and invariance to the parameterisation, so that on raw
-            # (unstandardised) data they reach the optimum at any scale.
+            # bound, one process): full-batch steps that are CAVI iterations, a step-size
+            # schedule that needs no tuning on the defaults, and invariance to the
+            # parameterisation, so that on raw (unstandardised) data they reach the
+            # optimum at any scale.
             natural_ok = model.order_by is None and s["estimator"] == "expected"
             s["algorithm"] = "natural" if natural_ok and strategy is None else "adam"
         for name, choices in (

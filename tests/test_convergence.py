@@ -78,10 +78,18 @@ def test_adam_runs_cosine_cycles_until_two_ends_agree(seed_data):
 
 
 def test_minibatch_natural_gradients_converge_on_more_points_than_one_batch():
+    """The minibatch check is a heuristic: it stops near the optimum, within the
+    noise of the last steps (measured: 360 steps, Gamma shapes 0.26% and means
+    0.21 posterior sd from the CAVI optimum's)."""
     X, _ = gmm.data.seed_data(20_000, seed=1)
-    history = gmm.fit(gmm.BayesianGMM(3, 2), X, progress=False)
+    model = gmm.BayesianGMM(3, 2)
+    history = gmm.fit(model, X, progress=False)
     assert history.algorithm == "natural" and history.batch_size == 500
     assert history.converged, history.remaining
+    cavi = gmm.evaluate.reference_posterior(model, X)
+    fitted = model.posterior_parameters()
+    assert np.abs(fitted["precision_shape"] / cavi["precision_shape"] - 1).max() < 0.01
+    assert (np.abs(fitted["loc_mean"] - cavi["loc_mean"]) / cavi["loc_sd"]).max() < 0.5
 
 
 def test_the_distance_estimate_of_a_contraction_is_its_geometric_tail():
