@@ -132,3 +132,41 @@ def test_mcmc_sees_label_switching_and_ordering_removes_it(fitted, ordered_fit, 
     np.testing.assert_allclose(
         ordered.locs.mean((0, 1)), relabelled.mean((0, 1))[np.argsort(pivot[:, 1])], atol=0.05
     )
+
+
+def test_rank_normalized_diagnostics_match_known_cases():
+    """Vehtari et al. (2021)'s R-hat and ESS on chains whose answers are known."""
+    rng = np.random.default_rng(0)
+    independent = rng.standard_normal((1000, 4, 2))
+    np.testing.assert_allclose(gmm.mcmc.ess_bulk(independent), 4000, rtol=0.15)
+    np.testing.assert_allclose(gmm.mcmc.ess_tail(independent), 4000, rtol=0.2)
+    assert gmm.mcmc.rank_normalized_rhat(independent).max() < 1.005
+    # AR(1) with coefficient 0.8: ESS = n (1 - 0.8) / (1 + 0.8).
+    noise = rng.standard_normal((4000, 4))
+    ar = np.zeros_like(noise)
+    for t in range(1, len(ar)):
+        ar[t] = 0.8 * ar[t - 1] + noise[t]
+    np.testing.assert_allclose(gmm.mcmc.ess_bulk(ar), 16000 * 0.2 / 1.8, rtol=0.15)
+    shifted = independent.copy()
+    shifted[:, 0] += 0.5  # one chain elsewhere
+    assert gmm.mcmc.rank_normalized_rhat(shifted).min() > 1.01
+    wider = independent.copy()
+    wider[:, 0] *= 3  # one chain wider: only the folded (scale) half of R-hat sees it
+    assert gmm.mcmc.rank_normalized_rhat(wider).min() > 1.01
+    with pytest.raises(ValueError, match="at least 4 draws"):
+        gmm.mcmc.rank_normalized_rhat(independent[:3])
+
+
+def test_chains_started_in_one_labelling_keep_it(fitted, seed_data):
+    X = seed_data[0]
+    result = gmm.mcmc.sample(
+        fitted[0], X, num_chains=3, num_results=40, num_burnin=60, shuffle_labels=False, seed=1
+    )
+    pivot = fitted[0].posterior_parameters()["loc_mean"]
+    perms = gmm.evaluate.alignment_permutations(pivot, result.locs)
+    assert gmm.evaluate.switching_rate(perms) == 0
+    assert result.divergences.shape == (3,) and (result.divergences == 0).all()
+    found = result.diagnostics()
+    assert found["r_hat"]["locs"].shape == (3, 2) and found["ess_bulk"]["weights"].shape == (3,)
+    with pytest.raises(TypeError):
+        gmm.mcmc.sample(fitted[0], X, shuffle_labels="no")
