@@ -108,9 +108,10 @@ def test_every_notebook_runs_with_small_parameters(tmp_path):
     assert outputs[0] == outputs[1]
 
 
-# Seeds besides the one above: an instructor who changes RANDOM_SEED, or a reader on a
+# A seed besides the one above (CI time allows one more run of every notebook; seeds
+# 0-4 were run by hand for issue 12): an instructor who changes RANDOM_SEED, or a reader on a
 # laptop with the small settings, must not meet an AssertionError.
-OTHER_SEEDS = (0, 3)
+OTHER_SEEDS = (3,)
 
 
 @pytest.mark.notebooks
