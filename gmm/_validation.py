@@ -12,6 +12,9 @@ import numbers
 import numpy as np
 
 SEED_LIMIT = 2**32
+# What fit and the predictive functions do with NaN entries of X: refuse them, or
+# treat them as unobserved coordinates and marginalise them out.
+MISSING = ("error", "marginalize")
 # Data magnitudes beyond these cannot be squared (variances, precisions) in
 # float64 without overflow or underflow, so they are refused, not mis-fitted.
 MAX_ABS_VALUE = 1e150
@@ -24,6 +27,7 @@ def check_data(
     name: str = "X",
     n_features: int | None = None,
     min_points: int = 1,
+    missing: str = "error",
 ) -> np.ndarray:
     """Returns ``X`` as a float64 array of shape ``[N, D]`` after checking it.
 
@@ -32,12 +36,17 @@ def check_data(
       name: the argument's name, used in error messages.
       n_features: the number of columns ``D`` that ``X`` must have, if known.
       min_points: the smallest acceptable number of rows ``N``.
+      missing: ``"error"`` (NaN is refused) or ``"marginalize"`` (NaN entries
+        are unobserved coordinates and stay NaN in the result; every row needs
+        at least one observed value).
 
     Raises:
       TypeError: ``X`` is not numeric (strings, objects, booleans, complex).
-      ValueError: wrong rank, empty, too few rows, wrong number of columns, or
-        NaN/inf entries.
+      ValueError: wrong rank, empty, too few rows, wrong number of columns,
+        inf entries, NaN entries (with ``missing="error"``), or a row with no
+        observed value.
     """
+    missing = check_missing(missing)
     if hasattr(X, "numpy") and callable(X.numpy):  # tf.Tensor
         X = X.numpy()
     if np.ma.isMaskedArray(X):
@@ -84,18 +93,82 @@ def check_data(
     array = array.astype(np.float64, copy=False)
     finite = np.isfinite(array)
     if not finite.all():
-        rows = np.flatnonzero(~finite.all(axis=1))
-        raise ValueError(
-            f"{name} contains NaN or inf in {rows.size} row(s), first at row {rows[0]}."
-        )
-    # max and min rather than abs(): no temporary copy of a large X.
-    if array.max() > MAX_ABS_VALUE or array.min() < -MAX_ABS_VALUE:
+        if missing == "error":
+            rows = np.flatnonzero(~finite.all(axis=1))
+            raise ValueError(
+                f"{name} contains NaN or inf in {rows.size} row(s), first at row {rows[0]}"
+                + (
+                    "; for NaN as missing values, pass missing='marginalize'."
+                    if not np.isinf(array).any()
+                    else "."
+                )
+            )
+        infinite = np.flatnonzero(np.isinf(array).any(axis=1))
+        if infinite.size:
+            raise ValueError(
+                f"{name} contains inf in {infinite.size} row(s), first at row {infinite[0]}; "
+                "only NaN marks a missing value."
+            )
+        empty = np.flatnonzero(~finite.any(axis=1))
+        if empty.size:
+            raise ValueError(
+                f"{name} has no observed value in row {empty[0]} ({empty.size} such row(s)): "
+                "a point must have at least one non-NaN coordinate; drop those rows."
+            )
+    # max and min rather than abs(): no temporary copy of a large X (nan-aware
+    # only where NaN is allowed: the plain reductions are faster).
+    largest, smallest = (np.nanmax, np.nanmin) if missing == "marginalize" else (np.max, np.min)
+    if largest(array) > MAX_ABS_VALUE or smallest(array) < -MAX_ABS_VALUE:
         row = int(np.flatnonzero((np.abs(array) > MAX_ABS_VALUE).any(axis=1))[0])
         raise ValueError(
             f"{name} has values beyond +-{MAX_ABS_VALUE:g} (first at row {row}), whose squares "
             "overflow; rescale the data."
         )
     return array
+
+
+def check_missing(missing) -> str:
+    """Returns ``missing`` after checking it is one of ``MISSING``."""
+    if not isinstance(missing, str) or missing not in MISSING:
+        raise ValueError(f"missing must be one of {MISSING}, got {missing!r}.")
+    return missing
+
+
+def check_sample_weight(sample_weight, n_points: int, name: str = "sample_weight") -> np.ndarray:
+    """Returns ``sample_weight`` as a float64 ``[N]`` array after checking it.
+
+    Args:
+      sample_weight: array-like ``[N]`` of non-negative, finite weights, not all 0.
+      n_points: N, the number of rows of the data they weight.
+
+    Raises:
+      TypeError: not real numbers. ValueError: wrong shape or length,
+        negative, NaN or inf entries, or a total weight of 0.
+    """
+    if hasattr(sample_weight, "numpy") and callable(sample_weight.numpy):  # tf.Tensor
+        sample_weight = sample_weight.numpy()
+    if hasattr(sample_weight, "to_numpy") and not isinstance(sample_weight, np.ndarray):
+        sample_weight = sample_weight.to_numpy(dtype=np.float64, na_value=np.nan)
+    try:
+        weights = np.asarray(sample_weight)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{name} could not be read as a 1-D array: {error}") from None
+    if weights.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {weights.dtype}.")
+    if weights.shape != (n_points,):
+        raise ValueError(
+            f"{name} must have shape [n_points] = [{n_points}], got shape {weights.shape}."
+        )
+    weights = weights.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
+    if bad.size:
+        raise ValueError(
+            f"{name} must be non-negative and finite; entry {bad[0]} is {weights[bad[0]]!r} "
+            f"({bad.size} bad entries)."
+        )
+    if not weights.sum() > 0:
+        raise ValueError(f"{name} sums to 0: at least one point needs a positive weight.")
+    return weights
 
 
 def _check_pandas_dtypes(frame, name: str) -> None:

@@ -42,7 +42,7 @@ class TrainingCheckpoint:
     convergence sets ``monitor`` (a ``gmm.convergence.Monitor``), whose state is
     saved too and read back into ``monitor_arrays``."""
 
-    def __init__(self, directory, model, settings: dict, data: np.ndarray):
+    def __init__(self, directory, model, settings: dict, data: np.ndarray, weights=None):
         self.directory = os.fspath(directory)
         self.model = model
         self.monitor: convergence.Monitor | None = None
@@ -56,6 +56,10 @@ class TrainingCheckpoint:
                 "sha256": hashlib.sha256(np.ascontiguousarray(data)).hexdigest(),
             },
         }
+        if weights is not None:  # the same rows weighted otherwise are another fit
+            self.identity["data"]["weights_sha256"] = hashlib.sha256(
+                np.ascontiguousarray(weights)
+            ).hexdigest()
 
     def resume(self) -> tuple[int, np.ndarray] | None:
         """``(step, elbo trace)`` with the model (Adam's moments included)

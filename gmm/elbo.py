@@ -3,6 +3,15 @@
 ELBO / N = (1 / N) sum_n E_q[log p(x_n | theta)] - KL(q || p) / N. The KL term
 is divided by the number of points N, not the batch size, so a minibatch mean
 of the data term plus it is unbiased for the full ELBO / N.
+
+With sample weights w_n the data term is sum_n w_n E_q[log p(x_n | theta)] and
+the bound is per unit weight: N becomes the total weight W = sum_n w_n, and a
+batch's data term is the mean of w_n E_q[...] over the batch with the weights
+rescaled to mean 1 over the data set (so it stays unbiased). With missing
+values each point's likelihood is the marginal over its observed
+coordinates: for diagonal covariances, the per-feature terms of the
+unobserved ones are dropped (a ``mask``, 1 observed and 0 missing, with the
+missing entries of the batch set to 0).
 """
 
 from __future__ import annotations
@@ -47,7 +56,9 @@ def kl_divergence(params: dict, prior_params: tuple, order_by: int | None = None
     )
 
 
-def expected_log_likelihood(q: dict, batch, loc_mean, loc_var, *, per_component: bool = False):
+def expected_log_likelihood(
+    q: dict, batch, loc_mean, loc_var, *, per_component: bool = False, mask=None
+):
     """Closed-form data term with the assignments in the mean field: for each
     point, log sum_k exp(E_q[log w_k] + E_q[log Normal(x | mu_k, tau_k)]), the
     bound maximised over a categorical q(z) per point (Hoffman et al. 2013;
@@ -60,6 +71,9 @@ def expected_log_likelihood(q: dict, batch, loc_mean, loc_var, *, per_component:
       loc_mean, loc_var: ``[K, D]`` moments of the locs under q (``loc_moments``).
       per_component: return the ``[B, K]`` terms before the log-sum-exp (their
         softmax is the optimal q(z)).
+      mask: None (every coordinate observed), or ``[B, D]`` 1 where observed
+        and 0 where missing, with ``batch`` 0 there: each point's bound is then
+        that of the marginal over its observed coordinates.
 
     Returns:
       ``[B]`` per-point bound, nats (``[B, K]`` with ``per_component``).
@@ -70,18 +84,31 @@ def expected_log_likelihood(q: dict, batch, loc_mean, loc_var, *, per_component:
     )
     shape, rate = q["precisions"].concentration, q["precisions"].rate
     expected_log_precision = tf.math.digamma(shape) - tf.math.log(rate)
-    expected_sq_error = tf.math.squared_difference(batch[:, None, :], loc_mean) + loc_var
-    component_terms = 0.5 * tf.reduce_sum(
-        expected_log_precision - _LOG_2PI - shape / rate * expected_sq_error, axis=-1
-    )
+    if mask is None:
+        expected_sq_error = tf.math.squared_difference(batch[:, None, :], loc_mean) + loc_var
+        component_terms = 0.5 * tf.reduce_sum(
+            expected_log_precision - _LOG_2PI - shape / rate * expected_sq_error, axis=-1
+        )
+    else:
+        # sum_d m_nd (E[log tau] - log 2 pi - E[tau] ((x - mu)^2 + s^2))_kd, expanded in
+        # x as matrix products; x is 0 where m is, so x and x^2 need no mask.
+        expected_precision = shape / rate
+        per_feature = expected_log_precision - _LOG_2PI
+        per_feature -= expected_precision * (tf.square(loc_mean) + loc_var)
+        component_terms = 0.5 * (
+            tf.matmul(mask, per_feature, transpose_b=True)
+            - tf.matmul(tf.square(batch), expected_precision, transpose_b=True)
+            + 2.0 * tf.matmul(batch, expected_precision * loc_mean, transpose_b=True)
+        )
     joint = expected_log_weights + component_terms
     return joint if per_component else tf.reduce_logsumexp(joint, axis=-1)
 
 
-def sampled_log_likelihood(q: dict, batch, seed):
+def sampled_log_likelihood(q: dict, batch, seed, mask=None):
     """One reparameterised draw of every global parameter per data point, the
     assignment summed out: unbiased for the collapsed (tighter) bound, but
     noisy, as each point sees its own draw of all K (2D + 1) parameters.
+    ``mask`` as in ``expected_log_likelihood``.
 
     Returns:
       ``[B]`` per-point log-likelihood draws, nats.
@@ -91,19 +118,56 @@ def sampled_log_likelihood(q: dict, batch, seed):
     locs = q["locs"].sample(n_batch, seed=loc_seed)
     precisions = q["precisions"].sample(n_batch, seed=precision_seed)
     weights = q["weights"].sample(n_batch, seed=weight_seed)
-    return mixture(locs, precisions, weights).log_prob(batch)
+    if mask is None:
+        return mixture(locs, precisions, weights).log_prob(batch)
+    return masked_mixture_log_prob(batch, mask, locs, precisions, weights)
 
 
-def negative_elbo(params, batch, n_total, prior_params, estimator: str, seed, order_by=None):
-    """Minibatch estimate of -ELBO per data point (nats, standardised units)."""
+def masked_mixture_log_prob(points, mask, locs, precisions, weights):
+    """log sum_k w_k prod_{d observed} Normal(x_d | loc_kd, precision_kd^-1/2):
+    the mixture's density marginal over each point's observed coordinates.
+
+    Args:
+      points: ``[..., D]``, 0 where missing; mask: ``[..., D]``, 1 observed, 0 missing.
+      locs, precisions: ``[..., K, D]``; weights: ``[..., K]`` (broadcasting
+        against the points' leading dimensions).
+
+    Returns:
+      ``[...]`` nats.
+    """
+    per_feature = tfd.Normal(locs, tf.math.rsqrt(precisions)).log_prob(points[..., None, :])
+    per_component = tf.reduce_sum(per_feature * mask[..., None, :], axis=-1)
+    return tf.reduce_logsumexp(tf.math.log(weights) + per_component, axis=-1)
+
+
+def negative_elbo(
+    params,
+    batch,
+    n_total,
+    prior_params,
+    estimator: str,
+    seed,
+    order_by=None,
+    weights=None,
+    mask=None,
+):
+    """Minibatch estimate of -ELBO per data point (nats, standardised units).
+
+    ``n_total`` is N, or the total weight W with sample ``weights`` (``[B]``,
+    rescaled to mean 1 over the data set: the bound is then per unit weight);
+    ``mask`` (``[B, D]``) as in ``expected_log_likelihood``."""
     q = variational_distributions(params, order_by)
     kl = kl_divergence(params, prior_params, order_by)
     if estimator == "expected":
-        log_likelihood = expected_log_likelihood(q, batch, *loc_moments(params, order_by))
+        log_likelihood = expected_log_likelihood(
+            q, batch, *loc_moments(params, order_by), mask=mask
+        )
     elif estimator == "per_point":
-        log_likelihood = sampled_log_likelihood(q, batch, seed)
+        log_likelihood = sampled_log_likelihood(q, batch, seed, mask)
     else:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+    if weights is not None:
+        log_likelihood = weights * log_likelihood
     return kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood)
 
 

@@ -17,7 +17,7 @@ from sklearn.cluster import KMeans
 from sklearn.mixture import BayesianGaussianMixture
 
 from gmm import reference
-from gmm._validation import check_data
+from gmm._validation import check_data, check_sample_weight
 
 # Re-exported (the "as" form): the diagnostic of q lives in gmm.psis, and is found here too.
 from gmm.psis import PSISResult as PSISResult
@@ -119,7 +119,15 @@ def permute_parameters(params: dict, perm: np.ndarray) -> dict:
     }
 
 
-def reference_posterior(model, X, *, seed: int = 0, max_iter: int = 2000) -> dict:
+def reference_posterior(
+    model,
+    X,
+    *,
+    seed: int = 0,
+    max_iter: int = 2000,
+    sample_weight=None,
+    missing: str = "error",
+) -> dict:
     """The CAVI optimum (the best mean-field fit) for ``model``'s model on ``X``, in data units,
     its components aligned to the model's.
 
@@ -133,16 +141,29 @@ def reference_posterior(model, X, *, seed: int = 0, max_iter: int = 2000) -> dic
       seed: seeds the k-means initialisation of CAVI.
       max_iter: CAVI's iteration cap (overlapping clusters can need 10,000 or
         more; check ``n_iter`` in the result).
+      sample_weight, missing: as given to ``gmm.fit`` (``[N]`` weights; NaN
+        entries marginalised with ``missing="marginalize"``).
 
     Returns:
       dict like ``BayesianGMM.posterior_parameters()`` plus ``responsibilities``
       and ``n_iter``.
     """
-    data = check_data(X, n_features=model.n_features)
+    data = check_data(X, n_features=model.n_features, missing=missing)
+    weights = None
+    if sample_weight is not None:
+        weights = check_sample_weight(sample_weight, data.shape[0])
     standardized = model.transform.to_standard(data)
-    labels = KMeans(model.n_components, n_init=3, random_state=seed).fit_predict(standardized)
+    # k-means needs complete rows: missing values at the feature's mean (0), for the start only.
+    filled = np.nan_to_num(standardized, nan=0.0)
+    labels = KMeans(model.n_components, n_init=3, random_state=seed).fit_predict(
+        filled, sample_weight=weights
+    )
     exact = reference.cavi(
-        standardized, np.eye(model.n_components)[labels], **vars(model.priors), max_iter=max_iter
+        standardized,
+        np.eye(model.n_components)[labels],
+        **vars(model.priors),
+        max_iter=max_iter,
+        sample_weight=weights,
     )
     in_data_units = dict(
         exact,

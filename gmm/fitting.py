@@ -16,6 +16,7 @@ from gmm import checkpoint, convergence, init, inputs, natural, streaming
 from gmm._validation import (
     check_bool,
     check_in_dtype,
+    check_missing,
     check_positive,
     check_positive_int,
     check_scale,
@@ -23,7 +24,7 @@ from gmm._validation import (
     tf_seed,
 )
 from gmm.elbo import ESTIMATORS
-from gmm.loop import Rule, Schedule, TrainState, epoch_permutation, train_chunk
+from gmm.loop import Batch, Rule, Schedule, Stream, TrainState, epoch_permutation, train_chunk
 from gmm.model import BayesianGMM
 from gmm.optim import adam_init
 
@@ -96,6 +97,7 @@ class FitConfig:
     progress: bool
     checkpoint_dir: str | None
     checkpoint_every: int | None
+    missing: str = "error"
 
     @classmethod
     def create(cls, model: BayesianGMM, strategy=None, **settings) -> FitConfig:
@@ -155,6 +157,7 @@ class FitConfig:
         if s["max_steps"] > MAX_STEPS:
             raise ValueError(f"max_steps must be at most {MAX_STEPS:,}, got {s['max_steps']:,}.")
         s["tol"] = check_positive(s["tol"], "tol")
+        s["missing"] = check_missing(s["missing"])
         if s["checkpoint_every"] is not None:
             s["checkpoint_every"] = check_positive_int(s["checkpoint_every"], "checkpoint_every")
             if s["checkpoint_dir"] is None:
@@ -214,7 +217,8 @@ def _check_data_fits_model(model, source: inputs.Source, continuing: bool, algor
             )
     if not model.standardize and source.array is not None:
         raw_limit = 1e15 if model.dtype == tf.float32 else 1e150
-        if np.abs(source.array).max() > raw_limit:
+        largest = np.nanmax if source.missing else np.max
+        if largest(np.abs(source.array)) > raw_limit:
             raise ValueError(
                 f"With standardize=False, X's values must lie within +-{raw_limit:g} for a "
                 f"{model.dtype.name} model (their squares must not overflow); standardise them."
@@ -237,29 +241,63 @@ def _start(model, source, config, checkpointer) -> tuple[int, list, object]:
     else:
         model.transform.reset()
     sample = model.transform.to_standard(source.sample)
-    init.initialize(model, sample, method=config.init, seed=config.seed, n_points=source.n_points)
+    init.initialize(
+        model,
+        sample,
+        method=config.init,
+        seed=config.seed,
+        n_points=source.total_weight if source.weighted else source.n_points,
+        sample_weight=source.sample_weights,
+    )
     model.steps_trained.assign(0)
     return 0, [], adam_init(model.unconstrained_parameters())
 
 
 def _loop_data(model, source, seed_tensor, done):
-    """The loop's data argument, its ``stream`` argument and the first epoch's order."""
+    """The loop's data argument, its ``stream`` argument, the first epoch's
+    order and the total weight (a tensor for weighted in-memory data, else None)."""
     if source.streaming:
         transform = model.transform
-        stream = (
-            tf.constant(source.n_points, tf.int32),
-            transform.shift.read_value(),
-            transform.scale.read_value(),
+        if source.weighted_stream:
+            n_total = tf.constant(source.total_weight, tf.float64)
+            mean_weight = tf.constant(source.total_weight / source.n_points, tf.float64)
+        else:
+            n_total, mean_weight = tf.constant(source.n_points, tf.int32), None
+        stream = Stream(
+            n_total, transform.shift.read_value(), transform.scale.read_value(), mean_weight
         )
         return (
             iter(source.dataset.repeat().prefetch(tf.data.AUTOTUNE)),
             stream,
             tf.zeros([0], tf.int32),
+            None,
         )
     order = epoch_permutation(seed_tensor, done // source.batches_per_epoch, source.n_points)
+    dtype = model.dtype.as_numpy_dtype
     # source.array was checked once already; only the map remains.
-    standardized = model.transform.to_standard(source.array, model.dtype.as_numpy_dtype)
-    return tf.convert_to_tensor(standardized), None, order
+    standardized = model.transform.to_standard(source.array, dtype)
+    weights = mask = total_weight = None
+    if source.missing:
+        observed = ~np.isnan(standardized)
+        standardized[~observed] = 0.0
+        mask = tf.constant(observed.astype(dtype))
+    if source.weights is not None:
+        # Rescaled to mean 1, so a batch's mean of weighted terms is unbiased for the
+        # data term per unit weight (gmm.elbo); the total weight sets the KL's share.
+        weights = tf.constant((source.weights / source.weights.mean()).astype(dtype))
+        total_weight = tf.constant(source.total_weight, model.dtype)
+    return Batch(tf.convert_to_tensor(standardized), weights, mask), None, order, total_weight
+
+
+def _mean_log_jacobian(model, source) -> float:
+    """log |dz/dx| per unit weight: a point's density in standardised units
+    minus this is its density in data units. With missing values each point's
+    density is over its observed features, whose log-scales alone count."""
+    if not source.missing:
+        return model.transform.log_jacobian()
+    log_scale = np.log(model.transform.arrays()[1])
+    per_point = (~np.isnan(source.array)) @ log_scale
+    return float(np.average(per_point, weights=source.weights))
 
 
 def fit(
@@ -282,6 +320,8 @@ def fit(
     checkpoint_every: int | None = None,
     strategy: tf.distribute.Strategy | None = None,
     callbacks: tuple = (),
+    sample_weight=None,
+    missing: str = "error",
 ) -> History:
     """Fits ``model``'s variational posterior to ``X`` by SVI.
 
@@ -291,10 +331,13 @@ def fit(
 
     Args:
       model: the ``BayesianGMM`` to fit, in place.
-      X: ``[N, D]`` array-like of finite real numbers, data units; or a
+      X: ``[N, D]`` array-like of finite real numbers, data units (NaN for a
+        missing value with ``missing="marginalize"``); or a
         ``tf.data.Dataset`` of points ``[D]`` or batches ``[B, D]`` (see
-        ``gmm.streaming``): one pass counts N, standardises and draws the
-        k-means sample, then training streams the repeated dataset.
+        ``gmm.streaming``), or of pairs ``(points, weights)`` (``[D]`` and
+        ``[]``, or ``[B, D]`` and ``[B]``) for weighted points: one pass counts
+        N, standardises and draws the k-means sample, then training streams
+        the repeated dataset.
       steps: a fixed number of optimisation steps; or ``epochs`` (passes over
         ``X``). Default: run to convergence.
       max_steps: the cap of a run to convergence (default 20,000).
@@ -325,6 +368,17 @@ def fit(
       strategy: a ``tf.distribute`` strategy splitting each minibatch across
         its replicas (``"adam"`` only; batches must split evenly).
       callbacks: callables ``callback(model, step, elbo)`` run after each chunk.
+      sample_weight: ``[N]`` non-negative finite weights of the rows of an
+        in-memory ``X`` (None: all 1). Each point's terms count its weight:
+        the data term is sum_n w_n E_q[log p(x_n | theta)], the ELBO is per
+        unit weight, the standardisation and the k-means start are weighted;
+        integer weights give the posterior of the data with each row repeated
+        that many times, and weight 0 that of the data without the row.
+      missing: ``"error"`` (default: NaN in ``X`` raises) or ``"marginalize"``:
+        NaN entries are unobserved coordinates, and each point's likelihood is
+        the marginal over its observed ones (exact for diagonal covariances).
+        A row with no observed value is an error, and so is inf either way.
+        In-memory ``X`` only; no ``strategy``.
 
     Returns:
       a ``History``.
@@ -353,6 +407,7 @@ def fit(
         progress=progress,
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every,
+        missing=missing,
     )
     callbacks = tuple(callbacks) if isinstance(callbacks, list | tuple) else callbacks
     if not isinstance(callbacks, tuple) or not all(callable(c) for c in callbacks):
@@ -360,16 +415,40 @@ def fit(
     replicas = 1 if strategy is None else strategy.num_replicas_in_sync
     if isinstance(X, tf.data.Dataset) and config.checkpoint_dir is not None:
         raise ValueError("checkpoint_dir needs in-memory data; X is a tf.data.Dataset.")
+    if isinstance(X, tf.data.Dataset):
+        if sample_weight is not None:
+            raise ValueError(
+                "sample_weight weighs the rows of an in-memory X; a tf.data.Dataset carries "
+                "its weights as a second component, (points, weights)."
+            )
+        if config.missing != "error":
+            raise ValueError("missing='marginalize' needs in-memory X, not a tf.data.Dataset.")
     source = inputs.prepare(
-        X, model.n_features, model.n_components, config.batch_size, config.seed, replicas
+        X,
+        model.n_features,
+        model.n_components,
+        config.batch_size,
+        config.seed,
+        replicas,
+        sample_weight=sample_weight,
+        missing=config.missing,
     )
+    if strategy is not None and (source.weighted or source.missing):
+        raise ValueError(
+            "strategy is supported for unweighted, complete data only (no sample_weight, "
+            "no missing values)."
+        )
     continuing = config.warm_start and model.is_fitted
     budget = config.total_steps(source)
     _check_data_fits_model(model, source, continuing, config.algorithm)
     checkpointer = None
     if config.checkpoint_dir is not None:
         checkpointer = callback_lib.TrainingCheckpoint(
-            config.checkpoint_dir, model, config.settings(budget, source.batch_size), source.array
+            config.checkpoint_dir,
+            model,
+            config.settings(budget, source.batch_size),
+            source.array,
+            source.weights,
         )
     saved_state = [variable.numpy() for variable in model.variables]
     try:  # a transaction: any error but a divergence puts the model back as it was
@@ -426,10 +505,12 @@ class _Run:
         self.resumed_from = self.done
         self.total = self.first + budget
         self.seed_tensor = tf_seed(config.seed)
-        self.data, self.stream, order = _loop_data(model, source, self.seed_tensor, self.done)
+        self.data, self.stream, order, self.total_weight = _loop_data(
+            model, source, self.seed_tensor, self.done
+        )
         self.state = TrainState(model.unconstrained_parameters(), adam, order)
         self.rule = Rule(config.estimator, model.order_by, config.algorithm)
-        self.log_jacobian = model.transform.log_jacobian()
+        self.log_jacobian = _mean_log_jacobian(model, source)
         self.chunk = max(1, math.ceil(budget / 20))
         self.checkpoint_every = config.checkpoint_every or self.chunk
         # Full-batch steps carry no noise to average out: a constant natural step size.
@@ -516,12 +597,12 @@ class _Run:
         )
         new_state, elbo, n_done, finite = _train(
             self.state, self.data, model, schedule, self.seed_tensor, self.rule,
-            self.strategy, self.stream,
+            self.strategy, self.stream, self.total_weight,
         )  # fmt: skip
         if not bool(finite):
             _diverged(
                 model, self.done, self.resumed_from, int(n_done), self.total, elbo,
-                self.saved_state, config,
+                self.saved_state, config, self.log_jacobian,
             )  # fmt: skip
         self.state = new_state
         model.assign_unconstrained(new_state.params)
@@ -531,23 +612,25 @@ class _Run:
         self.done += int(n_done)
 
 
-def _train(state, data, model, schedule, seed_tensor, rule, strategy, stream):
+def _train(state, data, model, schedule, seed_tensor, rule, strategy, stream, total_weight):
     """One compiled chunk; a stream's shard that changed since the first pass is named."""
     prior_params = model.priors.as_tensors(model.dtype)
     try:
-        return train_chunk(state, data, prior_params, schedule, seed_tensor, rule, strategy, stream)
+        return train_chunk(
+            state, data, prior_params, schedule, seed_tensor, rule, strategy, stream, total_weight
+        )
     except tf.errors.OpError as error:
         if stream is None:
             raise
         raise streaming.shard_error_from(error) from None
 
 
-def _diverged(model, done, resumed_from, n_done, total, elbo, saved_state, config):
+def _diverged(model, done, resumed_from, n_done, total, elbo, saved_state, config, log_jacobian):
     """Raises ``DivergenceError``; the model keeps the last chunk boundary's
     state (it was checked), or its state from before the fit."""
     # The ELBO as History reports it (nats per point, density in data units), taken
     # before the model's state, its standardisation included, is put back.
-    last_elbo = elbo.numpy()[-1] - model.transform.log_jacobian()
+    last_elbo = elbo.numpy()[-1] - log_jacobian
     if done == resumed_from:
         for variable, value in zip(model.variables, saved_state):
             variable.assign(value)

@@ -15,32 +15,68 @@ INITS = ("kmeans++", "prior")
 SAMPLE_SIZE = 20_000
 
 
+def subsample_rows(n_points: int, seed: int) -> np.ndarray | None:
+    """At most ``SAMPLE_SIZE`` row indices in ``range(n_points)``, drawn
+    uniformly by ``seed``, ascending; None when all rows are kept. K-means on a
+    sample finds the clusters of a million points in a fraction of the time."""
+    if n_points <= SAMPLE_SIZE:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_points, SAMPLE_SIZE, replace=False))
+
+
 def subsample(points: np.ndarray, seed: int) -> np.ndarray:
-    """At most ``SAMPLE_SIZE`` rows of ``points``, drawn uniformly by ``seed``,
-    in their original order: k-means on a sample finds the clusters of a
-    million points in a fraction of the time."""
-    if points.shape[0] <= SAMPLE_SIZE:
-        return points
-    rows = np.random.default_rng(seed).choice(points.shape[0], SAMPLE_SIZE, replace=False)
-    return points[np.sort(rows)]
+    """At most ``SAMPLE_SIZE`` rows of ``points`` (``subsample_rows``), in their original order."""
+    rows = subsample_rows(points.shape[0], seed)
+    return points if rows is None else points[rows]
 
 
-def _clusters(Z, n_components, method, seed, loc_scale):
-    """Centres, counts, per-feature spreads and centre sds (``[K, ...]``)."""
+def _weighted_spread(Z, labels, counts, weights):
+    """Per-cluster centres and variances of ``Z`` (``[n, D]``, NaN where
+    missing) over the observed values, each point counted ``weights[n]``
+    times; a cluster-feature with under two points' worth of observed values
+    keeps centre NaN (the caller keeps k-means') and variance 1."""
+    n_components = counts.shape[0]
+    observed = ~np.isnan(Z)
+    values = np.where(observed, Z, 0.0)
+    per_entry = observed * (1.0 if weights is None else weights[:, None])
+    one_hot = np.eye(n_components)[labels]  # [n, K]
+    totals = one_hot.T @ per_entry  # [K, D]
+    sums, sums_sq = one_hot.T @ (per_entry * values), one_hot.T @ (per_entry * values**2)
+    enough = totals > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centres = np.where(enough, sums / totals, np.nan)
+        variance = np.where(enough, sums_sq / totals - centres**2, 1.0)
+    points_seen = one_hot.T @ (observed & (per_entry > 0))  # points, not weight
+    variance = np.where(points_seen > 1, np.maximum(variance, 0.0), 1.0)
+    return centres, variance
+
+
+def _clusters(Z, n_components, method, seed, loc_scale, weights=None):
+    """Centres, counts, per-feature spreads and centre sds (``[K, ...]``).
+    ``weights`` (``[n]`` or None) weigh the points; NaN in ``Z`` are missing
+    values, set to the feature's mean (0 in standardised units) for k-means
+    only: the centres and spreads are those of the observed values."""
     shape = (n_components, Z.shape[1])
+    observed = ~np.isnan(Z)
+    complete = observed.all()
+    filled = Z if complete else np.where(observed, Z, 0.0)
     if method == "prior":  # means at random data points, everything else at the prior
-        centres = Z[np.random.default_rng(seed).choice(Z.shape[0], n_components, replace=False)]
-        return centres, np.zeros(n_components), np.ones(shape), np.full(shape, loc_scale)
+        candidates = Z.shape[0] if weights is None else np.flatnonzero(weights > 0)
+        rows = np.random.default_rng(seed).choice(candidates, n_components, replace=False)
+        return filled[rows], np.zeros(n_components), np.ones(shape), np.full(shape, loc_scale)
     # Ten k-means++ restarts, the best kept: with K = 10 fewer often merge two
     # clusters, a local optimum SVI does not leave (benchmarks/scaling.py).
     kmeans = KMeans(n_components, init="k-means++", n_init=10, random_state=seed)
-    labels = kmeans.fit_predict(Z)
-    counts = np.bincount(labels, minlength=n_components).astype(float)
-    spread = np.ones(shape)
-    for k in np.flatnonzero(counts > 1):
-        spread[k] = Z[labels == k].var(axis=0)
-    spread = np.maximum(spread, 1e-6)
-    return kmeans.cluster_centers_, counts, spread, None
+    labels = kmeans.fit_predict(filled, sample_weight=weights)
+    counts = np.bincount(labels, weights=weights, minlength=n_components).astype(float)
+    if complete and weights is None:
+        spread = np.ones(shape)
+        for k in np.flatnonzero(counts > 1):
+            spread[k] = Z[labels == k].var(axis=0)
+        return kmeans.cluster_centers_, counts, np.maximum(spread, 1e-6), None
+    centres, spread = _weighted_spread(Z, labels, counts, weights)
+    centres = np.where(np.isnan(centres), kmeans.cluster_centers_, centres)
+    return centres, counts, np.maximum(spread, 1e-6), None
 
 
 def initial_q(
@@ -50,8 +86,9 @@ def initial_q(
     *,
     method: str = "kmeans++",
     seed: int = 0,
-    n_points: int | None = None,
+    n_points: float | None = None,
     order_by: int | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> dict:
     """q's starting parameters (constrained: sds, shapes, rates, counts) from
     standardised data ``Z`` (``[n, D]``).
@@ -60,7 +97,10 @@ def initial_q(
     centre and spread, as scikit-learn's mixtures start, so SVI starts near the
     optimum. ``"prior"`` starts q at the prior with means at random data
     points, which converges slowly (notebook 02). When ``Z`` is a sample of a
-    larger data set, ``n_points`` is that set's size: counts are scaled up to it.
+    larger data set, ``n_points`` is that set's size (its total weight, with
+    sample weights): counts are scaled up to it. ``sample_weight`` (``[n]``)
+    weighs the points of ``Z`` (k-means, counts and spreads); NaN in ``Z`` are
+    missing values (see ``_clusters``).
 
     Returns:
       dict with ``loc``, ``loc_scale`` (``[K, D]``; for the ordered model,
@@ -69,8 +109,11 @@ def initial_q(
     """
     if method not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {method!r}.")
-    centres, counts, spread, centre_sds = _clusters(Z, n_components, method, seed, priors.loc_scale)
-    counts = counts * (1.0 if n_points is None else n_points / Z.shape[0])
+    centres, counts, spread, centre_sds = _clusters(
+        Z, n_components, method, seed, priors.loc_scale, sample_weight
+    )
+    sample_size = Z.shape[0] if sample_weight is None else sample_weight.sum()
+    counts = counts * (1.0 if n_points is None else n_points / sample_size)
     if centre_sds is None:
         centre_sds = np.sqrt(spread / np.maximum(counts, 1.0)[:, None])
     order = np.arange(n_components)
@@ -95,7 +138,9 @@ def initial_q(
     }
 
 
-def initialize(model, Z: np.ndarray, *, method="kmeans++", seed=0, n_points=None) -> None:
+def initialize(
+    model, Z: np.ndarray, *, method="kmeans++", seed=0, n_points=None, sample_weight=None
+) -> None:
     """Sets ``model``'s q from standardised data ``Z`` (``[n, D]``) with ``initial_q``."""
     start = initial_q(
         Z,
@@ -105,6 +150,7 @@ def initialize(model, Z: np.ndarray, *, method="kmeans++", seed=0, n_points=None
         seed=seed,
         n_points=n_points,
         order_by=model.order_by,
+        sample_weight=sample_weight,
     )
     # The log taken in the model's dtype, after the cast, as the positive parameters are stored.
     as_dtype = lambda value: tf.cast(value, model.dtype)  # noqa: E731

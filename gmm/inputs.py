@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from gmm import init, streaming
-from gmm._validation import check_data
+from gmm._validation import check_data, check_sample_weight
 
 # With batch_size=None, in-memory data sets up to this many points are fitted
 # full-batch: each step sees every point, so it has no minibatch noise (and a
@@ -25,10 +25,18 @@ class Source:
 
     Attributes:
       n_points: N. batch_size: points per step. batches_per_epoch: steps per pass.
-      mean, std, spread: ``[D]`` per-feature statistics (float64; spread is max - min).
+      mean, std, spread: ``[D]`` per-feature statistics (float64; spread is
+        max - min), weighted by the sample weights and over observed values only.
       sample: ``[n, D]`` points for k-means, data units (a uniform sample of a stream).
-      array: the ``[N, D]`` float64 data (None for a stream).
+      array: the ``[N, D]`` float64 data (None for a stream); NaN marks a
+        missing value where ``missing``.
       dataset: the batched dataset (None for an array).
+      weights: ``[N]`` float64 sample weights of ``array`` (None: all 1).
+      sample_weights: ``[n]`` the weights of ``sample`` (None: all 1).
+      total_weight: the sum of the weights (N without weights): the data's size
+        in the ELBO, against which the KL term is weighed.
+      weighted_stream: the dataset's elements are ``(points, weights)``.
+      missing: ``array`` holds NaN, to be marginalised (``fit(missing="marginalize")``).
     """
 
     n_points: int
@@ -40,6 +48,20 @@ class Source:
     sample: np.ndarray
     array: np.ndarray | None = None
     dataset: tf.data.Dataset | None = None
+    weights: np.ndarray | None = None
+    sample_weights: np.ndarray | None = None
+    total_weight: float | None = None
+    weighted_stream: bool = False
+    missing: bool = False
+
+    def __post_init__(self):
+        if self.total_weight is None:
+            self.total_weight = float(self.n_points)
+
+    @property
+    def weighted(self) -> bool:
+        """Points carry sample weights (an array's or a stream's)."""
+        return self.weights is not None or self.weighted_stream
 
     @property
     def streaming(self) -> bool:
@@ -51,25 +73,81 @@ class Source:
         return self.array is not None and self.batch_size == self.n_points
 
 
+def feature_statistics(data: np.ndarray, weights: np.ndarray | None = None):
+    """Per-feature mean, sd and spread (max - min) of ``data`` (``[N, D]``,
+    NaN for a missing value), each point counted ``weights[n]`` times
+    (``[N]``, None for 1): with integer weights, the statistics of the data
+    with each row repeated that many times. Missing values and points of
+    weight 0 are left out. Returns three ``[D]`` float64 arrays.
+
+    Raises:
+      ValueError: a feature has no observed value of positive weight.
+    """
+    observed = ~np.isnan(data)
+    if weights is None and observed.all():
+        return data.mean(axis=0), data.std(axis=0), np.ptp(data, axis=0)
+    counted = observed if weights is None else observed & (weights[:, None] > 0)
+    empty = np.flatnonzero(~counted.any(axis=0))
+    if empty.size:
+        raise ValueError(
+            f"X's feature {empty[0]} has no observed value"
+            + (" in a point of positive sample_weight." if weights is not None else ".")
+        )
+    per_entry = counted.astype(np.float64)
+    if weights is not None:
+        per_entry *= weights[:, None]
+    values = np.where(counted, data, 0.0)
+    totals = per_entry.sum(axis=0)
+    mean = (per_entry * values).sum(axis=0) / totals
+    variance = (per_entry * (values - mean) ** 2).sum(axis=0) / totals
+    spread = np.where(counted, data, -np.inf).max(axis=0) - np.where(counted, data, np.inf).min(
+        axis=0
+    )
+    return mean, np.sqrt(variance), spread
+
+
 def from_array(
-    X, n_features: int, n_components: int, batch_size: int | None, seed: int, replicas: int = 1
+    X,
+    n_features: int,
+    n_components: int,
+    batch_size: int | None,
+    seed: int,
+    replicas: int = 1,
+    sample_weight=None,
+    missing: str = "error",
 ) -> Source:
-    """Checks an array-like ``X`` (``[N, D]``, data units); ``batch_size`` None
-    is the default (see ``FULL_BATCH_POINTS``)."""
-    data = check_data(X, n_features=n_features, min_points=n_components)
+    """Checks an array-like ``X`` (``[N, D]``, data units) and its
+    ``sample_weight`` (``[N]`` or None); ``batch_size`` None is the default
+    (see ``FULL_BATCH_POINTS``); ``missing`` as in ``check_data``."""
+    data = check_data(X, n_features=n_features, min_points=n_components, missing=missing)
+    weights = None
+    if sample_weight is not None:
+        weights = check_sample_weight(sample_weight, data.shape[0])
+        positive = int(np.count_nonzero(weights))
+        if positive < n_components:
+            raise ValueError(
+                f"sample_weight is positive for {positive} points, fewer than the "
+                f"{n_components} components."
+            )
     if batch_size is None:
         full = data.shape[0] <= FULL_BATCH_POINTS and replicas == 1
         batch_size = data.shape[0] if full else DEFAULT_BATCH_SIZE
     batch_size = min(batch_size, data.shape[0])
+    mean, std, spread = feature_statistics(data, weights)
+    rows = init.subsample_rows(data.shape[0], seed)
     return Source(
         n_points=data.shape[0],
         batch_size=batch_size,
         batches_per_epoch=data.shape[0] // batch_size,
-        mean=data.mean(axis=0),
-        std=data.std(axis=0),
-        spread=np.ptp(data, axis=0),
-        sample=init.subsample(data, seed),
+        mean=mean,
+        std=std,
+        spread=spread,
+        sample=data if rows is None else data[rows],
         array=data,
+        weights=weights,
+        sample_weights=weights if weights is None or rows is None else weights[rows],
+        total_weight=None if weights is None else float(weights.sum()),
+        missing=bool(missing == "marginalize" and np.isnan(data).any()),
     )
 
 
@@ -82,33 +160,54 @@ def from_dataset(
     stats = streaming.dataset_statistics(
         dataset, n_features, sample_size=init.SAMPLE_SIZE, seed=seed
     )
+    weighted = stats.sample_weights is not None
     if stats.n_points < n_components:
         raise ValueError(
             f"X has {stats.n_points} points, fewer than the {n_components} components."
         )
-    if replicas > 1 and dataset.element_spec.shape[0] is None:
+    if weighted and replicas > 1:
+        raise ValueError("strategy is supported for unweighted data only.")
+    points_spec = dataset.element_spec[0] if weighted else dataset.element_spec
+    if replicas > 1 and points_spec.shape[0] is None:
         raise ValueError(
             "With a strategy, X must have fixed-size batches (batch with drop_remainder=True)."
         )
+    sample = stats.sample
+    if weighted:  # the spread of the points that count
+        sample = sample[stats.sample_weights > 0]
     return Source(
         n_points=stats.n_points,
-        batch_size=dataset.element_spec.shape[0] or batch_size,
+        batch_size=points_spec.shape[0] or batch_size,
         batches_per_epoch=stats.n_batches,
         mean=stats.mean,
         std=stats.std,
-        spread=np.ptp(stats.sample, axis=0),
+        spread=np.ptp(sample, axis=0),
         sample=stats.sample,
         dataset=dataset,
+        sample_weights=stats.sample_weights,
+        total_weight=stats.total_weight,
+        weighted_stream=weighted,
     )
 
 
-def prepare(X, n_features, n_components, batch_size, seed, replicas=1) -> Source:
+def prepare(
+    X,
+    n_features,
+    n_components,
+    batch_size,
+    seed,
+    replicas=1,
+    sample_weight=None,
+    missing="error",
+) -> Source:
     """``from_dataset`` for a ``tf.data.Dataset``, else ``from_array``; checks
     that batches split evenly across ``replicas``."""
     if isinstance(X, tf.data.Dataset):
         source = from_dataset(X, n_features, n_components, batch_size, seed, replicas)
     else:
-        source = from_array(X, n_features, n_components, batch_size, seed, replicas)
+        source = from_array(
+            X, n_features, n_components, batch_size, seed, replicas, sample_weight, missing
+        )
     if source.batch_size % replicas:
         raise ValueError(
             f"batch_size {source.batch_size} does not split evenly across {replicas} replicas."

@@ -50,6 +50,30 @@ class Schedule(NamedTuple):
     decay: tf.Tensor
 
 
+class Batch(NamedTuple):
+    """A step's data: ``points`` ``[B, D]`` standardised (0 where missing);
+    ``weights`` ``[B]`` sample weights rescaled to mean 1 over the data set,
+    or None (all 1); ``mask`` ``[B, D]`` 1 observed, 0 missing, or None (all
+    observed). None fields add nothing to the traced graph."""
+
+    points: tf.Tensor
+    weights: tf.Tensor | None = None
+    mask: tf.Tensor | None = None
+
+
+class Stream(NamedTuple):
+    """What the loop needs to know of a stream: ``n_total`` (N as an int32
+    scalar, or the total weight W for a weighted stream), the standardisation
+    ``shift`` and ``scale`` (``[D]`` float64) and, for a stream of
+    ``(points, weights)``, ``mean_weight`` (W / N, float64) to rescale the
+    weights to mean 1; else None."""
+
+    n_total: tf.Tensor
+    shift: tf.Tensor
+    scale: tf.Tensor
+    mean_weight: tf.Tensor | None = None
+
+
 class Rule(NamedTuple):
     """The Python settings that shape the graph: part of the trace key, compared
     by value (a NamedTuple of literals, so a new fit with the same settings
@@ -70,28 +94,38 @@ def epoch_permutation(seed, epoch, n_points):
 
 
 def loss_and_gradient(params, batch, n_points, prior_params, rule: Rule, seed, strategy=None):
-    """-ELBO per point on ``batch`` and its gradient; with a ``tf.distribute``
-    strategy each replica takes an equal slice of the batch, and the losses
-    (weighted by 1 / replicas) and gradients are summed across replicas."""
+    """-ELBO per point on ``batch`` (a ``Batch``) and its gradient; with a
+    ``tf.distribute`` strategy (unweighted, complete data) each replica takes
+    an equal slice of the batch, and the losses (weighted by 1 / replicas) and
+    gradients are summed across replicas."""
 
-    def local(params, points, weight, draw_seed):
+    def local(params, batch, weight, draw_seed):
         with tf.GradientTape() as tape:
             tape.watch(params)
             loss = weight * negative_elbo(
-                params, points, n_points, prior_params, rule.estimator, draw_seed, rule.order_by
+                params,
+                batch.points,
+                n_points,
+                prior_params,
+                rule.estimator,
+                draw_seed,
+                rule.order_by,
+                batch.weights,
+                batch.mask,
             )
         return loss, tape.gradient(loss, params)
 
     if strategy is None:
         return local(params, batch, 1.0, seed)
     replicas = strategy.num_replicas_in_sync
-    slices = tf.reshape(batch, [replicas, -1, tf.shape(batch)[-1]])
+    points = batch.points
+    slices = tf.reshape(points, [replicas, -1, tf.shape(points)[-1]])
 
     def replica_step(params, slices):
         context = tf.distribute.get_replica_context()
         replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
         draw_seed = tf.random.experimental.stateless_fold_in(seed, replica)
-        result = local(params, tf.gather(slices, replica), 1.0 / replicas, draw_seed)
+        result = local(params, Batch(tf.gather(slices, replica)), 1.0 / replicas, draw_seed)
         return context.all_reduce(tf.distribute.ReduceOp.SUM, result)
 
     # After the all-reduce every replica holds the same sums; take the first's.
@@ -112,11 +146,16 @@ def _update_rule(rule, prior_params, n_points, schedule, strategy):
         return (loss, *adam_update(params, grads, state, step, rate))
 
     def natural_gradient(params, state, batch, step, seed):
-        loss = negative_elbo(params, batch, n_points, prior_params, "expected", seed)
+        points, weights, mask = batch
+        loss = negative_elbo(
+            params, points, n_points, prior_params, "expected", seed, None, weights, mask
+        )
         rho = natural.step_size(schedule.learning_rate, step, schedule.decay)
         return (
             loss,
-            natural.natural_gradient_update(params, batch, n_points, prior_params, rho),
+            natural.natural_gradient_update(
+                params, points, n_points, prior_params, rho, weights, mask
+            ),
             state,
         )
 
@@ -124,9 +163,9 @@ def _update_rule(rule, prior_params, n_points, schedule, strategy):
 
 
 def _array_batches(data, seed, batch_size):
-    """``next_batch(step, order) -> (batch, order)`` over a ``[N, D]`` tensor,
-    reshuffled at the start of each epoch."""
-    n_points = tf.shape(data)[0]
+    """``next_batch(step, order) -> (Batch, order)`` over a ``Batch`` of the
+    whole data set, reshuffled at the start of each epoch."""
+    n_points = tf.shape(data.points)[0]
     per_epoch = tf.maximum(n_points // batch_size, 1)
     batch_size = tf.minimum(batch_size, n_points)
 
@@ -137,9 +176,10 @@ def _array_batches(data, seed, batch_size):
             lambda: epoch_permutation(seed, step // per_epoch, n_points),
             lambda: order,
         )
-        order = tf.ensure_shape(order, data.shape[:1])
+        order = tf.ensure_shape(order, data.points.shape[:1])
         rows = order[within_epoch * batch_size : (within_epoch + 1) * batch_size]
-        return tf.gather(data, rows), order
+        batch = Batch(*(None if field is None else tf.gather(field, rows) for field in data))
+        return batch, order
 
     return next_batch, n_points
 
@@ -156,19 +196,23 @@ def _is_finite(loss, params):
 
 
 @tf.function(reduce_retracing=True)
-def train_chunk(state, data, prior_params, schedule, seed, rule, strategy=None, stream=None):
+def train_chunk(
+    state, data, prior_params, schedule, seed, rule, strategy=None, stream=None, total_weight=None
+):
     """Runs ``schedule.n_steps`` SVI steps from global step ``schedule.step0``.
 
     Args:
       state: a ``TrainState`` of tensors.
-      data: ``[N, D]`` standardised points (shuffled in the graph each
-        epoch), or an iterator over ``[B, D]`` batches in data units.
+      data: a ``Batch`` of the whole data set (``[N, D]`` standardised points,
+        shuffled in the graph each epoch), or an iterator over ``[B, D]``
+        batches in data units (or ``([B, D], [B])`` points and weights).
       prior_params: the prior hyperparameters' tensors.
       schedule: a ``Schedule``.
       seed: int32 ``[2]`` stateless seed.
       rule, strategy: Python values (part of the trace key).
-      stream: for an iterator, ``(n_points, shift, scale)``: N as an int32
-        scalar and the standardisation ``[D]`` float64.
+      stream: for an iterator, a ``Stream``.
+      total_weight: for a weighted ``Batch``, the total weight W (a scalar
+        tensor): the data's size in the ELBO. None: N.
 
     Returns:
       ``(state, elbo [n_done], n_done, finite)``; if a step was non-finite,
@@ -177,11 +221,20 @@ def train_chunk(state, data, prior_params, schedule, seed, rule, strategy=None, 
     dtype = schedule.learning_rate.dtype
     if stream is None:
         next_batch, n_points = _array_batches(data, seed, schedule.batch_size)
+        if total_weight is not None:
+            n_points = total_weight
     else:
-        n_points, shift, scale = stream
+        n_points, shift, scale, mean_weight = stream
+
+        def standardized(points):
+            return tf.cast((tf.cast(points, tf.float64) - shift) / scale, dtype)
 
         def next_batch(step, order):
-            return tf.cast((tf.cast(next(data), tf.float64) - shift) / scale, dtype), order
+            if mean_weight is None:
+                return Batch(standardized(next(data))), order
+            points, weights = next(data)
+            weights = tf.cast(tf.cast(weights, tf.float64) / mean_weight, dtype)
+            return Batch(standardized(points), weights), order
 
     update = _update_rule(rule, prior_params, n_points, schedule, strategy)
     draw_stream = tf.random.experimental.stateless_fold_in(seed, _DRAW_STREAM)

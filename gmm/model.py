@@ -22,6 +22,7 @@ from gmm._validation import (
     check_in_dtype,
     check_positive,
     check_positive_int,
+    check_sample_weight,
     check_seed,
     tf_seed,
 )
@@ -276,29 +277,56 @@ class BayesianGMM(tf.Module):
         if not self.is_fitted:
             raise NotFittedError("This BayesianGMM is not fitted yet: call gmm.fit(model, X).")
 
-    def score_samples(self, X, *, num_samples=256, seed=0, features=None) -> np.ndarray:
+    def score_samples(
+        self, X, *, num_samples=256, seed=0, features=None, missing="error"
+    ) -> np.ndarray:
         """Log posterior-predictive density of each point (``[N]`` float64, nats,
         density in data units), from ``num_samples`` draws of q with a fixed
         ``seed``; ``features`` (indices) gives the marginal over those features
-        (``X`` then has one column per listed feature).
+        (``X`` then has one column per listed feature). With
+        ``missing="marginalize"``, NaN entries of ``X`` are unobserved: each
+        point's density is the marginal over its observed coordinates (in
+        data units of those coordinates), as ``fit`` treats them.
 
         A Monte Carlo estimate, log (1/S) sum_s p(x | theta_s): it is biased low
         (the log of a mean), by more in many dimensions and for points far from
         every cluster. With dozens of features, raise ``num_samples`` until the
         score stops moving."""
-        return _predictive(self, X, num_samples, seed, features)[0]
+        return _predictive(self, X, num_samples, seed, features, missing)[0]
 
-    def score(self, X, *, num_samples: int = 256, seed: int = 0) -> float:
-        """Mean log posterior-predictive density per point (nats): higher is better."""
-        return float(self.score_samples(X, num_samples=num_samples, seed=seed).mean())
+    def score(
+        self,
+        X,
+        *,
+        num_samples: int = 256,
+        seed: int = 0,
+        sample_weight=None,
+        missing: str = "error",
+    ) -> float:
+        """Mean log posterior-predictive density per point (nats): higher is
+        better. ``sample_weight`` (``[N]``, non-negative) makes it the weighted
+        mean; ``missing`` as in ``score_samples``."""
+        log_density = self.score_samples(X, num_samples=num_samples, seed=seed, missing=missing)
+        if sample_weight is None:
+            return float(log_density.mean())
+        weights = check_sample_weight(sample_weight, log_density.shape[0])
+        return float(np.average(log_density, weights=weights))
 
-    def predict_proba(self, X, *, num_samples: int = 256, seed: int = 0) -> np.ndarray:
-        """Posterior probability of each component for each point, ``[N, K]``."""
-        return _predictive(self, X, num_samples, seed, None)[1]
+    def predict_proba(
+        self, X, *, num_samples: int = 256, seed: int = 0, missing: str = "error"
+    ) -> np.ndarray:
+        """Posterior probability of each component for each point, ``[N, K]``;
+        ``missing`` as in ``score_samples`` (from the observed coordinates)."""
+        return _predictive(self, X, num_samples, seed, None, missing)[1]
 
-    def predict(self, X, *, num_samples: int = 256, seed: int = 0) -> np.ndarray:
-        """Most probable component of each point, ``[N]`` int."""
-        return self.predict_proba(X, num_samples=num_samples, seed=seed).argmax(axis=1)
+    def predict(
+        self, X, *, num_samples: int = 256, seed: int = 0, missing: str = "error"
+    ) -> np.ndarray:
+        """Most probable component of each point, ``[N]`` int; ``missing`` as
+        in ``score_samples``."""
+        return self.predict_proba(X, num_samples=num_samples, seed=seed, missing=missing).argmax(
+            axis=1
+        )
 
     def sample(self, n: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """``n`` draws from the posterior predictive (a fresh theta ~ q per point):
@@ -379,12 +407,12 @@ def _draws(model: BayesianGMM, num_samples: int, seed):
     return predict.draw_parameters(params, tf.constant(num_samples), seed, model.order_by)
 
 
-def _predictive(model: BayesianGMM, X, num_samples, seed, features):
+def _predictive(model: BayesianGMM, X, num_samples, seed, features, missing="error"):
     """Log predictive density (data units) and responsibilities of ``X``."""
     model._check_fitted()
     num_samples, seed = check_positive_int(num_samples, "num_samples"), check_seed(seed)
     features = _check_features(features, model.n_features)
-    points = check_data(X, n_features=len(features))
+    points = check_data(X, n_features=len(features), missing=missing)
     locs, precisions, weights = _draws(model, num_samples, tf_seed(seed))
     log_density, responsibilities = predict.predictive(
         model.transform.to_standard(points, features=features),
@@ -392,7 +420,12 @@ def _predictive(model: BayesianGMM, X, num_samples, seed, features):
         tf.gather(precisions, features, axis=-1),
         weights,
     )
-    return log_density - model.transform.log_jacobian(features), responsibilities
+    observed = ~np.isnan(points)
+    if observed.all():
+        return log_density - model.transform.log_jacobian(features), responsibilities
+    # Each point's density is over its observed coordinates: only their scales count.
+    log_scales = np.log(model.transform.arrays(features)[1])
+    return log_density - observed @ log_scales, responsibilities
 
 
 def _check_features(features, n_features: int) -> list[int]:

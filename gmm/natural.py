@@ -35,7 +35,9 @@ def step_size(rate, step, decay=DEFAULT_DECAY):
     return tf.minimum(rate * tf.pow(1.0 + t, -tf.cast(decay, rate.dtype)), 1.0)
 
 
-def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, rho) -> dict:
+def natural_gradient_update(
+    params: dict, batch, n_total, prior_params: tuple, rho, weights=None, mask=None
+) -> dict:
     """One natural-gradient step on the unconstrained parameters.
 
     Args:
@@ -43,10 +45,16 @@ def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, r
         ``loc`` as is, every other entry the log of the positive parameter),
         ``[K, D]`` (``concentration``: ``[K]``).
       batch: ``[B, D]`` standardised points.
-      n_total: N, the number of points in the whole data set.
+      n_total: N, the number of points in the whole data set (with
+        ``weights``, their total W).
       prior_params: the priors' tensors, in the order of ``gmm.Priors``' fields
         (``loc_mean`` a scalar or ``[K, D]``).
       rho: step size in (0, 1].
+      weights: None, or ``[B]`` sample weights rescaled to mean 1 over the
+        data set: every statistic of a point counts its weight.
+      mask: None, or ``[B, D]`` 1 observed, 0 missing (``batch`` 0 there): the
+        counts become per component and feature, sum_n r_nk m_nd, and the
+        sums run over observed values only (the marginal likelihood's updates).
 
     Returns:
       the new ``params``, same structure.
@@ -60,22 +68,28 @@ def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, r
 
     # Local step: q(z) for the minibatch, from the per-component terms of the
     # same bound the "expected" estimator uses.
-    per_point = expected_log_likelihood(q, batch, loc_mean, loc_var, per_component=True)
+    per_point = expected_log_likelihood(q, batch, loc_mean, loc_var, per_component=True, mask=mask)
     responsibilities = tf.nn.softmax(per_point, axis=-1)  # [B, K]
+    if weights is not None:
+        responsibilities = responsibilities * weights[:, None]
 
     # Sufficient statistics, scaled as if the data set were this batch N / B times.
     scale = tf.cast(n_total, batch.dtype) / tf.cast(tf.shape(batch)[0], batch.dtype)
     counts = scale * tf.reduce_sum(responsibilities, axis=0)  # [K]
     sums = scale * tf.matmul(responsibilities, batch, transpose_a=True)  # [K, D]
     sums_sq = scale * tf.matmul(responsibilities, tf.square(batch), transpose_a=True)
+    if mask is None:
+        feature_counts = counts[:, None]  # [K, 1], broadcast over features
+    else:
+        feature_counts = scale * tf.matmul(responsibilities, mask, transpose_a=True)  # [K, D]
 
     # The coordinate-ascent targets (as in gmm.reference.cavi), all from the current q.
     prior_precision = 1.0 / tf.square(loc_scale0)
-    precision_hat = prior_precision + expected_precision * counts[:, None]
+    precision_hat = prior_precision + expected_precision * feature_counts
     weighted_mean_hat = loc_mean0 * prior_precision + expected_precision * sums
-    shape_hat = shape0 + 0.5 * counts[:, None] * tf.ones_like(shape)
+    shape_hat = shape0 + 0.5 * feature_counts * tf.ones_like(shape)
     rate_hat = rate0 + 0.5 * (
-        sums_sq - 2.0 * loc_mean * sums + counts[:, None] * (tf.square(loc_mean) + loc_var)
+        sums_sq - 2.0 * loc_mean * sums + feature_counts * (tf.square(loc_mean) + loc_var)
     )
     concentration_hat = concentration0 + counts
 

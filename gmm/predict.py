@@ -25,14 +25,21 @@ def draw_parameters(params: dict, num_samples, seed, order_by=None):
 
 
 @tf.function(reduce_retracing=True)
-def _predictive_chunk(points, locs, precisions, weights):
+def _predictive_chunk(points, locs, precisions, weights, mask=None):
     """``([n], [n, K])``: log (1/S) sum_s p(x | theta_s) and the
     responsibilities averaged over the S draws (``locs``, ``precisions``:
-    ``[S, K, D]``; ``weights``: ``[S, K]``)."""
+    ``[S, K, D]``; ``weights``: ``[S, K]``). With ``mask`` (``[n, D]``, 1
+    observed, 0 missing; ``points`` 0 there) p is each point's marginal over
+    its observed coordinates."""
     draws = mixture(locs, precisions, weights)
-    joint = draws.mixture_distribution.logits_parameter() + (
-        draws.components_distribution.log_prob(points[:, None, None, :])
-    )  # [n, S, K]
+    if mask is None:
+        component_log_prob = draws.components_distribution.log_prob(points[:, None, None, :])
+    else:
+        per_feature = tfd.Normal(locs, tf.math.rsqrt(precisions)).log_prob(
+            points[:, None, None, :]
+        )  # [n, S, K, D]
+        component_log_prob = tf.reduce_sum(per_feature * mask[:, None, None, :], axis=-1)
+    joint = draws.mixture_distribution.logits_parameter() + component_log_prob  # [n, S, K]
     per_draw = tf.reduce_logsumexp(joint, axis=-1)  # [n, S]
     num_samples = tf.cast(tf.shape(per_draw)[-1], per_draw.dtype)
     log_density = tf.reduce_logsumexp(per_draw, axis=-1) - tf.math.log(num_samples)
@@ -42,7 +49,10 @@ def _predictive_chunk(points, locs, precisions, weights):
 
 def predictive(points: np.ndarray, locs, precisions, weights) -> tuple[np.ndarray, np.ndarray]:
     """Log predictive density and responsibilities of ``points`` (``[N, D]``),
-    in the units the draws are in, chunk by chunk.
+    in the units the draws are in, chunk by chunk. NaN entries of ``points``
+    are missing values: a point's density is then the marginal over its
+    observed coordinates (exact for diagonal covariances: their factors are
+    dropped).
 
     Args:
       locs, precisions: ``[S, K, D]`` draws; weights: ``[S, K]``.
@@ -53,10 +63,18 @@ def predictive(points: np.ndarray, locs, precisions, weights) -> tuple[np.ndarra
     locs, precisions, weights = (tf.cast(a, tf.float64) for a in (locs, precisions, weights))
     num_samples, n_components, n_features = locs.shape
     chunk = max(1, _CHUNK_ELEMENTS // (num_samples * n_components * n_features))
+    observed = ~np.isnan(points)
+    complete = observed.all()
     log_densities, responsibilities = [], []
     for start in range(0, points.shape[0], chunk):
+        rows = slice(start, start + chunk)
+        if complete:
+            mask, values = None, points[rows]
+        else:
+            mask = tf.constant(observed[rows], tf.float64)
+            values = np.where(observed[rows], points[rows], 0.0)
         log_density, resp = _predictive_chunk(
-            tf.constant(points[start : start + chunk], tf.float64), locs, precisions, weights
+            tf.constant(values, tf.float64), locs, precisions, weights, mask
         )
         log_densities.append(log_density.numpy())
         responsibilities.append(resp.numpy())

@@ -23,17 +23,22 @@ def cavi(
     concentration: float = 1.0,
     max_iter: int = 2000,
     tol: float = 1e-10,
+    sample_weight: np.ndarray | None = None,
 ) -> dict:
     """Runs CAVI from initial responsibilities until the parameters stop moving.
 
     Args:
-      X: ``[N, D]`` data, in the units the priors are stated in.
+      X: ``[N, D]`` data, in the units the priors are stated in; NaN entries
+        are missing values, marginalised out (each point's likelihood is over
+        its observed coordinates, so every statistic sums over those only).
       responsibilities: ``[N, K]`` initial q(z) (e.g. one-hot k-means labels);
         this fixes which component is which.
       loc_mean, loc_scale, precision_shape, precision_rate, concentration: the
         priors, as in ``gmm.Priors``.
       max_iter: iteration cap.
       tol: stop when no parameter moves by more than ``tol`` (relative).
+      sample_weight: ``[N]`` non-negative weights: point n counts ``w_n`` times
+        in every statistic (None: all 1).
 
     Returns:
       dict with ``loc_mean``, ``loc_sd``, ``precision_shape``, ``precision_rate``
@@ -42,31 +47,38 @@ def cavi(
     """
     X = np.asarray(X, dtype=np.float64)
     resp = np.asarray(responsibilities, dtype=np.float64)
+    observed = ~np.isnan(X)  # [N, D]
+    X = np.where(observed, X, 0.0)
+    weights = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, float)
     previous = None
     expected_precision = None  # E_q[precision], [K, D]; from the data on the first pass
     for n_iter in range(1, max_iter + 1):  # noqa: B007 (n_iter is returned)
-        # Update the globals given q(z).
-        counts = resp.sum(0)  # [K]
-        sums = resp.T @ X  # [K, D]
-        sums_sq = resp.T @ X**2  # [K, D]
+        # Update the globals given q(z): r_nk w_n counts point n for component k.
+        weighted_resp = resp * weights[:, None]
+        counts = weighted_resp.sum(0)  # [K]
+        # Per component and feature: the points whose coordinate d is observed.
+        feature_counts = weighted_resp.T @ observed  # [K, D]
+        sums = weighted_resp.T @ X  # [K, D] (X is 0 where missing)
+        sums_sq = weighted_resp.T @ X**2  # [K, D]
         if expected_precision is None:
-            safe_counts = np.maximum(counts, 1e-12)[:, None]
+            safe_counts = np.maximum(feature_counts, 1e-12)
             spread = sums_sq / safe_counts - (sums / safe_counts) ** 2
             expected_precision = 1 / np.maximum(spread, 1e-6)
-        post_precision = 1 / loc_scale**2 + expected_precision * counts[:, None]
+        post_precision = 1 / loc_scale**2 + expected_precision * feature_counts
         m = (loc_mean / loc_scale**2 + expected_precision * sums) / post_precision
         s2 = 1 / post_precision
-        shape = np.broadcast_to(precision_shape + counts[:, None] / 2, m.shape).copy()
-        # sum_n r_nk E[(x_nd - mu_kd)^2] = sum r x^2 - 2 m sum r x + N_k (m^2 + s^2)
-        rate = precision_rate + 0.5 * (sums_sq - 2 * m * sums + counts[:, None] * (m**2 + s2))
+        shape = np.broadcast_to(precision_shape + feature_counts / 2, m.shape).copy()
+        # sum_n r_nk E[(x_nd - mu_kd)^2] = sum r x^2 - 2 m sum r x + N_kd (m^2 + s^2)
+        rate = precision_rate + 0.5 * (sums_sq - 2 * m * sums + feature_counts * (m**2 + s2))
         alpha = concentration + counts
         expected_precision = shape / rate
 
-        # Update q(z) given the globals.
+        # Update q(z) given the globals: only the observed coordinates' terms.
         e_log_w = digamma(alpha) - digamma(alpha.sum())
         e_log_tau = digamma(shape) - np.log(rate)
         sq = (X[:, None, :] - m) ** 2 + s2  # [N, K, D]
-        log_r = e_log_w + 0.5 * (e_log_tau - np.log(2 * np.pi) - expected_precision * sq).sum(-1)
+        per_feature = e_log_tau - np.log(2 * np.pi) - expected_precision * sq
+        log_r = e_log_w + 0.5 * (per_feature * observed[:, None, :]).sum(-1)
         resp = np.exp(log_r - logsumexp(log_r, axis=1, keepdims=True))
 
         current = np.concatenate([m.ravel(), s2.ravel(), shape.ravel(), rate.ravel(), alpha])

@@ -1,6 +1,8 @@
 """Data larger than memory: ``.npy`` shards on disk, read as a ``tf.data.Dataset``.
 
-``gmm.fit`` takes such a dataset instead of an array. It makes one streaming
+``gmm.fit`` takes such a dataset instead of an array; its elements may also be
+pairs ``(points, weights)`` (``[B, D]`` and ``[B]``, or ``[D]`` and ``[]``)
+for weighted points (``fit``'s ``sample_weight``). It makes one streaming
 pass first (``dataset_statistics``: the number of points, each feature's mean
 and sd for the standardisation, and a uniform sample of points for the
 k-means initialisation, all in constant memory), then trains on the repeated
@@ -29,6 +31,9 @@ class StreamStatistics:
       mean, std: ``[D]`` per-feature mean and standard deviation (float64).
       sample: ``[min(N, sample_size), D]`` points drawn uniformly without
         replacement (float64).
+      sample_weights: for a stream of ``(points, weights)``, the weights of
+        ``sample`` (``[n]``); the mean and sd are then weighted. Else None.
+      total_weight: the sum of the weights (N without weights).
     """
 
     n_points: int
@@ -36,21 +41,43 @@ class StreamStatistics:
     mean: np.ndarray
     std: np.ndarray
     sample: np.ndarray
+    sample_weights: np.ndarray | None = None
+    total_weight: float | None = None
 
 
 def as_batched_dataset(dataset: tf.data.Dataset, n_features: int, batch_size: int):
     """Checks a dataset's element spec and returns it batched.
 
     Elements may be single points ``[D]`` (they are batched by ``batch_size``)
-    or batches ``[B, D]`` (kept as they are) of a real floating dtype.
+    or batches ``[B, D]`` (kept as they are) of a real floating dtype; or
+    pairs ``(points, weights)`` of those and their sample weights (``[]`` or
+    ``[B]``, real).
 
     Raises:
-      TypeError: elements are not single tensors of a floating dtype.
+      TypeError: elements are not single tensors (or pairs) of a floating dtype.
       ValueError: elements have the wrong rank or number of features.
     """
     spec = dataset.element_spec
+    if (
+        isinstance(spec, tuple)
+        and len(spec) == 2
+        and all(isinstance(part, tf.TensorSpec) for part in spec)
+    ):
+        spec, weight_spec = spec
+        if not (weight_spec.dtype.is_floating or weight_spec.dtype.is_integer):
+            raise TypeError(
+                f"X's weights must be real numbers, got a dataset of {weight_spec.dtype.name}."
+            )
+        if weight_spec.shape.rank != spec.shape.rank - 1:
+            raise ValueError(
+                f"X's weights must have one value per point: points {spec.shape}, weights "
+                f"{weight_spec.shape}."
+            )
     if not isinstance(spec, tf.TensorSpec):
-        raise TypeError(f"X must be a dataset of single tensors, got elements {spec}.")
+        raise TypeError(
+            f"X must be a dataset of single tensors or (points, weights) pairs, got elements "
+            f"{dataset.element_spec}."
+        )
     if not spec.dtype.is_floating:
         raise TypeError(f"X must hold real numbers, got a dataset of {spec.dtype.name}.")
     if spec.shape.rank not in (1, 2):
@@ -85,33 +112,71 @@ def dataset_statistics(
             "X is an endless dataset (it has .repeat() without a count); gmm makes one pass "
             "over it first and repeats it itself: pass the dataset without .repeat()."
         )
-    n_points, n_batches = 0, 0
+    weighted = isinstance(dataset.element_spec, tuple)
+    n_points, n_batches, total_weight = 0, 0, 0.0
     mean = np.zeros(n_features)
-    sum_sq = np.zeros(n_features)  # sum of squared deviations from the mean
+    sum_sq = np.zeros(n_features)  # weighted sum of squared deviations from the mean
     keys, sample = np.empty(0), np.empty((0, n_features))
+    sample_weights = np.empty(0)
     for batch in stream_batches(dataset):
-        points = check_data(batch, name=f"X (batch {n_batches})", n_features=n_features)
+        name = f"X (batch {n_batches})"
+        points = check_data(batch[0] if weighted else batch, name=name, n_features=n_features)
         count = points.shape[0]
-        batch_mean = points.mean(axis=0)
-        delta = batch_mean - mean
-        total = n_points + count
-        mean = mean + delta * count / total
-        sum_sq += ((points - batch_mean) ** 2).sum(axis=0) + delta**2 * n_points * count / total
-        n_points, n_batches = total, n_batches + 1
+        if weighted:
+            weights = _check_batch_weights(batch[1], count, n_batches)
+            batch_weight = weights.sum()
+        else:
+            weights, batch_weight = None, float(count)
+        if batch_weight > 0:  # Chan et al.'s merge, with weights for counts
+            batch_mean = np.average(points, axis=0, weights=weights)
+            deviations = (points - batch_mean) ** 2
+            if weighted:
+                deviations *= weights[:, None]
+            delta = batch_mean - mean
+            total = total_weight + batch_weight
+            mean = mean + delta * batch_weight / total
+            sum_sq += deviations.sum(axis=0) + delta**2 * total_weight * batch_weight / total
+            total_weight = total
+        n_points, n_batches = n_points + count, n_batches + 1
         keys = np.concatenate([keys, rng.random(count)])
         sample = np.concatenate([sample, points])
+        if weighted:
+            sample_weights = np.concatenate([sample_weights, weights])
         if keys.size > sample_size:
             keep = np.argpartition(keys, sample_size)[:sample_size]
             keys, sample = keys[keep], sample[keep]
+            if weighted:
+                sample_weights = sample_weights[keep]
     if n_points == 0:
         raise ValueError("X is an empty dataset.")
+    if not total_weight > 0:
+        raise ValueError("X's weights sum to 0: at least one point needs a positive weight.")
+    order = np.argsort(keys, kind="stable")
     return StreamStatistics(
         n_points=n_points,
         n_batches=n_batches,
         mean=mean,
-        std=np.sqrt(sum_sq / n_points),
-        sample=sample[np.argsort(keys, kind="stable")],
+        std=np.sqrt(sum_sq / total_weight),
+        sample=sample[order],
+        sample_weights=sample_weights[order] if weighted else None,
+        total_weight=total_weight,
     )
+
+
+def _check_batch_weights(weights, count: int, index: int) -> np.ndarray:
+    """A stream batch's weights as float64 ``[B]``: one per point, finite, >= 0."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (count,):
+        raise ValueError(
+            f"X (batch {index}) has {count} points but weights of shape {weights.shape}."
+        )
+    bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
+    if bad.size:
+        raise ValueError(
+            f"X (batch {index})'s weights must be non-negative and finite; entry {bad[0]} "
+            f"is {weights[bad[0]]!r}."
+        )
+    return weights
 
 
 class ShardError(ValueError):
