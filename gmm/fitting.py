@@ -52,7 +52,9 @@ class History:
 
     Attributes:
       elbo: ``[steps]`` minibatch ELBO estimate at each step, nats per data
-        point, density in data units (comparable with ``score``).
+        point (per unit weight, with ``sample_weight``), density in data units
+        (comparable with ``score``; with missing values, each point's density
+        is over its observed coordinates).
       steps, epochs: optimisation steps and passes over the data in this call.
       batch_size, learning_rate, estimator, seed, algorithm: the settings used.
       wall_time_s: seconds spent in ``fit``, tracing included.
@@ -264,7 +266,11 @@ def _loop_data(model, source, seed_tensor, done):
         else:
             n_total, mean_weight = tf.constant(source.n_points, tf.int32), None
         stream = Stream(
-            n_total, transform.shift.read_value(), transform.scale.read_value(), mean_weight
+            n_total,
+            transform.shift.read_value(),
+            transform.scale.read_value(),
+            mean_weight,
+            source.missing,
         )
         return (
             iter(source.dataset.repeat().prefetch(tf.data.AUTOTUNE)),
@@ -295,9 +301,7 @@ def _mean_log_jacobian(model, source) -> float:
     density is over its observed features, whose log-scales alone count."""
     if not source.missing:
         return model.transform.log_jacobian()
-    log_scale = np.log(model.transform.arrays()[1])
-    per_point = (~np.isnan(source.array)) @ log_scale
-    return float(np.average(per_point, weights=source.weights))
+    return float(source.observed_share @ np.log(model.transform.arrays()[1]))
 
 
 def fit(
@@ -378,7 +382,7 @@ def fit(
         NaN entries are unobserved coordinates, and each point's likelihood is
         the marginal over its observed ones (exact for diagonal covariances).
         A row with no observed value is an error, and so is inf either way.
-        In-memory ``X`` only; no ``strategy``.
+        A stream's points may hold NaN too. Not with a ``strategy``.
 
     Returns:
       a ``History``.
@@ -421,8 +425,6 @@ def fit(
                 "sample_weight weighs the rows of an in-memory X; a tf.data.Dataset carries "
                 "its weights as a second component, (points, weights)."
             )
-        if config.missing != "error":
-            raise ValueError("missing='marginalize' needs in-memory X, not a tf.data.Dataset.")
     source = inputs.prepare(
         X,
         model.n_features,

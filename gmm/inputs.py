@@ -36,7 +36,9 @@ class Source:
       total_weight: the sum of the weights (N without weights): the data's size
         in the ELBO, against which the KL term is weighed.
       weighted_stream: the dataset's elements are ``(points, weights)``.
-      missing: ``array`` holds NaN, to be marginalised (``fit(missing="marginalize")``).
+      missing: the data hold NaN, to be marginalised (``fit(missing="marginalize")``).
+      observed_share: ``[D]`` each feature's observed share of the total
+        weight where ``missing``; else None.
     """
 
     n_points: int
@@ -53,6 +55,7 @@ class Source:
     total_weight: float | None = None
     weighted_stream: bool = False
     missing: bool = False
+    observed_share: np.ndarray | None = None
 
     def __post_init__(self):
         if self.total_weight is None:
@@ -135,6 +138,10 @@ def from_array(
     batch_size = min(batch_size, data.shape[0])
     mean, std, spread = feature_statistics(data, weights)
     rows = init.subsample_rows(data.shape[0], seed)
+    has_missing = missing == "marginalize" and bool(np.isnan(data).any())
+    observed_share = None
+    if has_missing:
+        observed_share = np.average(~np.isnan(data), axis=0, weights=weights)
     return Source(
         n_points=data.shape[0],
         batch_size=batch_size,
@@ -147,18 +154,25 @@ def from_array(
         weights=weights,
         sample_weights=weights if weights is None or rows is None else weights[rows],
         total_weight=None if weights is None else float(weights.sum()),
-        missing=bool(missing == "marginalize" and np.isnan(data).any()),
+        missing=has_missing,
+        observed_share=observed_share,
     )
 
 
 def from_dataset(
-    dataset, n_features: int, n_components: int, batch_size: int, seed: int, replicas: int
+    dataset,
+    n_features: int,
+    n_components: int,
+    batch_size: int,
+    seed: int,
+    replicas: int,
+    missing: str = "error",
 ) -> Source:
     """One pass over a dataset: count, mean and sd, and a uniform sample."""
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     dataset = streaming.as_batched_dataset(dataset, n_features, batch_size)
     stats = streaming.dataset_statistics(
-        dataset, n_features, sample_size=init.SAMPLE_SIZE, seed=seed
+        dataset, n_features, sample_size=init.SAMPLE_SIZE, seed=seed, missing=missing
     )
     weighted = stats.sample_weights is not None
     if stats.n_points < n_components:
@@ -175,18 +189,22 @@ def from_dataset(
     sample = stats.sample
     if weighted:  # the spread of the points that count
         sample = sample[stats.sample_weights > 0]
+    missing_values = stats.observed_share is not None
+    spread = np.nanmax(sample, axis=0) - np.nanmin(sample, axis=0) if missing_values else None
     return Source(
         n_points=stats.n_points,
         batch_size=points_spec.shape[0] or batch_size,
         batches_per_epoch=stats.n_batches,
         mean=stats.mean,
         std=stats.std,
-        spread=np.ptp(sample, axis=0),
+        spread=np.ptp(sample, axis=0) if spread is None else np.nan_to_num(spread),
         sample=stats.sample,
         dataset=dataset,
         sample_weights=stats.sample_weights,
         total_weight=stats.total_weight,
         weighted_stream=weighted,
+        missing=missing_values,
+        observed_share=stats.observed_share,
     )
 
 
@@ -203,7 +221,7 @@ def prepare(
     """``from_dataset`` for a ``tf.data.Dataset``, else ``from_array``; checks
     that batches split evenly across ``replicas``."""
     if isinstance(X, tf.data.Dataset):
-        source = from_dataset(X, n_features, n_components, batch_size, seed, replicas)
+        source = from_dataset(X, n_features, n_components, batch_size, seed, replicas, missing)
     else:
         source = from_array(
             X, n_features, n_components, batch_size, seed, replicas, sample_weight, missing

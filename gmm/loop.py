@@ -66,12 +66,14 @@ class Stream(NamedTuple):
     scalar, or the total weight W for a weighted stream), the standardisation
     ``shift`` and ``scale`` (``[D]`` float64) and, for a stream of
     ``(points, weights)``, ``mean_weight`` (W / N, float64) to rescale the
-    weights to mean 1; else None."""
+    weights to mean 1, else None; and ``missing`` (a Python bool, part of the
+    trace key): NaN in the points are missing values, masked in the graph."""
 
     n_total: tf.Tensor
     shift: tf.Tensor
     scale: tf.Tensor
     mean_weight: tf.Tensor | None = None
+    missing: bool = False
 
 
 class Rule(NamedTuple):
@@ -224,17 +226,23 @@ def train_chunk(
         if total_weight is not None:
             n_points = total_weight
     else:
-        n_points, shift, scale, mean_weight = stream
+        n_points, shift, scale, mean_weight, missing = stream
 
-        def standardized(points):
-            return tf.cast((tf.cast(points, tf.float64) - shift) / scale, dtype)
+        def batch_of(points, weights=None):
+            points = tf.cast((tf.cast(points, tf.float64) - shift) / scale, dtype)
+            if weights is not None:
+                weights = tf.cast(tf.cast(weights, tf.float64) / mean_weight, dtype)
+            if not missing:
+                return Batch(points, weights)
+            observed = tf.logical_not(tf.math.is_nan(points))
+            points = tf.where(observed, points, tf.zeros_like(points))
+            return Batch(points, weights, tf.cast(observed, dtype))
 
         def next_batch(step, order):
             if mean_weight is None:
-                return Batch(standardized(next(data))), order
+                return batch_of(next(data)), order
             points, weights = next(data)
-            weights = tf.cast(tf.cast(weights, tf.float64) / mean_weight, dtype)
-            return Batch(standardized(points), weights), order
+            return batch_of(points, weights), order
 
     update = _update_rule(rule, prior_params, n_points, schedule, strategy)
     draw_stream = tf.random.experimental.stateless_fold_in(seed, _DRAW_STREAM)

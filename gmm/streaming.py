@@ -34,6 +34,8 @@ class StreamStatistics:
       sample_weights: for a stream of ``(points, weights)``, the weights of
         ``sample`` (``[n]``); the mean and sd are then weighted. Else None.
       total_weight: the sum of the weights (N without weights).
+      observed_share: ``[D]`` each feature's observed share of the total
+        weight, where values are missing; else None.
     """
 
     n_points: int
@@ -43,6 +45,7 @@ class StreamStatistics:
     sample: np.ndarray
     sample_weights: np.ndarray | None = None
     total_weight: float | None = None
+    observed_share: np.ndarray | None = None
 
 
 def as_batched_dataset(dataset: tf.data.Dataset, n_features: int, batch_size: int):
@@ -92,18 +95,27 @@ def as_batched_dataset(dataset: tf.data.Dataset, n_features: int, batch_size: in
 
 
 def dataset_statistics(
-    dataset: tf.data.Dataset, n_features: int, *, sample_size: int = 20_000, seed: int = 0
+    dataset: tf.data.Dataset,
+    n_features: int,
+    *,
+    sample_size: int = 20_000,
+    seed: int = 0,
+    missing: str = "error",
 ) -> StreamStatistics:
     """One pass over a batched dataset: count, mean and sd, and a uniform sample.
 
     Means and variances are merged batch by batch (Chan et al.'s parallel
     update, in float64), so large offsets (1e6) cost no precision. The sample
     keeps the points with the ``sample_size`` smallest random keys seen so far:
-    a uniform draw without replacement, in constant memory.
+    a uniform draw without replacement, in constant memory. With weights, each
+    point counts its weight; with ``missing="marginalize"``, NaN entries are
+    missing values and each feature's statistics are over its observed ones.
 
     Raises:
-      ValueError: a batch has NaN/inf entries or the wrong number of features
-        (naming the batch), or the dataset is empty.
+      ValueError: a batch has inf entries, NaN entries (unless marginalised),
+        a row with no observed value, bad weights or the wrong number of
+        features (naming the batch), the dataset is empty, its weights sum to
+        0, or a feature has no observed value.
     """
     rng = np.random.default_rng(check_seed(seed))
     sample_size = check_positive_int(sample_size, "sample_size")
@@ -114,29 +126,54 @@ def dataset_statistics(
         )
     weighted = isinstance(dataset.element_spec, tuple)
     n_points, n_batches, total_weight = 0, 0, 0.0
+    feature_weight = np.zeros(n_features)  # the weight of each feature's observed values
     mean = np.zeros(n_features)
     sum_sq = np.zeros(n_features)  # weighted sum of squared deviations from the mean
     keys, sample = np.empty(0), np.empty((0, n_features))
     sample_weights = np.empty(0)
+    has_missing = False
     for batch in stream_batches(dataset):
         name = f"X (batch {n_batches})"
-        points = check_data(batch[0] if weighted else batch, name=name, n_features=n_features)
+        points = check_data(
+            batch[0] if weighted else batch, name=name, n_features=n_features, missing=missing
+        )
         count = points.shape[0]
         if weighted:
             weights = _check_batch_weights(batch[1], count, n_batches)
             batch_weight = weights.sum()
         else:
             weights, batch_weight = None, float(count)
-        if batch_weight > 0:  # Chan et al.'s merge, with weights for counts
-            batch_mean = np.average(points, axis=0, weights=weights)
-            deviations = (points - batch_mean) ** 2
-            if weighted:
-                deviations *= weights[:, None]
+        total_weight += batch_weight
+        observed = ~np.isnan(points)
+        if observed.all():
+            batch_feature_weight = np.full(n_features, batch_weight)
+            if batch_weight > 0:
+                batch_mean = np.average(points, axis=0, weights=weights)
+                deviations = (points - batch_mean) ** 2
+                if weighted:
+                    deviations *= weights[:, None]
+        else:
+            has_missing = True
+            per_entry = observed * (1.0 if weights is None else weights[:, None])
+            batch_feature_weight = per_entry.sum(axis=0)
+            values = np.where(observed, points, 0.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                batch_mean = np.where(
+                    batch_feature_weight > 0,
+                    (per_entry * values).sum(axis=0) / batch_feature_weight,
+                    0.0,
+                )
+            deviations = per_entry * (values - batch_mean) ** 2
+        # Chan et al.'s merge, feature by feature, with weights for counts.
+        seen = batch_feature_weight > 0
+        if seen.any():
             delta = batch_mean - mean
-            total = total_weight + batch_weight
-            mean = mean + delta * batch_weight / total
-            sum_sq += deviations.sum(axis=0) + delta**2 * total_weight * batch_weight / total
-            total_weight = total
+            total = feature_weight + batch_feature_weight
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = np.where(seen, mean + delta * batch_feature_weight / total, mean)
+                between = delta**2 * feature_weight * batch_feature_weight / total
+                sum_sq += np.where(seen, deviations.sum(axis=0) + between, 0.0)
+            feature_weight = total
         n_points, n_batches = n_points + count, n_batches + 1
         keys = np.concatenate([keys, rng.random(count)])
         sample = np.concatenate([sample, points])
@@ -151,15 +188,19 @@ def dataset_statistics(
         raise ValueError("X is an empty dataset.")
     if not total_weight > 0:
         raise ValueError("X's weights sum to 0: at least one point needs a positive weight.")
+    empty = np.flatnonzero(feature_weight == 0)
+    if empty.size:
+        raise ValueError(f"X's feature {empty[0]} has no observed value of positive weight.")
     order = np.argsort(keys, kind="stable")
     return StreamStatistics(
         n_points=n_points,
         n_batches=n_batches,
         mean=mean,
-        std=np.sqrt(sum_sq / total_weight),
+        std=np.sqrt(sum_sq / feature_weight),
         sample=sample[order],
         sample_weights=sample_weights[order] if weighted else None,
         total_weight=total_weight,
+        observed_share=feature_weight / total_weight if has_missing else None,
     )
 
 
