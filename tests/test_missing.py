@@ -290,7 +290,8 @@ def test_a_stream_with_missing_values_reaches_the_same_optimum():
     20% missing: its first pass finds the nan-aware weighted mean and sd of the
     same rows in memory (to 1e-6: the stream is float32), and natural-gradient
     SVI on it stops near the CAVI optimum, as the in-memory minibatches do
-    (means within 0.5 posterior sd, Gamma shapes within 3%)."""
+    (means within 0.5 posterior sd, Gamma shapes within 3%; measured 0.10 sd,
+    0.45%)."""
     truth = gmm.data.random_mixture(3, 5, separation=3.0, seed=11)
     X, _ = truth.sample(4000, seed=13)
     X_missing = remove_at_random(X, 0.2, seed=14).astype(np.float32).astype(np.float64)

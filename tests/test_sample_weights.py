@@ -124,7 +124,7 @@ def test_the_adam_objective_weights_each_point(overlapping):
 def test_a_weighted_fit_agrees_with_weighted_cavi(overlapping):
     """Real-valued weights (Uniform(0, 3)) against the NumPy CAVI reference run
     with the same weights. Asserted: means within 1e-3 data sds, Gamma shapes
-    and Dirichlet counts within 1e-3 relative."""
+    and Dirichlet counts within 1e-3 relative (measured: within 3e-10)."""
     X = overlapping
     weights = np.random.default_rng(4).uniform(0, 3, size=X.shape[0])
     model = fit_float64(X, sample_weight=weights, tol=1e-7)
@@ -162,11 +162,14 @@ def test_a_weighted_stream_has_the_weighted_statistics(overlapping):
 def test_weighted_minibatches_reach_the_weighted_optimum(source):
     """Minibatches of 200 of 4,000 points with integer weights 0-3, in memory
     (sample_weight) or as a shuffled stream of (points, weights): natural-gradient
-    SVI stops near the weighted CAVI optimum, within its minibatch noise (means
-    within 0.5 posterior sd, Gamma shapes within 3%; the unweighted minibatch
-    test in test_convergence.py uses 0.5 sd and 1%). Measured for the stream:
-    0.22 sd and 0.4%; an unshuffled stream stops 0.55 sd away, and so does an
-    unweighted unshuffled one (0.48 sd): the noise of a fixed batch order."""
+    SVI stops near the weighted CAVI optimum, within its minibatch noise: means
+    within 0.75 posterior sd, Gamma shapes within 3%, and the Dirichlet counts
+    sum to the total weight (not the number of rows) within 3%. Measured: in
+    memory 0.47 sd and 0.8% (seeds 1 and 2: 0.31 and 0.20 sd; at tol 1e-4,
+    0.13 sd: noise, not bias), the stream 0.22 sd and 0.4%. An unshuffled
+    stream stops 0.55 sd away, as does an unweighted unshuffled one (0.48 sd):
+    the noise of a fixed batch order. (The unweighted minibatch test in
+    test_convergence.py asserts 0.5 sd and 1%; weights add noise.)"""
     X, _ = OVERLAPPING.sample(4000, seed=6)
     weights = np.random.default_rng(7).integers(0, 4, size=X.shape[0]).astype(np.float64)
     model = gmm.BayesianGMM(3, 2)
@@ -178,7 +181,7 @@ def test_weighted_minibatches_reach_the_weighted_optimum(source):
     cavi = gmm.evaluate.reference_posterior(model, X, sample_weight=weights, max_iter=20_000)
     fitted = model.posterior_parameters()
     assert np.abs(fitted["precision_shape"] / cavi["precision_shape"] - 1).max() < 0.03
-    assert (np.abs(fitted["loc_mean"] - cavi["loc_mean"]) / cavi["loc_sd"]).max() < 0.5
+    assert (np.abs(fitted["loc_mean"] - cavi["loc_mean"]) / cavi["loc_sd"]).max() < 0.75
     assert fitted["concentration"].sum() == pytest.approx(weights.sum() + 3, rel=0.03)
 
 

@@ -133,11 +133,17 @@ BAD_STREAMS = [
         "3 features",
     ),
     ("integers", tf.data.Dataset.from_tensor_slices(np.zeros((10, 2), int)), TypeError, "real"),
-    (
-        "pairs",
-        tf.data.Dataset.from_tensor_slices((np.zeros((10, 2)), np.zeros(10))),
+    (  # pairs are (points, weights); a third component is not
+        "triples",
+        tf.data.Dataset.from_tensor_slices((np.zeros((10, 2)), np.ones(10), np.ones(10))),
         TypeError,
         "single tensors",
+    ),
+    (
+        "zero weights",
+        tf.data.Dataset.from_tensor_slices((np.zeros((10, 2)), np.zeros(10))),
+        ValueError,
+        "weights sum to 0",
     ),
     ("scalars", tf.data.Dataset.from_tensor_slices(np.zeros(10)), ValueError, "points \\[D\\]"),
     (
