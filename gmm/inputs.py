@@ -103,10 +103,9 @@ def feature_statistics(data: np.ndarray, weights: np.ndarray | None = None):
     totals = per_entry.sum(axis=0)
     mean = (per_entry * values).sum(axis=0) / totals
     variance = (per_entry * (values - mean) ** 2).sum(axis=0) / totals
-    spread = np.where(counted, data, -np.inf).max(axis=0) - np.where(counted, data, np.inf).min(
-        axis=0
-    )
-    return mean, np.sqrt(variance), spread
+    largest = np.where(counted, data, -np.inf).max(axis=0)
+    smallest = np.where(counted, data, np.inf).min(axis=0)
+    return mean, np.sqrt(variance), largest - smallest
 
 
 def from_array(

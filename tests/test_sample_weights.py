@@ -199,3 +199,13 @@ def test_weights_with_a_strategy_or_on_a_dataset_argument_are_refused(small_data
             strategy=tf.distribute.OneDeviceStrategy("/cpu:0"),
             progress=False,
         )
+
+
+def test_a_checkpoint_belongs_to_its_weights(small_data, tmp_path):
+    """Resuming needs the same rows and the same weights: other weights are
+    another fit, refused by name."""
+    weights = np.linspace(0.5, 2.0, small_data.shape[0])
+    settings = {"steps": 20, "checkpoint_dir": tmp_path / "fit", "progress": False}
+    gmm.fit(gmm.BayesianGMM(2, 2), small_data, sample_weight=weights, **settings)
+    with pytest.raises(gmm.checkpoint.CheckpointError, match="data differ"):
+        gmm.fit(gmm.BayesianGMM(2, 2), small_data, sample_weight=weights[::-1], **settings)
