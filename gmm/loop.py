@@ -149,17 +149,11 @@ def _update_rule(rule, prior_params, n_points, schedule, strategy):
 
     def natural_gradient(params, state, batch, step, seed):
         points, weights, mask = batch
-        loss = negative_elbo(
-            params, points, n_points, prior_params, "expected", seed, None, weights, mask
-        )
         rho = natural.step_size(schedule.learning_rate, step, schedule.decay)
-        return (
-            loss,
-            natural.natural_gradient_update(
-                params, points, n_points, prior_params, rho, weights, mask
-            ),
-            state,
+        loss, params = natural.natural_gradient_update(
+            params, points, n_points, prior_params, rho, weights, mask, return_loss=True
         )
+        return loss, params, state
 
     return natural_gradient if rule.algorithm == "natural" else adam
 

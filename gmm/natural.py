@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from gmm.elbo import expected_log_likelihood
+from gmm.elbo import expected_log_likelihood, kl_divergence
 from gmm.family import loc_moments, variational_distributions
 
 DEFAULT_DECAY = 0.7
@@ -36,8 +36,16 @@ def step_size(rate, step, decay=DEFAULT_DECAY):
 
 
 def natural_gradient_update(
-    params: dict, batch, n_total, prior_params: tuple, rho, weights=None, mask=None
-) -> dict:
+    params: dict,
+    batch,
+    n_total,
+    prior_params: tuple,
+    rho,
+    weights=None,
+    mask=None,
+    *,
+    return_loss: bool = False,
+):
     """One natural-gradient step on the unconstrained parameters.
 
     Args:
@@ -55,9 +63,13 @@ def natural_gradient_update(
       mask: None, or ``[B, D]`` 1 observed, 0 missing (``batch`` 0 there): the
         counts become per component and feature, sum_n r_nk m_nd, and the
         sums run over observed values only (the marginal likelihood's updates).
+      return_loss: also return -ELBO per point at ``params`` (the "expected"
+        estimator's, ``gmm.elbo.negative_elbo``, per unit weight with
+        ``weights``), from the same per-point terms as the step, so the
+        training loop does not compute them twice.
 
     Returns:
-      the new ``params``, same structure.
+      the new ``params``, same structure; with ``return_loss``, ``(loss, params)``.
     """
     loc_mean0, loc_scale0, shape0, rate0, concentration0 = prior_params
     q = variational_distributions(params)
@@ -108,4 +120,12 @@ def natural_gradient_update(
     }
     # A compiled loop may see the priors with a relaxed (unknown) shape; the
     # parameters keep theirs.
-    return {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}
+    new = {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}
+    if not return_loss:
+        return new
+    kl = kl_divergence(params, prior_params)
+    log_likelihood = tf.reduce_logsumexp(per_point, axis=-1)
+    if weights is not None:
+        log_likelihood = weights * log_likelihood
+    loss = kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood)
+    return loss, new
