@@ -247,7 +247,7 @@ def test_the_adam_objective_is_stationary_at_the_cavi_optimum(five_d):
     """The masked -ELBO that Adam and the 'expected' estimator minimise has
     zero gradient at the CAVI optimum on incomplete data (max |gradient| below
     1e-6 per unconstrained parameter, against above 1e-3 after moving the means
-    by 0.1)."""
+    by 0.1; measured 4e-15 and 0.48)."""
     _, _, X_missing = five_d
     model = gmm.BayesianGMM(3, 5, dtype=tf.float64)
     gmm.fit(model, X_missing, missing="marginalize", steps=5, progress=False)  # sets the transform
