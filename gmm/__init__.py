@@ -18,6 +18,7 @@ from gmm import (
     data,
     elbo,
     evaluate,
+    full,
     mcmc,
     natural,
     plotting,
@@ -28,6 +29,7 @@ from gmm import (
 )
 from gmm.convergence import ConvergenceWarning
 from gmm.fitting import DivergenceError, History, fit
+from gmm.full import NormalWishartPriors
 from gmm.model import BayesianGMM, NotFittedError
 from gmm.priors import Priors
 
@@ -38,6 +40,7 @@ __all__ = [
     "ConvergenceWarning",
     "DivergenceError",
     "History",
+    "NormalWishartPriors",
     "NotFittedError",
     "checkpoint",
     "convergence",
@@ -46,6 +49,7 @@ __all__ = [
     "elbo",
     "evaluate",
     "fit",
+    "full",
     "mcmc",
     "natural",
     "plotting",

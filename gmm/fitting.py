@@ -131,6 +131,11 @@ class FitConfig:
         rate = default_rate if s["learning_rate"] is None else s["learning_rate"]
         rate = check_positive(rate, "learning_rate")
         s["learning_rate"] = check_in_dtype(rate, "learning_rate", model.dtype.as_numpy_dtype)
+        if model.covariance == "full" and s["estimator"] != "expected":
+            raise ValueError(
+                f"estimator={s['estimator']!r} is not supported with covariance='full'; "
+                "use the closed-form 'expected' bound."
+            )
         if s["algorithm"] == "natural":
             if model.order_by is not None:
                 raise ValueError(
@@ -428,7 +433,7 @@ class _Run:
         self.seed_tensor = tf_seed(config.seed)
         self.data, self.stream, order = _loop_data(model, source, self.seed_tensor, self.done)
         self.state = TrainState(model.unconstrained_parameters(), adam, order)
-        self.rule = Rule(config.estimator, model.order_by, config.algorithm)
+        self.rule = Rule(config.estimator, model.order_by, config.algorithm, model.covariance)
         self.log_jacobian = model.transform.log_jacobian()
         self.chunk = max(1, math.ceil(budget / 20))
         self.checkpoint_every = config.checkpoint_every or self.chunk

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from gmm import natural
+from gmm import full, natural
 from gmm.elbo import negative_elbo
 from gmm.optim import AdamState, adam_update, cosine_learning_rate
 
@@ -58,6 +58,7 @@ class Rule(NamedTuple):
     estimator: str = "expected"
     order_by: int | None = None
     algorithm: str = "adam"
+    covariance: str = "diag"
 
 
 def epoch_permutation(seed, epoch, n_points):
@@ -74,10 +75,12 @@ def loss_and_gradient(params, batch, n_points, prior_params, rule: Rule, seed, s
     strategy each replica takes an equal slice of the batch, and the losses
     (weighted by 1 / replicas) and gradients are summed across replicas."""
 
+    objective = full.negative_elbo if rule.covariance == "full" else negative_elbo
+
     def local(params, points, weight, draw_seed):
         with tf.GradientTape() as tape:
             tape.watch(params)
-            loss = weight * negative_elbo(
+            loss = weight * objective(
                 params, points, n_points, prior_params, rule.estimator, draw_seed, rule.order_by
             )
         return loss, tape.gradient(loss, params)
@@ -111,14 +114,15 @@ def _update_rule(rule, prior_params, n_points, schedule, strategy):
         )
         return (loss, *adam_update(params, grads, state, step, rate))
 
+    # The covariance model's own ELBO and conjugate step (gmm.full for "full").
+    is_full = rule.covariance == "full"
+    objective = full.negative_elbo if is_full else negative_elbo
+    natural_update = full.natural_gradient_update if is_full else natural.natural_gradient_update
+
     def natural_gradient(params, state, batch, step, seed):
-        loss = negative_elbo(params, batch, n_points, prior_params, "expected", seed)
+        loss = objective(params, batch, n_points, prior_params, "expected", seed)
         rho = natural.step_size(schedule.learning_rate, step, schedule.decay)
-        return (
-            loss,
-            natural.natural_gradient_update(params, batch, n_points, prior_params, rho),
-            state,
-        )
+        return (loss, natural_update(params, batch, n_points, prior_params, rho), state)
 
     return natural_gradient if rule.algorithm == "natural" else adam
 
@@ -150,7 +154,7 @@ def _is_finite(loss, params):
     checks = [tf.math.is_finite(loss)]
     for name, value in params.items():
         checks.append(tf.reduce_all(tf.math.is_finite(value)))
-        if name != "loc":
+        if name not in full.UNBOUNDED_PARAMETERS:
             checks.append(tf.reduce_all(tf.math.is_finite(tf.exp(value)) & (tf.exp(value) > 0)))
     return tf.reduce_all(checks)
 

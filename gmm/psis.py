@@ -332,6 +332,11 @@ def psis_khat(model, X, *, n_draws: int = 2000, seed: int = 0, symmetrize=None) 
       NotFittedError; ValueError: ``symmetrize=True`` for a model without the
         symmetry, or a symmetrised q with K > 12.
     """
+    if model.covariance == "full":
+        raise ValueError(
+            "gmm.psis.psis_khat is not supported with covariance='full' (its q and target "
+            "densities are the diagonal model's)."
+        )
     model._check_fitted()
     n_draws, seed = check_positive_int(n_draws, "n_draws"), check_seed(seed)
     if n_draws < 10:
