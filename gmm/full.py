@@ -423,20 +423,36 @@ def initial_params(
 
 def draw_parameters(params: dict, num_samples: int, seed):
     """``num_samples`` joint draws of q: ``(locs [S, K, D], precisions
-    [S, K, D, D], weights [S, K])``. Lambda ~ Wishart(W, nu) (``tfd.WishartTriL``,
-    Bartlett's construction, which returns a Cholesky factor C with positive
-    diagonal, so every drawn C C^T is positive-definite), then mu | Lambda ~
-    Normal(m, (beta Lambda)^-1) = m + C^-T eps / sqrt(beta)."""
+    [S, K, D, D], weights [S, K])``.
+
+    Lambda ~ Wishart(W, nu) by Bartlett's construction: Lambda = C C^T with
+    C = chol(W) A, A lower-triangular, A_ii = sqrt(chi2(nu - i)) (i = 0..D-1)
+    and standard normal entries below the diagonal. C is a lower-triangular
+    matrix with a positive diagonal (nu > D - 1 makes every chi2's degrees of
+    freedom positive), so every drawn Lambda is positive-definite by
+    construction; written out here because ``tfd.WishartTriL`` refuses
+    D - 1 < nu < D, which q allows. Then mu | Lambda ~ Normal(m, (beta
+    Lambda)^-1) = m + C^-T eps / sqrt(beta).
+    """
     loc, mean_precision, precision_tril, dof, concentration = unpack(params)
-    wishart_seed, normal_seed, weight_seed = tfp.random.split_seed(seed, n=3)
-    wishart = tfd.WishartTriL(
-        df=dof,
-        scale_tril=precision_tril / tf.sqrt(dof)[:, None, None],
-        input_output_cholesky=True,
+    n_components, n_features = loc.shape
+    chi2_seed, lower_seed, normal_seed, weight_seed = tfp.random.split_seed(seed, n=4)
+    dtype = loc.dtype
+    chi2_dof = dof[:, None] - tf.range(n_features, dtype=dtype)  # [K, D]
+    chi2 = 2.0 * tf.random.stateless_gamma(
+        [num_samples, n_components, n_features], chi2_seed, alpha=chi2_dof / 2.0, dtype=dtype
     )
-    cholesky = wishart.sample(num_samples, seed=wishart_seed)  # [S, K, D, D]
+    below = tf.linalg.band_part(
+        tf.random.stateless_normal(
+            [num_samples, n_components, n_features, n_features], lower_seed, dtype=dtype
+        ),
+        -1,
+        0,
+    )
+    bartlett = tf.linalg.set_diag(below, tf.sqrt(chi2))
+    cholesky = tf.matmul(precision_tril / tf.sqrt(dof)[:, None, None], bartlett)  # chol(W) A
     noise = tf.random.stateless_normal(
-        tf.concat([[num_samples], tf.shape(loc)], 0), normal_seed, dtype=loc.dtype
+        [num_samples, n_components, n_features], normal_seed, dtype=dtype
     )
     offsets = tf.linalg.triangular_solve(cholesky, noise[..., None], adjoint=True)[..., 0]
     locs = loc + offsets / tf.sqrt(mean_precision)[:, None]
