@@ -131,6 +131,17 @@ class NormalWishartPriors:
 # -- q's parameters ------------------------------------------------------------------------------
 
 
+def _dimension(tensor):
+    """D (``tensor``'s last axis) as a scalar of its dtype, read at run time: the
+    compiled loop's trace is shared across models, so D may be unknown when traced."""
+    return tf.cast(tf.shape(tensor)[-1], tensor.dtype)
+
+
+def _offsets(like):
+    """(1 - i) / 2 for i = 1..D (D = ``like``'s last axis), ``[D]`` of its dtype."""
+    return (1.0 - tf.range(1, tf.shape(like)[-1] + 1, dtype=like.dtype)) / 2.0
+
+
 def unpack(params: dict):
     """q's constrained parameters from the unconstrained ``params``.
 
@@ -139,49 +150,47 @@ def unpack(params: dict):
       concentration [K])``: precision_tril is the Cholesky factor of E_q[Lambda]
       = dof * W.
     """
-    n_features = params["loc"].shape[-1]
     return (
         params["loc"],
         tf.exp(params["mean_precision"]),
         _tril_bijector().forward(params["precision_tril"]),
-        (n_features - 1) + tf.exp(params["precision_dof"]),
+        (_dimension(params["loc"]) - 1.0) + tf.exp(params["precision_dof"]),
         tf.exp(params["concentration"]),
     )
 
 
 def pack(loc, mean_precision, precision_tril, dof, concentration) -> dict:
     """The inverse of ``unpack`` (tensors or arrays of one float dtype)."""
-    n_features = loc.shape[-1]
     return {
         "loc": loc,
         "mean_precision": tf.math.log(mean_precision),
         "precision_tril": _tril_bijector().inverse(precision_tril),
-        "precision_dof": tf.math.log(dof - (n_features - 1)),
+        "precision_dof": tf.math.log(dof - (_dimension(loc) - 1.0)),
         "concentration": tf.math.log(concentration),
     }
 
 
-def _log_multivariate_gamma(a, n_features: int):
-    """log Gamma_D(a) = D (D - 1) / 4 log pi + sum_{j=1}^D lgamma(a + (1 - j) / 2)."""
-    offsets = (1.0 - tf.range(1, n_features + 1, dtype=a.dtype)) / 2.0
-    return n_features * (n_features - 1) / 4.0 * math.log(math.pi) + tf.reduce_sum(
-        tf.math.lgamma(a[..., None] + offsets), axis=-1
+def _log_multivariate_gamma(a, like):
+    """log Gamma_D(a) = D (D - 1) / 4 log pi + sum_{j=1}^D lgamma(a + (1 - j) / 2),
+    D the last axis of ``like``."""
+    d = _dimension(like)
+    return d * (d - 1.0) / 4.0 * math.log(math.pi) + tf.reduce_sum(
+        tf.math.lgamma(a[..., None] + _offsets(like)), axis=-1
     )
 
 
 def _expected_log_det(precision_tril, dof):
     """E_q[log |Lambda|] = sum_i digamma((nu + 1 - i) / 2) + D log 2 + log |W|
     (Bishop 10.65), with log |W| = log |nu W| - D log nu; ``[K]``."""
-    n_features = precision_tril.shape[-1]
-    offsets = (1.0 - tf.range(1, n_features + 1, dtype=dof.dtype)) / 2.0
+    d = _dimension(precision_tril)
     log_det_expected = 2.0 * tf.reduce_sum(
         tf.math.log(tf.linalg.diag_part(precision_tril)), axis=-1
     )
     return (
-        tf.reduce_sum(tf.math.digamma(dof[:, None] / 2.0 + offsets), axis=-1)
-        + n_features * math.log(2.0)
+        tf.reduce_sum(tf.math.digamma(dof[:, None] / 2.0 + _offsets(precision_tril)), axis=-1)
+        + d * math.log(2.0)
         + log_det_expected
-        - n_features * tf.math.log(dof)
+        - d * tf.math.log(dof)
     )
 
 
@@ -210,14 +219,14 @@ def expected_log_likelihood(params: dict, batch, *, per_component: bool = False)
       ``[B]`` nats (``[B, K]`` with ``per_component``).
     """
     loc, mean_precision, precision_tril, dof, concentration = unpack(params)
-    n_features = loc.shape[-1]
+    d = _dimension(loc)
     expected_log_weights = tf.math.digamma(concentration) - tf.math.digamma(
         tf.reduce_sum(concentration)
     )
     component_terms = 0.5 * (
         _expected_log_det(precision_tril, dof)
-        - n_features * _LOG_2PI
-        - n_features / mean_precision
+        - d * _LOG_2PI
+        - d / mean_precision
         - _mahalanobis(batch, loc, precision_tril)
     )
     joint = expected_log_weights + component_terms
@@ -239,8 +248,7 @@ def kl_divergence(params: dict, prior_params: tuple):
     """
     loc_mean0, mean_precision0, dof0, expected_precision0, concentration0 = prior_params
     loc, mean_precision, precision_tril, dof, concentration = unpack(params)
-    n_features = loc.shape[-1]
-    d = tf.cast(n_features, loc.dtype)
+    d = _dimension(loc)
     ratio = mean_precision0 / mean_precision
     # nu (m - m0)^T W (m - m0) = |L^T (m - m0)|^2 with L L^T = nu W.
     offset = tf.einsum("kd,kde->ke", loc - loc_mean0, precision_tril)
@@ -256,7 +264,7 @@ def kl_divergence(params: dict, prior_params: tuple):
         return (
             -nu / 2.0 * log_det
             - nu * d / 2.0 * math.log(2.0)
-            - _log_multivariate_gamma(nu / 2.0, n_features)
+            - _log_multivariate_gamma(nu / 2.0, loc)
         )
 
     # tr(W0^-1 W) with W0 = (p0 / nu0) I and W = L L^T / nu.
@@ -316,9 +324,8 @@ def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, r
     """
     loc_mean0, mean_precision0, dof0, expected_precision0, concentration0 = prior_params
     loc, mean_precision, precision_tril, dof, concentration = unpack(params)
-    n_features = loc.shape[-1]
     dtype = loc.dtype
-    identity = tf.eye(n_features, dtype=dtype)
+    identity = tf.eye(tf.shape(loc)[-1], dtype=dtype)
 
     responsibilities = tf.nn.softmax(
         expected_log_likelihood(params, batch, per_component=True), axis=-1
@@ -345,8 +352,10 @@ def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, r
         old_offset[:, :, None] * old_offset[:, None, :]
     )
     prior_offset = loc_mean0 - new_loc
-    centred = batch[:, None, :] - new_loc  # [B, K, D]
-    scatter = scale * tf.einsum("bk,bkd,bke->kde", responsibilities, centred, centred)
+    # sum_n r_nk (x_n - m_k)(x_n - m_k)^T as one batched [K, D, B] @ [K, B, D] product.
+    centred = batch[None, :, :] - new_loc[:, None, :]  # [K, B, D]
+    weighted = tf.transpose(responsibilities)[:, :, None] * centred
+    scatter = scale * tf.matmul(weighted, centred, transpose_a=True)
     target_part = (
         (dof0 / expected_precision0) * identity
         + mean_precision0 * (prior_offset[:, :, None] * prior_offset[:, None, :])
