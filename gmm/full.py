@@ -53,7 +53,6 @@ from sklearn.cluster import KMeans
 from gmm._validation import check_positive
 
 tfd = tfp.distributions
-tfb = tfp.bijectors
 
 COVARIANCES = ("diag", "full")
 PARAMETER_NAMES = ("loc", "mean_precision", "precision_tril", "precision_dof", "concentration")
@@ -62,8 +61,19 @@ UNBOUNDED_PARAMETERS = ("loc", "precision_tril")
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _tril_bijector():
-    return tfb.FillScaleTriL(diag_bijector=tfb.Exp(), diag_shift=None)
+def tril_from_vector(vector):
+    """``[..., D(D+1)/2]`` -> lower-triangular ``[..., D, D]`` with an exp'd
+    diagonal: the map of ``tfb.FillScaleTriL(diag_bijector=tfb.Exp(),
+    diag_shift=None)``, written with ``tfp.math.fill_triangular`` because the
+    bijector's bookkeeping costs more than the arithmetic in the training step."""
+    tril = tfp.math.fill_triangular(vector)
+    return tf.linalg.set_diag(tril, tf.exp(tf.linalg.diag_part(tril)))
+
+
+def vector_from_tril(tril):
+    """The inverse of ``tril_from_vector``."""
+    logs = tf.linalg.set_diag(tril, tf.math.log(tf.linalg.diag_part(tril)))
+    return tfp.math.fill_triangular_inverse(logs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +163,7 @@ def unpack(params: dict):
     return (
         params["loc"],
         tf.exp(params["mean_precision"]),
-        _tril_bijector().forward(params["precision_tril"]),
+        tril_from_vector(params["precision_tril"]),
         (_dimension(params["loc"]) - 1.0) + tf.exp(params["precision_dof"]),
         tf.exp(params["concentration"]),
     )
@@ -164,7 +174,7 @@ def pack(loc, mean_precision, precision_tril, dof, concentration) -> dict:
     return {
         "loc": loc,
         "mean_precision": tf.math.log(mean_precision),
-        "precision_tril": _tril_bijector().inverse(precision_tril),
+        "precision_tril": vector_from_tril(precision_tril),
         "precision_dof": tf.math.log(dof - (_dimension(loc) - 1.0)),
         "concentration": tf.math.log(concentration),
     }
@@ -195,9 +205,14 @@ def _expected_log_det(precision_tril, dof):
 
 
 def _mahalanobis(points, loc, precision_tril):
-    """(x - m_k)^T (L_k L_k^T) (x - m_k) for ``points`` ``[B, D]``: ``[B, K]``."""
-    diff = points[:, None, :] - loc  # [B, K, D]
-    return tf.reduce_sum(tf.square(tf.einsum("bkd,kde->bke", diff, precision_tril)), axis=-1)
+    """(x - m_k)^T (L_k L_k^T) (x - m_k) = |x^T L_k - m_k^T L_k|^2 for ``points``
+    ``[B, D]``: ``[B, K]``. The B x K products x^T L_k are one [B, D] @ [D, K D]
+    matrix product, with no [B, K, D] difference formed first."""
+    shape = tf.shape(precision_tril)  # [K, D, D]
+    stacked = tf.reshape(tf.transpose(precision_tril, [1, 0, 2]), [shape[1], -1])  # [D, K D]
+    projected = tf.reshape(tf.matmul(points, stacked), [-1, shape[0], shape[2]])  # [B, K, D]
+    centres = tf.einsum("kd,kde->ke", loc, precision_tril)  # [K, D]
+    return tf.reduce_sum(tf.square(projected - centres), axis=-1)
 
 
 # -- the ELBO -----------------------------------------------------------------------------------
@@ -540,7 +555,7 @@ def loc_posterior_sd(params: dict) -> np.ndarray:
     """A scale for moves of the means (``[K, D]``, NumPy, the units of
     ``params``): sqrt(diag(E_q[Lambda]^-1) / beta), defined for every nu
     (the exact sd needs nu > D + 1). Used by ``gmm.convergence``."""
-    tril = _tril_bijector().forward(np.asarray(params["precision_tril"], np.float64)).numpy()
+    tril = tril_from_vector(np.asarray(params["precision_tril"], np.float64)).numpy()
     covariance = np.linalg.inv(tril @ tril.transpose(0, 2, 1))
     beta = np.exp(np.asarray(params["mean_precision"], np.float64))
     return np.sqrt(np.diagonal(covariance, axis1=-2, axis2=-1) / beta[:, None])

@@ -376,3 +376,13 @@ def test_other_sizes_share_the_compiled_loop_and_agree_with_cavi(correlated):
     history = gmm.fit(model, X, progress=False)
     assert history.algorithm == "natural" and np.isfinite(history.elbo).all()
     assert_agrees_with_full_cavi(model, gmm.evaluate.reference_posterior(model, X))
+
+
+def test_cholesky_vector_is_fill_scale_tril_with_exp_diagonal():
+    """gmm.full's map from q's unconstrained vector to the Cholesky factor is
+    tfb.FillScaleTriL(diag_bijector=Exp, diag_shift=None), and inverts exactly."""
+    vectors = tf.constant(np.random.default_rng(0).normal(size=(4, 15)))  # D = 5
+    bijector = tfp.bijectors.FillScaleTriL(diag_bijector=tfp.bijectors.Exp(), diag_shift=None)
+    trils = gmm.full.tril_from_vector(vectors)
+    np.testing.assert_allclose(trils, bijector.forward(vectors), rtol=1e-12)
+    np.testing.assert_allclose(gmm.full.vector_from_tril(trils), vectors, rtol=1e-12, atol=1e-12)
