@@ -205,15 +205,34 @@ def sklearn_posterior(estimator: BayesianGaussianMixture) -> dict:
     little wider for small dof). Its priors differ from gmm's (centred on the
     data's mean and covariance), which matters little once N is in the
     hundreds.
+
+    With ``covariance_type="full"``, the format of a full-covariance
+    ``BayesianGMM.posterior_parameters`` (``gmm.full``), which
+    ``gmm.full.posterior_summary`` reads: W = (nu * covariances_)^-1, since
+    scikit-learn's ``covariances_`` is W^-1 / nu.
     """
     if estimator.weight_concentration_prior_type != "dirichlet_distribution":
         raise ValueError(
             "sklearn_posterior needs weight_concentration_prior_type='dirichlet_distribution' "
             "(gmm's Dirichlet); this estimator has a Dirichlet process."
         )
+    if estimator.covariance_type == "full":
+        from gmm.full import with_covariance_mean
+
+        dof = estimator.degrees_of_freedom_
+        return with_covariance_mean(
+            {
+                "loc_mean": estimator.means_,
+                "mean_precision": estimator.mean_precision_,
+                "dof": dof,
+                "precision_scale": np.linalg.inv(estimator.covariances_ * dof[:, None, None]),
+                "concentration": estimator.weight_concentration_,
+            }
+        )
     if estimator.covariance_type != "diag":
         raise ValueError(
-            f"sklearn_posterior needs covariance_type='diag', got {estimator.covariance_type!r}."
+            "sklearn_posterior needs covariance_type='diag' or 'full', "
+            f"got {estimator.covariance_type!r}."
         )
     dof = estimator.degrees_of_freedom_[:, None]
     covariances = estimator.covariances_
