@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 import numpy as np
 import tensorflow as tf
@@ -85,9 +86,10 @@ class NormalWishartPriors:
 
     - ``expected_precision`` 10: E[Lambda_k] = 10 I, as the diagonal prior's
       E[precision] = 1 / 0.1 * 1 (a cluster sd of about 0.3 of the data's).
-    - ``dof`` None: nu0 = D, the weakest Wishart with a density in every
-      dimension that scikit-learn also uses; for D = 2 it is worth two
-      observations, as the diagonal prior's Gamma(1, 0.1) (2 * shape).
+    - ``dof`` None: nu0 = D, scikit-learn's default. A Wishart needs nu0 > D - 1,
+      so nu0 pseudo-observations cannot be fewer than about D: for D = 2 it is
+      worth two, as the diagonal prior's Gamma(1, 0.1) (2 * shape), and for
+      larger D it is necessarily stronger than the diagonal prior.
     - ``mean_precision`` 0.1: beta0, so that mu_k's prior sd is about
       (0.1 * 10)^-1/2 = 1 data sd, as the diagonal prior's Normal(0, 1).
     - ``loc_mean`` 0 (the data's mean) and ``concentration`` 1 (uniform weights).
@@ -102,7 +104,7 @@ class NormalWishartPriors:
     concentration: float = 1.0
 
     def __post_init__(self):
-        if isinstance(self.loc_mean, bool) or not isinstance(self.loc_mean, int | float):
+        if isinstance(self.loc_mean, bool) or not isinstance(self.loc_mean, numbers.Real):
             raise TypeError(
                 f"priors.loc_mean must be a number for covariance='full', got {self.loc_mean!r}."
             )
