@@ -75,13 +75,13 @@ def _check_construction(n_components, n_features, priors, standardize, dtype, or
         )
     n_features = check_positive_int(n_features, "n_features")
     covariance, priors = _check_covariance(covariance, priors, order_by, n_features)
-    if covariance == "full":
-        try:
-            dtype = tf.as_dtype(dtype)
-        except TypeError:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}.") from None
-        if dtype not in (tf.float32, tf.float64):
-            raise ValueError(f"dtype must be float32 or float64, got {dtype.name}.")
+    try:
+        dtype = tf.as_dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}.") from None
+    if dtype not in (tf.float32, tf.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype.name}.")
+    if covariance == "full":  # the rest checks the diagonal model's priors and order_by
         return (
             n_components, n_features, priors, check_bool(standardize, "standardize"), dtype,
             None, covariance,
@@ -89,12 +89,6 @@ def _check_construction(n_components, n_features, priors, standardize, dtype, or
     priors = Priors() if priors is None else priors
     if not isinstance(priors, Priors):
         raise TypeError(f"priors must be a gmm.Priors, got {type(priors).__name__}.")
-    try:
-        dtype = tf.as_dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}.") from None
-    if dtype not in (tf.float32, tf.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype.name}.")
     for field in ("loc_scale", "precision_shape", "precision_rate", "concentration"):
         check_in_dtype(getattr(priors, field), f"priors.{field}", dtype.as_numpy_dtype)
     with np.errstate(over="ignore"):
