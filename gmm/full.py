@@ -313,7 +313,9 @@ def negative_elbo(
 # -- natural gradients -------------------------------------------------------------------------
 
 
-def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, rho) -> dict:
+def natural_gradient_update(
+    params: dict, batch, n_total, prior_params: tuple, rho, *, return_loss: bool = False
+):
     """One natural-gradient step (Hoffman et al. 2013) of the Normal-Wishart q.
 
     Natural parameters. Expanding log NW(mu, Lambda | m, beta, W, nu) in the
@@ -337,16 +339,17 @@ def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, r
     (the terms linear in m cancel because the weights beta_old, beta0, r_nk
     sum to beta and their weighted mean is m).
 
-    Args, returns: as ``gmm.natural.natural_gradient_update``.
+    Args, returns: as ``gmm.natural.natural_gradient_update`` (with
+    ``return_loss``, ``(loss, params)``, the loss this module's ``negative_elbo``
+    at ``params``, from the same per-point terms as the step).
     """
     loc_mean0, mean_precision0, dof0, expected_precision0, concentration0 = prior_params
     loc, mean_precision, precision_tril, dof, concentration = unpack(params)
     dtype = loc.dtype
     identity = tf.eye(tf.shape(loc)[-1], dtype=dtype)
 
-    responsibilities = tf.nn.softmax(
-        expected_log_likelihood(params, batch, per_component=True), axis=-1
-    )  # [B, K]
+    per_point = expected_log_likelihood(params, batch, per_component=True)  # [B, K]
+    responsibilities = tf.nn.softmax(per_point, axis=-1)
     scale = tf.cast(n_total, dtype) / tf.cast(tf.shape(batch)[0], dtype)
     counts = scale * tf.reduce_sum(responsibilities, axis=0)  # [K]
     sums = scale * tf.matmul(responsibilities, batch, transpose_a=True)  # [K, D]
@@ -393,7 +396,12 @@ def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, r
         new_dof,
         new_concentration,
     )
-    return {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}
+    new = {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}
+    if not return_loss:
+        return new
+    kl = kl_divergence(params, prior_params)
+    loss = kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(tf.reduce_logsumexp(per_point, axis=-1))
+    return loss, new
 
 
 # -- where q starts --------------------------------------------------------------------------------

@@ -114,15 +114,14 @@ def _update_rule(rule, prior_params, n_points, schedule, strategy):
         )
         return (loss, *adam_update(params, grads, state, step, rate))
 
-    # The covariance model's own ELBO and conjugate step (gmm.full for "full").
+    # The covariance model's own conjugate step (gmm.full for "full").
     is_full = rule.covariance == "full"
-    objective = full.negative_elbo if is_full else negative_elbo
     natural_update = full.natural_gradient_update if is_full else natural.natural_gradient_update
 
     def natural_gradient(params, state, batch, step, seed):
-        loss = objective(params, batch, n_points, prior_params, "expected", seed)
         rho = natural.step_size(schedule.learning_rate, step, schedule.decay)
-        return (loss, natural_update(params, batch, n_points, prior_params, rho), state)
+        loss, params = natural_update(params, batch, n_points, prior_params, rho, return_loss=True)
+        return loss, params, state
 
     return natural_gradient if rule.algorithm == "natural" else adam
 

@@ -309,7 +309,8 @@ def test_closed_form_kl_and_data_term_match_monte_carlo(correlated):
 
 def test_cavi_optimum_is_a_fixed_point_of_the_natural_step(correlated):
     """A full-batch natural-gradient step of any size leaves the CAVI optimum
-    where it is (1e-6 relative, float64): the natural-parameter blend is right."""
+    where it is (1e-6 relative, float64): the natural-parameter blend is right;
+    and the loss it returns is -ELBO per point (1e-12)."""
     X, _, _, _, model, _, _ = correlated
     Z = model.transform.to_standard(X)
     labels = np.argmax(model.predict_proba(X), axis=1)
@@ -328,6 +329,13 @@ def test_cavi_optimum_is_a_fixed_point_of_the_natural_step(correlated):
         )
         for name in params:
             np.testing.assert_allclose(stepped[name], params[name], rtol=1e-6, atol=1e-8)
+    # The loss the training loop records with a natural step is the ELBO's.
+    batch = tf.constant(Z[:100])
+    loss, _ = gmm.full.natural_gradient_update(
+        params, batch, X.shape[0], priors, tf.constant(0.5, tf.float64), return_loss=True
+    )
+    expected = gmm.full.negative_elbo(params, batch, X.shape[0], priors)
+    np.testing.assert_allclose(loss, expected, rtol=1e-12)
 
 
 def test_checkpoint_round_trip(correlated, tmp_path):
