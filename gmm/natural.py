@@ -35,6 +35,32 @@ def step_size(rate, step, decay=DEFAULT_DECAY):
     return tf.minimum(rate * tf.pow(1.0 + t, -tf.cast(decay, rate.dtype)), 1.0)
 
 
+def sufficient_statistics(params: dict, batch) -> tuple:
+    """A minibatch's sufficient statistics under its optimal q(z), unscaled:
+    sums over the batch's points, so that those of several batches (several
+    replicas or workers) add up to the statistics of their union.
+
+    Args:
+      params: q's unconstrained parameters (see ``natural_gradient_update``).
+      batch: ``[B, D]`` standardised points.
+
+    Returns:
+      ``(counts [K], sums [K, D], sums_sq [K, D])``: the responsibilities'
+      sums, and their sums of x and of x**2 (standardised units).
+    """
+    q = variational_distributions(params)
+    loc_mean, loc_var = loc_moments(params)
+    # Local step: q(z) for the minibatch, from the per-component terms of the
+    # same bound the "expected" estimator uses.
+    per_point = expected_log_likelihood(q, batch, loc_mean, loc_var, per_component=True)
+    responsibilities = tf.nn.softmax(per_point, axis=-1)  # [B, K]
+    return (
+        tf.reduce_sum(responsibilities, axis=0),
+        tf.matmul(responsibilities, batch, transpose_a=True),
+        tf.matmul(responsibilities, tf.square(batch), transpose_a=True),
+    )
+
+
 def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, rho) -> dict:
     """One natural-gradient step on the unconstrained parameters.
 
@@ -51,23 +77,23 @@ def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, r
     Returns:
       the new ``params``, same structure.
     """
+    # Sufficient statistics, scaled as if the data set were this batch N / B times.
+    scale = tf.cast(n_total, batch.dtype) / tf.cast(tf.shape(batch)[0], batch.dtype)
+    statistics = sufficient_statistics(params, batch)
+    return update_from_statistics(params, statistics, scale, prior_params, rho)
+
+
+def update_from_statistics(params: dict, statistics: tuple, scale, prior_params: tuple, rho):
+    """The natural-gradient step from a minibatch's ``sufficient_statistics``
+    (summed over every replica's share of it), scaled by ``scale`` = N / B
+    as if the data set were that minibatch N / B times over."""
     loc_mean0, loc_scale0, shape0, rate0, concentration0 = prior_params
     q = variational_distributions(params)
     loc_mean, loc_var = loc_moments(params)
     shape, rate = q["precisions"].concentration, q["precisions"].rate
     concentration = q["weights"].concentration
     expected_precision = shape / rate
-
-    # Local step: q(z) for the minibatch, from the per-component terms of the
-    # same bound the "expected" estimator uses.
-    per_point = expected_log_likelihood(q, batch, loc_mean, loc_var, per_component=True)
-    responsibilities = tf.nn.softmax(per_point, axis=-1)  # [B, K]
-
-    # Sufficient statistics, scaled as if the data set were this batch N / B times.
-    scale = tf.cast(n_total, batch.dtype) / tf.cast(tf.shape(batch)[0], batch.dtype)
-    counts = scale * tf.reduce_sum(responsibilities, axis=0)  # [K]
-    sums = scale * tf.matmul(responsibilities, batch, transpose_a=True)  # [K, D]
-    sums_sq = scale * tf.matmul(responsibilities, tf.square(batch), transpose_a=True)
+    counts, sums, sums_sq = (scale * statistic for statistic in statistics)
 
     # The coordinate-ascent targets (as in gmm.reference.cavi), all from the current q.
     prior_precision = 1.0 / tf.square(loc_scale0)
