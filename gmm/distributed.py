@@ -199,14 +199,15 @@ class WorkerOutcome:
     """How one worker process ended.
 
     Attributes:
-      index: its task index. returncode: its exit status (negative: the
-        signal that ended it; None: never ended, see ``timed_out``).
+      index: its task index. pid: its process id (ended and reaped).
+      returncode: its exit status (negative: the signal that ended it).
       output: its stdout and stderr, interleaved. stopped: the launcher ended
         it (a peer failed first, or the time ran out).
     """
 
     index: int
-    returncode: int | None
+    pid: int
+    returncode: int
     output: str
     stopped: bool = False
 
@@ -269,7 +270,9 @@ def run_workers(
     outcomes = []
     for index, (process, log) in enumerate(zip(processes, logs)):
         log.seek(0)
-        outcomes.append(WorkerOutcome(index, process.returncode, log.read(), index in stopped))
+        outcomes.append(
+            WorkerOutcome(index, process.pid, process.returncode, log.read(), index in stopped)
+        )
         log.close()
     return outcomes
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -239,6 +240,31 @@ def _start(model, source, config, checkpointer) -> tuple[int, list, object, dict
     return 0, [], adam_init(model.unconstrained_parameters()), {}
 
 
+def _check_workers_agree(collective, model, config) -> None:
+    """Every worker of a multi-worker fit must run the same collectives in the
+    same order: their settings must match the chief's (``progress`` aside; of
+    ``checkpoint_dir``, only whether there is one, as only the chief writes).
+
+    Raises:
+      ValueError: on every worker, naming those whose settings differ.
+    """
+    settings = dataclasses.asdict(config)
+    settings.pop("progress")
+    settings["checkpoint_dir"] = settings["checkpoint_dir"] is not None
+    settings["model"] = model.config()
+    mine = json.dumps(settings, sort_keys=True).encode()
+    chiefs = collective.broadcast({"settings": np.frombuffer(mine, np.uint8)})["settings"]
+    differs = np.zeros(collective.workers)
+    differs[collective.index] = chiefs.tobytes() != mine
+    differing = np.flatnonzero(collective.sum(differs))
+    if differing.size:
+        raise ValueError(
+            f"The settings of worker(s) {differing.tolist()} differ from the chief's: every "
+            "worker of a multi-worker fit must call gmm.fit with the same model and arguments "
+            "(X aside, its own shard)."
+        )
+
+
 def _start_from_chief(model, source, config, checkpointer, collective):
     """``_start`` on the chief of a multi-worker fit (which alone reads the
     checkpoint and runs k-means), its whole result broadcast to every worker:
@@ -392,8 +418,10 @@ def fit(
         raise ValueError("checkpoint_dir needs in-memory data; X is a tf.data.Dataset.")
     # Several processes: X is this worker's shard, and the set-up runs collectives.
     collective = distributed.Collective(strategy) if distributed.is_multi_worker(strategy) else None
-    if collective is not None and not collective.is_chief:
-        config = dataclasses.replace(config, progress=False)
+    if collective is not None:
+        _check_workers_agree(collective, model, config)
+        if not collective.is_chief:
+            config = dataclasses.replace(config, progress=False)
     source = inputs.prepare(
         X,
         model.n_features,

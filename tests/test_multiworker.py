@@ -1,21 +1,26 @@
 """Multi-worker fits (tf.distribute.MultiWorkerMirroredStrategy): two worker
-processes on loopback, each holding its own shard of the rows, against a fit
+processes on loopback, each holding its own shard of the rows, against fits
 of the same data and seed in one process.
 
-Tolerance: both fits take full-batch steps over the same points from the same
-start (the same standardisation and k-means sample, gathered in shard order),
-so they differ only in the order of floating-point sums (each worker sums its
-shard, then the two sums are added). In float64 that leaves about 1e-13
-after 40 steps (measured); ``ATOL`` = 1e-8 is far above that and far below
-any change a wrong statistic, weight or resumed state makes (1e-3 and up).
+Tolerance: a full-batch fit on two workers and one in a single process take
+the same steps over the same points from the same start (the same
+standardisation and k-means sample, gathered in shard order); they differ only
+in the order of floating-point sums (each worker sums its shard, then the two
+sums are added). In float64 that leaves about 2e-14 after 40 steps
+(measured); ``ATOL`` = 1e-8 is far above that and far below any change a
+wrong statistic, weight or resumed state makes (1e-3 and up).
 
-Each launch is bounded by ``LAUNCH_TIMEOUT``: a hang fails the test, and
-``gmm.distributed.run_workers`` kills every worker before it returns.
+The module's two launches (``runs``) take about a minute in all on two busy
+CPU cores: TensorFlow's import dominates. Each is bounded by
+``LAUNCH_TIMEOUT``: a hang fails the tests, and ``gmm.distributed.run_workers``
+kills every worker before it returns, whatever happens.
 """
 
 import json
 import os
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,90 +28,190 @@ import pytest
 
 import gmm
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "multiworker.py"
 LAUNCH_TIMEOUT = 120  # seconds; a launch takes about 30 s on 2 busy CPU cores
 ATOL = 1e-8
 N_POINTS, N_COMPONENTS, N_FEATURES, STEPS = 2000, 4, 3, 40
+CHECKPOINT_EVERY, DIE_AFTER = 10, 20
+
+# Both workers run this; worker 1 kills itself after step DIE_AFTER when asked.
+WORKER = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    import numpy as np
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before TensorFlow runs anything
+    import gmm
+
+    shards_dir, out_prefix, checkpoint_dir = sys.argv[1:4]
+    die_after, n_components, steps, checkpoint_every = (int(a) for a in sys.argv[4:8])
+    index = gmm.distributed.worker_index(strategy)
+    shard = np.load(os.path.join(shards_dir, f"part-{index}.npy"))
+    results = {"resumed_from": 0, "chunk_ends": []}
+    if gmm.distributed.is_chief(strategy) and gmm.checkpoint.exists(checkpoint_dir):
+        results["resumed_from"] = gmm.checkpoint.read_meta(checkpoint_dir)[0]["step"]
+
+    def record_and_maybe_die(model, step, elbo):
+        results["chunk_ends"].append(step)
+        if index == 1 and 0 <= die_after <= step:
+            os.kill(os.getpid(), signal.SIGKILL)  # a hard crash: no cleanup, no exception
+
+    def fit(name, **settings):
+        model = gmm.BayesianGMM(n_components, shard.shape[1], dtype="float64")
+        history = gmm.fit(model, shard, seed=0, progress=False, strategy=strategy, **settings)
+        results[name] = {k: v.numpy().tolist() for k, v in model.unconstrained_parameters().items()}
+        results[name + "_batch_size"] = history.batch_size
+        results[name + "_algorithm"] = history.algorithm
+
+    try:  # settings that differ between workers
+        gmm.fit(gmm.BayesianGMM(n_components, 3), shard, steps=steps + index, strategy=strategy)
+    except ValueError as error:
+        results["mismatch"] = str(error)
+    fit(
+        "natural", steps=steps, checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every, callbacks=(record_and_maybe_die,),
+    )
+    fit("adam", steps=steps, algorithm="adam")
+    fit("natural_minibatch", steps=5 * steps, batch_size=200, learning_rate=0.5)
+    with open(f"{out_prefix}-{index}.json", "w") as f:
+        json.dump(results, f)
+    """
+)
+
+
+def launch(shards_dir, out_prefix, checkpoint_dir, die_after):
+    """Runs ``WORKER`` on two local workers; returns their ``WorkerOutcome``s."""
+    command = [sys.executable, "-c", WORKER, shards_dir, out_prefix, checkpoint_dir, die_after]
+    command += [N_COMPONENTS, STEPS, CHECKPOINT_EVERY]
+    # The workers import this checkout's gmm, as the tests do.
+    paths = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, paths))}
+    return gmm.distributed.run_workers(
+        [str(c) for c in command], 2, timeout=LAUNCH_TIMEOUT, grace=2.0, env=env
+    )
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    """Overlapping clusters (separation 2.5) with unequal weights, as two
-    shards of unequal size (1100 and 900 rows): together, the rows in order."""
+def data():
+    """Overlapping clusters (separation 2.5) with unequal weights."""
     X, _ = gmm.data.synthetic_data(N_POINTS, N_COMPONENTS, N_FEATURES, separation=2.5, seed=1)
-    folder = tmp_path_factory.mktemp("shards")
-    np.save(folder / "part-0.npy", X[:1100], allow_pickle=False)
-    np.save(folder / "part-1.npy", X[1100:], allow_pickle=False)
-    return folder, X
+    return X
 
 
-def launch(shards_dir, output, *options):
-    command = [sys.executable, str(SCRIPT), "--worker", "--shards", str(shards_dir)]
-    command += ["--output", str(output), "--components", str(N_COMPONENTS)]
-    command += ["--dtype", "float64", "--steps", str(STEPS), *map(str, options)]
-    env = {
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(SCRIPT.parents[1]), os.environ.get("PYTHONPATH")])
-        )
-    }
-    return gmm.distributed.run_workers(command, 2, timeout=LAUNCH_TIMEOUT, grace=2.0, env=env)
+@pytest.fixture(scope="module")
+def runs(data, tmp_path_factory):
+    """Two shards of unequal size (1100 and 900 rows; together, the rows in
+    order). First launch: worker 1 dies by SIGKILL after step 20 of the
+    checkpointed fit. Second launch: the same command, which resumes it and
+    then fits again with Adam and with natural-gradient minibatches."""
+    folder = tmp_path_factory.mktemp("multiworker")
+    np.save(folder / "part-0.npy", data[:1100], allow_pickle=False)
+    np.save(folder / "part-1.npy", data[1100:], allow_pickle=False)
+    checkpoint_dir, out_prefix = folder / "checkpoint", folder / "results"
+    crashed = launch(folder, out_prefix, checkpoint_dir, DIE_AFTER)
+    meta_after_crash = gmm.checkpoint.read_meta(checkpoint_dir)[0]
+    resumed = launch(folder, out_prefix, checkpoint_dir, -1)
+    for outcome in resumed:
+        assert outcome.returncode == 0, f"worker {outcome.index}:\n{outcome.output[-3000:]}"
+    results = [json.loads((folder / f"results-{i}.json").read_text()) for i in (0, 1)]
+    return {"crashed": crashed, "meta_after_crash": meta_after_crash, "results": results}
 
 
-def one_process_fit(X, **settings):
+def one_process_parameters(X, **settings):
     model = gmm.BayesianGMM(N_COMPONENTS, N_FEATURES, dtype="float64")
-    history = gmm.fit(model, X, steps=STEPS, seed=0, progress=False, **settings)
-    return model.unconstrained_parameters(), history
+    gmm.fit(model, X, seed=0, progress=False, **settings)
+    return model.unconstrained_parameters()
 
 
-def assert_same_parameters(output, expected):
-    fitted = np.load(output / "params.npz")
-    largest = max(np.abs(fitted[k] - v.numpy()).max() for k, v in expected.items())
+def assert_same_parameters(fitted: dict, expected: dict):
+    largest = max(np.abs(np.asarray(fitted[k]) - v.numpy()).max() for k, v in expected.items())
     print(f"largest parameter difference from the one-process fit: {largest:.3g}")
     for name, value in expected.items():
         np.testing.assert_allclose(fitted[name], value.numpy(), rtol=0, atol=ATOL, err_msg=name)
 
 
-def check_all_succeeded(outcomes):
-    for outcome in outcomes:
-        assert outcome.returncode == 0, f"worker {outcome.index}:\n{outcome.output[-3000:]}"
-
-
-def test_worker_killed_mid_fit_leaves_the_checkpoint_and_the_fit_resumes(shards, tmp_path):
-    """Natural gradients (the default), full batch; worker 1 dies by SIGKILL
-    after step 20; all are started again and the chief resumes from its last
-    checkpoint to the one-process fit's parameters."""
-    shards_dir, X = shards
-    checkpoint_dir, output = tmp_path / "checkpoint", tmp_path / "output"
-    common = ("--checkpoint-dir", checkpoint_dir, "--checkpoint-every", 10)
-
-    crashed = launch(shards_dir, output, *common, "--die-worker", 1, "--die-after-step", 20)
+def test_a_worker_killed_mid_fit_leaves_the_chiefs_checkpoint_whole(runs):
+    crashed, meta = runs["crashed"], runs["meta_after_crash"]
     assert crashed[1].returncode == -9, crashed[1].output[-3000:]  # SIGKILL, as injected
     assert crashed[0].returncode != 0  # the chief cannot finish without its peer
-    assert not (output / "result.json").exists()
-    # The chief's last checkpoint is whole: its metadata, variables and trace read back.
-    meta, _ = gmm.checkpoint.read_meta(checkpoint_dir)
-    assert meta["kind"] == "training" and 10 <= meta["step"] <= 20, meta["step"]
-    assert meta["data"]["shape"] == [N_POINTS, N_FEATURES]
+    # The chief's last checkpoint reads back (the resumed fit restores its variables).
+    assert meta["kind"] == "training"
+    assert CHECKPOINT_EVERY <= meta["step"] <= DIE_AFTER, meta["step"]
+    assert meta["data"]["shape"] == [N_POINTS, N_FEATURES] and len(meta["data"]["shards"]) == 2
 
-    resumed = launch(shards_dir, output, *common)
-    check_all_succeeded(resumed)
-    result = json.loads((output / "result.json").read_text())
-    assert result["workers"] == 2 and result["shard_points"] == 1100  # the chief's shard
-    assert result["resumed_from"] == meta["step"]
+
+def test_the_fit_resumes_to_the_one_process_fit(runs, data):
+    """Natural gradients (the default with a strategy too), full batch."""
+    chief, meta = runs["results"][0], runs["meta_after_crash"]
+    assert chief["resumed_from"] == meta["step"]
     # Training went on from there (started afresh, its first chunk would end by step 10).
-    assert meta["step"] < result["first_chunk_end"] <= meta["step"] + 10
-    assert result["algorithm"] == "natural" and result["batch_size"] == N_POINTS
-    expected, history = one_process_fit(X)
-    assert_same_parameters(output, expected)
-    assert result["final_elbo"] == pytest.approx(history.elbo[-1], abs=ATOL)
-    assert (output / "elbo.png").exists() and (output / "model").is_dir()
+    assert meta["step"] < chief["chunk_ends"][0] <= meta["step"] + CHECKPOINT_EVERY
+    assert chief["natural_algorithm"] == "natural" and chief["natural_batch_size"] == N_POINTS
+    assert_same_parameters(chief["natural"], one_process_parameters(data, steps=STEPS))
 
 
-def test_adam_all_reduces_gradients_across_workers(shards, tmp_path):
-    """Adam, full batch over unequal shards: each worker's gradient is
-    weighted by its share of the points before the sum."""
-    shards_dir, X = shards
-    output = tmp_path / "output"
-    check_all_succeeded(launch(shards_dir, output, "--algorithm", "adam"))
-    expected, _ = one_process_fit(X, algorithm="adam")
-    assert_same_parameters(output, expected)
+def test_every_worker_takes_the_same_steps(runs):
+    """Summed gradients or statistics: both workers' parameters agree to the bit."""
+    chief, other = runs["results"]
+    for name in ("natural", "adam", "natural_minibatch"):
+        assert chief[name] == other[name], name
+
+
+def test_adam_sums_gradients_weighted_by_each_workers_share(runs, data):
+    """Full batch over unequal shards (1100 and 900 points)."""
+    chief = runs["results"][0]
+    expected = one_process_parameters(data, steps=STEPS, algorithm="adam")
+    assert_same_parameters(chief["adam"], expected)
+
+
+def test_natural_minibatches_scale_the_summed_statistics(runs, data):
+    """Each step takes 100 points from each shard: not a one-process fit's
+    batches, so the same optimum only up to minibatch noise."""
+    chief = runs["results"][0]
+    assert chief["natural_minibatch_batch_size"] == 200
+    # Each step's counts are the 200 points' statistics scaled by N / 200, so the
+    # Dirichlet's concentrations sum to N plus the prior's (a worker scaling its own
+    # 100 points by N / 100 stays at N, but see the test above; the sum of both
+    # scaled by N / 100 would be 2N).
+    prior = gmm.Priors().concentration * N_COMPONENTS
+    total = np.exp(chief["natural_minibatch"]["concentration"]).sum()
+    assert total == pytest.approx(N_POINTS + prior, rel=1e-9)
+    # Held-out scores within 0.01 nats per point of a one-process minibatch fit and of
+    # the full-batch (CAVI) fit.
+    models = {name: gmm.BayesianGMM(N_COMPONENTS, N_FEATURES, dtype="float64") for name in "smf"}
+    gmm.fit(models["s"], data, batch_size=200, learning_rate=0.5, steps=5 * STEPS, progress=False)
+    gmm.fit(models["f"], data, steps=STEPS, progress=False)
+    gmm.fit(models["m"], data, steps=1, progress=False)  # the same standardisation, to 1e-16
+    models["m"].assign_unconstrained(chief["natural_minibatch"])
+    mixture = gmm.data.random_mixture(N_COMPONENTS, N_FEATURES, separation=2.5, seed=1)
+    X_test, _ = mixture.sample(2000, seed=99)
+    single, multi, full = (models[name].score(X_test) for name in "smf")
+    print(f"held-out scores: one process {single:.4f}, two workers {multi:.4f}, full {full:.4f}")
+    assert abs(multi - single) < 0.01 and abs(multi - full) < 0.01
+
+
+def test_workers_with_different_settings_are_refused_on_every_worker(runs):
+    for results in runs["results"]:
+        assert "The settings of worker(s) [1] differ from the chief's" in results["mismatch"]
+
+
+def test_run_workers_ends_every_process_on_timeout_and_after_a_failure():
+    start = time.monotonic()
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    outcomes = gmm.distributed.run_workers(sleeper, 2, timeout=1.0)
+    assert all(o.stopped and o.returncode == -9 for o in outcomes)
+    # One worker fails at once: the other gets `grace` seconds, then is killed.
+    failing = textwrap.dedent(
+        """
+        import json, os, sys, time
+        if json.loads(os.environ["TF_CONFIG"])["task"]["index"] == 1:
+            sys.exit(3)
+        time.sleep(60)
+        """
+    )
+    outcomes = gmm.distributed.run_workers([sys.executable, "-c", failing], 2, grace=0.5)
+    assert [o.returncode for o in outcomes] == [-9, 3] and outcomes[0].stopped
+    assert time.monotonic() - start < 30
+    for outcome in outcomes:
+        with pytest.raises(ProcessLookupError):
+            os.kill(outcome.pid, 0)
