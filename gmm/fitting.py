@@ -352,8 +352,8 @@ def fit(
       max_steps: the cap of a run to convergence (default 20,000).
       tol: the convergence check's tolerance (default 1e-3; see ``gmm.convergence``).
       batch_size: points per step. Default: all of them for in-memory data of
-        at most 10,000 points (one process), else 500. A dataset of batches
-        keeps its own.
+        at most 10,000 points (in one process, or in all of a multi-worker
+        fit's shards), else 500. A dataset of batches keeps its own.
       learning_rate: Adam's peak learning rate, cosine-decayed to 0 (default
         0.05, a relative step on the log-parameters); for ``"natural"``, the
         scale of ``rho_t = learning_rate * (1 + t) ** -0.7`` (default 1), a
