@@ -252,6 +252,8 @@ def _check_workers_agree(collective, model, config) -> None:
     settings.pop("progress")
     settings["checkpoint_dir"] = settings["checkpoint_dir"] is not None
     settings["model"] = model.config()
+    # A warm start continues the global step: every worker's model must be fitted, or none.
+    settings["continuing"] = config.warm_start and model.is_fitted
     mine = json.dumps(settings, sort_keys=True).encode()
     chiefs = collective.broadcast({"settings": np.frombuffer(mine, np.uint8)})["settings"]
     differs = np.zeros(collective.workers)

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from gmm import distributed, natural
-from gmm.elbo import negative_elbo
+from gmm.elbo import kl_divergence, negative_elbo
 from gmm.optim import AdamState, adam_update, cosine_learning_rate
 
 # Stream ids folded into the seed, so batches and Monte Carlo draws never share one.
@@ -158,13 +158,14 @@ def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, stra
         step_points = tf.shape(batch)[0] if global_batch_size is None else global_batch_size
 
         def per_replica(points, replica):
-            loss = negative_elbo(params, points, n_points, prior_params, "expected", seed)
-            weight = _share(points, step_points)
-            return weight * loss, natural.sufficient_statistics(params, points)
+            return natural.sufficient_statistics(params, points)
 
-        # The statistics of the whole step's points, summed over replicas and workers.
-        loss, statistics = across_replicas(strategy, batch, per_replica)
+        # The statistics of the whole step's points, summed over replicas and workers;
+        # the loss (-ELBO per point, as negative_elbo's) from the same per-point terms.
+        *statistics, log_likelihood = across_replicas(strategy, batch, per_replica)
         dtype = schedule.learning_rate.dtype
+        kl = kl_divergence(params, prior_params)
+        loss = kl / tf.cast(n_points, dtype) - log_likelihood / tf.cast(step_points, dtype)
         scale = tf.cast(n_points, dtype) / tf.cast(step_points, dtype)
         new = natural.update_from_statistics(params, statistics, scale, prior_params, rho)
         return loss, new, state

@@ -45,8 +45,10 @@ def sufficient_statistics(params: dict, batch) -> tuple:
       batch: ``[B, D]`` standardised points.
 
     Returns:
-      ``(counts [K], sums [K, D], sums_sq [K, D])``: the responsibilities'
-      sums, and their sums of x and of x**2 (standardised units).
+      ``(counts [K], sums [K, D], sums_sq [K, D], log_likelihood [])``: the
+      responsibilities' sums, their sums of x and of x**2 (standardised
+      units), and the sum over the points of the "expected" estimator's data
+      term (nats; with the KL term, the loss at ``params``).
     """
     q = variational_distributions(params)
     loc_mean, loc_var = loc_moments(params)
@@ -58,6 +60,7 @@ def sufficient_statistics(params: dict, batch) -> tuple:
         tf.reduce_sum(responsibilities, axis=0),
         tf.matmul(responsibilities, batch, transpose_a=True),
         tf.matmul(responsibilities, tf.square(batch), transpose_a=True),
+        tf.reduce_sum(tf.reduce_logsumexp(per_point, axis=-1)),
     )
 
 
@@ -79,14 +82,15 @@ def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, r
     """
     # Sufficient statistics, scaled as if the data set were this batch N / B times.
     scale = tf.cast(n_total, batch.dtype) / tf.cast(tf.shape(batch)[0], batch.dtype)
-    statistics = sufficient_statistics(params, batch)
+    statistics = sufficient_statistics(params, batch)[:3]
     return update_from_statistics(params, statistics, scale, prior_params, rho)
 
 
 def update_from_statistics(params: dict, statistics: tuple, scale, prior_params: tuple, rho):
     """The natural-gradient step from a minibatch's ``sufficient_statistics``
-    (summed over every replica's share of it), scaled by ``scale`` = N / B
-    as if the data set were that minibatch N / B times over."""
+    ``(counts, sums, sums_sq)``, summed over every replica's share of it and
+    scaled by ``scale`` = N / B as if the data set were that minibatch N / B
+    times over. Returns the new ``params``."""
     loc_mean0, loc_scale0, shape0, rate0, concentration0 = prior_params
     q = variational_distributions(params)
     loc_mean, loc_var = loc_moments(params)
