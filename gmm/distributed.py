@@ -32,7 +32,17 @@ itself on the chief, a temporary folder elsewhere (TensorFlow's convention).
 
 The collectives here are ``ReplicaContext.all_reduce`` sums: a broadcast or a
 gather is a sum in which every other worker contributes zeros, which is exact
-(``x + 0 == x``), so the receivers get the chief's bytes.
+(``x + 0 == x``), so the receivers get the chief's bytes. Workers called with
+different settings would run different collectives and hang; ``fit`` compares
+each worker's settings with the chief's first and refuses them on every worker.
+
+If a worker dies, the others stay blocked in a collective until TensorFlow's
+heartbeat check fails them; start all workers again with the same arguments
+and the chief resumes from its last checkpoint (written atomically, so a
+crash at any moment leaves the previous one readable). ``run_workers`` starts
+N workers of a command on loopback (``local_cluster``: free ports, one
+``TF_CONFIG`` each), kills the rest once one fails, and never leaves a process
+behind; ``scripts/multiworker.py`` is its command-line front end.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ kills every worker before it returns, whatever happens.
 import json
 import os
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ import pytest
 
 import gmm
 
+pytestmark = pytest.mark.multiworker
+
 LAUNCH_TIMEOUT = 120  # seconds; a launch takes about 30 s on 2 busy CPU cores
 ATOL = 1e-8
 N_POINTS, N_COMPONENTS, N_FEATURES, STEPS = 2000, 4, 3, 40
@@ -36,7 +39,7 @@ CHECKPOINT_EVERY, DIE_AFTER = 10, 20
 # Both workers run this; worker 1 kills itself after step DIE_AFTER when asked.
 WORKER = textwrap.dedent(
     """
-    import json, os, signal, sys
+    import json, os, shutil, signal, sys
     import numpy as np
     import tensorflow as tf
 
@@ -73,6 +76,9 @@ WORKER = textwrap.dedent(
     )
     fit("adam", steps=steps, algorithm="adam")
     fit("natural_minibatch", steps=5 * steps, batch_size=200, learning_rate=0.5)
+    results["output_dir"] = gmm.distributed.output_dir(strategy, out_prefix + "-figures")
+    if not gmm.distributed.is_chief(strategy):
+        shutil.rmtree(results["output_dir"])
     with open(f"{out_prefix}-{index}.json", "w") as f:
         json.dump(results, f)
     """
@@ -117,10 +123,17 @@ def runs(data, tmp_path_factory):
     return {"crashed": crashed, "meta_after_crash": meta_after_crash, "results": results}
 
 
-def one_process_parameters(X, **settings):
+def one_process_fit(X, **settings):
     model = gmm.BayesianGMM(N_COMPONENTS, N_FEATURES, dtype="float64")
     gmm.fit(model, X, seed=0, progress=False, **settings)
-    return model.unconstrained_parameters()
+    return model
+
+
+@pytest.fixture(scope="module")
+def full_batch(data):
+    """The one-process fit of the checkpointed multi-worker fit: natural
+    gradients, full batch (CAVI iterations)."""
+    return one_process_fit(data, steps=STEPS)
 
 
 def assert_same_parameters(fitted: dict, expected: dict):
@@ -140,14 +153,14 @@ def test_a_worker_killed_mid_fit_leaves_the_chiefs_checkpoint_whole(runs):
     assert meta["data"]["shape"] == [N_POINTS, N_FEATURES] and len(meta["data"]["shards"]) == 2
 
 
-def test_the_fit_resumes_to_the_one_process_fit(runs, data):
+def test_the_fit_resumes_to_the_one_process_fit(runs, full_batch):
     """Natural gradients (the default with a strategy too), full batch."""
     chief, meta = runs["results"][0], runs["meta_after_crash"]
     assert chief["resumed_from"] == meta["step"]
     # Training went on from there (started afresh, its first chunk would end by step 10).
     assert meta["step"] < chief["chunk_ends"][0] <= meta["step"] + CHECKPOINT_EVERY
     assert chief["natural_algorithm"] == "natural" and chief["natural_batch_size"] == N_POINTS
-    assert_same_parameters(chief["natural"], one_process_parameters(data, steps=STEPS))
+    assert_same_parameters(chief["natural"], full_batch.unconstrained_parameters())
 
 
 def test_every_worker_takes_the_same_steps(runs):
@@ -160,11 +173,11 @@ def test_every_worker_takes_the_same_steps(runs):
 def test_adam_sums_gradients_weighted_by_each_workers_share(runs, data):
     """Full batch over unequal shards (1100 and 900 points)."""
     chief = runs["results"][0]
-    expected = one_process_parameters(data, steps=STEPS, algorithm="adam")
-    assert_same_parameters(chief["adam"], expected)
+    expected = one_process_fit(data, steps=STEPS, algorithm="adam")
+    assert_same_parameters(chief["adam"], expected.unconstrained_parameters())
 
 
-def test_natural_minibatches_scale_the_summed_statistics(runs, data):
+def test_natural_minibatches_scale_the_summed_statistics(runs, data, full_batch):
     """Each step takes 100 points from each shard: not a one-process fit's
     batches, so the same optimum only up to minibatch noise."""
     chief = runs["results"][0]
@@ -178,16 +191,21 @@ def test_natural_minibatches_scale_the_summed_statistics(runs, data):
     assert total == pytest.approx(N_POINTS + prior, rel=1e-9)
     # Held-out scores within 0.01 nats per point of a one-process minibatch fit and of
     # the full-batch (CAVI) fit.
-    models = {name: gmm.BayesianGMM(N_COMPONENTS, N_FEATURES, dtype="float64") for name in "smf"}
-    gmm.fit(models["s"], data, batch_size=200, learning_rate=0.5, steps=5 * STEPS, progress=False)
-    gmm.fit(models["f"], data, steps=STEPS, progress=False)
-    gmm.fit(models["m"], data, steps=1, progress=False)  # the same standardisation, to 1e-16
-    models["m"].assign_unconstrained(chief["natural_minibatch"])
+    single = one_process_fit(data, batch_size=200, learning_rate=0.5, steps=5 * STEPS)
+    multi = one_process_fit(data, steps=1)  # the same standardisation, to 1e-16
+    multi.assign_unconstrained(chief["natural_minibatch"])
     mixture = gmm.data.random_mixture(N_COMPONENTS, N_FEATURES, separation=2.5, seed=1)
     X_test, _ = mixture.sample(2000, seed=99)
-    single, multi, full = (models[name].score(X_test) for name in "smf")
+    single, multi, full = (model.score(X_test) for model in (single, multi, full_batch))
     print(f"held-out scores: one process {single:.4f}, two workers {multi:.4f}, full {full:.4f}")
     assert abs(multi - single) < 0.01 and abs(multi - full) < 0.01
+
+
+def test_only_the_chief_writes_to_the_output_path(runs):
+    chief, other = runs["results"]
+    assert chief["output_dir"].endswith("results-figures")
+    assert other["output_dir"].startswith(tempfile.gettempdir())
+    assert "results-figures" not in other["output_dir"]
 
 
 def test_workers_with_different_settings_are_refused_on_every_worker(runs):
