@@ -8,7 +8,8 @@ task), builds the strategy before anything else touches TensorFlow, and calls
     shard = np.load(f"shards/part-{gmm.distributed.worker_index(strategy)}.npy")
     gmm.fit(model, shard, strategy=strategy, checkpoint_dir="ckpt")
 
-With more than one worker, ``fit`` treats ``X`` as this worker's shard; the
+With more than one worker, ``fit`` treats ``X`` as this worker's shard (an
+array, or a ``tf.data.Dataset`` of its share in fixed-size batches); the
 shards together are the data set (``scripts/multiworker.py`` starts N local
 workers this way). Everything that must agree across workers is made equal by
 collective operations, never recomputed independently:

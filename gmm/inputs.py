@@ -172,18 +172,72 @@ def from_worker_shard(
     )
 
 
+def from_worker_stream(
+    dataset, n_features: int, n_components: int, batch_size: int | None, seed: int, collective
+) -> Source:
+    """This worker's share of a stream in a multi-worker fit (e.g. a dataset
+    of its own ``.npy`` shards, or ``dataset.shard(workers, index)``): each
+    worker makes its pass (``streaming.dataset_statistics``) and the counts,
+    means and variances are merged across workers (Chan et al.), the k-means
+    sample gathered from every worker's in proportion to its points. Each
+    worker's batches are its share of ``batch_size`` (default
+    ``DEFAULT_BATCH_SIZE``) unless they are batched already; they must have
+    one fixed size, the same on every worker."""
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    if batch_size % collective.workers:
+        raise ValueError(
+            f"batch_size {batch_size} does not split evenly across {collective.workers} workers."
+        )
+    dataset = streaming.as_batched_dataset(dataset, n_features, batch_size // collective.workers)
+    local_batch_size = dataset.element_spec.shape[0]
+    if local_batch_size is None:
+        raise ValueError(
+            "With a strategy, X must have fixed-size batches (batch with drop_remainder=True)."
+        )
+    own_seed = (seed + collective.index) % 2**32  # each worker samples its share its own way
+    stats = streaming.dataset_statistics(
+        dataset, n_features, sample_size=init.SAMPLE_SIZE, seed=own_seed
+    )
+    counts = collective.gather([[stats.n_points, local_batch_size]])
+    n_points = int(counts[:, 0].sum())
+    if (counts[:, 1] != local_batch_size).any():
+        raise ValueError(
+            f"Every worker's batches must have one size; theirs are {counts[:, 1].astype(int)}."
+        )
+    if n_points < n_components:
+        raise ValueError(f"X has {n_points} points, fewer than the {n_components} components.")
+    mean = collective.sum(stats.n_points * stats.mean) / n_points
+    # Each worker's squared deviations around its own mean, plus its mean's from the global one.
+    squares = stats.n_points * (stats.std**2 + (stats.mean - mean) ** 2)
+    std = np.sqrt(collective.sum(squares) / n_points)
+    # stats.sample is in random order: its first rows are a uniform sample too.
+    share = round(min(n_points, init.SAMPLE_SIZE) * stats.n_points / n_points)
+    sample = collective.gather(stats.sample[:share])
+    global_batch_size = local_batch_size * collective.workers
+    return Source(
+        n_points=n_points,
+        batch_size=global_batch_size,
+        batches_per_epoch=max(n_points // global_batch_size, 1),
+        mean=mean,
+        std=std,
+        spread=np.ptp(sample, axis=0),
+        sample=sample,
+        dataset=dataset,
+        local_batch_size=local_batch_size,
+    )
+
+
 def prepare(X, n_features, n_components, batch_size, seed, replicas=1, collective=None) -> Source:
-    """``from_dataset`` for a ``tf.data.Dataset``, ``from_worker_shard`` with a
-    ``gmm.distributed.Collective`` (several workers), else ``from_array``;
+    """``from_dataset`` for a ``tf.data.Dataset``, else ``from_array``; with a
+    ``gmm.distributed.Collective`` (several workers), ``from_worker_stream``
+    or ``from_worker_shard``;
     checks that batches split evenly across ``replicas`` (each process's share
     across its own)."""
     if collective is not None:
         if isinstance(X, tf.data.Dataset):
-            raise ValueError(
-                "A multi-worker fit takes each worker's shard as an in-memory array "
-                "(e.g. np.load of its .npy file); X is a tf.data.Dataset."
-            )
-        source = from_worker_shard(X, n_features, n_components, batch_size, seed, collective)
+            source = from_worker_stream(X, n_features, n_components, batch_size, seed, collective)
+        else:
+            source = from_worker_shard(X, n_features, n_components, batch_size, seed, collective)
         local_replicas = replicas // collective.workers
         if source.local_batch_size % local_replicas:
             raise ValueError(

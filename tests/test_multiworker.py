@@ -59,9 +59,9 @@ WORKER = textwrap.dedent(
         if index == 1 and 0 <= die_after <= step:
             os.kill(os.getpid(), signal.SIGKILL)  # a hard crash: no cleanup, no exception
 
-    def fit(name, **settings):
+    def fit(name, X=shard, **settings):
         model = gmm.BayesianGMM(n_components, shard.shape[1], dtype="float64")
-        history = gmm.fit(model, shard, seed=0, progress=False, strategy=strategy, **settings)
+        history = gmm.fit(model, X, seed=0, progress=False, strategy=strategy, **settings)
         results[name] = {k: v.numpy().tolist() for k, v in model.unconstrained_parameters().items()}
         results[name + "_batch_size"] = history.batch_size
         results[name + "_algorithm"] = history.algorithm
@@ -76,6 +76,8 @@ WORKER = textwrap.dedent(
     )
     fit("adam", steps=steps, algorithm="adam")
     fit("natural_minibatch", steps=5 * steps, batch_size=200, learning_rate=0.5)
+    stream = tf.data.Dataset.from_tensor_slices(shard).batch(100, drop_remainder=True)
+    fit("natural_stream", X=stream, steps=5 * steps, learning_rate=0.5)
     results["output_dir"] = gmm.distributed.output_dir(strategy, out_prefix + "-figures")
     if not gmm.distributed.is_chief(strategy):
         shutil.rmtree(results["output_dir"])
@@ -136,6 +138,12 @@ def full_batch(data):
     return one_process_fit(data, steps=STEPS)
 
 
+@pytest.fixture(scope="module")
+def minibatch(data):
+    """A one-process natural-gradient fit on its own minibatches of 200."""
+    return one_process_fit(data, batch_size=200, learning_rate=0.5, steps=5 * STEPS)
+
+
 def assert_same_parameters(fitted: dict, expected: dict):
     largest = max(np.abs(np.asarray(fitted[k]) - v.numpy()).max() for k, v in expected.items())
     print(f"largest parameter difference from the one-process fit: {largest:.3g}")
@@ -166,7 +174,7 @@ def test_the_fit_resumes_to_the_one_process_fit(runs, full_batch):
 def test_every_worker_takes_the_same_steps(runs):
     """Summed gradients or statistics: both workers' parameters agree to the bit."""
     chief, other = runs["results"]
-    for name in ("natural", "adam", "natural_minibatch"):
+    for name in ("natural", "adam", "natural_minibatch", "natural_stream"):
         assert chief[name] == other[name], name
 
 
@@ -177,26 +185,27 @@ def test_adam_sums_gradients_weighted_by_each_workers_share(runs, data):
     assert_same_parameters(chief["adam"], expected.unconstrained_parameters())
 
 
-def test_natural_minibatches_scale_the_summed_statistics(runs, data, full_batch):
-    """Each step takes 100 points from each shard: not a one-process fit's
-    batches, so the same optimum only up to minibatch noise."""
+@pytest.mark.parametrize("name", ["natural_minibatch", "natural_stream"])
+def test_natural_minibatches_scale_the_summed_statistics(runs, data, full_batch, minibatch, name):
+    """Each step takes 100 points from each worker's shard (an array, or a
+    tf.data stream of batches of 100): not a one-process fit's batches, so
+    the same optimum only up to minibatch noise."""
     chief = runs["results"][0]
-    assert chief["natural_minibatch_batch_size"] == 200
+    assert chief[name + "_batch_size"] == 200
     # Each step's counts are the 200 points' statistics scaled by N / 200, so the
     # Dirichlet's concentrations sum to N plus the prior's (a worker scaling its own
     # 100 points by N / 100 stays at N, but see the test above; the sum of both
     # scaled by N / 100 would be 2N).
     prior = gmm.Priors().concentration * N_COMPONENTS
-    total = np.exp(chief["natural_minibatch"]["concentration"]).sum()
+    total = np.exp(chief[name]["concentration"]).sum()
     assert total == pytest.approx(N_POINTS + prior, rel=1e-9)
     # Held-out scores within 0.01 nats per point of a one-process minibatch fit and of
     # the full-batch (CAVI) fit.
-    single = one_process_fit(data, batch_size=200, learning_rate=0.5, steps=5 * STEPS)
-    multi = one_process_fit(data, steps=1)  # the same standardisation, to 1e-16
-    multi.assign_unconstrained(chief["natural_minibatch"])
+    multi = one_process_fit(data, steps=1)  # the same standardisation, to 1e-12
+    multi.assign_unconstrained(chief[name])
     mixture = gmm.data.random_mixture(N_COMPONENTS, N_FEATURES, separation=2.5, seed=1)
     X_test, _ = mixture.sample(2000, seed=99)
-    single, multi, full = (model.score(X_test) for model in (single, multi, full_batch))
+    single, multi, full = (model.score(X_test) for model in (minibatch, multi, full_batch))
     print(f"held-out scores: one process {single:.4f}, two workers {multi:.4f}, full {full:.4f}")
     assert abs(multi - single) < 0.01 and abs(multi - full) < 0.01
 
