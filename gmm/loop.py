@@ -151,14 +151,16 @@ def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, stra
     def natural_gradient(params, state, batch, step, seed):
         rho = natural.step_size(schedule.learning_rate, step, schedule.decay)
         if strategy is None:
-            loss = negative_elbo(params, batch, n_points, prior_params, "expected", seed)
-            new = natural.natural_gradient_update(params, batch, n_points, prior_params, rho)
+            loss, new = natural.natural_gradient_update(
+                params, batch, n_points, prior_params, rho, return_loss=True
+            )
             return loss, new, state
 
         step_points = tf.shape(batch)[0] if global_batch_size is None else global_batch_size
 
         def per_replica(points, replica):
-            return natural.sufficient_statistics(params, points)
+            *statistics, log_likelihood = natural.sufficient_statistics(params, points)
+            return (*statistics, tf.reduce_sum(log_likelihood))
 
         # The statistics of the whole step's points, summed over replicas and workers;
         # the loss (-ELBO per point, as negative_elbo's) from the same per-point terms.

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from gmm.elbo import expected_log_likelihood
+from gmm.elbo import expected_log_likelihood, kl_divergence
 from gmm.family import loc_moments, variational_distributions
 
 DEFAULT_DECAY = 0.7
@@ -45,10 +45,10 @@ def sufficient_statistics(params: dict, batch) -> tuple:
       batch: ``[B, D]`` standardised points.
 
     Returns:
-      ``(counts [K], sums [K, D], sums_sq [K, D], log_likelihood [])``: the
+      ``(counts [K], sums [K, D], sums_sq [K, D], log_likelihood [B])``: the
       responsibilities' sums, their sums of x and of x**2 (standardised
-      units), and the sum over the points of the "expected" estimator's data
-      term (nats; with the KL term, the loss at ``params``).
+      units), and each point's "expected" data term (nats; with the KL term,
+      the loss at ``params``), from the same per-point terms.
     """
     q = variational_distributions(params)
     loc_mean, loc_var = loc_moments(params)
@@ -60,11 +60,13 @@ def sufficient_statistics(params: dict, batch) -> tuple:
         tf.reduce_sum(responsibilities, axis=0),
         tf.matmul(responsibilities, batch, transpose_a=True),
         tf.matmul(responsibilities, tf.square(batch), transpose_a=True),
-        tf.reduce_sum(tf.reduce_logsumexp(per_point, axis=-1)),
+        tf.reduce_logsumexp(per_point, axis=-1),
     )
 
 
-def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, rho) -> dict:
+def natural_gradient_update(
+    params: dict, batch, n_total, prior_params: tuple, rho, *, return_loss: bool = False
+):
     """One natural-gradient step on the unconstrained parameters.
 
     Args:
@@ -76,17 +78,24 @@ def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, r
       prior_params: the priors' tensors, in the order of ``gmm.Priors``' fields
         (``loc_mean`` a scalar or ``[K, D]``).
       rho: step size in (0, 1].
+      return_loss: also return -ELBO per point at ``params`` (the "expected"
+        estimator's, ``gmm.elbo.negative_elbo``), from the same per-point terms
+        as the step, so the training loop does not compute them twice.
 
     Returns:
-      the new ``params``, same structure.
+      the new ``params``, same structure; with ``return_loss``, ``(loss, params)``.
     """
     # Sufficient statistics, scaled as if the data set were this batch N / B times.
     scale = tf.cast(n_total, batch.dtype) / tf.cast(tf.shape(batch)[0], batch.dtype)
-    statistics = sufficient_statistics(params, batch)[:3]
-    return update_from_statistics(params, statistics, scale, prior_params, rho)
+    *statistics, log_likelihood = sufficient_statistics(params, batch)
+    new = update_from_statistics(params, statistics, scale, prior_params, rho)
+    if not return_loss:
+        return new
+    kl = kl_divergence(params, prior_params)
+    return kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood), new
 
 
-def update_from_statistics(params: dict, statistics: tuple, scale, prior_params: tuple, rho):
+def update_from_statistics(params: dict, statistics, scale, prior_params: tuple, rho) -> dict:
     """The natural-gradient step from a minibatch's ``sufficient_statistics``
     ``(counts, sums, sums_sq)``, summed over every replica's share of it and
     scaled by ``scale`` = N / B as if the data set were that minibatch N / B
