@@ -6,8 +6,8 @@ Tolerance: a full-batch fit on two workers and one in a single process take
 the same steps over the same points from the same start (the same
 standardisation and k-means sample, gathered in shard order); they differ only
 in the order of floating-point sums (each worker sums its shard, then the two
-sums are added). In float64 that leaves about 2e-14 after 40 steps
-(measured); ``ATOL`` = 1e-8 is far above that and far below any change a
+sums are added). In float64 that leaves under 4e-14 after 40 steps
+(measured, printed with ``-s``); ``ATOL`` = 1e-8 is far above that and far below any change a
 wrong statistic, weight or resumed state makes (1e-3 and up).
 
 The module's two launches (``runs``) take about a minute in all on two busy
