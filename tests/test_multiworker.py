@@ -10,8 +10,9 @@ sums are added). In float64 that leaves under 4e-14 after 40 steps
 (measured, printed with ``-s``); ``ATOL`` = 1e-8 is far above that and far below any change a
 wrong statistic, weight or resumed state makes (1e-3 and up).
 
-The module's two launches (``runs``) take about a minute in all on two busy
-CPU cores: TensorFlow's import dominates. Each is bounded by
+The two launches take about a minute in all on two busy CPU cores
+(TensorFlow's import dominates); one test makes them, so that pytest-xdist
+cannot split them across its workers. Each is bounded by
 ``LAUNCH_TIMEOUT``: a hang fails the tests, and ``gmm.distributed.run_workers``
 kills every worker before it returns, whatever happens.
 """
@@ -99,20 +100,11 @@ def launch(shards_dir, out_prefix, checkpoint_dir, die_after):
     )
 
 
-@pytest.fixture(scope="module")
-def data():
-    """Overlapping clusters (separation 2.5) with unequal weights."""
-    X, _ = gmm.data.synthetic_data(N_POINTS, N_COMPONENTS, N_FEATURES, separation=2.5, seed=1)
-    return X
-
-
-@pytest.fixture(scope="module")
-def runs(data, tmp_path_factory):
+def run_cluster(data, folder):
     """Two shards of unequal size (1100 and 900 rows; together, the rows in
     order). First launch: worker 1 dies by SIGKILL after step 20 of the
     checkpointed fit. Second launch: the same command, which resumes it and
     then fits again with Adam and with natural-gradient minibatches."""
-    folder = tmp_path_factory.mktemp("multiworker")
     np.save(folder / "part-0.npy", data[:1100], allow_pickle=False)
     np.save(folder / "part-1.npy", data[1100:], allow_pickle=False)
     checkpoint_dir, out_prefix = folder / "checkpoint", folder / "results"
@@ -131,15 +123,13 @@ def one_process_fit(X, **settings):
     return model
 
 
-@pytest.fixture(scope="module")
-def full_batch(data):
+def full_batch_fit(data):
     """The one-process fit of the checkpointed multi-worker fit: natural
     gradients, full batch (CAVI iterations)."""
     return one_process_fit(data, steps=STEPS)
 
 
-@pytest.fixture(scope="module")
-def minibatch(data):
+def minibatch_fit(data):
     """A one-process natural-gradient fit on its own minibatches of 200."""
     return one_process_fit(data, batch_size=200, learning_rate=0.5, steps=5 * STEPS)
 
@@ -151,7 +141,7 @@ def assert_same_parameters(fitted: dict, expected: dict):
         np.testing.assert_allclose(fitted[name], value.numpy(), rtol=0, atol=ATOL, err_msg=name)
 
 
-def test_a_worker_killed_mid_fit_leaves_the_chiefs_checkpoint_whole(runs):
+def check_a_worker_killed_mid_fit_leaves_the_chiefs_checkpoint_whole(runs):
     crashed, meta = runs["crashed"], runs["meta_after_crash"]
     assert crashed[1].returncode == -9, crashed[1].output[-3000:]  # SIGKILL, as injected
     assert crashed[0].returncode != 0  # the chief cannot finish without its peer
@@ -161,7 +151,7 @@ def test_a_worker_killed_mid_fit_leaves_the_chiefs_checkpoint_whole(runs):
     assert meta["data"]["shape"] == [N_POINTS, N_FEATURES] and len(meta["data"]["shards"]) == 2
 
 
-def test_the_fit_resumes_to_the_one_process_fit(runs, full_batch):
+def check_the_fit_resumes_to_the_one_process_fit(runs, full_batch):
     """Natural gradients (the default with a strategy too), full batch."""
     chief, meta = runs["results"][0], runs["meta_after_crash"]
     assert chief["resumed_from"] == meta["step"]
@@ -171,22 +161,21 @@ def test_the_fit_resumes_to_the_one_process_fit(runs, full_batch):
     assert_same_parameters(chief["natural"], full_batch.unconstrained_parameters())
 
 
-def test_every_worker_takes_the_same_steps(runs):
+def check_every_worker_takes_the_same_steps(runs):
     """Summed gradients or statistics: both workers' parameters agree to the bit."""
     chief, other = runs["results"]
     for name in ("natural", "adam", "natural_minibatch", "natural_stream"):
         assert chief[name] == other[name], name
 
 
-def test_adam_sums_gradients_weighted_by_each_workers_share(runs, data):
+def check_adam_sums_gradients_weighted_by_each_workers_share(runs, data):
     """Full batch over unequal shards (1100 and 900 points)."""
     chief = runs["results"][0]
     expected = one_process_fit(data, steps=STEPS, algorithm="adam")
     assert_same_parameters(chief["adam"], expected.unconstrained_parameters())
 
 
-@pytest.mark.parametrize("name", ["natural_minibatch", "natural_stream"])
-def test_natural_minibatches_scale_the_summed_statistics(runs, data, full_batch, minibatch, name):
+def check_natural_minibatches_scale_the_summed_statistics(runs, data, full_batch, minibatch, name):
     """Each step takes 100 points from each worker's shard (an array, or a
     tf.data stream of batches of 100): not a one-process fit's batches, so
     the same optimum only up to minibatch noise."""
@@ -210,16 +199,32 @@ def test_natural_minibatches_scale_the_summed_statistics(runs, data, full_batch,
     assert abs(multi - single) < 0.01 and abs(multi - full) < 0.01
 
 
-def test_only_the_chief_writes_to_the_output_path(runs):
+def check_only_the_chief_writes_to_the_output_path(runs):
     chief, other = runs["results"]
     assert chief["output_dir"].endswith("results-figures")
     assert other["output_dir"].startswith(tempfile.gettempdir())
     assert "results-figures" not in other["output_dir"]
 
 
-def test_workers_with_different_settings_are_refused_on_every_worker(runs):
+def check_workers_with_different_settings_are_refused_on_every_worker(runs):
     for results in runs["results"]:
         assert "The settings of worker(s) [1] differ from the chief's" in results["mismatch"]
+
+
+def test_a_fit_on_two_workers_survives_a_crash_and_matches_one_process(tmp_path):
+    """One test, so that one process (one pytest-xdist worker) makes the two
+    launches; each check below is a claim of its own."""
+    X, _ = gmm.data.synthetic_data(N_POINTS, N_COMPONENTS, N_FEATURES, separation=2.5, seed=1)
+    runs = run_cluster(X, tmp_path)
+    full_batch, minibatch = full_batch_fit(X), minibatch_fit(X)
+    check_a_worker_killed_mid_fit_leaves_the_chiefs_checkpoint_whole(runs)
+    check_the_fit_resumes_to_the_one_process_fit(runs, full_batch)
+    check_every_worker_takes_the_same_steps(runs)
+    check_adam_sums_gradients_weighted_by_each_workers_share(runs, X)
+    for name in ("natural_minibatch", "natural_stream"):
+        check_natural_minibatches_scale_the_summed_statistics(runs, X, full_batch, minibatch, name)
+    check_only_the_chief_writes_to_the_output_path(runs)
+    check_workers_with_different_settings_are_refused_on_every_worker(runs)
 
 
 def test_run_workers_ends_every_process_on_timeout_and_after_a_failure():
