@@ -64,7 +64,8 @@ class PSISResult:
       draws: the S draws, in data units: ``locs`` ``[S, K, D]``, ``precisions``
         ``[S, K, D]`` (1 / data units^2), ``weights`` ``[S, K]``; with
         ``log_weights`` they give importance-corrected posterior expectations of
-        label-invariant quantities (e.g. the predictive density).
+        label-invariant quantities (e.g. the predictive density);
+        ``posterior_summary()`` gives the importance-corrected means and sds.
       symmetrized: whether q was symmetrised over the K! relabellings.
     """
 
@@ -88,13 +89,14 @@ class PSISResult:
         return self.khat < self.khat_threshold
 
     @property
-    def weights(self) -> np.ndarray:
-        """``[S]`` the Pareto-smoothed importance weights, normalised to sum to 1."""
+    def importance_weights(self) -> np.ndarray:
+        """``[S]`` the Pareto-smoothed importance weights w_s of the draws,
+        normalised to sum to 1 (not the mixture weights, ``draws["weights"]``)."""
         return np.exp(self.log_weights - logsumexp(self.log_weights))
 
     def posterior_summary(self) -> dict:
         """Importance-corrected posterior means and sds: self-normalised averages
-        of q's draws under the smoothed ``weights``, sum_s w_s f(theta_s), keyed
+        of q's draws under the smoothed ``importance_weights``, sum_s w_s f(theta_s), keyed
         like ``gmm.evaluate.posterior_summary`` and ``MCMCResult.summary``.
 
         The draws keep q's labelling, so each component's row estimates the
@@ -110,7 +112,7 @@ class PSISResult:
           ``std_sd`` (the component sd precision^-1/2) ``[K, D]``;
           ``weight_mean``, ``weight_sd`` ``[K]``.
         """
-        weights = self.weights
+        weights = self.importance_weights
         draws = {
             "loc": self.draws["locs"],
             "std": self.draws["precisions"] ** -0.5,

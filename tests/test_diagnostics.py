@@ -126,7 +126,7 @@ def test_importance_weighted_summary_is_the_weighted_mean_and_sd():
     }
     # log_weights off by a constant: the property normalises them again.
     uniform = psis.PSISResult(0.1, n, n, np.full(n, 3.0), np.zeros(n), draws, True)
-    np.testing.assert_allclose(uniform.weights, 1 / n, rtol=1e-12)
+    np.testing.assert_allclose(uniform.importance_weights, 1 / n, rtol=1e-12)
     summary = uniform.posterior_summary()
     stds = draws["precisions"] ** -0.5
     for key, values in (("loc", draws["locs"]), ("std", stds), ("weight", draws["weights"])):
