@@ -112,13 +112,11 @@ def _update_rule(rule, prior_params, n_points, schedule, strategy):
         return (loss, *adam_update(params, grads, state, step, rate))
 
     def natural_gradient(params, state, batch, step, seed):
-        loss = negative_elbo(params, batch, n_points, prior_params, "expected", seed)
         rho = natural.step_size(schedule.learning_rate, step, schedule.decay)
-        return (
-            loss,
-            natural.natural_gradient_update(params, batch, n_points, prior_params, rho),
-            state,
+        loss, params = natural.natural_gradient_update(
+            params, batch, n_points, prior_params, rho, return_loss=True
         )
+        return loss, params, state
 
     return natural_gradient if rule.algorithm == "natural" else adam
 
