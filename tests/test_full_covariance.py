@@ -365,6 +365,9 @@ def test_clear_errors_for_bad_and_unsupported_settings(correlated):
         gmm.NormalWishartPriors(mean_precision=-1.0)
     with pytest.raises(ValueError, match="not supported with covariance='full'"):
         gmm.fit(gmm.BayesianGMM(3, 2, covariance="full"), X, estimator="per_point")
+    one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with pytest.raises(ValueError, match="not supported with covariance='full'"):
+        gmm.fit(model, X, algorithm="natural", strategy=one_device, progress=False)
     with pytest.raises(ValueError, match="not supported with covariance='full'"):
         gmm.mcmc.sample(model, X)
     with pytest.raises(ValueError, match="not supported with covariance='full'"):
