@@ -16,8 +16,10 @@ from gmm import (
     checkpoint,
     convergence,
     data,
+    distributed,
     elbo,
     evaluate,
+    full,
     mcmc,
     natural,
     plotting,
@@ -28,6 +30,7 @@ from gmm import (
 )
 from gmm.convergence import ConvergenceWarning
 from gmm.fitting import DivergenceError, History, fit
+from gmm.full import NormalWishartPriors
 from gmm.model import BayesianGMM, NotFittedError
 from gmm.priors import Priors
 
@@ -38,14 +41,17 @@ __all__ = [
     "ConvergenceWarning",
     "DivergenceError",
     "History",
+    "NormalWishartPriors",
     "NotFittedError",
     "checkpoint",
     "convergence",
     "Priors",
     "data",
+    "distributed",
     "elbo",
     "evaluate",
     "fit",
+    "full",
     "mcmc",
     "natural",
     "plotting",

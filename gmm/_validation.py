@@ -134,6 +134,17 @@ def check_missing(missing) -> str:
     return missing
 
 
+def refuse_with_full_covariance(covariance: str, what: str) -> None:
+    """Sample weights and missing values are supported for diagonal
+    covariances only: raises ``ValueError`` naming ``what`` with
+    ``covariance="full"``."""
+    if covariance == "full":
+        raise ValueError(
+            f"{what} is not supported with covariance='full' (sample weights and missing "
+            "values are supported for covariance='diag' only)."
+        )
+
+
 def check_sample_weight(sample_weight, n_points: int, name: str = "sample_weight") -> np.ndarray:
     """Returns ``sample_weight`` as a float64 ``[N]`` array after checking it.
 

@@ -42,24 +42,34 @@ class TrainingCheckpoint:
     convergence sets ``monitor`` (a ``gmm.convergence.Monitor``), whose state is
     saved too and read back into ``monitor_arrays``."""
 
-    def __init__(self, directory, model, settings: dict, data: np.ndarray, weights=None):
+    def __init__(
+        self,
+        directory,
+        model,
+        settings: dict,
+        data: np.ndarray,
+        data_identity: dict | None = None,
+        weights: np.ndarray | None = None,
+    ):
+        """``data_identity``: what identifies the data when ``data`` is not all
+        of it (a multi-worker fit: N, D and every shard's sha256). ``weights``:
+        the rows' sample weights (None: all 1), part of the data's identity."""
         self.directory = os.fspath(directory)
         self.model = model
         self.monitor: convergence.Monitor | None = None
         self.monitor_arrays: dict = {}
-        # Hashing a large array costs, so only a fit with a checkpoint folder does it.
-        self.identity = {
-            "model": model.config(),
-            "settings": settings,
-            "data": {
+        if data_identity is None:
+            # Hashing a large array costs, so only a fit with a checkpoint folder does it.
+            data_identity = {
                 "shape": list(data.shape),
                 "sha256": hashlib.sha256(np.ascontiguousarray(data)).hexdigest(),
-            },
-        }
+            }
         if weights is not None:  # the same rows weighted otherwise are another fit
-            self.identity["data"]["weights_sha256"] = hashlib.sha256(
-                np.ascontiguousarray(weights)
-            ).hexdigest()
+            data_identity = {
+                **data_identity,
+                "weights_sha256": hashlib.sha256(np.ascontiguousarray(weights)).hexdigest(),
+            }
+        self.identity = {"model": model.config(), "settings": settings, "data": data_identity}
 
     def resume(self) -> tuple[int, np.ndarray] | None:
         """``(step, elbo trace)`` with the model (Adam's moments included)

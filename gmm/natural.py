@@ -35,6 +35,48 @@ def step_size(rate, step, decay=DEFAULT_DECAY):
     return tf.minimum(rate * tf.pow(1.0 + t, -tf.cast(decay, rate.dtype)), 1.0)
 
 
+def sufficient_statistics(params: dict, batch, weights=None, mask=None) -> tuple:
+    """A minibatch's sufficient statistics under its optimal q(z), unscaled:
+    sums over the batch's points, so that those of several batches (several
+    replicas or workers) add up to the statistics of their union.
+
+    Args:
+      params: q's unconstrained parameters (see ``natural_gradient_update``).
+      batch: ``[B, D]`` standardised points.
+      weights: None, or ``[B]`` sample weights: each point's responsibilities,
+        and so every statistic of it and its data term, count its weight.
+      mask: None, or ``[B, D]`` 1 observed, 0 missing (``batch`` 0 there).
+
+    Returns:
+      ``(counts [K], sums [K, D], sums_sq [K, D], log_likelihood [B])``: the
+      (weighted) responsibilities' sums, their sums of x and of x**2
+      (standardised units), and each point's "expected" data term (nats,
+      times its weight; with the KL term, the loss at ``params``), from the
+      same per-point terms. With ``mask``, ``(counts, sums, sums_sq,
+      feature_counts [K, D], log_likelihood)``: ``feature_counts`` is
+      sum_n w_n r_nk m_nd, the counts of observed values per feature, and
+      the sums run over observed values only.
+    """
+    q = variational_distributions(params)
+    loc_mean, loc_var = loc_moments(params)
+    # Local step: q(z) for the minibatch, from the per-component terms of the
+    # same bound the "expected" estimator uses.
+    per_point = expected_log_likelihood(q, batch, loc_mean, loc_var, per_component=True, mask=mask)
+    responsibilities = tf.nn.softmax(per_point, axis=-1)  # [B, K]
+    log_likelihood = tf.reduce_logsumexp(per_point, axis=-1)
+    if weights is not None:
+        responsibilities = responsibilities * weights[:, None]
+        log_likelihood = weights * log_likelihood
+    statistics = (
+        tf.reduce_sum(responsibilities, axis=0),
+        tf.matmul(responsibilities, batch, transpose_a=True),
+        tf.matmul(responsibilities, tf.square(batch), transpose_a=True),
+    )
+    if mask is not None:
+        statistics += (tf.matmul(responsibilities, mask, transpose_a=True),)
+    return (*statistics, log_likelihood)
+
+
 def natural_gradient_update(
     params: dict,
     batch,
@@ -71,29 +113,31 @@ def natural_gradient_update(
     Returns:
       the new ``params``, same structure; with ``return_loss``, ``(loss, params)``.
     """
+    # Sufficient statistics, scaled as if the data set were this batch N / B times.
+    scale = tf.cast(n_total, batch.dtype) / tf.cast(tf.shape(batch)[0], batch.dtype)
+    *statistics, log_likelihood = sufficient_statistics(params, batch, weights, mask)
+    new = update_from_statistics(params, statistics, scale, prior_params, rho)
+    if not return_loss:
+        return new
+    kl = kl_divergence(params, prior_params)
+    return kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood), new
+
+
+def update_from_statistics(params: dict, statistics, scale, prior_params: tuple, rho) -> dict:
+    """The natural-gradient step from a minibatch's ``sufficient_statistics``
+    ``(counts, sums, sums_sq)`` (with missing values, ``(counts, sums,
+    sums_sq, feature_counts)``), summed over every replica's share of it and
+    scaled by ``scale`` = N / B as if the data set were that minibatch N / B
+    times over. Returns the new ``params``."""
     loc_mean0, loc_scale0, shape0, rate0, concentration0 = prior_params
     q = variational_distributions(params)
     loc_mean, loc_var = loc_moments(params)
     shape, rate = q["precisions"].concentration, q["precisions"].rate
     concentration = q["weights"].concentration
     expected_precision = shape / rate
-
-    # Local step: q(z) for the minibatch, from the per-component terms of the
-    # same bound the "expected" estimator uses.
-    per_point = expected_log_likelihood(q, batch, loc_mean, loc_var, per_component=True, mask=mask)
-    responsibilities = tf.nn.softmax(per_point, axis=-1)  # [B, K]
-    if weights is not None:
-        responsibilities = responsibilities * weights[:, None]
-
-    # Sufficient statistics, scaled as if the data set were this batch N / B times.
-    scale = tf.cast(n_total, batch.dtype) / tf.cast(tf.shape(batch)[0], batch.dtype)
-    counts = scale * tf.reduce_sum(responsibilities, axis=0)  # [K]
-    sums = scale * tf.matmul(responsibilities, batch, transpose_a=True)  # [K, D]
-    sums_sq = scale * tf.matmul(responsibilities, tf.square(batch), transpose_a=True)
-    if mask is None:
-        feature_counts = counts[:, None]  # [K, 1], broadcast over features
-    else:
-        feature_counts = scale * tf.matmul(responsibilities, mask, transpose_a=True)  # [K, D]
+    counts, sums, sums_sq, *feature_counts = (scale * statistic for statistic in statistics)
+    # Without missing values every feature of a point counts: [K, 1], broadcast.
+    feature_counts = feature_counts[0] if feature_counts else counts[:, None]
 
     # The coordinate-ascent targets (as in gmm.reference.cavi), all from the current q.
     prior_precision = 1.0 / tf.square(loc_scale0)
@@ -120,12 +164,4 @@ def natural_gradient_update(
     }
     # A compiled loop may see the priors with a relaxed (unknown) shape; the
     # parameters keep theirs.
-    new = {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}
-    if not return_loss:
-        return new
-    kl = kl_divergence(params, prior_params)
-    log_likelihood = tf.reduce_logsumexp(per_point, axis=-1)
-    if weights is not None:
-        log_likelihood = weights * log_likelihood
-    loss = kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood)
-    return loss, new
+    return {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}

@@ -20,7 +20,7 @@ from gmm.elbo import (
     negative_elbo,
 )
 from gmm.family import loc_moments, variational_distributions
-from gmm.natural import natural_gradient_update
+from gmm.natural import natural_gradient_update, sufficient_statistics, update_from_statistics
 
 TIGHT = {"tol": 1e-8, "max_steps": 20_000, "progress": False}
 
@@ -346,3 +346,61 @@ def test_nan_without_marginalize_is_an_error_that_says_how(small_data):
         gmm.fit(gmm.BayesianGMM(2, 2), X, progress=False)
     with pytest.raises(ValueError, match="missing must be one of"):
         gmm.fit(gmm.BayesianGMM(2, 2), X, missing="drop", progress=False)
+
+
+def test_masked_weighted_statistics_add_up_across_shares(five_d):
+    """The sufficient statistics of two halves of a batch, weighted and
+    masked (the per-feature counts among them), sum to the whole batch's, and
+    the step from their sum is ``natural_gradient_update``'s (float64, 1e-12):
+    the split the replicas of a strategy make."""
+    _, _, X_missing = five_d
+    observed = ~np.isnan(X_missing[:200])
+    points = tf.constant(np.where(observed, X_missing[:200], 0.0))
+    mask = tf.constant(observed.astype(np.float64))
+    weights = tf.constant(np.random.default_rng(5).uniform(0.0, 2.0, 200))
+    rng = np.random.default_rng(6)
+    params = {
+        "loc": tf.constant(rng.normal(size=(3, 5))),
+        "loc_scale": tf.constant(rng.normal(-1, 0.3, size=(3, 5))),
+        "precision_shape": tf.constant(rng.normal(3, 0.5, size=(3, 5))),
+        "precision_rate": tf.constant(rng.normal(2, 0.5, size=(3, 5))),
+        "concentration": tf.constant(rng.normal(3, 0.5, size=3)),
+    }
+    halves = [
+        sufficient_statistics(params, points[rows], weights[rows], mask[rows])
+        for rows in (slice(0, 100), slice(100, 200))
+    ]
+    *whole, log_likelihood = sufficient_statistics(params, points, weights, mask)
+    assert len(whole) == 4  # counts, sums, sums of squares, per-feature counts
+    for part, statistic in zip(zip(*halves), whole):
+        np.testing.assert_allclose(part[0] + part[1], statistic, rtol=1e-12, atol=1e-12)
+    priors = gmm.Priors().as_tensors(tf.float64)
+    rho = tf.constant(0.5, tf.float64)
+    scale = tf.constant(1000 / 200, tf.float64)
+    from_sums = update_from_statistics(params, whole, scale, priors, rho)
+    stepped = natural_gradient_update(params, points, 1000, priors, rho, weights, mask)
+    for name in stepped:
+        np.testing.assert_allclose(from_sums[name], stepped[name], rtol=1e-12, atol=1e-12)
+
+
+def test_full_covariances_refuse_missing_values(small_data):
+    """covariance='full' has no marginal update: missing='marginalize' is a
+    ValueError naming the combination, in fit, scoring and the reference."""
+    X = small_data.copy()
+    X[4, 0] = np.nan
+    with pytest.raises(ValueError, match="missing='marginalize' is not supported with covar"):
+        gmm.fit(gmm.BayesianGMM(2, 2, covariance="full"), X, missing="marginalize", progress=False)
+    model = gmm.BayesianGMM(2, 2, covariance="full")
+    gmm.fit(model, small_data, steps=5, progress=False)
+    for method in (model.score, model.score_samples, model.predict, model.predict_proba):
+        with pytest.raises(ValueError, match="covariance='full'"):
+            method(X, missing="marginalize")
+    with pytest.raises(ValueError, match="covariance='full'"):
+        gmm.evaluate.reference_posterior(model, X, missing="marginalize")
+
+
+def test_a_multi_worker_fit_refuses_missing_values(small_data):
+    """A worker's shard path refuses missing='marginalize' before any
+    collective runs (every worker alike: their settings agree)."""
+    with pytest.raises(ValueError, match="multi-worker"):
+        gmm.inputs.prepare(small_data, 2, 2, None, 0, 2, object(), missing="marginalize")

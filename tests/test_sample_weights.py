@@ -210,3 +210,33 @@ def test_a_checkpoint_belongs_to_its_weights(small_data, tmp_path):
     gmm.fit(gmm.BayesianGMM(2, 2), small_data, sample_weight=weights, **settings)
     with pytest.raises(gmm.checkpoint.CheckpointError, match="data differ"):
         gmm.fit(gmm.BayesianGMM(2, 2), small_data, sample_weight=weights[::-1], **settings)
+
+
+def test_full_covariances_refuse_weights(small_data):
+    """covariance='full' takes no sample weights: sample_weight and a stream of
+    (points, weights) are ValueErrors naming the combination, in fit and the
+    reference; a weighted mean of scores needs nothing of the model and works."""
+    weights = np.linspace(0.5, 2.0, small_data.shape[0])
+    message = "sample_weight is not supported with covariance='full'"
+    with pytest.raises(ValueError, match=message):
+        gmm.fit(gmm.BayesianGMM(2, 2, covariance="full"), small_data, sample_weight=weights)
+    pairs = tf.data.Dataset.from_tensor_slices((small_data, weights)).batch(20)
+    with pytest.raises(ValueError, match="weights\\) is not supported with covariance='full'"):
+        gmm.fit(gmm.BayesianGMM(2, 2, covariance="full"), pairs, progress=False)
+    model = gmm.BayesianGMM(2, 2, covariance="full")
+    gmm.fit(model, small_data, steps=5, progress=False)
+    with pytest.raises(ValueError, match=message):
+        gmm.evaluate.reference_posterior(model, small_data, sample_weight=weights)
+    expected = np.average(model.score_samples(small_data), weights=weights)
+    assert model.score(small_data, sample_weight=weights) == pytest.approx(expected)
+
+
+def test_a_multi_worker_fit_refuses_weights(small_data):
+    """A worker's shard path refuses sample weights, as an array's or as a
+    stream's second component, before any collective runs."""
+    weights = np.ones(small_data.shape[0])
+    with pytest.raises(ValueError, match="multi-worker"):
+        inputs.prepare(small_data, 2, 2, None, 0, 2, object(), sample_weight=weights)
+    pairs = tf.data.Dataset.from_tensor_slices((small_data, weights)).batch(20)
+    with pytest.raises(ValueError, match="multi-worker"):
+        inputs.prepare(pairs, 2, 2, None, 0, 2, object())
