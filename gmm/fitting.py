@@ -428,7 +428,7 @@ class _Run:
         self.seed_tensor = tf_seed(config.seed)
         self.data, self.stream, order = _loop_data(model, source, self.seed_tensor, self.done)
         self.state = TrainState(model.unconstrained_parameters(), adam, order)
-        self.rule = Rule(config.estimator, model.order_by, config.algorithm)
+        self.rule = Rule(config.estimator, model.order_by, config.algorithm, model.weights_prior)
         self.log_jacobian = model.transform.log_jacobian()
         self.chunk = max(1, math.ceil(budget / 20))
         self.checkpoint_every = config.checkpoint_every or self.chunk

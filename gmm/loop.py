@@ -58,6 +58,7 @@ class Rule(NamedTuple):
     estimator: str = "expected"
     order_by: int | None = None
     algorithm: str = "adam"
+    weights_prior: str = "dirichlet"
 
 
 def epoch_permutation(seed, epoch, n_points):
@@ -78,7 +79,14 @@ def loss_and_gradient(params, batch, n_points, prior_params, rule: Rule, seed, s
         with tf.GradientTape() as tape:
             tape.watch(params)
             loss = weight * negative_elbo(
-                params, points, n_points, prior_params, rule.estimator, draw_seed, rule.order_by
+                params,
+                points,
+                n_points,
+                prior_params,
+                rule.estimator,
+                draw_seed,
+                rule.order_by,
+                rule.weights_prior,
             )
         return loss, tape.gradient(loss, params)
 
@@ -112,13 +120,14 @@ def _update_rule(rule, prior_params, n_points, schedule, strategy):
         return (loss, *adam_update(params, grads, state, step, rate))
 
     def natural_gradient(params, state, batch, step, seed):
-        loss = negative_elbo(params, batch, n_points, prior_params, "expected", seed)
-        rho = natural.step_size(schedule.learning_rate, step, schedule.decay)
-        return (
-            loss,
-            natural.natural_gradient_update(params, batch, n_points, prior_params, rho),
-            state,
+        loss = negative_elbo(
+            params, batch, n_points, prior_params, "expected", seed, None, rule.weights_prior
         )
+        rho = natural.step_size(schedule.learning_rate, step, schedule.decay)
+        new_params = natural.natural_gradient_update(
+            params, batch, n_points, prior_params, rho, rule.weights_prior
+        )
+        return loss, new_params, state
 
     return natural_gradient if rule.algorithm == "natural" else adam
 

@@ -26,7 +26,13 @@ from gmm._validation import (
     tf_seed,
 )
 from gmm.elbo import log_prior
-from gmm.family import PARAMETER_NAMES, loc_moments, variational_distributions
+from gmm.family import (
+    WEIGHTS_PRIORS,
+    expected_weights,
+    loc_moments,
+    parameter_names,
+    variational_distributions,
+)
 from gmm.optim import AdamSlots
 from gmm.priors import Priors
 from gmm.transform import Standardization
@@ -38,15 +44,12 @@ class NotFittedError(ValueError):
     """Raised when a model is used for prediction before it was fitted."""
 
 
-def _check_construction(n_components, n_features, priors, standardize, dtype, order_by):
+def _check_construction(n_components, n_features, priors, standardize, dtype, order_by, weights):
     """The constructor's arguments, checked; returns them normalised."""
+    # K = 1 is a single Gaussian (its one weight is 1 under either weights prior).
     n_components = check_positive_int(n_components, "n_components")
-    if n_components < 2:
-        # A mixture of one is a single Gaussian; the Dirichlet over weights needs two.
-        raise ValueError(
-            "n_components must be at least 2; for a single Gaussian, fit a mixture of two "
-            "and read the heavier component, or use a conjugate Normal-Gamma model."
-        )
+    if not isinstance(weights, str) or weights not in WEIGHTS_PRIORS:
+        raise ValueError(f"weights must be one of {WEIGHTS_PRIORS}, got {weights!r}.")
     n_features = check_positive_int(n_features, "n_features")
     priors = Priors() if priors is None else priors
     if not isinstance(priors, Priors):
@@ -80,14 +83,16 @@ def _check_construction(n_components, n_features, priors, standardize, dtype, or
                 f"priors.loc_mean of shape {np.shape(priors.loc_mean)} does not broadcast "
                 f"to [n_components, n_features] = [{n_components}, {n_features}]."
             ) from None
-    return n_components, n_features, priors, check_bool(standardize, "standardize"), dtype, order_by
+    standardize = check_bool(standardize, "standardize")
+    return n_components, n_features, priors, standardize, dtype, order_by, weights
 
 
 class BayesianGMM(tf.Module):
     """A Bayesian Gaussian mixture with diagonal covariances and its mean-field q.
 
     Args:
-      n_components: number of mixture components K (at least 2).
+      n_components: number of mixture components K (at least 1; for the
+        Dirichlet process, the truncation level).
       n_features: number of dimensions D.
       priors: a ``Priors`` (``Priors()`` by default).
       standardize: fit in standardised units (each feature shifted and scaled to
@@ -99,13 +104,25 @@ class BayesianGMM(tf.Module):
       order_by: None (default) for the exchangeable model; a feature index for
         the ordered model, whose component means ascend along that feature in
         every draw (``gmm.ordered``). Needs the exchangeable prior.
+      weights: the prior over the mixture weights. ``"dirichlet"`` (default):
+        weights ~ Dirichlet(c, ..., c) with c = ``priors.concentration``, the
+        symmetric concentration (a small c, e.g. 0.01, is the sparse Dirichlet
+        of Rousseau and Mengersen 2011, which empties surplus components).
+        ``"dirichlet_process"``: the Dirichlet process truncated at K
+        components, by stick-breaking (Blei and Jordan 2006): w_k = v_k
+        prod_{j<k} (1 - v_j), v_k ~ Beta(1, alpha) for k < K, w_K the stick
+        left; alpha = ``priors.concentration`` is the DP's concentration (the
+        number of clusters it expects grows as alpha log N).
       name: the module's name.
 
     Attributes:
       loc, log_loc_scale: ``[K, D]`` q's mean and log-sd of each component mean
         (for the ordered model, column ``order_by`` is q's of u, see ``gmm.ordered``).
       log_precision_shape, log_precision_rate: ``[K, D]`` q's Gamma over precisions.
-      log_concentration: ``[K]`` q's Dirichlet over weights.
+      log_concentration: ``[K]`` q's Dirichlet over weights (``weights="dirichlet"``).
+      log_stick_a, log_stick_b: ``[K - 1]`` q's Beta(a, b) over each stick
+        (``weights="dirichlet_process"``).
+      weights_prior: ``"dirichlet"`` or ``"dirichlet_process"``.
       transform: the ``Standardization`` between data and fitted units, set by ``fit``.
       steps_trained: optimisation steps taken so far (the global step a
         ``warm_start`` fit continues from).
@@ -123,6 +140,7 @@ class BayesianGMM(tf.Module):
         standardize=True,
         dtype=tf.float32,
         order_by=None,
+        weights="dirichlet",
         name=None,
     ):
         super().__init__(name=name)
@@ -133,14 +151,24 @@ class BayesianGMM(tf.Module):
             self.standardize,
             self.dtype,
             self.order_by,
-        ) = _check_construction(n_components, n_features, priors, standardize, dtype, order_by)
+            self.weights_prior,
+        ) = _check_construction(
+            n_components, n_features, priors, standardize, dtype, order_by, weights
+        )
         shape = [self.n_components, self.n_features]
         log_fill = lambda value, shape: tf.math.log(tf.fill(shape, tf.constant(value, self.dtype)))  # noqa: E731
         self.loc = tf.Variable(tf.zeros(shape, self.dtype), name="loc")
         self.log_loc_scale = tf.Variable(log_fill(self.priors.loc_scale, shape))
         self.log_precision_shape = tf.Variable(log_fill(self.priors.precision_shape, shape))
         self.log_precision_rate = tf.Variable(log_fill(self.priors.precision_rate, shape))
-        self.log_concentration = tf.Variable(log_fill(self.priors.concentration, shape[:1]))
+        # Only the chosen family's variables exist: a Dirichlet model's checkpoint
+        # holds exactly the variables it held before the Dirichlet process was added.
+        if self.weights_prior == "dirichlet_process":
+            sticks = [self.n_components - 1]
+            self.log_stick_a = tf.Variable(log_fill(1.0, sticks))
+            self.log_stick_b = tf.Variable(log_fill(self.priors.concentration, sticks))
+        else:
+            self.log_concentration = tf.Variable(log_fill(self.priors.concentration, shape[:1]))
         self.transform = Standardization(self.n_features)
         self.steps_trained = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.adam = AdamSlots(self.unconstrained_parameters())
@@ -156,6 +184,7 @@ class BayesianGMM(tf.Module):
             "standardize": self.standardize,
             "dtype": self.dtype.name,
             "order_by": self.order_by,
+            "weights": self.weights_prior,
         }
 
     @property
@@ -163,22 +192,23 @@ class BayesianGMM(tf.Module):
         return int(self.steps_trained.numpy()) > 0
 
     def _variables_by_name(self) -> dict:
-        return dict(
-            zip(
-                PARAMETER_NAMES,
-                (
-                    self.loc,
-                    self.log_loc_scale,
-                    self.log_precision_shape,
-                    self.log_precision_rate,
-                    self.log_concentration,
-                ),
-            )
+        if self.weights_prior == "dirichlet_process":
+            weight_variables = (self.log_stick_a, self.log_stick_b)
+        else:
+            weight_variables = (self.log_concentration,)
+        variables = (
+            self.loc,
+            self.log_loc_scale,
+            self.log_precision_shape,
+            self.log_precision_rate,
+            *weight_variables,
         )
+        return dict(zip(parameter_names(self.weights_prior), variables))
 
     def unconstrained_parameters(self, dtype=None) -> dict:
-        """Current unconstrained parameters keyed by ``PARAMETER_NAMES``, as
-        tensors (copies, never the variables) in ``dtype`` or the model's."""
+        """Current unconstrained parameters keyed by
+        ``gmm.family.parameter_names(model.weights_prior)``, as tensors
+        (copies, never the variables) in ``dtype`` or the model's."""
         return {
             name: tf.cast(tf.identity(v), dtype or self.dtype)
             for name, v in self._variables_by_name().items()
@@ -203,8 +233,12 @@ class BayesianGMM(tf.Module):
     def posterior(self) -> dict:
         """q in data units, as float64 distributions: ``"locs"`` (Normal, batch
         ``[K, D]``; ordered model: event ``[K, D]``), ``"precisions"`` (Gamma,
-        batch ``[K, D]``, 1 / data units^2) and ``"weights"`` (Dirichlet, event ``[K]``)."""
-        q = variational_distributions(self.unconstrained_parameters(tf.float64), self.order_by)
+        batch ``[K, D]``, 1 / data units^2) and ``"weights"`` (event ``[K]``: a
+        Dirichlet, or for the Dirichlet process the K - 1 Beta sticks pushed
+        through ``gmm.family.StickBreaking``; ``gmm.family.sticks_of`` gives the sticks)."""
+        q = variational_distributions(
+            self.unconstrained_parameters(tf.float64), self.order_by, self.weights_prior
+        )
         precisions = q["precisions"]
         return {
             "locs": self.transform.locs_to_data(q["locs"], ordered=self.order_by is not None),
@@ -217,28 +251,41 @@ class BayesianGMM(tf.Module):
     def posterior_parameters(self) -> dict:
         """q's summary parameters in data units (float64 NumPy): ``loc_mean``,
         ``loc_sd`` (``[K, D]``: q's mean and sd of each component mean),
-        ``precision_shape``, ``precision_rate`` (``[K, D]``) and ``concentration`` (``[K]``)."""
+        ``precision_shape``, ``precision_rate`` (``[K, D]``) and ``concentration``
+        (``[K]``); for the Dirichlet process ``stick_a`` and ``stick_b`` (``[K - 1]``,
+        q(v_k) = Beta(stick_a[k], stick_b[k])) instead of ``concentration``."""
         params = self.unconstrained_parameters(tf.float64)
         mean, variance = (np.asarray(m) for m in loc_moments(params, self.order_by))
         positive = {k: tf.exp(v).numpy() for k, v in params.items() if k != "loc"}
-        return {
+        summary = {
             "loc_mean": self.transform.point_to_data(mean),
             "loc_sd": self.transform.sd_to_data(np.sqrt(variance)),
             "precision_shape": positive["precision_shape"],
             "precision_rate": self.transform.rate_to_data(positive["precision_rate"]),
-            "concentration": positive["concentration"],
         }
+        weight_names = parameter_names(self.weights_prior)[4:]
+        return summary | {name: positive[name] for name in weight_names}
+
+    def posterior_mean_weights(self) -> np.ndarray:
+        """E_q[w_k], ``[K]`` float64, exact: alpha_k / sum_j alpha_j for the
+        Dirichlet; E[v_k] prod_{j<k} E[1 - v_j] for the Dirichlet process's sticks."""
+        self._check_fitted()
+        return expected_weights(
+            self.unconstrained_parameters(tf.float64), self.weights_prior
+        ).numpy()
 
     def effective_components(self, threshold: float = 0.01) -> np.ndarray:
         """The components that carry posterior weight: those whose posterior mean
-        weight under q, E_q[w_k] = alpha_k / sum_j alpha_j (exact, no sampling),
-        exceeds ``threshold``.
+        weight under q (``posterior_mean_weights``: exact, no sampling) exceeds
+        ``threshold``.
 
         With K larger than the data need, a sparse symmetric Dirichlet prior
         (``Priors(concentration=0.001)``, say) empties the surplus components
-        (Rousseau and Mengersen 2011) and the number of effective components
+        (Rousseau and Mengersen 2011), as does the Dirichlet process
+        (``weights="dirichlet_process"``), and the number of effective components
         estimates the number of clusters; under the default Dirichlet(1) surplus
-        components tend to share clusters instead of emptying. A fit can also end
+        components tend to share clusters instead of emptying
+        (benchmarks/effective_components.py). A fit can also end
         in a local optimum with one cluster split between components, which no
         prior undoes; ``gmm.psis.psis_khat`` usually flags it (k-hat above 0.7;
         benchmarks/psis_diagnostic.py).
@@ -255,8 +302,7 @@ class BayesianGMM(tf.Module):
         threshold = check_positive(threshold, "threshold")
         if threshold >= 1:
             raise ValueError(f"threshold must be in (0, 1), got {threshold!r}.")
-        concentration = np.exp(self.log_concentration.numpy().astype(np.float64))
-        return np.flatnonzero(concentration / concentration.sum() > threshold)
+        return np.flatnonzero(self.posterior_mean_weights() > threshold)
 
     def log_prior(self, locs, precisions, weights) -> tf.Tensor:
         """Log prior density (standardised units) at ``[..., K, D]`` locs and
@@ -268,6 +314,7 @@ class BayesianGMM(tf.Module):
             as_tensor(weights),
             self.priors.as_tensors(self.dtype),
             self.order_by,
+            self.weights_prior,
         )
 
     # -- prediction ---------------------------------------------------------------------
@@ -347,7 +394,11 @@ def check_restored(model: BayesianGMM, objects: dict, folder: str) -> None:
     """After ``checkpoint.restore(folder, model.checkpoint_objects())``: raises
     ``CheckpointError`` unless the restored config equals the model's and every
     restored value is finite and usable."""
-    if objects["config"].numpy().decode() != json.dumps(model.config(), sort_keys=True):
+    try:
+        stored = with_config_defaults(json.loads(objects["config"].numpy().decode()))
+    except (ValueError, TypeError):
+        stored = None
+    if stored != json.loads(json.dumps(model.config())):
         raise checkpoint.CheckpointError(
             f"The checkpoint in {folder!r} was edited: its meta.json config does not match "
             "the config stored with its variables."
@@ -358,6 +409,14 @@ def check_restored(model: BayesianGMM, objects: dict, folder: str) -> None:
         raise checkpoint.CheckpointError(
             f"The checkpoint in {folder!r} holds non-finite or invalid parameters."
         )
+
+
+def with_config_defaults(config):
+    """A stored model config (``config()``'s dict, read back from JSON) with the
+    settings added since it was written set to their defaults: a checkpoint
+    from before ``weights`` existed holds a Dirichlet model, and loads (and
+    resumes) as one. Anything but a dict is returned as it is."""
+    return {"weights": "dirichlet", **config} if isinstance(config, dict) else config
 
 
 def parameters_are_finite(params: dict) -> bool:
@@ -376,7 +435,9 @@ def parameters_are_finite(params: dict) -> bool:
 def _draws(model: BayesianGMM, num_samples: int, seed):
     """``num_samples`` draws of (locs, precisions, weights) from q, float64."""
     params = model.unconstrained_parameters(tf.float64)
-    return predict.draw_parameters(params, tf.constant(num_samples), seed, model.order_by)
+    return predict.draw_parameters(
+        params, tf.constant(num_samples), seed, model.order_by, model.weights_prior
+    )
 
 
 def _predictive(model: BayesianGMM, X, num_samples, seed, features):

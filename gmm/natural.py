@@ -3,8 +3,10 @@ Variational Inference", JMLR 2013) for the exchangeable model.
 
 Given the assignments, every global factor of q has a conjugate complete
 conditional: Normal for each mean, Gamma for each precision, Dirichlet for the
-weights. For such a factor the natural gradient of the ELBO with respect to
-its natural parameters is ``lambda_hat - lambda``, where ``lambda_hat`` is the
+weights (Beta for each stick of the Dirichlet process: v_k given the
+assignments is Beta(1 + N_k, alpha + sum_{j>k} N_j), Blei and Jordan 2006).
+For such a factor the natural gradient of the ELBO with respect to its natural
+parameters is ``lambda_hat - lambda``, where ``lambda_hat`` is the
 coordinate-ascent update computed from a minibatch as if the whole data set
 were that minibatch repeated N / B times. A step of size ``rho`` is therefore
 a convex blend of natural parameters,
@@ -35,27 +37,30 @@ def step_size(rate, step, decay=DEFAULT_DECAY):
     return tf.minimum(rate * tf.pow(1.0 + t, -tf.cast(decay, rate.dtype)), 1.0)
 
 
-def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, rho) -> dict:
+def natural_gradient_update(
+    params: dict, batch, n_total, prior_params: tuple, rho, weights_prior: str = "dirichlet"
+) -> dict:
     """One natural-gradient step on the unconstrained parameters.
 
     Args:
-      params: dict keyed by ``gmm.family.PARAMETER_NAMES`` (exchangeable model:
-        ``loc`` as is, every other entry the log of the positive parameter),
-        ``[K, D]`` (``concentration``: ``[K]``).
+      params: dict keyed by ``gmm.family.parameter_names(weights_prior)``
+        (exchangeable model: ``loc`` as is, every other entry the log of the
+        positive parameter), ``[K, D]`` (``concentration``: ``[K]``;
+        ``stick_a``, ``stick_b``: ``[K - 1]``).
       batch: ``[B, D]`` standardised points.
       n_total: N, the number of points in the whole data set.
       prior_params: the priors' tensors, in the order of ``gmm.Priors``' fields
         (``loc_mean`` a scalar or ``[K, D]``).
       rho: step size in (0, 1].
+      weights_prior: one of ``gmm.family.WEIGHTS_PRIORS``.
 
     Returns:
       the new ``params``, same structure.
     """
     loc_mean0, loc_scale0, shape0, rate0, concentration0 = prior_params
-    q = variational_distributions(params)
+    q = variational_distributions(params, weights_prior=weights_prior)
     loc_mean, loc_var = loc_moments(params)
     shape, rate = q["precisions"].concentration, q["precisions"].rate
-    concentration = q["weights"].concentration
     expected_precision = shape / rate
 
     # Local step: q(z) for the minibatch, from the per-component terms of the
@@ -77,10 +82,11 @@ def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, r
     rate_hat = rate0 + 0.5 * (
         sums_sq - 2.0 * loc_mean * sums + counts[:, None] * (tf.square(loc_mean) + loc_var)
     )
-    concentration_hat = concentration0 + counts
 
     # Blend the natural parameters: (precision * mean, precision) for each
-    # Normal, (shape, rate) for each Gamma, counts for the Dirichlet.
+    # Normal, (shape, rate) for each Gamma, counts for the Dirichlet, (a, b)
+    # for each Beta stick (each blended linearly, so the constant offsets of
+    # the exact natural parameters, alpha - 1 and a - 1, do not matter).
     blend = lambda old, new: (1.0 - rho) * old + rho * new  # noqa: E731
     loc_precision = 1.0 / loc_var
     new_precision = blend(loc_precision, precision_hat)
@@ -90,8 +96,19 @@ def natural_gradient_update(params: dict, batch, n_total, prior_params: tuple, r
         "loc_scale": -0.5 * tf.math.log(new_precision),
         "precision_shape": tf.math.log(blend(shape, shape_hat)),
         "precision_rate": tf.math.log(blend(rate, rate_hat)),
-        "concentration": tf.math.log(blend(concentration, concentration_hat)),
     }
+    if weights_prior == "dirichlet_process":
+        # Stick k takes the points of component k against those of every later one.
+        later_counts = tf.math.cumsum(counts, reverse=True, exclusive=True)[:-1]
+        for name, target in (
+            ("stick_a", 1.0 + counts[:-1]),
+            ("stick_b", concentration0 + later_counts),
+        ):
+            new[name] = tf.math.log(blend(tf.exp(params[name]), target))
+    else:
+        new["concentration"] = tf.math.log(
+            blend(tf.exp(params["concentration"]), concentration0 + counts)
+        )
     # A compiled loop may see the priors with a relaxed (unknown) shape; the
     # parameters keep theirs.
     return {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}
