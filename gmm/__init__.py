@@ -19,6 +19,7 @@ from gmm import (
     elbo,
     evaluate,
     mcmc,
+    moves,
     natural,
     plotting,
     psis,
@@ -29,6 +30,7 @@ from gmm import (
 from gmm.convergence import ConvergenceWarning
 from gmm.fitting import DivergenceError, History, fit
 from gmm.model import BayesianGMM, NotFittedError
+from gmm.moves import delete_components
 from gmm.priors import Priors
 
 __version__ = "0.1.0"
@@ -43,10 +45,12 @@ __all__ = [
     "convergence",
     "Priors",
     "data",
+    "delete_components",
     "elbo",
     "evaluate",
     "fit",
     "mcmc",
+    "moves",
     "natural",
     "plotting",
     "psis",

@@ -62,9 +62,7 @@ def change(before: dict, after: dict, means_in_posterior_sds: bool = True) -> fl
     ``means_in_posterior_sds=False`` in standardised units (the data's sd);
     every other parameter's as a change of its log."""
     # initial=0: a Dirichlet process truncated at K = 1 has no sticks.
-    moves = [
-        np.abs(after[name] - before[name]).max(initial=0.0) for name in after if name != "loc"
-    ]
+    moves = [np.abs(after[name] - before[name]).max(initial=0.0) for name in after if name != "loc"]
     if "loc" in after:
         sd = np.exp(after["loc_scale"]) if means_in_posterior_sds else 1.0
         moves.append((np.abs(after["loc"] - before["loc"]) / sd).max())
