@@ -25,6 +25,7 @@ from gmm import (
     psis,
     reference,
     seedpost,
+    selection,
     streaming,
 )
 from gmm.convergence import ConvergenceWarning
@@ -56,5 +57,6 @@ __all__ = [
     "psis",
     "reference",
     "seedpost",
+    "selection",
     "streaming",
 ]
