@@ -20,6 +20,11 @@ export PYTHONHASHSEED := 0
 # oneDNN's CPU kernels reorder floating-point sums, so results differ in the last
 # bits from one CPU to the next; without them a seed gives the same numbers everywhere.
 export TF_ENABLE_ONEDNN_OPTS ?= 0
+# pytest-xdist: one worker per core, at most four (each holds its own TensorFlow,
+# about 1 GB); the tests' TensorFlow work is small ops, so two processes on two
+# cores nearly halve the wall time. `make test PYTEST_WORKERS=0` runs in one process.
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) $(if $(filter auto,$(PYTEST_WORKERS)),--maxprocesses 4)
 
 # Stops with one line when no supported interpreter was found.
 define check-python
@@ -49,14 +54,16 @@ book: venv ## Build the site of the executed notebooks (no re-execution) into _b
 	$(BIN)/python -m sphinx -W --keep-going -q -c docs . $(BOOK_DIR)
 	@echo "The book: $(BOOK_DIR)/index.html"
 
+# nbval with --dist loadfile: a notebook's cells run in order in one kernel, on one worker.
 test: venv ## Run the unit tests and the book check, then nbval over the notebooks
-	$(BIN)/python -m pytest tests
-	figures=$$(mktemp -d) && GMM_FIGURE_DIR=$$figures $(BIN)/python -m pytest --nbval-lax \
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) tests
+	figures=$$(mktemp -d) && GMM_FIGURE_DIR=$$figures $(BIN)/python -m pytest \
+	  $(PYTEST_PARALLEL) --dist loadfile --nbval-lax \
 	  --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks/; \
 	  status=$$?; rm -rf $$figures; exit $$status
 
 test-unit: venv ## Run only the unit tests (fast)
-	$(BIN)/python -m pytest tests -m "not notebooks and not book"
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) tests -m "not notebooks and not book"
 
 test-latest: ## Unit tests against the newest release of every dependency, in .venv-latest
 	$(check-python)
@@ -69,7 +76,8 @@ test-latest: ## Unit tests against the newest release of every dependency, in .v
 	@$(LATEST_VENV)/bin/python -m pip list --format=freeze | grep -iE \
 	  '^(tensorflow|tensorflow-probability|tf[-_]keras|numpy|scipy|scikit-learn|pandas|matplotlib|arviz|arviz[-_]stats)==' \
 	  | tr '\n' ' '; echo
-	$(LATEST_VENV)/bin/python -m pytest tests -m "not notebooks and not book" -p no:cacheprovider
+	$(LATEST_VENV)/bin/python -m pytest $(PYTEST_PARALLEL) tests -m "not notebooks and not book" \
+	  -p no:cacheprovider
 
 test-properties: venv ## Property-based tests with a large example budget (a few minutes)
 	GMM_HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest tests/test_properties.py

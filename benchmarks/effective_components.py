@@ -11,6 +11,8 @@ moves, the full-data ELBO (nats per point, standardised units) before and after,
 and the wall times.
 
     python benchmarks/effective_components.py   # writes benchmarks/results/effective_components.txt
+    python benchmarks/effective_components.py --n 1000 \
+        --out benchmarks/results/effective_components_n1000.txt
     python benchmarks/effective_components.py --n 1000 --seeds 2 --out /tmp/effk.txt
 """
 

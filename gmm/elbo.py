@@ -78,9 +78,19 @@ def expected_log_likelihood(q: dict, batch, loc_mean, loc_var, *, per_component:
     """
     shape, rate = q["precisions"].concentration, q["precisions"].rate
     expected_log_precision = tf.math.digamma(shape) - tf.math.log(rate)
-    expected_sq_error = tf.math.squared_difference(batch[:, None, :], loc_mean) + loc_var
-    component_terms = 0.5 * tf.reduce_sum(
-        expected_log_precision - _LOG_2PI - shape / rate * expected_sq_error, axis=-1
+    expected_precision = shape / rate
+    # sum_d E[tau_kd] E[(x_d - mu_kd)^2] expanded into two [B, D] x [D, K] matrix
+    # products and a per-component constant, so no [B, K, D] tensor is formed
+    # (forward or in the gradient): about 10x the throughput at K = D = 64
+    # (benchmarks/throughput.py). The expansion's cancellation costs a relative
+    # float rounding error of about x^2 E[tau] eps, negligible in standardised units.
+    expected_quadratic = (
+        tf.matmul(tf.square(batch), expected_precision, transpose_b=True)
+        - 2.0 * tf.matmul(batch, expected_precision * loc_mean, transpose_b=True)
+        + tf.reduce_sum(expected_precision * (tf.square(loc_mean) + loc_var), axis=-1)
+    )
+    component_terms = 0.5 * (
+        tf.reduce_sum(expected_log_precision - _LOG_2PI, axis=-1) - expected_quadratic
     )
     joint = expected_log_weights(q["weights"]) + component_terms
     return joint if per_component else tf.reduce_logsumexp(joint, axis=-1)

@@ -120,14 +120,11 @@ def _update_rule(rule, prior_params, n_points, schedule, strategy):
         return (loss, *adam_update(params, grads, state, step, rate))
 
     def natural_gradient(params, state, batch, step, seed):
-        loss = negative_elbo(
-            params, batch, n_points, prior_params, "expected", seed, None, rule.weights_prior
-        )
         rho = natural.step_size(schedule.learning_rate, step, schedule.decay)
-        new_params = natural.natural_gradient_update(
-            params, batch, n_points, prior_params, rho, rule.weights_prior
+        loss, params = natural.natural_gradient_update(
+            params, batch, n_points, prior_params, rho, rule.weights_prior, return_loss=True
         )
-        return loss, new_params, state
+        return loss, params, state
 
     return natural_gradient if rule.algorithm == "natural" else adam
 

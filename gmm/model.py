@@ -288,7 +288,8 @@ class BayesianGMM(tf.Module):
         (benchmarks/effective_components.py). A fit can also end
         in a local optimum with one cluster split between components, which no
         prior undoes; ``gmm.psis.psis_khat`` usually flags it (k-hat above 0.7;
-        benchmarks/psis_diagnostic.py).
+        benchmarks/psis_diagnostic.py), and the delete moves of
+        ``gmm.delete_components`` leave it where the ELBO says so.
 
         Args:
           threshold: in (0, 1); 0.01 (default) keeps components with at least 1%

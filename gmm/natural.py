@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from gmm.elbo import expected_log_likelihood
+from gmm.elbo import expected_log_likelihood, kl_divergence
 from gmm.family import loc_moments, variational_distributions
 
 DEFAULT_DECAY = 0.7
@@ -38,8 +38,15 @@ def step_size(rate, step, decay=DEFAULT_DECAY):
 
 
 def natural_gradient_update(
-    params: dict, batch, n_total, prior_params: tuple, rho, weights_prior: str = "dirichlet"
-) -> dict:
+    params: dict,
+    batch,
+    n_total,
+    prior_params: tuple,
+    rho,
+    weights_prior: str = "dirichlet",
+    *,
+    return_loss: bool = False,
+):
     """One natural-gradient step on the unconstrained parameters.
 
     Args:
@@ -53,9 +60,12 @@ def natural_gradient_update(
         (``loc_mean`` a scalar or ``[K, D]``).
       rho: step size in (0, 1].
       weights_prior: one of ``gmm.family.WEIGHTS_PRIORS``.
+      return_loss: also return -ELBO per point at ``params`` (the "expected"
+        estimator's, ``gmm.elbo.negative_elbo``), from the same per-point terms
+        as the step, so the training loop does not compute them twice.
 
     Returns:
-      the new ``params``, same structure.
+      the new ``params``, same structure; with ``return_loss``, ``(loss, params)``.
     """
     loc_mean0, loc_scale0, shape0, rate0, concentration0 = prior_params
     q = variational_distributions(params, weights_prior=weights_prior)
@@ -111,4 +121,9 @@ def natural_gradient_update(
         )
     # A compiled loop may see the priors with a relaxed (unknown) shape; the
     # parameters keep theirs.
-    return {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}
+    new = {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}
+    if not return_loss:
+        return new
+    kl = kl_divergence(params, prior_params, None, weights_prior)
+    loss = kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(tf.reduce_logsumexp(per_point, axis=-1))
+    return loss, new
