@@ -42,20 +42,22 @@ class TrainingCheckpoint:
     convergence sets ``monitor`` (a ``gmm.convergence.Monitor``), whose state is
     saved too and read back into ``monitor_arrays``."""
 
-    def __init__(self, directory, model, settings: dict, data: np.ndarray):
+    def __init__(
+        self, directory, model, settings: dict, data: np.ndarray, data_identity: dict | None = None
+    ):
+        """``data_identity``: what identifies the data when ``data`` is not all
+        of it (a multi-worker fit: N, D and every shard's sha256)."""
         self.directory = os.fspath(directory)
         self.model = model
         self.monitor: convergence.Monitor | None = None
         self.monitor_arrays: dict = {}
-        # Hashing a large array costs, so only a fit with a checkpoint folder does it.
-        self.identity = {
-            "model": model.config(),
-            "settings": settings,
-            "data": {
+        if data_identity is None:
+            # Hashing a large array costs, so only a fit with a checkpoint folder does it.
+            data_identity = {
                 "shape": list(data.shape),
                 "sha256": hashlib.sha256(np.ascontiguousarray(data)).hexdigest(),
-            },
-        }
+            }
+        self.identity = {"model": model.config(), "settings": settings, "data": data_identity}
 
     def resume(self) -> tuple[int, np.ndarray] | None:
         """``(step, elbo trace)`` with the model (Adam's moments included)
