@@ -528,10 +528,10 @@ def check_restored(model: BayesianGMM, objects: dict, folder: str) -> None:
     ``CheckpointError`` unless the restored config equals the model's and every
     restored value is finite and usable."""
     try:
-        stored = with_config_defaults(json.loads(objects["config"].numpy().decode()))
+        stored = normalized_config(json.loads(objects["config"].numpy().decode()))
     except (ValueError, TypeError):
         stored = None
-    if stored != json.loads(json.dumps(model.config())):
+    if stored != normalized_config(json.loads(json.dumps(model.config()))):
         raise checkpoint.CheckpointError(
             f"The checkpoint in {folder!r} was edited: its meta.json config does not match "
             "the config stored with its variables."
@@ -544,12 +544,16 @@ def check_restored(model: BayesianGMM, objects: dict, folder: str) -> None:
         )
 
 
-def with_config_defaults(config):
-    """A stored model config (``config()``'s dict, read back from JSON) with the
-    settings added since it was written set to their defaults: a checkpoint
-    from before ``weights`` existed holds a Dirichlet model, and loads (and
+def normalized_config(config):
+    """A model config (``config()``'s dict, or one read back from JSON) with the
+    settings added later dropped where they hold their defaults, as ``config()``
+    drops them: a checkpoint written before ``weights`` existed, or with
+    ``"weights": "dirichlet"`` spelled out, holds a Dirichlet model and loads (and
     resumes) as one. Anything but a dict is returned as it is."""
-    return {"weights": "dirichlet", **config} if isinstance(config, dict) else config
+    if not isinstance(config, dict):
+        return config
+    defaults = {"weights": "dirichlet", "covariance": "diag"}
+    return {key: value for key, value in config.items() if defaults.get(key) != value}
 
 
 def parameters_are_finite(params: dict) -> bool:
