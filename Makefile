@@ -13,6 +13,7 @@ PYTHON ?= $(shell for v in $(SUPPORTED_PYTHONS); do \
 VENV ?= .venv
 LATEST_VENV ?= .venv-latest
 BOOK_DIR ?= _build/book
+MULTIWORKER_DIR ?= _build/multiworker
 BIN := $(VENV)/bin
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -33,7 +34,7 @@ define check-python
 endef
 
 .DEFAULT_GOAL := help
-.PHONY: help venv reproduce book test test-unit test-latest test-properties lab workshop benchmark benchmark-scaling lint clean
+.PHONY: help venv reproduce book test test-unit test-latest test-properties lab workshop benchmark benchmark-scaling multiworker lint clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -97,6 +98,11 @@ benchmark: venv ## Time the seed's algorithm, gmm.fit and scikit-learn on the se
 
 benchmark-scaling: venv ## A million points: gmm vs scikit-learn; writes benchmarks/results/scaling.txt (~6 min)
 	$(BIN)/python benchmarks/scaling.py
+
+multiworker: venv ## One fit on 2 local worker processes (TF_CONFIG, loopback), then in one process; writes benchmarks/results/multiworker.txt
+	rm -rf $(MULTIWORKER_DIR)
+	$(BIN)/python scripts/multiworker.py --workers 2 --output $(MULTIWORKER_DIR) --compare \
+	  | tee benchmarks/results/multiworker.txt
 
 lint: venv ## Check the code style with ruff
 	$(BIN)/ruff check gmm tests benchmarks scripts docs

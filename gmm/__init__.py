@@ -16,8 +16,10 @@ from gmm import (
     checkpoint,
     convergence,
     data,
+    distributed,
     elbo,
     evaluate,
+    full,
     mcmc,
     moves,
     natural,
@@ -30,6 +32,7 @@ from gmm import (
 )
 from gmm.convergence import ConvergenceWarning
 from gmm.fitting import DivergenceError, History, fit
+from gmm.full import NormalWishartPriors
 from gmm.model import BayesianGMM, NotFittedError
 from gmm.moves import delete_components
 from gmm.priors import Priors
@@ -41,15 +44,18 @@ __all__ = [
     "ConvergenceWarning",
     "DivergenceError",
     "History",
+    "NormalWishartPriors",
     "NotFittedError",
     "checkpoint",
     "convergence",
     "Priors",
     "data",
     "delete_components",
+    "distributed",
     "elbo",
     "evaluate",
     "fit",
+    "full",
     "mcmc",
     "moves",
     "natural",

@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from gmm import checkpoint, convergence
-from gmm.model import check_restored, with_config_defaults
+from gmm.model import check_restored, normalized_config
 
 
 class ProgressBar:
@@ -42,20 +42,22 @@ class TrainingCheckpoint:
     convergence sets ``monitor`` (a ``gmm.convergence.Monitor``), whose state is
     saved too and read back into ``monitor_arrays``."""
 
-    def __init__(self, directory, model, settings: dict, data: np.ndarray):
+    def __init__(
+        self, directory, model, settings: dict, data: np.ndarray, data_identity: dict | None = None
+    ):
+        """``data_identity``: what identifies the data when ``data`` is not all
+        of it (a multi-worker fit: N, D and every shard's sha256)."""
         self.directory = os.fspath(directory)
         self.model = model
         self.monitor: convergence.Monitor | None = None
         self.monitor_arrays: dict = {}
-        # Hashing a large array costs, so only a fit with a checkpoint folder does it.
-        self.identity = {
-            "model": model.config(),
-            "settings": settings,
-            "data": {
+        if data_identity is None:
+            # Hashing a large array costs, so only a fit with a checkpoint folder does it.
+            data_identity = {
                 "shape": list(data.shape),
                 "sha256": hashlib.sha256(np.ascontiguousarray(data)).hexdigest(),
-            },
-        }
+            }
+        self.identity = {"model": model.config(), "settings": settings, "data": data_identity}
 
     def resume(self) -> tuple[int, np.ndarray] | None:
         """``(step, elbo trace)`` with the model (Adam's moments included)
@@ -74,8 +76,9 @@ class TrainingCheckpoint:
                 f"{self.directory!r} holds a saved model, not a training checkpoint; load it "
                 "with gmm.BayesianGMM.load, or give fit another checkpoint_dir."
             )
-        stored = dict(meta, model=with_config_defaults(meta.get("model")))
-        differing = [key for key in self.identity if stored.get(key) != self.identity[key]]
+        stored = dict(meta, model=normalized_config(meta.get("model")))
+        identity = dict(self.identity, model=normalized_config(self.identity["model"]))
+        differing = [key for key in identity if stored.get(key) != identity[key]]
         if differing:
             raise checkpoint.CheckpointError(
                 f"The training checkpoint in {self.directory!r} belongs to a different fit (its "

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gmm import full
+
 MODES = ("fixed_point", "cycles", "minibatch")
 # Steps between two checks of a fixed-point run, and at least between two of a minibatch run.
 WINDOW_STEPS = 100
@@ -60,11 +62,17 @@ def change(before: dict, after: dict, means_in_posterior_sds: bool = True) -> fl
     """The largest move from ``before`` to ``after`` (two ``snapshot``s): a mean's
     in units of its posterior sd (``exp(loc_scale)`` after the move), or with
     ``means_in_posterior_sds=False`` in standardised units (the data's sd);
-    every other parameter's as a change of its log."""
+    every other parameter's as a change of its log (for ``covariance="full"``,
+    the Cholesky factor's off-diagonal entries as absolute changes in
+    standardised units)."""
     # initial=0: a Dirichlet process truncated at K = 1 has no sticks.
     moves = [np.abs(after[name] - before[name]).max(initial=0.0) for name in after if name != "loc"]
     if "loc" in after:
-        sd = np.exp(after["loc_scale"]) if means_in_posterior_sds else 1.0
+        sd = 1.0
+        if means_in_posterior_sds and "loc_scale" in after:
+            sd = np.exp(after["loc_scale"])
+        elif means_in_posterior_sds:  # covariance="full": no loc_scale parameter
+            sd = full.loc_posterior_sd(after)
         moves.append((np.abs(after["loc"] - before["loc"]) / sd).max())
     return float(max(moves))
 

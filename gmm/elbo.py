@@ -210,6 +210,8 @@ def gradient_samples(model, X, *, estimator="expected", n_repeats=100, batch_siz
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+    if model.covariance == "full":
+        raise ValueError("gradient_samples is not supported with covariance='full'.")
     points = model.standardized(X).numpy()
     batch_size = min(check_positive_int(batch_size, "batch_size"), points.shape[0])
     rng = np.random.default_rng(check_seed(seed))

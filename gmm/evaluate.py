@@ -162,12 +162,15 @@ def reference_posterior(model, X, *, seed: int = 0, max_iter: int = 2000) -> dic
 
     Returns:
       dict like ``BayesianGMM.posterior_parameters()`` plus ``responsibilities``
-      and ``n_iter``.
+      and ``n_iter``. For ``covariance="full"`` the reference is
+      ``reference.cavi_full``.
     """
     data = check_data(X, n_features=model.n_features)
     standardized = model.transform.to_standard(data)
     kmeans = KMeans(model.n_components, n_init=3, random_state=seed).fit(standardized)
     labels = kmeans.labels_
+    if model.covariance == "full":
+        return _reference_posterior_full(model, standardized, labels, max_iter)
     if model.weights_prior == "dirichlet_process":
         # The stick-breaking prior is not exchangeable (the sticks' order is part of
         # the optimum, and a permuted solution is another one), so the k-means
@@ -190,6 +193,28 @@ def reference_posterior(model, X, *, seed: int = 0, max_iter: int = 2000) -> dic
     )
     if model.weights_prior == "dirichlet_process":
         return in_data_units
+    perm = match_components(model.posterior_parameters()["loc_mean"], in_data_units["loc_mean"])
+    aligned = permute_parameters(in_data_units, perm)
+    aligned["responsibilities"] = in_data_units["responsibilities"][:, perm]
+    return aligned
+
+
+def _reference_posterior_full(model, standardized, labels, max_iter) -> dict:
+    """``reference_posterior`` for a full-covariance model: CAVI in standardised
+    units, mapped to data units as ``gmm.full.posterior_parameters`` maps q."""
+    from gmm.full import with_covariance_mean
+
+    exact = reference.cavi_full(
+        standardized, np.eye(model.n_components)[labels], **vars(model.priors), max_iter=max_iter
+    )
+    shift, scale = model.transform.arrays()
+    in_data_units = with_covariance_mean(
+        dict(
+            exact,
+            loc_mean=exact["loc_mean"] * scale + shift,
+            precision_scale=exact["precision_scale"] / scale[:, None] / scale[None, :],
+        )
+    )
     perm = match_components(model.posterior_parameters()["loc_mean"], in_data_units["loc_mean"])
     aligned = permute_parameters(in_data_units, perm)
     aligned["responsibilities"] = in_data_units["responsibilities"][:, perm]
@@ -227,10 +252,35 @@ def sklearn_posterior(estimator: BayesianGaussianMixture) -> dict:
     K-th stick Beta(1 + N_K, alpha) where the truncation sets v_K = 1, and
     renormalises its ``weights_`` over the K sticks; here its first K - 1
     sticks are kept and the K-th weight is the stick they leave, as in gmm.
+
+    With ``covariance_type="full"``, the format of a full-covariance
+    ``BayesianGMM.posterior_parameters`` (``gmm.full``), which
+    ``gmm.full.posterior_summary`` reads: W = (nu * covariances_)^-1, since
+    scikit-learn's ``covariances_`` is W^-1 / nu.
     """
+    is_process = estimator.weight_concentration_prior_type == "dirichlet_process"
+    if estimator.covariance_type == "full" and is_process:
+        raise ValueError(
+            "sklearn_posterior reads a Dirichlet process with covariance_type='diag' only, "
+            "as gmm fits it."
+        )
+    if estimator.covariance_type == "full":
+        from gmm.full import with_covariance_mean
+
+        dof = estimator.degrees_of_freedom_
+        return with_covariance_mean(
+            {
+                "loc_mean": estimator.means_,
+                "mean_precision": estimator.mean_precision_,
+                "dof": dof,
+                "precision_scale": np.linalg.inv(estimator.covariances_ * dof[:, None, None]),
+                "concentration": estimator.weight_concentration_,
+            }
+        )
     if estimator.covariance_type != "diag":
         raise ValueError(
-            f"sklearn_posterior needs covariance_type='diag', got {estimator.covariance_type!r}."
+            "sklearn_posterior needs covariance_type='diag' or 'full', "
+            f"got {estimator.covariance_type!r}."
         )
     dof = estimator.degrees_of_freedom_[:, None]
     covariances = estimator.covariances_
@@ -277,8 +327,15 @@ def sklearn_score_samples(estimator: BayesianGaussianMixture, X) -> np.ndarray:
     mean and squared scale ``covariance * (1 + 1 / mean_precision)``; the
     weights enter through their posterior mean ``weights_``.
 
+    With ``covariance_type="full"``, q(mean, precision) is Normal-Wishart per
+    component and the predictive of each is a multivariate Student-t (Bishop
+    2006, eq. 10.81) with nu + 1 - D degrees of freedom and shape matrix
+    (1 + beta) / ((nu + 1 - D) beta) W^-1, where scikit-learn's
+    ``covariances_`` is W^-1 / nu (it divides by ``degrees_of_freedom_``);
+    scored with ``scipy.stats.multivariate_t``.
+
     Args:
-      estimator: fitted with ``covariance_type="diag"``.
+      estimator: fitted with ``covariance_type="diag"`` or ``"full"``.
       X: ``[N, D]`` points, data units.
 
     Returns:
@@ -291,12 +348,29 @@ def sklearn_score_samples(estimator: BayesianGaussianMixture, X) -> np.ndarray:
         )
     if not hasattr(estimator, "degrees_of_freedom_"):
         raise ValueError("sklearn_score_samples needs a fitted estimator: call .fit(X) first.")
-    if estimator.covariance_type != "diag":
+    if estimator.covariance_type not in ("diag", "full"):
         raise ValueError(
-            "sklearn_score_samples needs covariance_type='diag', "
+            "sklearn_score_samples needs covariance_type='diag' or 'full', "
             f"got {estimator.covariance_type!r}."
         )
     data = check_data(X, n_features=estimator.means_.shape[1])
+    if estimator.covariance_type == "full":
+        n_features = data.shape[1]
+        dof = estimator.degrees_of_freedom_
+        beta = estimator.mean_precision_
+        t_dof = dof + 1.0 - n_features
+        per_component = np.stack(
+            [
+                stats.multivariate_t(
+                    loc=estimator.means_[k],
+                    shape=estimator.covariances_[k] * dof[k] * (1 + beta[k]) / (t_dof[k] * beta[k]),
+                    df=t_dof[k],
+                ).logpdf(data)
+                for k in range(len(dof))
+            ],
+            axis=1,
+        )  # [N, K]
+        return special.logsumexp(np.log(estimator.weights_) + per_component, axis=1)
     dof = estimator.degrees_of_freedom_[:, None]  # [K, 1]
     scale = np.sqrt(estimator.covariances_ * (1.0 + 1.0 / estimator.mean_precision_[:, None]))
     per_feature = stats.t.logpdf(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -12,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from gmm import callbacks as callback_lib
-from gmm import checkpoint, convergence, init, inputs, natural, streaming
+from gmm import checkpoint, convergence, distributed, init, inputs, natural, streaming
 from gmm._validation import (
     check_bool,
     check_in_dtype,
@@ -25,7 +26,7 @@ from gmm._validation import (
 from gmm.elbo import ESTIMATORS
 from gmm.loop import Rule, Schedule, TrainState, epoch_permutation, train_chunk
 from gmm.model import BayesianGMM
-from gmm.optim import adam_init
+from gmm.optim import AdamState, adam_init
 
 ALGORITHMS = ("adam", "natural")
 # Without steps or epochs, fit runs until its convergence check holds (gmm.convergence),
@@ -114,12 +115,13 @@ class FitConfig:
         s["progress"] = check_bool(s["progress"], "progress")
         if s["algorithm"] is None:
             # Natural gradients, where they exist (the exchangeable model, the closed-form
-            # bound, one process): full-batch steps that are CAVI iterations, a step-size
-            # schedule that needs no tuning on the defaults, and invariance to the
-            # parameterisation, so that on raw (unstandardised) data they reach the
-            # optimum at any scale.
+            # bound): full-batch steps that are CAVI iterations, a step-size schedule that
+            # needs no tuning on the defaults, and invariance to the parameterisation, so
+            # that on raw (unstandardised) data they reach the optimum at any scale.
             natural_ok = model.order_by is None and s["estimator"] == "expected"
-            s["algorithm"] = "natural" if natural_ok and strategy is None else "adam"
+            # gmm.full's conjugate step runs in one process, without a strategy.
+            natural_ok = natural_ok and not (model.covariance == "full" and strategy is not None)
+            s["algorithm"] = "natural" if natural_ok else "adam"
         for name, choices in (
             ("algorithm", ALGORITHMS),
             ("estimator", ESTIMATORS),
@@ -131,6 +133,11 @@ class FitConfig:
         rate = default_rate if s["learning_rate"] is None else s["learning_rate"]
         rate = check_positive(rate, "learning_rate")
         s["learning_rate"] = check_in_dtype(rate, "learning_rate", model.dtype.as_numpy_dtype)
+        if model.covariance == "full" and s["estimator"] != "expected":
+            raise ValueError(
+                f"estimator={s['estimator']!r} is not supported with covariance='full'; "
+                "use the closed-form 'expected' bound."
+            )
         if s["algorithm"] == "natural":
             if model.order_by is not None:
                 raise ValueError(
@@ -138,8 +145,11 @@ class FitConfig:
                 )
             if s["estimator"] != "expected":
                 raise ValueError("algorithm='natural' uses the 'expected' bound; drop estimator.")
-            if strategy is not None:
-                raise ValueError("strategy is supported with algorithm='adam' only.")
+            if model.covariance == "full" and strategy is not None:
+                raise ValueError(
+                    "algorithm='natural' with a strategy is not supported with "
+                    "covariance='full'; use algorithm='adam'."
+                )
         if s["steps"] is not None and s["epochs"] is not None:
             raise ValueError("Give steps or epochs, not both.")
         if s["steps"] is not None:
@@ -221,17 +231,17 @@ def _check_data_fits_model(model, source: inputs.Source, continuing: bool, algor
             )
 
 
-def _start(model, source, config, checkpointer) -> tuple[int, list, object]:
+def _start(model, source, config, checkpointer) -> tuple[int, list, object, dict]:
     """Sets the model's starting state: resumed from a checkpoint, continued
     (``warm_start``: the global step, the schedule and Adam's moments carry
     on), or standardised and initialised afresh. Returns ``(global step,
-    ELBO trace so far, Adam state)``."""
+    ELBO trace so far, Adam state, the convergence monitor's saved arrays)``."""
     resumed = checkpointer.resume() if checkpointer is not None else None
     if resumed is not None:
         done, elbo = resumed
-        return done, [elbo], model.adam.state()
+        return done, [elbo], model.adam.state(), checkpointer.monitor_arrays
     if config.warm_start and model.is_fitted:
-        return int(model.steps_trained.numpy()), [], model.adam.state()
+        return int(model.steps_trained.numpy()), [], model.adam.state(), {}
     if model.standardize:
         model.transform.set(source.mean, source.std)
     else:
@@ -239,7 +249,61 @@ def _start(model, source, config, checkpointer) -> tuple[int, list, object]:
     sample = model.transform.to_standard(source.sample)
     init.initialize(model, sample, method=config.init, seed=config.seed, n_points=source.n_points)
     model.steps_trained.assign(0)
-    return 0, [], adam_init(model.unconstrained_parameters())
+    return 0, [], adam_init(model.unconstrained_parameters()), {}
+
+
+def _check_workers_agree(collective, model, config) -> None:
+    """Every worker of a multi-worker fit must run the same collectives in the
+    same order: their settings must match the chief's (``progress`` aside; of
+    ``checkpoint_dir``, only whether there is one, as only the chief writes).
+
+    Raises:
+      ValueError: on every worker, naming those whose settings differ.
+    """
+    settings = dataclasses.asdict(config)
+    settings.pop("progress")
+    settings["checkpoint_dir"] = settings["checkpoint_dir"] is not None
+    settings["model"] = model.config()
+    # A warm start continues the global step: every worker's model must be fitted, or none.
+    settings["continuing"] = config.warm_start and model.is_fitted
+    mine = json.dumps(settings, sort_keys=True).encode()
+    chiefs = collective.broadcast({"settings": np.frombuffer(mine, np.uint8)})["settings"]
+    differs = np.zeros(collective.workers)
+    differs[collective.index] = chiefs.tobytes() != mine
+    differing = np.flatnonzero(collective.sum(differs))
+    if differing.size:
+        raise ValueError(
+            f"The settings of worker(s) {differing.tolist()} differ from the chief's: every "
+            "worker of a multi-worker fit must call gmm.fit with the same model and arguments "
+            "(X aside, its own shard)."
+        )
+
+
+def _start_from_chief(model, source, config, checkpointer, collective):
+    """``_start`` on the chief of a multi-worker fit (which alone reads the
+    checkpoint and runs k-means), its whole result broadcast to every worker:
+    all start from the same bits, whatever their disks hold."""
+    payload = None
+    if collective.is_chief:
+        done, elbo, adam, monitor_arrays = _start(model, source, config, checkpointer)
+        payload = {
+            "done": np.array(done),
+            "elbo": np.concatenate(elbo) if elbo else np.zeros(0),
+            **{f"variable_{i}": v.numpy() for i, v in enumerate(model.variables)},
+            **{f"adam_m_{k}": v.numpy() for k, v in adam.m.items()},
+            **{f"adam_v_{k}": v.numpy() for k, v in adam.v.items()},
+            **monitor_arrays,  # their names start with "monitor_"
+        }
+    received = collective.broadcast(payload)
+    for i, variable in enumerate(model.variables):
+        variable.assign(received[f"variable_{i}"])
+    moments = [
+        {k: tf.constant(received[f"adam_{moment}_{k}"]) for k in model.adam.m}
+        for moment in ("m", "v")
+    ]
+    monitor_arrays = {k: v for k, v in received.items() if k.startswith("monitor_")}
+    elbo = [received["elbo"]] if received["elbo"].size else []
+    return int(received["done"]), elbo, AdamState(*moments), monitor_arrays
 
 
 def _loop_data(model, source, seed_tensor, done):
@@ -256,7 +320,9 @@ def _loop_data(model, source, seed_tensor, done):
             stream,
             tf.zeros([0], tf.int32),
         )
-    order = epoch_permutation(seed_tensor, done // source.batches_per_epoch, source.n_points)
+    # Epochs over this process's rows (in a multi-worker fit, its shard).
+    epoch = done // source.local_batches_per_epoch
+    order = epoch_permutation(seed_tensor, epoch, source.array.shape[0])
     # source.array was checked once already; only the map remains.
     standardized = model.transform.to_standard(source.array, model.dtype.as_numpy_dtype)
     return tf.convert_to_tensor(standardized), None, order
@@ -300,8 +366,8 @@ def fit(
       max_steps: the cap of a run to convergence (default 20,000).
       tol: the convergence check's tolerance (default 1e-3; see ``gmm.convergence``).
       batch_size: points per step. Default: all of them for in-memory data of
-        at most 10,000 points (one process), else 500. A dataset of batches
-        keeps its own.
+        at most 10,000 points (in one process, or in all of a multi-worker
+        fit's shards), else 500. A dataset of batches keeps its own.
       learning_rate: Adam's peak learning rate, cosine-decayed to 0 (default
         0.05, a relative step on the log-parameters); for ``"natural"``, the
         scale of ``rho_t = learning_rate * (1 + t) ** -0.7`` (default 1), a
@@ -310,7 +376,7 @@ def fit(
         its optimum is the coordinate-ascent one) or ``"per_point"`` (one
         reparameterised posterior draw per point; noisier, slower).
       algorithm: ``"natural"`` (conjugate natural-gradient SVI, ``gmm.natural``;
-        exchangeable model, ``"expected"`` estimator, no strategy) or ``"adam"``.
+        exchangeable model, ``"expected"`` estimator) or ``"adam"``.
         Default: ``"natural"`` where it applies, else ``"adam"``.
       init: ``"kmeans++"`` or ``"prior"`` (``gmm.init.initial_q``).
       warm_start: continue from the model's current state if it was fitted
@@ -323,7 +389,11 @@ def fit(
       checkpoint_every: steps between checkpoints (default: every 5% of the
         budget, or of ``max_steps``).
       strategy: a ``tf.distribute`` strategy splitting each minibatch across
-        its replicas (``"adam"`` only; batches must split evenly).
+        its replicas (batches must split evenly); the replicas' gradients
+        (Adam) or sufficient statistics (natural gradients) are summed. A
+        ``MultiWorkerMirroredStrategy`` over several processes takes each
+        one's own rows as ``X`` (an array: its shard); only the chief writes
+        ``checkpoint_dir`` and shows progress (``gmm.distributed``).
       callbacks: callables ``callback(model, step, elbo)`` run after each chunk.
 
     Returns:
@@ -360,20 +430,44 @@ def fit(
     replicas = 1 if strategy is None else strategy.num_replicas_in_sync
     if isinstance(X, tf.data.Dataset) and config.checkpoint_dir is not None:
         raise ValueError("checkpoint_dir needs in-memory data; X is a tf.data.Dataset.")
+    # Several processes: X is this worker's shard, and the set-up runs collectives.
+    collective = distributed.Collective(strategy) if distributed.is_multi_worker(strategy) else None
+    if collective is not None:
+        _check_workers_agree(collective, model, config)
+        if not collective.is_chief:
+            config = dataclasses.replace(config, progress=False)
     source = inputs.prepare(
-        X, model.n_features, model.n_components, config.batch_size, config.seed, replicas
+        X,
+        model.n_features,
+        model.n_components,
+        config.batch_size,
+        config.seed,
+        replicas,
+        collective,
     )
     continuing = config.warm_start and model.is_fitted
     budget = config.total_steps(source)
     _check_data_fits_model(model, source, continuing, config.algorithm)
     checkpointer = None
     if config.checkpoint_dir is not None:
-        checkpointer = callback_lib.TrainingCheckpoint(
-            config.checkpoint_dir, model, config.settings(budget, source.batch_size), source.array
-        )
+        data_identity = None
+        if collective is not None:  # every worker takes part; only the chief writes
+            digests = collective.shard_digests(source.array)
+            data_identity = {"shape": [source.n_points, model.n_features], "shards": digests}
+        if collective is None or collective.is_chief:
+            checkpointer = callback_lib.TrainingCheckpoint(
+                config.checkpoint_dir,
+                model,
+                config.settings(budget, source.batch_size),
+                source.array,
+                data_identity,
+            )
     saved_state = [variable.numpy() for variable in model.variables]
     try:  # a transaction: any error but a divergence puts the model back as it was
-        run = _Run(model, source, config, budget, strategy, checkpointer, callbacks, saved_state)
+        run = _Run(
+            model, source, config, budget, strategy, checkpointer, callbacks, saved_state,
+            collective,
+        )  # fmt: skip
         run.train()
     except DivergenceError:
         raise
@@ -415,20 +509,36 @@ class _Run:
     at the next convergence check, checkpoint, end of Adam's cosine cycle, or
     5% of the budget, whichever comes first."""
 
-    def __init__(self, model, source, config, budget, strategy, checkpointer, callbacks, saved):
+    def __init__(
+        self, model, source, config, budget, strategy, checkpointer, callbacks, saved, collective
+    ):
         self.model, self.source, self.config = model, source, config
         self.strategy, self.checkpointer, self.callbacks = strategy, checkpointer, callbacks
         self.saved_state = saved
         continuing = config.warm_start and model.is_fitted
-        self.done, self.elbo_chunks, adam = _start(model, source, config, checkpointer)
+        if collective is None:
+            start = _start(model, source, config, checkpointer)
+        else:
+            start = _start_from_chief(model, source, config, checkpointer, collective)
+        self.done, self.elbo_chunks, adam, monitor_arrays = start
         # Steps are counted globally: a warm start continues the schedule where it stopped.
         self.first = self.done if continuing else 0
         self.resumed_from = self.done
         self.total = self.first + budget
         self.seed_tensor = tf_seed(config.seed)
+        if collective is not None:  # each worker shuffles its own shard its own way
+            self.seed_tensor = tf.random.experimental.stateless_fold_in(
+                self.seed_tensor, collective.index
+            )
         self.data, self.stream, order = _loop_data(model, source, self.seed_tensor, self.done)
         self.state = TrainState(model.unconstrained_parameters(), adam, order)
-        self.rule = Rule(config.estimator, model.order_by, config.algorithm, model.weights_prior)
+        self.rule = Rule(
+            config.estimator,
+            model.order_by,
+            config.algorithm,
+            model.covariance,
+            model.weights_prior,
+        )
         self.log_jacobian = model.transform.log_jacobian()
         self.chunk = max(1, math.ceil(budget / 20))
         self.checkpoint_every = config.checkpoint_every or self.chunk
@@ -445,8 +555,8 @@ class _Run:
             self.monitor = convergence.Monitor(mode, config.tol)
             if checkpointer is not None:
                 checkpointer.monitor = self.monitor
-                self.monitor.restore(checkpointer.monitor_arrays)
-                self.converged = self.monitor.converged  # a finished fit is not trained again
+            self.monitor.restore(monitor_arrays)
+            self.converged = self.monitor.converged  # a finished fit is not trained again
             if self.done == self.first:
                 self.monitor.update(self.state.params, np.nan)
 
@@ -508,11 +618,14 @@ class _Run:
     def _train_to(self, stop: int, cycle_start: int, cycle_end: int) -> None:
         """Trains from global step ``self.done`` to ``stop`` in one compiled chunk."""
         model, config = self.model, self.config
-        steps = (self.done, stop - self.done, cycle_start, cycle_end, self.source.batch_size)
+        source = self.source
+        steps = (self.done, stop - self.done, cycle_start, cycle_end, source.local_batch_size)
         schedule = Schedule(
             *(tf.constant(v, tf.int32) for v in steps),
             tf.constant(config.learning_rate, model.dtype),
             tf.constant(self.decay, model.dtype),
+            tf.constant(source.n_points, tf.int32),
+            tf.constant(source.batch_size, tf.int32),
         )
         new_state, elbo, n_done, finite = _train(
             self.state, self.data, model, schedule, self.seed_tensor, self.rule,

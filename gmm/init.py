@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.cluster import KMeans
 
+from gmm import full
 from gmm.evaluate import match_components
 from gmm.ordered import inverse_start
 from gmm.priors import Priors
@@ -113,7 +114,14 @@ def initial_q(
 
 
 def initialize(model, Z: np.ndarray, *, method="kmeans++", seed=0, n_points=None) -> None:
-    """Sets ``model``'s q from standardised data ``Z`` (``[n, D]``) with ``initial_q``."""
+    """Sets ``model``'s q from standardised data ``Z`` (``[n, D]``) with ``initial_q``
+    (``gmm.full.initial_params`` for ``covariance="full"``)."""
+    if model.covariance == "full":
+        start = full.initial_params(
+            Z, model.n_components, model.priors, method=method, seed=seed, n_points=n_points
+        )
+        model.assign_unconstrained(start)
+        return
     start = initial_q(
         Z,
         model.n_components,

@@ -27,8 +27,12 @@ class Source:
       n_points: N. batch_size: points per step. batches_per_epoch: steps per pass.
       mean, std, spread: ``[D]`` per-feature statistics (float64; spread is max - min).
       sample: ``[n, D]`` points for k-means, data units (a uniform sample of a stream).
-      array: the ``[N, D]`` float64 data (None for a stream).
+      array: the ``[N, D]`` float64 data (None for a stream); in a multi-worker
+        fit, this worker's shard ``[n_w, D]`` (``n_points`` and the statistics
+        stay those of the whole data set).
       dataset: the batched dataset (None for an array).
+      local_batch_size: points this process takes per step (``batch_size``
+        unless the fit runs on several workers, which share each batch).
     """
 
     n_points: int
@@ -40,6 +44,18 @@ class Source:
     sample: np.ndarray
     array: np.ndarray | None = None
     dataset: tf.data.Dataset | None = None
+    local_batch_size: int | None = None
+
+    def __post_init__(self):
+        if self.local_batch_size is None:
+            self.local_batch_size = self.batch_size
+
+    @property
+    def local_batches_per_epoch(self) -> int:
+        """Steps per pass over this process's rows (``batches_per_epoch`` for one process)."""
+        if self.array is None:
+            return self.batches_per_epoch
+        return max(self.array.shape[0] // self.local_batch_size, 1)
 
     @property
     def streaming(self) -> bool:
@@ -102,9 +118,133 @@ def from_dataset(
     )
 
 
-def prepare(X, n_features, n_components, batch_size, seed, replicas=1) -> Source:
-    """``from_dataset`` for a ``tf.data.Dataset``, else ``from_array``; checks
-    that batches split evenly across ``replicas``."""
+def from_worker_shard(
+    X, n_features: int, n_components: int, batch_size: int | None, seed: int, collective
+) -> Source:
+    """This worker's shard ``X`` (``[n_w, D]``, data units) of a multi-worker
+    fit, with the whole data set's N, means, sds and spreads, and a k-means
+    sample drawn from every shard (see ``gmm.distributed``); the same on every
+    worker. ``batch_size`` None: full batch (each worker its whole shard) up
+    to ``FULL_BATCH_POINTS`` points in all, else ``DEFAULT_BATCH_SIZE``,
+    shared equally among the workers."""
+    shard = check_data(X, n_features=n_features, min_points=1)
+    n_points = int(collective.sum([shard.shape[0]])[0])
+    if n_points < n_components:
+        raise ValueError(f"X has {n_points} points, fewer than the {n_components} components.")
+    mean = collective.sum(shard.sum(axis=0)) / n_points
+    # A second pass around the global mean: no cancellation however large the offset.
+    std = np.sqrt(collective.sum(((shard - mean) ** 2).sum(axis=0)) / n_points)
+    extremes = collective.gather(np.stack([shard.max(axis=0), -shard.min(axis=0)])[None])
+    spread = extremes[:, 0].max(axis=0) + extremes[:, 1].max(axis=0)
+    if n_points <= init.SAMPLE_SIZE:
+        own_sample = shard
+    else:  # this shard's share of the sample, uniform within it
+        share = round(init.SAMPLE_SIZE * shard.shape[0] / n_points)
+        rng = np.random.default_rng([seed, collective.index])
+        own_sample = shard[np.sort(rng.choice(shard.shape[0], share, replace=False))]
+    sample = collective.gather(own_sample)
+    full = (batch_size is None and n_points <= FULL_BATCH_POINTS) or batch_size == n_points
+    if full:
+        batch_size, local_batch_size = n_points, shard.shape[0]
+    else:
+        batch_size = DEFAULT_BATCH_SIZE if batch_size is None else min(batch_size, n_points)
+        if batch_size % collective.workers:
+            raise ValueError(
+                f"batch_size {batch_size} does not split evenly across "
+                f"{collective.workers} workers."
+            )
+        local_batch_size = batch_size // collective.workers
+        if local_batch_size > shard.shape[0]:
+            raise ValueError(
+                f"Worker {collective.index} holds {shard.shape[0]} points, fewer than its "
+                f"share {local_batch_size} of batch_size {batch_size}; give it more rows."
+            )
+    return Source(
+        n_points=n_points,
+        batch_size=batch_size,
+        batches_per_epoch=n_points // batch_size,
+        mean=mean,
+        std=std,
+        spread=spread,
+        sample=sample,
+        array=shard,
+        local_batch_size=local_batch_size,
+    )
+
+
+def from_worker_stream(
+    dataset, n_features: int, n_components: int, batch_size: int | None, seed: int, collective
+) -> Source:
+    """This worker's share of a stream in a multi-worker fit (e.g. a dataset
+    of its own ``.npy`` shards, or ``dataset.shard(workers, index)``): each
+    worker makes its pass (``streaming.dataset_statistics``) and the counts,
+    means and variances are merged across workers (Chan et al.), the k-means
+    sample gathered from every worker's in proportion to its points. Each
+    worker's batches are its share of ``batch_size`` (default
+    ``DEFAULT_BATCH_SIZE``) unless they are batched already; they must have
+    one fixed size, the same on every worker."""
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    if batch_size % collective.workers:
+        raise ValueError(
+            f"batch_size {batch_size} does not split evenly across {collective.workers} workers."
+        )
+    dataset = streaming.as_batched_dataset(dataset, n_features, batch_size // collective.workers)
+    local_batch_size = dataset.element_spec.shape[0]
+    if local_batch_size is None:
+        raise ValueError(
+            "With a strategy, X must have fixed-size batches (batch with drop_remainder=True)."
+        )
+    own_seed = (seed + collective.index) % 2**32  # each worker samples its share its own way
+    stats = streaming.dataset_statistics(
+        dataset, n_features, sample_size=init.SAMPLE_SIZE, seed=own_seed
+    )
+    counts = collective.gather([[stats.n_points, local_batch_size]])
+    n_points = int(counts[:, 0].sum())
+    if (counts[:, 1] != local_batch_size).any():
+        raise ValueError(
+            f"Every worker's batches must have one size; theirs are {counts[:, 1].astype(int)}."
+        )
+    if n_points < n_components:
+        raise ValueError(f"X has {n_points} points, fewer than the {n_components} components.")
+    mean = collective.sum(stats.n_points * stats.mean) / n_points
+    # Each worker's squared deviations around its own mean, plus its mean's from the global one.
+    squares = stats.n_points * (stats.std**2 + (stats.mean - mean) ** 2)
+    std = np.sqrt(collective.sum(squares) / n_points)
+    # stats.sample is in random order: its first rows are a uniform sample too.
+    share = round(min(n_points, init.SAMPLE_SIZE) * stats.n_points / n_points)
+    sample = collective.gather(stats.sample[:share])
+    global_batch_size = local_batch_size * collective.workers
+    return Source(
+        n_points=n_points,
+        batch_size=global_batch_size,
+        batches_per_epoch=max(n_points // global_batch_size, 1),
+        mean=mean,
+        std=std,
+        spread=np.ptp(sample, axis=0),
+        sample=sample,
+        dataset=dataset,
+        local_batch_size=local_batch_size,
+    )
+
+
+def prepare(X, n_features, n_components, batch_size, seed, replicas=1, collective=None) -> Source:
+    """``from_dataset`` for a ``tf.data.Dataset``, else ``from_array``; with a
+    ``gmm.distributed.Collective`` (several workers), ``from_worker_stream``
+    or ``from_worker_shard``;
+    checks that batches split evenly across ``replicas`` (each process's share
+    across its own)."""
+    if collective is not None:
+        if isinstance(X, tf.data.Dataset):
+            source = from_worker_stream(X, n_features, n_components, batch_size, seed, collective)
+        else:
+            source = from_worker_shard(X, n_features, n_components, batch_size, seed, collective)
+        local_replicas = replicas // collective.workers
+        if source.local_batch_size % local_replicas:
+            raise ValueError(
+                f"Worker {collective.index}'s batch of {source.local_batch_size} points does "
+                f"not split evenly across its {local_replicas} replicas."
+            )
+        return source
     if isinstance(X, tf.data.Dataset):
         source = from_dataset(X, n_features, n_components, batch_size, seed, replicas)
     else:

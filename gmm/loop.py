@@ -7,17 +7,21 @@ it is traced once per shape and reused by every later fit. Each step draws a
 batch (from an array shuffled in the graph each epoch, or from a ``tf.data``
 iterator) and applies an update rule (Adam on the reparameterised gradient,
 or the natural-gradient step), optionally split across the replicas of a
-``tf.distribute`` strategy.
+``tf.distribute`` strategy: in one process (``MirroredStrategy``) or across
+several (``MultiWorkerMirroredStrategy``, each process stepping through its
+own shard of the data; ``gmm.distributed``). The replicas' gradients, or their
+sufficient statistics, are summed, so every replica takes the same step.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import tensorflow as tf
 
-from gmm import natural
-from gmm.elbo import negative_elbo
+from gmm import distributed, full, natural
+from gmm.elbo import kl_divergence, negative_elbo
 from gmm.optim import AdamState, adam_update, cosine_learning_rate
 
 # Stream ids folded into the seed, so batches and Monte Carlo draws never share one.
@@ -36,10 +40,12 @@ class TrainState(NamedTuple):
 class Schedule(NamedTuple):
     """Scalar tensors: the chunk's first global step, its number of steps, the
     global step where the current cosine cycle starts and where it ends (Adam's
-    learning rate decays from its peak to 0 between them), the batch size, the
-    peak learning rate (or the natural gradient's step-size scale) and the
-    natural step size's decay exponent (0 for full-batch steps, which carry no
-    noise to average out)."""
+    learning rate decays from its peak to 0 between them), the points this
+    process draws per step, the peak learning rate (or the natural gradient's
+    step-size scale) and the natural step size's decay exponent (0 for
+    full-batch steps, which carry no noise to average out). A fit split
+    across workers also gives N and the points of one step summed over every
+    worker (int32; -1 when this process's data and batch are the whole)."""
 
     step0: tf.Tensor
     n_steps: tf.Tensor
@@ -48,6 +54,8 @@ class Schedule(NamedTuple):
     batch_size: tf.Tensor
     learning_rate: tf.Tensor
     decay: tf.Tensor
+    n_points: tf.Tensor | int = -1
+    global_batch_size: tf.Tensor | int = -1
 
 
 class Rule(NamedTuple):
@@ -58,6 +66,7 @@ class Rule(NamedTuple):
     estimator: str = "expected"
     order_by: int | None = None
     algorithm: str = "adam"
+    covariance: str = "diag"
     weights_prior: str = "dirichlet"
 
 
@@ -70,48 +79,77 @@ def epoch_permutation(seed, epoch, n_points):
     return tf.argsort(tf.random.stateless_uniform([n_points], epoch_seed))
 
 
-def loss_and_gradient(params, batch, n_points, prior_params, rule: Rule, seed, strategy=None):
+def across_replicas(strategy, batch, per_replica):
+    """Sums ``per_replica(points, replica)`` (a nest of tensors) over every
+    replica of ``strategy``, this process's ``batch`` split evenly among its
+    own replicas (``replica``: the global replica id, an int32 scalar). With
+    several workers the sum runs over all of them: every replica gets the
+    same result."""
+    local_replicas = len(strategy.extended.worker_devices)
+    slices = tf.reshape(batch, [local_replicas, -1, tf.shape(batch)[-1]])
+
+    def replica_step(slices):
+        context = tf.distribute.get_replica_context()
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+        # Global replica ids run worker by worker, so this is the replica's
+        # place among its own process's.
+        points = tf.gather(slices, replica % local_replicas)
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, per_replica(points, replica))
+
+    # After the all-reduce every replica holds the same sums; take the first's.
+    return strategy.experimental_local_results(strategy.run(replica_step, args=(slices,)))[0]
+
+
+def _share(points, global_batch_size):
+    """A replica's points as a fraction of the whole step's (in ``points``'
+    dtype): the weight that turns its mean loss into its part of the step's mean."""
+    share = tf.cast(tf.shape(points)[0], tf.float64) / tf.cast(global_batch_size, tf.float64)
+    return tf.cast(share, points.dtype)
+
+
+def loss_and_gradient(
+    params, batch, n_points, prior_params, rule: Rule, seed, strategy=None, global_batch_size=None
+):
     """-ELBO per point on ``batch`` and its gradient; with a ``tf.distribute``
-    strategy each replica takes an equal slice of the batch, and the losses
-    (weighted by 1 / replicas) and gradients are summed across replicas."""
+    strategy each replica takes an equal slice of this process's batch, and
+    the losses (each weighted by its share of the ``global_batch_size``
+    points of the step, over all workers) and gradients are summed across
+    replicas."""
+
+    objective = (
+        full.negative_elbo
+        if rule.covariance == "full"
+        else functools.partial(negative_elbo, weights_prior=rule.weights_prior)
+    )
 
     def local(params, points, weight, draw_seed):
         with tf.GradientTape() as tape:
             tape.watch(params)
-            loss = weight * negative_elbo(
-                params,
-                points,
-                n_points,
-                prior_params,
-                rule.estimator,
-                draw_seed,
-                rule.order_by,
-                rule.weights_prior,
+            loss = weight * objective(
+                params, points, n_points, prior_params, rule.estimator, draw_seed, rule.order_by
             )
         return loss, tape.gradient(loss, params)
 
     if strategy is None:
         return local(params, batch, 1.0, seed)
-    replicas = strategy.num_replicas_in_sync
-    slices = tf.reshape(batch, [replicas, -1, tf.shape(batch)[-1]])
 
-    def replica_step(params, slices):
-        context = tf.distribute.get_replica_context()
-        replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+    if global_batch_size is None:  # one process: its batch is the whole step
+        global_batch_size = tf.shape(batch)[0]
+
+    def per_replica(points, replica):
         draw_seed = tf.random.experimental.stateless_fold_in(seed, replica)
-        result = local(params, tf.gather(slices, replica), 1.0 / replicas, draw_seed)
-        return context.all_reduce(tf.distribute.ReduceOp.SUM, result)
+        return local(params, points, _share(points, global_batch_size), draw_seed)
 
-    # After the all-reduce every replica holds the same sums; take the first's.
-    per_replica = strategy.run(replica_step, args=(params, slices))
-    return strategy.experimental_local_results(per_replica)[0]
+    return across_replicas(strategy, batch, per_replica)
 
 
-def _update_rule(rule, prior_params, n_points, schedule, strategy):
+def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, strategy):
     """``update(params, adam, batch, step, seed) -> (loss, params, adam)``."""
 
     def adam(params, state, batch, step, seed):
-        loss, grads = loss_and_gradient(params, batch, n_points, prior_params, rule, seed, strategy)
+        loss, grads = loss_and_gradient(
+            params, batch, n_points, prior_params, rule, seed, strategy, global_batch_size
+        )
         rate = cosine_learning_rate(
             schedule.learning_rate,
             step - schedule.cycle_start,
@@ -119,12 +157,40 @@ def _update_rule(rule, prior_params, n_points, schedule, strategy):
         )
         return (loss, *adam_update(params, grads, state, step, rate))
 
+    # The covariance model's own conjugate step (gmm.full for "full").
+    is_full = rule.covariance == "full"
+    natural_update = (
+        full.natural_gradient_update
+        if is_full
+        else functools.partial(natural.natural_gradient_update, weights_prior=rule.weights_prior)
+    )
+
     def natural_gradient(params, state, batch, step, seed):
         rho = natural.step_size(schedule.learning_rate, step, schedule.decay)
-        loss, params = natural.natural_gradient_update(
-            params, batch, n_points, prior_params, rho, rule.weights_prior, return_loss=True
+        if strategy is None:
+            loss, new = natural_update(params, batch, n_points, prior_params, rho, return_loss=True)
+            return loss, new, state
+
+        step_points = tf.shape(batch)[0] if global_batch_size is None else global_batch_size
+
+        def per_replica(points, replica):
+            *statistics, log_likelihood = natural.sufficient_statistics(
+                params, points, rule.weights_prior
+            )
+            return (*statistics, tf.reduce_sum(log_likelihood))
+
+        # (Diagonal model only: FitConfig refuses covariance="full" here.)
+        # The statistics of the whole step's points, summed over replicas and workers;
+        # the loss (-ELBO per point, as negative_elbo's) from the same per-point terms.
+        *statistics, log_likelihood = across_replicas(strategy, batch, per_replica)
+        dtype = schedule.learning_rate.dtype
+        kl = kl_divergence(params, prior_params, None, rule.weights_prior)
+        loss = kl / tf.cast(n_points, dtype) - log_likelihood / tf.cast(step_points, dtype)
+        scale = tf.cast(n_points, dtype) / tf.cast(step_points, dtype)
+        new = natural.update_from_statistics(
+            params, statistics, scale, prior_params, rho, rule.weights_prior
         )
-        return loss, params, state
+        return loss, new, state
 
     return natural_gradient if rule.algorithm == "natural" else adam
 
@@ -156,7 +222,7 @@ def _is_finite(loss, params):
     checks = [tf.math.is_finite(loss)]
     for name, value in params.items():
         checks.append(tf.reduce_all(tf.math.is_finite(value)))
-        if name != "loc":
+        if name not in full.UNBOUNDED_PARAMETERS:
             checks.append(tf.reduce_all(tf.math.is_finite(tf.exp(value)) & (tf.exp(value) > 0)))
     return tf.reduce_all(checks)
 
@@ -187,9 +253,14 @@ def train_chunk(state, data, prior_params, schedule, seed, rule, strategy=None, 
         n_points, shift, scale = stream
 
         def next_batch(step, order):
-            return tf.cast((tf.cast(next(data), tf.float64) - shift) / scale, dtype), order
+            batch = tf.cast((tf.cast(next(data), tf.float64) - shift) / scale, dtype)
+            return batch, order
 
-    update = _update_rule(rule, prior_params, n_points, schedule, strategy)
+    global_batch_size = None  # one process: each step's batch is all of it
+    if strategy is not None and distributed.is_multi_worker(strategy):
+        # This process holds one shard: N and the step's size are the cluster's.
+        n_points, global_batch_size = schedule.n_points, schedule.global_batch_size
+    update = _update_rule(rule, prior_params, n_points, global_batch_size, schedule, strategy)
     draw_stream = tf.random.experimental.stateless_fold_in(seed, _DRAW_STREAM)
 
     def body(i, state, trace, finite):

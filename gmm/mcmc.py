@@ -217,6 +217,11 @@ def sample(
       seed: seeds the starts and the sampler.
     """
     start = time.perf_counter()
+    if model.covariance == "full":
+        raise ValueError(
+            "gmm.mcmc.sample is not supported with covariance='full' (its target is the "
+            "diagonal model's); compare a full-covariance fit with gmm.reference.cavi_full."
+        )
     model._check_fitted()
     data = check_data(X, n_features=model.n_features, min_points=model.n_components)
     num_chains = check_positive_int(num_chains, "num_chains")

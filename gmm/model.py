@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from gmm import checkpoint, predict
+from gmm import checkpoint, full, predict
 from gmm._validation import (
     check_bool,
     check_data,
@@ -44,22 +44,61 @@ class NotFittedError(ValueError):
     """Raised when a model is used for prediction before it was fitted."""
 
 
-def _check_construction(n_components, n_features, priors, standardize, dtype, order_by, weights):
+def _check_covariance(covariance, priors, order_by, n_features):
+    """``covariance`` checked; returns ``(covariance, priors)``, the priors
+    defaulted (and, for "full", resolved to ``n_features``)."""
+    if covariance not in full.COVARIANCES:
+        raise ValueError(f"covariance must be one of {full.COVARIANCES}, got {covariance!r}.")
+    if covariance == "diag":
+        if isinstance(priors, full.NormalWishartPriors):
+            raise TypeError(
+                "priors is a gmm.NormalWishartPriors, the prior of covariance='full'; "
+                "covariance='diag' takes a gmm.Priors."
+            )
+        return covariance, priors
+    priors = full.NormalWishartPriors() if priors is None else priors
+    if not isinstance(priors, full.NormalWishartPriors):
+        raise TypeError(
+            "covariance='full' takes priors=gmm.NormalWishartPriors(...) (a Normal-Wishart "
+            f"prior), got {type(priors).__name__}."
+        )
+    if order_by is not None:
+        raise ValueError(
+            "order_by is not supported with covariance='full' (the ordered model is diagonal); "
+            "use covariance='diag' to order the components."
+        )
+    return covariance, priors.for_features(n_features)
+
+
+def _check_construction(
+    n_components, n_features, priors, standardize, dtype, order_by, covariance, weights
+):
     """The constructor's arguments, checked; returns them normalised."""
     # K = 1 is a single Gaussian (its one weight is 1 under either weights prior).
     n_components = check_positive_int(n_components, "n_components")
     if not isinstance(weights, str) or weights not in WEIGHTS_PRIORS:
         raise ValueError(f"weights must be one of {WEIGHTS_PRIORS}, got {weights!r}.")
+    if weights == "dirichlet_process" and covariance == "full":
+        raise ValueError(
+            "weights='dirichlet_process' is supported with covariance='diag' only; use the "
+            "sparse Dirichlet (weights='dirichlet', a small priors.concentration) for 'full'."
+        )
     n_features = check_positive_int(n_features, "n_features")
-    priors = Priors() if priors is None else priors
-    if not isinstance(priors, Priors):
-        raise TypeError(f"priors must be a gmm.Priors, got {type(priors).__name__}.")
+    covariance, priors = _check_covariance(covariance, priors, order_by, n_features)
     try:
         dtype = tf.as_dtype(dtype)
     except TypeError:
         raise TypeError(f"dtype must be float32 or float64, got {dtype!r}.") from None
     if dtype not in (tf.float32, tf.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype.name}.")
+    if covariance == "full":  # the rest checks the diagonal model's priors and order_by
+        return (
+            n_components, n_features, priors, check_bool(standardize, "standardize"), dtype,
+            None, covariance, weights,
+        )  # fmt: skip
+    priors = Priors() if priors is None else priors
+    if not isinstance(priors, Priors):
+        raise TypeError(f"priors must be a gmm.Priors, got {type(priors).__name__}.")
     for field in ("loc_scale", "precision_shape", "precision_rate", "concentration"):
         check_in_dtype(getattr(priors, field), f"priors.{field}", dtype.as_numpy_dtype)
     with np.errstate(over="ignore"):
@@ -83,12 +122,15 @@ def _check_construction(n_components, n_features, priors, standardize, dtype, or
                 f"priors.loc_mean of shape {np.shape(priors.loc_mean)} does not broadcast "
                 f"to [n_components, n_features] = [{n_components}, {n_features}]."
             ) from None
-    standardize = check_bool(standardize, "standardize")
-    return n_components, n_features, priors, standardize, dtype, order_by, weights
+    return (
+        n_components, n_features, priors, check_bool(standardize, "standardize"), dtype,
+        order_by, covariance, weights,
+    )  # fmt: skip
 
 
 class BayesianGMM(tf.Module):
-    """A Bayesian Gaussian mixture with diagonal covariances and its mean-field q.
+    """A Bayesian Gaussian mixture with diagonal (default) or full covariances
+    and its mean-field q.
 
     Args:
       n_components: number of mixture components K (at least 1; for the
@@ -113,6 +155,12 @@ class BayesianGMM(tf.Module):
         prod_{j<k} (1 - v_j), v_k ~ Beta(1, alpha) for k < K, w_K the stick
         left; alpha = ``priors.concentration`` is the DP's concentration (the
         number of clusters it expects grows as alpha log N).
+      covariance: ``"diag"`` (default: independent Normal means and Gamma
+        precisions per feature, ``priors`` a ``gmm.Priors``) or ``"full"``
+        (a Normal-Wishart prior and q per component, ``priors`` a
+        ``gmm.NormalWishartPriors``; see ``gmm.full``). With ``"full"``,
+        ``order_by``, the ``"per_point"`` estimator, ``gmm.mcmc``,
+        ``gmm.psis`` and ``log_prior`` are not supported (they raise).
       name: the module's name.
 
     Attributes:
@@ -123,6 +171,10 @@ class BayesianGMM(tf.Module):
       log_stick_a, log_stick_b: ``[K - 1]`` q's Beta(a, b) over each stick
         (``weights="dirichlet_process"``).
       weights_prior: ``"dirichlet"`` or ``"dirichlet_process"``.
+      For ``covariance="full"`` the attributes are instead ``loc`` (``[K, D]``),
+      ``log_mean_precision`` (``[K]``), ``precision_tril`` (``[K, D(D+1)/2]``),
+      ``log_precision_dof`` (``[K]``) and ``log_concentration``: the entries of
+      ``gmm.full.PARAMETER_NAMES``.
       transform: the ``Standardization`` between data and fitted units, set by ``fit``.
       steps_trained: optimisation steps taken so far (the global step a
         ``warm_start`` fit continues from).
@@ -140,6 +192,7 @@ class BayesianGMM(tf.Module):
         standardize=True,
         dtype=tf.float32,
         order_by=None,
+        covariance="diag",
         weights="dirichlet",
         name=None,
     ):
@@ -151,10 +204,17 @@ class BayesianGMM(tf.Module):
             self.standardize,
             self.dtype,
             self.order_by,
+            self.covariance,
             self.weights_prior,
         ) = _check_construction(
-            n_components, n_features, priors, standardize, dtype, order_by, weights
+            n_components, n_features, priors, standardize, dtype, order_by, covariance, weights
         )
+        self.transform = Standardization(self.n_features)
+        self.steps_trained = tf.Variable(0, dtype=tf.int64, trainable=False)
+        if self.covariance == "full":
+            self._build_full_variables()
+            self.adam = AdamSlots(self.unconstrained_parameters())
+            return
         shape = [self.n_components, self.n_features]
         log_fill = lambda value, shape: tf.math.log(tf.fill(shape, tf.constant(value, self.dtype)))  # noqa: E731
         self.loc = tf.Variable(tf.zeros(shape, self.dtype), name="loc")
@@ -169,29 +229,59 @@ class BayesianGMM(tf.Module):
             self.log_stick_b = tf.Variable(log_fill(self.priors.concentration, sticks))
         else:
             self.log_concentration = tf.Variable(log_fill(self.priors.concentration, shape[:1]))
-        self.transform = Standardization(self.n_features)
-        self.steps_trained = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.adam = AdamSlots(self.unconstrained_parameters())
+
+    def _build_full_variables(self):
+        """q at the prior, means at 0 (``gmm.full``'s parameters)."""
+        K, D, priors = self.n_components, self.n_features, self.priors
+        start = full.pack(
+            tf.zeros([K, D], tf.float64),
+            tf.fill([K], tf.constant(priors.mean_precision, tf.float64)),
+            tf.eye(D, batch_shape=[K], dtype=tf.float64) * np.sqrt(priors.expected_precision),
+            tf.fill([K], tf.constant(priors.dof, tf.float64)),
+            tf.fill([K], tf.constant(priors.concentration, tf.float64)),
+        )
+        as_variable = lambda name: tf.Variable(tf.cast(start[name], self.dtype))  # noqa: E731
+        self.loc = as_variable("loc")
+        self.log_mean_precision = as_variable("mean_precision")
+        self.precision_tril = as_variable("precision_tril")
+        self.log_precision_dof = as_variable("precision_dof")
+        self.log_concentration = as_variable("concentration")
 
     # -- configuration and parameters -------------------------------------------
 
     def config(self) -> dict:
-        """The constructor's arguments, as JSON-serialisable values."""
-        return {
+        """The constructor's arguments, as JSON-serialisable values
+        (``covariance`` and ``weights`` only when not the default, so a diagonal
+        Dirichlet model's config is what it was before either existed)."""
+        config = {
             "n_components": self.n_components,
             "n_features": self.n_features,
             "priors": self.priors.to_config(),
             "standardize": self.standardize,
             "dtype": self.dtype.name,
             "order_by": self.order_by,
-            "weights": self.weights_prior,
         }
+        if self.covariance != "diag":
+            config["covariance"] = self.covariance
+        if self.weights_prior != "dirichlet":
+            config["weights"] = self.weights_prior
+        return config
 
     @property
     def is_fitted(self) -> bool:
         return int(self.steps_trained.numpy()) > 0
 
     def _variables_by_name(self) -> dict:
+        if self.covariance == "full":
+            variables = (
+                self.loc,
+                self.log_mean_precision,
+                self.precision_tril,
+                self.log_precision_dof,
+                self.log_concentration,
+            )
+            return dict(zip(full.PARAMETER_NAMES, variables))
         if self.weights_prior == "dirichlet_process":
             weight_variables = (self.log_stick_a, self.log_stick_b)
         else:
@@ -235,7 +325,15 @@ class BayesianGMM(tf.Module):
         ``[K, D]``; ordered model: event ``[K, D]``), ``"precisions"`` (Gamma,
         batch ``[K, D]``, 1 / data units^2) and ``"weights"`` (event ``[K]``: a
         Dirichlet, or for the Dirichlet process the K - 1 Beta sticks pushed
-        through ``gmm.family.StickBreaking``; ``gmm.family.sticks_of`` gives the sticks)."""
+        through ``gmm.family.StickBreaking``; ``gmm.family.sticks_of`` gives the sticks).
+
+        For ``covariance="full"``: ``"locs"`` (each mean's marginal under q,
+        a multivariate Student-t with nu - D + 1 degrees of freedom, batch
+        ``[K]``, event ``[D]``), ``"precisions"`` (``tfd.WishartTriL``, batch
+        ``[K]``, event ``[D, D]``, 1 / data units^2) and ``"weights"``; the
+        covariance means are in ``posterior_parameters()["covariance_mean"]``."""
+        if self.covariance == "full":
+            return self._full_posterior()
         q = variational_distributions(
             self.unconstrained_parameters(tf.float64), self.order_by, self.weights_prior
         )
@@ -248,13 +346,40 @@ class BayesianGMM(tf.Module):
             "weights": q["weights"],
         }
 
+    def _full_posterior(self) -> dict:
+        params = self.posterior_parameters()
+        dof, n_features = params["dof"], self.n_features
+        # mu's marginal: Student-t(nu - D + 1, m, W^-1 / (beta (nu - D + 1))).
+        t_dof = dof - n_features + 1
+        shape = (
+            np.linalg.inv(params["precision_scale"])
+            / (params["mean_precision"] * t_dof)[:, None, None]
+        )
+        return {
+            "locs": tfd.MultivariateStudentTLinearOperator(
+                df=t_dof,
+                loc=params["loc_mean"],
+                scale=tf.linalg.LinearOperatorLowerTriangular(np.linalg.cholesky(shape)),
+            ),
+            "precisions": tfd.WishartTriL(
+                df=dof, scale_tril=np.linalg.cholesky(params["precision_scale"])
+            ),
+            "weights": tfd.Dirichlet(params["concentration"]),
+        }
+
     def posterior_parameters(self) -> dict:
         """q's summary parameters in data units (float64 NumPy): ``loc_mean``,
         ``loc_sd`` (``[K, D]``: q's mean and sd of each component mean),
         ``precision_shape``, ``precision_rate`` (``[K, D]``) and ``concentration``
         (``[K]``); for the Dirichlet process ``stick_a`` and ``stick_b`` (``[K - 1]``,
-        q(v_k) = Beta(stick_a[k], stick_b[k])) instead of ``concentration``."""
+        q(v_k) = Beta(stick_a[k], stick_b[k])) instead of ``concentration``.
+
+        For ``covariance="full"``, ``gmm.full.posterior_parameters``: ``loc_mean``,
+        ``mean_precision``, ``dof``, ``precision_scale`` (W, ``[K, D, D]``),
+        ``concentration`` and ``covariance_mean`` (``[K, D, D]``, data units^2)."""
         params = self.unconstrained_parameters(tf.float64)
+        if self.covariance == "full":
+            return full.posterior_parameters(params, *self.transform.arrays())
         mean, variance = (np.asarray(m) for m in loc_moments(params, self.order_by))
         positive = {k: tf.exp(v).numpy() for k, v in params.items() if k != "loc"}
         summary = {
@@ -307,7 +432,10 @@ class BayesianGMM(tf.Module):
 
     def log_prior(self, locs, precisions, weights) -> tf.Tensor:
         """Log prior density (standardised units) at ``[..., K, D]`` locs and
-        precisions and ``[..., K]`` weights; ``[...]`` nats (see ``gmm.elbo.log_prior``)."""
+        precisions and ``[..., K]`` weights; ``[...]`` nats (see ``gmm.elbo.log_prior``).
+        Diagonal model only."""
+        if self.covariance == "full":
+            raise ValueError("log_prior is not supported with covariance='full'.")
         as_tensor = lambda a: tf.convert_to_tensor(a, self.dtype)  # noqa: E731
         return log_prior(
             as_tensor(locs),
@@ -333,7 +461,11 @@ class BayesianGMM(tf.Module):
         A Monte Carlo estimate, log (1/S) sum_s p(x | theta_s): it is biased low
         (the log of a mean), by more in many dimensions and for points far from
         every cluster. With dozens of features, raise ``num_samples`` until the
-        score stops moving."""
+        score stops moving.
+
+        For ``covariance="full"`` the predictive is exact, a mixture of
+        multivariate Student-t densities (Bishop 2006, eq. 10.81), and
+        ``num_samples`` and ``seed`` are not used."""
         return _predictive(self, X, num_samples, seed, features)[0]
 
     def score(self, X, *, num_samples: int = 256, seed: int = 0) -> float:
@@ -341,7 +473,8 @@ class BayesianGMM(tf.Module):
         return float(self.score_samples(X, num_samples=num_samples, seed=seed).mean())
 
     def predict_proba(self, X, *, num_samples: int = 256, seed: int = 0) -> np.ndarray:
-        """Posterior probability of each component for each point, ``[N, K]``."""
+        """Posterior probability of each component for each point, ``[N, K]``
+        (``covariance="full"``: exact, from the Student-t predictive)."""
         return _predictive(self, X, num_samples, seed, None)[1]
 
     def predict(self, X, *, num_samples: int = 256, seed: int = 0) -> np.ndarray:
@@ -354,9 +487,8 @@ class BayesianGMM(tf.Module):
         self._check_fitted()
         n, seed = check_positive_int(n, "n"), check_seed(seed)
         theta_seed, component_seed, noise_seed = tfp.random.split_seed(tf_seed(seed, 1), n=3)
-        points, components = predict.sample_points(
-            *_draws(self, n, theta_seed), component_seed, noise_seed
-        )
+        sample_points = full.sample_points if self.covariance == "full" else predict.sample_points
+        points, components = sample_points(*_draws(self, n, theta_seed), component_seed, noise_seed)
         return self.transform.point_to_data(points), components
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -396,10 +528,10 @@ def check_restored(model: BayesianGMM, objects: dict, folder: str) -> None:
     ``CheckpointError`` unless the restored config equals the model's and every
     restored value is finite and usable."""
     try:
-        stored = with_config_defaults(json.loads(objects["config"].numpy().decode()))
+        stored = normalized_config(json.loads(objects["config"].numpy().decode()))
     except (ValueError, TypeError):
         stored = None
-    if stored != json.loads(json.dumps(model.config())):
+    if stored != normalized_config(json.loads(json.dumps(model.config()))):
         raise checkpoint.CheckpointError(
             f"The checkpoint in {folder!r} was edited: its meta.json config does not match "
             "the config stored with its variables."
@@ -412,12 +544,16 @@ def check_restored(model: BayesianGMM, objects: dict, folder: str) -> None:
         )
 
 
-def with_config_defaults(config):
-    """A stored model config (``config()``'s dict, read back from JSON) with the
-    settings added since it was written set to their defaults: a checkpoint
-    from before ``weights`` existed holds a Dirichlet model, and loads (and
+def normalized_config(config):
+    """A model config (``config()``'s dict, or one read back from JSON) with the
+    settings added later dropped where they hold their defaults, as ``config()``
+    drops them: a checkpoint written before ``weights`` existed, or with
+    ``"weights": "dirichlet"`` spelled out, holds a Dirichlet model and loads (and
     resumes) as one. Anything but a dict is returned as it is."""
-    return {"weights": "dirichlet", **config} if isinstance(config, dict) else config
+    if not isinstance(config, dict):
+        return config
+    defaults = {"weights": "dirichlet", "covariance": "diag"}
+    return {key: value for key, value in config.items() if defaults.get(key) != value}
 
 
 def parameters_are_finite(params: dict) -> bool:
@@ -427,7 +563,8 @@ def parameters_are_finite(params: dict) -> bool:
         value = np.asarray(value)
         with np.errstate(over="ignore", under="ignore"):
             if not np.isfinite(value).all() or (
-                name != "loc" and not (np.isfinite(np.exp(value)) & (np.exp(value) > 0)).all()
+                name not in full.UNBOUNDED_PARAMETERS
+                and not (np.isfinite(np.exp(value)) & (np.exp(value) > 0)).all()
             ):
                 return False
     return True
@@ -436,6 +573,8 @@ def parameters_are_finite(params: dict) -> bool:
 def _draws(model: BayesianGMM, num_samples: int, seed):
     """``num_samples`` draws of (locs, precisions, weights) from q, float64."""
     params = model.unconstrained_parameters(tf.float64)
+    if model.covariance == "full":
+        return full.draw_parameters(params, num_samples, seed)
     return predict.draw_parameters(
         params, tf.constant(num_samples), seed, model.order_by, model.weights_prior
     )
@@ -447,6 +586,11 @@ def _predictive(model: BayesianGMM, X, num_samples, seed, features):
     num_samples, seed = check_positive_int(num_samples, "num_samples"), check_seed(seed)
     features = _check_features(features, model.n_features)
     points = check_data(X, n_features=len(features))
+    if model.covariance == "full":
+        params = model.unconstrained_parameters(tf.float64)
+        standardized = model.transform.to_standard(points, features=features)
+        log_density, responsibilities = full.predictive(params, standardized, features)
+        return log_density - model.transform.log_jacobian(features), responsibilities
     locs, precisions, weights = _draws(model, num_samples, tf_seed(seed))
     log_density, responsibilities = predict.predictive(
         model.transform.to_standard(points, features=features),
@@ -497,7 +641,8 @@ def _load_version(cls, meta: dict, folder: str) -> BayesianGMM:
             f"the config implies [{config.get('n_components')}, {config.get('n_features')}]."
         )
     try:
-        config["priors"] = Priors(**config["priors"])
+        priors_class = full.NormalWishartPriors if config.get("covariance") == "full" else Priors
+        config["priors"] = priors_class(**config["priors"])
         model = cls(**config)
     except (ValueError, TypeError, KeyError) as error:
         raise checkpoint.CheckpointError(f"Invalid model config {config!r}: {error}") from None

@@ -37,6 +37,35 @@ def step_size(rate, step, decay=DEFAULT_DECAY):
     return tf.minimum(rate * tf.pow(1.0 + t, -tf.cast(decay, rate.dtype)), 1.0)
 
 
+def sufficient_statistics(params: dict, batch, weights_prior: str = "dirichlet") -> tuple:
+    """A minibatch's sufficient statistics under its optimal q(z), unscaled:
+    sums over the batch's points, so that those of several batches (several
+    replicas or workers) add up to the statistics of their union.
+
+    Args:
+      params: q's unconstrained parameters (see ``natural_gradient_update``).
+      batch: ``[B, D]`` standardised points.
+
+    Returns:
+      ``(counts [K], sums [K, D], sums_sq [K, D], log_likelihood [B])``: the
+      responsibilities' sums, their sums of x and of x**2 (standardised
+      units), and each point's "expected" data term (nats; with the KL term,
+      the loss at ``params``), from the same per-point terms.
+    """
+    q = variational_distributions(params, weights_prior=weights_prior)
+    loc_mean, loc_var = loc_moments(params)
+    # Local step: q(z) for the minibatch, from the per-component terms of the
+    # same bound the "expected" estimator uses.
+    per_point = expected_log_likelihood(q, batch, loc_mean, loc_var, per_component=True)
+    responsibilities = tf.nn.softmax(per_point, axis=-1)  # [B, K]
+    return (
+        tf.reduce_sum(responsibilities, axis=0),
+        tf.matmul(responsibilities, batch, transpose_a=True),
+        tf.matmul(responsibilities, tf.square(batch), transpose_a=True),
+        tf.reduce_logsumexp(per_point, axis=-1),
+    )
+
+
 def natural_gradient_update(
     params: dict,
     batch,
@@ -67,22 +96,29 @@ def natural_gradient_update(
     Returns:
       the new ``params``, same structure; with ``return_loss``, ``(loss, params)``.
     """
+    # Sufficient statistics, scaled as if the data set were this batch N / B times.
+    scale = tf.cast(n_total, batch.dtype) / tf.cast(tf.shape(batch)[0], batch.dtype)
+    *statistics, log_likelihood = sufficient_statistics(params, batch, weights_prior)
+    new = update_from_statistics(params, statistics, scale, prior_params, rho, weights_prior)
+    if not return_loss:
+        return new
+    kl = kl_divergence(params, prior_params, None, weights_prior)
+    return kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood), new
+
+
+def update_from_statistics(
+    params: dict, statistics, scale, prior_params: tuple, rho, weights_prior: str = "dirichlet"
+) -> dict:
+    """The natural-gradient step from a minibatch's ``sufficient_statistics``
+    ``(counts, sums, sums_sq)``, summed over every replica's share of it and
+    scaled by ``scale`` = N / B as if the data set were that minibatch N / B
+    times over. Returns the new ``params``."""
     loc_mean0, loc_scale0, shape0, rate0, concentration0 = prior_params
     q = variational_distributions(params, weights_prior=weights_prior)
     loc_mean, loc_var = loc_moments(params)
     shape, rate = q["precisions"].concentration, q["precisions"].rate
     expected_precision = shape / rate
-
-    # Local step: q(z) for the minibatch, from the per-component terms of the
-    # same bound the "expected" estimator uses.
-    per_point = expected_log_likelihood(q, batch, loc_mean, loc_var, per_component=True)
-    responsibilities = tf.nn.softmax(per_point, axis=-1)  # [B, K]
-
-    # Sufficient statistics, scaled as if the data set were this batch N / B times.
-    scale = tf.cast(n_total, batch.dtype) / tf.cast(tf.shape(batch)[0], batch.dtype)
-    counts = scale * tf.reduce_sum(responsibilities, axis=0)  # [K]
-    sums = scale * tf.matmul(responsibilities, batch, transpose_a=True)  # [K, D]
-    sums_sq = scale * tf.matmul(responsibilities, tf.square(batch), transpose_a=True)
+    counts, sums, sums_sq = (scale * statistic for statistic in statistics)
 
     # The coordinate-ascent targets (as in gmm.reference.cavi), all from the current q.
     prior_precision = 1.0 / tf.square(loc_scale0)
@@ -121,9 +157,4 @@ def natural_gradient_update(
         )
     # A compiled loop may see the priors with a relaxed (unknown) shape; the
     # parameters keep theirs.
-    new = {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}
-    if not return_loss:
-        return new
-    kl = kl_divergence(params, prior_params, None, weights_prior)
-    loss = kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(tf.reduce_logsumexp(per_point, axis=-1))
-    return loss, new
+    return {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}

@@ -64,7 +64,8 @@ class PSISResult:
       draws: the S draws, in data units: ``locs`` ``[S, K, D]``, ``precisions``
         ``[S, K, D]`` (1 / data units^2), ``weights`` ``[S, K]``; with
         ``log_weights`` they give importance-corrected posterior expectations of
-        label-invariant quantities (e.g. the predictive density).
+        label-invariant quantities (e.g. the predictive density);
+        ``posterior_summary()`` gives the importance-corrected means and sds.
       symmetrized: whether q was symmetrised over the K! relabellings.
     """
 
@@ -86,6 +87,43 @@ class PSISResult:
     def reliable(self) -> bool:
         """``khat`` below ``khat_threshold``."""
         return self.khat < self.khat_threshold
+
+    @property
+    def importance_weights(self) -> np.ndarray:
+        """``[S]`` the Pareto-smoothed importance weights w_s of the draws,
+        normalised to sum to 1 (not the mixture weights, ``draws["weights"]``)."""
+        return np.exp(self.log_weights - logsumexp(self.log_weights))
+
+    def posterior_summary(self) -> dict:
+        """Importance-corrected posterior means and sds: self-normalised averages
+        of q's draws under the smoothed ``importance_weights``, sum_s w_s f(theta_s), keyed
+        like ``gmm.evaluate.posterior_summary`` and ``MCMCResult.summary``.
+
+        The draws keep q's labelling, so each component's row estimates the
+        posterior restricted to the relabelling q covers (what a NUTS reference
+        with no label switches samples; ``weight_mean`` sums to 1). That is
+        right when q's relabelled copies do not overlap, where the symmetrised
+        and the plain weights agree (benchmarks/psis_diagnostic.py measures it);
+        label-invariant quantities need no such condition. The estimates are
+        only as good as k-hat: trust them where ``reliable`` holds.
+
+        Returns:
+          dict of arrays, data units: ``loc_mean``, ``loc_sd`` and ``std_mean``,
+          ``std_sd`` (the component sd precision^-1/2) ``[K, D]``;
+          ``weight_mean``, ``weight_sd`` ``[K]``.
+        """
+        weights = self.importance_weights
+        draws = {
+            "loc": self.draws["locs"],
+            "std": self.draws["precisions"] ** -0.5,
+            "weight": self.draws["weights"],
+        }
+        summary = {}
+        for name, values in draws.items():
+            mean = np.tensordot(weights, values, axes=1)
+            variance = np.tensordot(weights, (values - mean) ** 2, axes=1)
+            summary[f"{name}_mean"], summary[f"{name}_sd"] = mean, np.sqrt(variance)
+        return summary
 
 
 def pareto_smoothed_log_weights(log_ratios) -> tuple[np.ndarray, float]:
@@ -348,6 +386,11 @@ def psis_khat(model, X, *, n_draws: int = 2000, seed: int = 0, symmetrize=None) 
       NotFittedError; ValueError: ``symmetrize=True`` for a model without the
         symmetry, or a symmetrised q with K > 12.
     """
+    if model.covariance == "full":
+        raise ValueError(
+            "gmm.psis.psis_khat is not supported with covariance='full' (its q and target "
+            "densities are the diagonal model's)."
+        )
     model._check_fitted()
     n_draws, seed = check_positive_int(n_draws, "n_draws"), check_seed(seed)
     if n_draws < 10:

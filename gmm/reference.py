@@ -113,3 +113,91 @@ def _stick_expected_log_weights(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     e_log_rest = digamma(b) - digamma(a + b)
     before = np.concatenate([[0.0], np.cumsum(e_log_rest)])
     return np.concatenate([e_log_v, [0.0]]) + before
+
+
+def cavi_full(
+    X: np.ndarray,
+    responsibilities: np.ndarray,
+    *,
+    loc_mean: float = 0.0,
+    mean_precision: float = 0.1,
+    dof: float | None = None,
+    expected_precision: float = 10.0,
+    concentration: float = 1.0,
+    max_iter: int = 2000,
+    tol: float = 1e-10,
+) -> dict:
+    """CAVI for the full-covariance model (Normal-Wishart prior and q; Bishop,
+    PRML 10.2, eqs. 10.46-10.63 as printed there), from initial
+    responsibilities until the parameters stop moving.
+
+    Args:
+      X: ``[N, D]`` data, in the units the priors are stated in.
+      responsibilities: ``[N, K]`` initial q(z).
+      loc_mean, mean_precision, dof, expected_precision, concentration: the
+        priors, as in ``gmm.full.NormalWishartPriors`` (m0, beta0, nu0 (None:
+        D), W0 = expected_precision / nu0 * I, alpha0).
+      max_iter, tol: as ``cavi``.
+
+    Returns:
+      dict with ``loc_mean`` (m, ``[K, D]``), ``mean_precision`` (beta, ``[K]``),
+      ``dof`` (nu, ``[K]``), ``precision_scale`` (W, ``[K, D, D]``),
+      ``concentration`` (``[K]``), ``responsibilities`` and ``n_iter``.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    resp = np.asarray(responsibilities, dtype=np.float64)
+    n_features = X.shape[1]
+    nu0 = float(n_features) if dof is None else dof
+    W0_inv = np.eye(n_features) * nu0 / expected_precision
+    m0 = np.full(n_features, loc_mean)
+    previous = None
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 (n_iter is returned)
+        # M-step (10.51-10.53, 10.58, 10.60-10.63).
+        Nk = resp.sum(0) + 1e-300
+        xbar = (resp.T @ X) / Nk[:, None]
+        diff = X[:, None, :] - xbar[None]  # [N, K, D]
+        Sk = np.einsum("nk,nkd,nke->kde", resp, diff, diff) / Nk[:, None, None]
+        alpha = concentration + Nk
+        beta = mean_precision + Nk
+        m = (mean_precision * m0 + Nk[:, None] * xbar) / beta[:, None]
+        d0 = xbar - m0
+        W_inv = (
+            W0_inv
+            + Nk[:, None, None] * Sk
+            + (mean_precision * Nk / (mean_precision + Nk))[:, None, None]
+            * d0[:, :, None]
+            * d0[:, None, :]
+        )
+        W = np.linalg.inv(W_inv)
+        nu = nu0 + Nk
+
+        # E-step (10.64-10.67, 10.46, 10.49).
+        e_log_pi = digamma(alpha) - digamma(alpha.sum())
+        i = np.arange(1, n_features + 1)
+        e_log_det = (
+            digamma((nu[:, None] + 1 - i) / 2).sum(1)
+            + n_features * np.log(2)
+            + np.linalg.slogdet(W)[1]
+        )
+        dx = X[:, None, :] - m[None]
+        quad = n_features / beta + nu * np.einsum("nkd,kde,nke->nk", dx, W, dx)
+        log_rho = e_log_pi + 0.5 * e_log_det - n_features / 2 * np.log(2 * np.pi) - 0.5 * quad
+        resp = np.exp(log_rho - logsumexp(log_rho, axis=1, keepdims=True))
+
+        # W's entries relative to its largest (off-diagonal entries may be ~0).
+        current = (np.concatenate([m.ravel(), beta, nu, alpha]), W)
+        if previous is not None:
+            vector_change = np.abs(current[0] - previous[0]) / (np.abs(previous[0]) + 1e-12)
+            matrix_change = np.abs(W - previous[1]).max(axis=(1, 2)) / np.abs(W).max(axis=(1, 2))
+            if max(vector_change.max(), matrix_change.max()) < tol:
+                break
+        previous = current
+    return {
+        "loc_mean": m,
+        "mean_precision": beta,
+        "dof": nu,
+        "precision_scale": W,
+        "concentration": alpha,
+        "responsibilities": resp,
+        "n_iter": n_iter,
+    }

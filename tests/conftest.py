@@ -19,6 +19,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "book: builds the site (make book) and loads it in Chromium (~1 min)"
     )
+    config.addinivalue_line(
+        "markers", "multiworker: runs worker processes of one fit on loopback (~1 min in all)"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,664 @@
+"""Full covariances: the Normal-Wishart model, its variational family, the ELBO
+and the natural-gradient step (``BayesianGMM(..., covariance="full")``).
+
+Model (K components, D features, standardised units; Bishop 2006, section 10.2):
+
+    Lambda_k         ~ Wishart(W0, nu0),  W0 = (expected_precision / nu0) * I
+    mu_k | Lambda_k  ~ Normal(m0, (beta0 * Lambda_k)^-1)
+    weights          ~ Dirichlet(concentration * ones(K))
+    x_n | z_n = k    ~ Normal(mu_k, Lambda_k^-1)
+
+Why the Normal-Wishart prior: it is conjugate to the Gaussian likelihood in
+(mu, Lambda) jointly, so given the assignments each component's complete
+conditional is again Normal-Wishart, the coordinate-ascent (CAVI) update is in
+closed form, and natural-gradient SVI is a blend of natural parameters
+(``natural_gradient_update``). It is also the model of scikit-learn's
+``BayesianGaussianMixture(covariance_type="full")``, so the comparison with it
+is like for like (``sklearn_prior_options`` gives its matching priors).
+
+Variational family: q(mu_k, Lambda_k) Normal-Wishart(m_k, beta_k, W_k, nu_k)
+per component (mean and precision *jointly*, the conjugate mean field of
+Bishop's VB-GMM), times Dirichlet(alpha) over the weights. Unconstrained
+parameters, in the order the training loop keeps them (``PARAMETER_NAMES``):
+
+    loc             [K, D]          m_k, as is
+    mean_precision  [K]             log beta_k
+    precision_tril  [K, D(D+1)/2]   the lower Cholesky factor of E_q[Lambda_k] =
+                                    nu_k W_k, filled row by row
+                                    (``tfb.FillScaleTriL``) with its diagonal
+                                    stored as logs
+    precision_dof   [K]             log(nu_k - (D - 1))
+    concentration   [K]             log alpha_k
+
+Positive-definiteness holds by construction: a lower-triangular matrix with a
+positive (exp) diagonal is the Cholesky factor of a positive-definite matrix
+whatever the vector holds, and nu_k > D - 1, the Wishart's condition, whatever
+the log holds. The Cholesky factor is that of the *expected* precision, not of
+W_k: W_k shrinks like 1 / N_k, the expected precision stays of order 1 in
+standardised units, so Adam's (absolute) steps on the off-diagonal entries suit
+every data-set size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+from scipy.special import gammaln
+from sklearn.cluster import KMeans
+
+from gmm._validation import check_positive
+
+tfd = tfp.distributions
+
+COVARIANCES = ("diag", "full")
+PARAMETER_NAMES = ("loc", "mean_precision", "precision_tril", "precision_dof", "concentration")
+# Parameters stored as they are (every other one is the log of a positive number).
+UNBOUNDED_PARAMETERS = ("loc", "precision_tril")
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def tril_from_vector(vector):
+    """``[..., D(D+1)/2]`` -> lower-triangular ``[..., D, D]`` with an exp'd
+    diagonal: the map of ``tfb.FillScaleTriL(diag_bijector=tfb.Exp(),
+    diag_shift=None)``, written with ``tfp.math.fill_triangular`` because the
+    bijector's bookkeeping costs more than the arithmetic in the training step."""
+    tril = tfp.math.fill_triangular(vector)
+    return tf.linalg.set_diag(tril, tf.exp(tf.linalg.diag_part(tril)))
+
+
+def vector_from_tril(tril):
+    """The inverse of ``tril_from_vector``."""
+    logs = tf.linalg.set_diag(tril, tf.math.log(tf.linalg.diag_part(tril)))
+    return tfp.math.fill_triangular_inverse(logs)
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalWishartPriors:
+    """Hyperparameters of the Normal-Wishart prior, in standardised units when
+    the model standardises its data (the default).
+
+    The defaults match the strength of the diagonal model's ``gmm.Priors()``:
+
+    - ``expected_precision`` 10: E[Lambda_k] = 10 I, as the diagonal prior's
+      E[precision] = 1 / 0.1 * 1 (a cluster sd of about 0.3 of the data's).
+    - ``dof`` None: nu0 = D, scikit-learn's default. A Wishart needs nu0 > D - 1,
+      so nu0 pseudo-observations cannot be fewer than about D: for D = 2 it is
+      worth two, as the diagonal prior's Gamma(1, 0.1) (2 * shape), and for
+      larger D it is necessarily stronger than the diagonal prior.
+    - ``mean_precision`` 0.1: beta0, so that mu_k's prior sd is about
+      (0.1 * 10)^-1/2 = 1 data sd, as the diagonal prior's Normal(0, 1).
+    - ``loc_mean`` 0 (the data's mean) and ``concentration`` 1 (uniform weights).
+
+    ``dof`` must exceed D - 1 (checked by ``BayesianGMM``).
+    """
+
+    loc_mean: float = 0.0
+    mean_precision: float = 0.1
+    dof: float | None = None
+    expected_precision: float = 10.0
+    concentration: float = 1.0
+
+    def __post_init__(self):
+        if isinstance(self.loc_mean, bool) or not isinstance(self.loc_mean, numbers.Real):
+            raise TypeError(
+                f"priors.loc_mean must be a number for covariance='full', got {self.loc_mean!r}."
+            )
+        if not np.isfinite(self.loc_mean):
+            raise ValueError(f"priors.loc_mean must be finite, got {self.loc_mean!r}.")
+        object.__setattr__(self, "loc_mean", float(self.loc_mean))
+        for field in ("mean_precision", "expected_precision", "concentration"):
+            object.__setattr__(self, field, check_positive(getattr(self, field), f"priors.{field}"))
+        if self.dof is not None:
+            object.__setattr__(self, "dof", check_positive(self.dof, "priors.dof"))
+
+    @property
+    def exchangeable(self) -> bool:
+        return True
+
+    def for_features(self, n_features: int) -> NormalWishartPriors:
+        """These priors with ``dof`` resolved (None -> D) and checked against D."""
+        dof = float(n_features) if self.dof is None else self.dof
+        if dof <= n_features - 1:
+            raise ValueError(
+                f"priors.dof must exceed n_features - 1 = {n_features - 1} (the Wishart's "
+                f"condition), got {dof!r}."
+            )
+        return dataclasses.replace(self, dof=dof)
+
+    def as_tensors(self, dtype) -> tuple[tf.Tensor, ...]:
+        """(loc_mean, mean_precision, dof, expected_precision, concentration), scalars."""
+        if self.dof is None:
+            raise ValueError("priors.dof is unresolved: call for_features(n_features) first.")
+        return tuple(tf.constant(value, dtype) for value in dataclasses.astuple(self))
+
+    def to_config(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# -- q's parameters ------------------------------------------------------------------------------
+
+
+def _dimension(tensor):
+    """D (``tensor``'s last axis) as a scalar of its dtype, read at run time: the
+    compiled loop's trace is shared across models, so D may be unknown when traced."""
+    return tf.cast(tf.shape(tensor)[-1], tensor.dtype)
+
+
+def _offsets(like):
+    """(1 - i) / 2 for i = 1..D (D = ``like``'s last axis), ``[D]`` of its dtype."""
+    return (1.0 - tf.range(1, tf.shape(like)[-1] + 1, dtype=like.dtype)) / 2.0
+
+
+def unpack(params: dict):
+    """q's constrained parameters from the unconstrained ``params``.
+
+    Returns:
+      ``(loc [K, D], mean_precision [K], precision_tril [K, D, D], dof [K],
+      concentration [K])``: precision_tril is the Cholesky factor of E_q[Lambda]
+      = dof * W.
+    """
+    return (
+        params["loc"],
+        tf.exp(params["mean_precision"]),
+        tril_from_vector(params["precision_tril"]),
+        (_dimension(params["loc"]) - 1.0) + tf.exp(params["precision_dof"]),
+        tf.exp(params["concentration"]),
+    )
+
+
+def pack(loc, mean_precision, precision_tril, dof, concentration) -> dict:
+    """The inverse of ``unpack`` (tensors or arrays of one float dtype)."""
+    return {
+        "loc": loc,
+        "mean_precision": tf.math.log(mean_precision),
+        "precision_tril": vector_from_tril(precision_tril),
+        "precision_dof": tf.math.log(dof - (_dimension(loc) - 1.0)),
+        "concentration": tf.math.log(concentration),
+    }
+
+
+def _log_multivariate_gamma(a, like):
+    """log Gamma_D(a) = D (D - 1) / 4 log pi + sum_{j=1}^D lgamma(a + (1 - j) / 2),
+    D the last axis of ``like``."""
+    d = _dimension(like)
+    return d * (d - 1.0) / 4.0 * math.log(math.pi) + tf.reduce_sum(
+        tf.math.lgamma(a[..., None] + _offsets(like)), axis=-1
+    )
+
+
+def _expected_log_det(precision_tril, dof):
+    """E_q[log |Lambda|] = sum_i digamma((nu + 1 - i) / 2) + D log 2 + log |W|
+    (Bishop 10.65), with log |W| = log |nu W| - D log nu; ``[K]``."""
+    d = _dimension(precision_tril)
+    log_det_expected = 2.0 * tf.reduce_sum(
+        tf.math.log(tf.linalg.diag_part(precision_tril)), axis=-1
+    )
+    return (
+        tf.reduce_sum(tf.math.digamma(dof[:, None] / 2.0 + _offsets(precision_tril)), axis=-1)
+        + d * math.log(2.0)
+        + log_det_expected
+        - d * tf.math.log(dof)
+    )
+
+
+def _mahalanobis(points, loc, precision_tril):
+    """(x - m_k)^T (L_k L_k^T) (x - m_k) = |x^T L_k - m_k^T L_k|^2 for ``points``
+    ``[B, D]``: ``[B, K]``. The B x K products x^T L_k are one [B, D] @ [D, K D]
+    matrix product, with no [B, K, D] difference formed first."""
+    shape = tf.shape(precision_tril)  # [K, D, D]
+    stacked = tf.reshape(tf.transpose(precision_tril, [1, 0, 2]), [shape[1], -1])  # [D, K D]
+    projected = tf.reshape(tf.matmul(points, stacked), [-1, shape[0], shape[2]])  # [B, K, D]
+    centres = tf.einsum("kd,kde->ke", loc, precision_tril)  # [K, D]
+    return tf.reduce_sum(tf.square(projected - centres), axis=-1)
+
+
+# -- the ELBO -----------------------------------------------------------------------------------
+
+
+def expected_log_likelihood(params: dict, batch, *, per_component: bool = False):
+    """The closed-form data term (Bishop 10.64-10.67): for each point
+    log sum_k exp(E[log w_k] + E[log Normal(x | mu_k, Lambda_k^-1)]), with
+
+        E[log Normal] = 1/2 E[log |Lambda|] - D/2 log 2 pi
+                        - 1/2 (D / beta + nu (x - m)^T W (x - m)).
+
+    Args:
+      params: unconstrained parameters (``PARAMETER_NAMES``).
+      batch: ``[B, D]`` standardised points.
+      per_component: return the ``[B, K]`` terms before the log-sum-exp.
+
+    Returns:
+      ``[B]`` nats (``[B, K]`` with ``per_component``).
+    """
+    loc, mean_precision, precision_tril, dof, concentration = unpack(params)
+    d = _dimension(loc)
+    expected_log_weights = tf.math.digamma(concentration) - tf.math.digamma(
+        tf.reduce_sum(concentration)
+    )
+    component_terms = 0.5 * (
+        _expected_log_det(precision_tril, dof)
+        - d * _LOG_2PI
+        - d / mean_precision
+        - _mahalanobis(batch, loc, precision_tril)
+    )
+    joint = expected_log_weights + component_terms
+    return joint if per_component else tf.reduce_logsumexp(joint, axis=-1)
+
+
+def kl_divergence(params: dict, prior_params: tuple):
+    """KL(q || p) over every global parameter, nats, in closed form.
+
+    Per component, KL of Normal-Wisharts = E_q(Lambda)[KL(q(mu | Lambda) ||
+    p(mu | Lambda))] + KL(q(Lambda) || p(Lambda)):
+
+        1/2 [D (beta0 / beta - 1 - log(beta0 / beta)) + beta0 nu (m - m0)^T W (m - m0)]
+      + log B(W, nu) - log B(W0, nu0) + (nu - nu0) / 2 E[log |Lambda|]
+      - nu D / 2 + nu / 2 tr(W0^-1 W),
+
+    log B(W, nu) = -nu / 2 log |W| - nu D / 2 log 2 - log Gamma_D(nu / 2) the
+    Wishart's normaliser (Bishop B.79); plus the Dirichlet's KL.
+    """
+    loc_mean0, mean_precision0, dof0, expected_precision0, concentration0 = prior_params
+    loc, mean_precision, precision_tril, dof, concentration = unpack(params)
+    d = _dimension(loc)
+    ratio = mean_precision0 / mean_precision
+    # nu (m - m0)^T W (m - m0) = |L^T (m - m0)|^2 with L L^T = nu W.
+    offset = tf.einsum("kd,kde->ke", loc - loc_mean0, precision_tril)
+    locs_kl = 0.5 * (
+        d * (ratio - 1.0 - tf.math.log(ratio)) + mean_precision0 * tf.reduce_sum(offset**2, -1)
+    )
+    log_det_w = 2.0 * tf.reduce_sum(
+        tf.math.log(tf.linalg.diag_part(precision_tril)), axis=-1
+    ) - d * tf.math.log(dof)
+    log_det_w0 = d * tf.math.log(expected_precision0 / dof0)
+
+    def log_normaliser(log_det, nu):
+        return (
+            -nu / 2.0 * log_det
+            - nu * d / 2.0 * math.log(2.0)
+            - _log_multivariate_gamma(nu / 2.0, loc)
+        )
+
+    # tr(W0^-1 W) with W0 = (p0 / nu0) I and W = L L^T / nu.
+    trace = (dof0 / expected_precision0) * tf.reduce_sum(precision_tril**2, axis=[-2, -1]) / dof
+    wishart_kl = (
+        log_normaliser(log_det_w, dof)
+        - log_normaliser(log_det_w0, dof0 * tf.ones_like(dof))
+        + (dof - dof0) / 2.0 * _expected_log_det(precision_tril, dof)
+        - dof * d / 2.0
+        + dof / 2.0 * trace
+    )
+    prior_weights = tfd.Dirichlet(concentration0 * tf.ones_like(concentration))
+    weights_kl = tfd.kl_divergence(tfd.Dirichlet(concentration), prior_weights)
+    return tf.reduce_sum(locs_kl) + tf.reduce_sum(wishart_kl) + weights_kl
+
+
+def negative_elbo(
+    params, batch, n_total, prior_params, estimator="expected", seed=None, order_by=None
+):
+    """Minibatch estimate of -ELBO per data point (nats, standardised units):
+    the same signature as ``gmm.elbo.negative_elbo``; only the closed-form
+    ``"expected"`` bound (``FitConfig`` refuses the others)."""
+    del seed, order_by  # no Monte Carlo draws; no ordered model
+    kl = kl_divergence(params, prior_params)
+    log_likelihood = expected_log_likelihood(params, batch)
+    return kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood)
+
+
+# -- natural gradients -------------------------------------------------------------------------
+
+
+def natural_gradient_update(
+    params: dict, batch, n_total, prior_params: tuple, rho, *, return_loss: bool = False
+):
+    """One natural-gradient step (Hoffman et al. 2013) of the Normal-Wishart q.
+
+    Natural parameters. Expanding log NW(mu, Lambda | m, beta, W, nu) in the
+    sufficient statistics (mu^T Lambda mu, Lambda mu, Lambda, log |Lambda|):
+
+        -beta/2 mu^T Lambda mu + (beta m)^T Lambda mu
+        - 1/2 tr((W^-1 + beta m m^T) Lambda) + (nu - D)/2 log |Lambda|,
+
+    so (beta, beta m, W^-1 + beta m m^T, nu) are (affine in) the natural
+    parameters, and a step of size rho blends each linearly. The CAVI target
+    (Bishop 10.60-10.63, the minibatch scaled by N / B) is, in the same
+    coordinates, beta0 + N_k, beta0 m0 + sum_n r_nk x_n, W0^-1 + beta0 m0 m0^T
+    + sum_n r_nk x_n x_n^T and nu0 + N_k. Back from the blend,
+    W^-1 = (blended third) - beta m m^T; subtracting two large matrices loses
+    digits in float32, so it is computed centred at the new m instead, as the
+    same blend of second moments about m:
+
+        W^-1 = (1 - rho) [W_old^-1 + beta_old (m_old - m)(m_old - m)^T]
+               + rho [W0^-1 + beta0 (m0 - m)(m0 - m)^T + sum_n r_nk (x_n - m)(x_n - m)^T]
+
+    (the terms linear in m cancel because the weights beta_old, beta0, r_nk
+    sum to beta and their weighted mean is m).
+
+    Args, returns: as ``gmm.natural.natural_gradient_update`` (with
+    ``return_loss``, ``(loss, params)``, the loss this module's ``negative_elbo``
+    at ``params``, from the same per-point terms as the step).
+    """
+    loc_mean0, mean_precision0, dof0, expected_precision0, concentration0 = prior_params
+    loc, mean_precision, precision_tril, dof, concentration = unpack(params)
+    dtype = loc.dtype
+    identity = tf.eye(tf.shape(loc)[-1], dtype=dtype)
+
+    per_point = expected_log_likelihood(params, batch, per_component=True)  # [B, K]
+    responsibilities = tf.nn.softmax(per_point, axis=-1)
+    scale = tf.cast(n_total, dtype) / tf.cast(tf.shape(batch)[0], dtype)
+    counts = scale * tf.reduce_sum(responsibilities, axis=0)  # [K]
+    sums = scale * tf.matmul(responsibilities, batch, transpose_a=True)  # [K, D]
+
+    blend = lambda old, new: (1.0 - rho) * old + rho * new  # noqa: E731
+    new_mean_precision = blend(mean_precision, mean_precision0 + counts)
+    new_loc = (
+        blend(mean_precision[:, None] * loc, mean_precision0 * loc_mean0 + sums)
+        / new_mean_precision[:, None]
+    )
+    new_dof = blend(dof, dof0 + counts)
+    new_concentration = blend(concentration, concentration0 + counts)
+
+    # W_old^-1 = nu (L L^T)^-1.
+    scale_inverse = dof[:, None, None] * tf.linalg.cholesky_solve(
+        precision_tril, tf.broadcast_to(identity, tf.shape(precision_tril))
+    )
+    old_offset = loc - new_loc
+    old_part = scale_inverse + mean_precision[:, None, None] * (
+        old_offset[:, :, None] * old_offset[:, None, :]
+    )
+    prior_offset = loc_mean0 - new_loc
+    # sum_n r_nk (x_n - m_k)(x_n - m_k)^T as one batched [K, D, B] @ [K, B, D] product.
+    centred = batch[None, :, :] - new_loc[:, None, :]  # [K, B, D]
+    weighted = tf.transpose(responsibilities)[:, :, None] * centred
+    scatter = scale * tf.matmul(weighted, centred, transpose_a=True)
+    target_part = (
+        (dof0 / expected_precision0) * identity
+        + mean_precision0 * (prior_offset[:, :, None] * prior_offset[:, None, :])
+        + scatter
+    )
+    new_scale_inverse = blend(old_part, target_part)
+    new_scale_inverse = 0.5 * (new_scale_inverse + tf.linalg.matrix_transpose(new_scale_inverse))
+    # E[Lambda] = nu W = nu (W^-1)^-1, and its Cholesky factor.
+    expected_precision = new_dof[:, None, None] * tf.linalg.cholesky_solve(
+        tf.linalg.cholesky(new_scale_inverse),
+        tf.broadcast_to(identity, tf.shape(new_scale_inverse)),
+    )
+    expected_precision = 0.5 * (expected_precision + tf.linalg.matrix_transpose(expected_precision))
+    new = pack(
+        new_loc,
+        new_mean_precision,
+        tf.linalg.cholesky(expected_precision),
+        new_dof,
+        new_concentration,
+    )
+    new = {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}
+    if not return_loss:
+        return new
+    kl = kl_divergence(params, prior_params)
+    loss = kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(tf.reduce_logsumexp(per_point, axis=-1))
+    return loss, new
+
+
+# -- where q starts --------------------------------------------------------------------------------
+
+
+def initial_params(
+    Z: np.ndarray,
+    n_components: int,
+    priors: NormalWishartPriors,
+    *,
+    method: str = "kmeans++",
+    seed: int = 0,
+    n_points: int | None = None,
+) -> dict:
+    """q's starting unconstrained parameters (float64 NumPy) from standardised
+    data ``Z`` (``[n, D]``): ``"kmeans++"`` sets each component's q to the
+    conjugate update given its k-means cluster (its size, centre and scatter),
+    as ``gmm.init.initial_q`` does for the diagonal model; ``"prior"`` puts the
+    means at random data points and everything else at the prior."""
+    n_features = Z.shape[1]
+    scatter = np.zeros((n_components, n_features, n_features))
+    if method == "prior":
+        rng = np.random.default_rng(seed)
+        centres = Z[rng.choice(Z.shape[0], n_components, replace=False)]
+        counts = np.zeros(n_components)
+    else:
+        kmeans = KMeans(n_components, init="k-means++", n_init=10, random_state=seed)
+        labels = kmeans.fit_predict(Z)
+        centres = kmeans.cluster_centers_
+        counts = np.bincount(labels, minlength=n_components).astype(float)
+        for k in np.flatnonzero(counts > 1):
+            members = Z[labels == k] - centres[k]
+            scatter[k] = members.T @ members
+        counts_scale = 1.0 if n_points is None else n_points / Z.shape[0]
+        counts, scatter = counts * counts_scale, scatter * counts_scale
+    identity = np.eye(n_features)
+    scale_inverse = priors.dof / priors.expected_precision * identity + scatter
+    dof = priors.dof + counts
+    expected_precision = dof[:, None, None] * np.linalg.inv(scale_inverse)
+    tril = np.linalg.cholesky(0.5 * (expected_precision + expected_precision.transpose(0, 2, 1)))
+    params = pack(
+        tf.constant(centres, tf.float64),
+        tf.constant(priors.mean_precision + counts, tf.float64),
+        tf.constant(tril, tf.float64),
+        tf.constant(dof, tf.float64),
+        tf.constant(priors.concentration + counts, tf.float64),
+    )
+    return {name: value.numpy() for name, value in params.items()}
+
+
+# -- draws, prediction and summaries ------------------------------------------------------------
+
+
+def draw_parameters(params: dict, num_samples: int, seed):
+    """``num_samples`` joint draws of q: ``(locs [S, K, D], precisions
+    [S, K, D, D], weights [S, K])``.
+
+    Lambda ~ Wishart(W, nu) by Bartlett's construction: Lambda = C C^T with
+    C = chol(W) A, A lower-triangular, A_ii = sqrt(chi2(nu - i)) (i = 0..D-1)
+    and standard normal entries below the diagonal. C is a lower-triangular
+    matrix with a positive diagonal (nu > D - 1 makes every chi2's degrees of
+    freedom positive), so every drawn Lambda is positive-definite by
+    construction; written out here because ``tfd.WishartTriL`` refuses
+    D - 1 < nu < D, which q allows. Then mu | Lambda ~ Normal(m, (beta
+    Lambda)^-1) = m + C^-T eps / sqrt(beta).
+    """
+    loc, mean_precision, precision_tril, dof, concentration = unpack(params)
+    n_components, n_features = loc.shape
+    chi2_seed, lower_seed, normal_seed, weight_seed = tfp.random.split_seed(seed, n=4)
+    dtype = loc.dtype
+    chi2_dof = dof[:, None] - tf.range(n_features, dtype=dtype)  # [K, D]
+    chi2 = 2.0 * tf.random.stateless_gamma(
+        [num_samples, n_components, n_features], chi2_seed, alpha=chi2_dof / 2.0, dtype=dtype
+    )
+    below = tf.linalg.band_part(
+        tf.random.stateless_normal(
+            [num_samples, n_components, n_features, n_features], lower_seed, dtype=dtype
+        ),
+        -1,
+        0,
+    )
+    bartlett = tf.linalg.set_diag(below, tf.sqrt(chi2))
+    cholesky = tf.matmul(precision_tril / tf.sqrt(dof)[:, None, None], bartlett)  # chol(W) A
+    noise = tf.random.stateless_normal(
+        [num_samples, n_components, n_features], normal_seed, dtype=dtype
+    )
+    offsets = tf.linalg.triangular_solve(cholesky, noise[..., None], adjoint=True)[..., 0]
+    locs = loc + offsets / tf.sqrt(mean_precision)[:, None]
+    precisions = tf.matmul(cholesky, cholesky, transpose_b=True)
+    weights = tfd.Dirichlet(concentration).sample(num_samples, seed=weight_seed)
+    return locs, precisions, weights
+
+
+def predictive_parameters(params: dict) -> tuple[np.ndarray, ...]:
+    """The posterior predictive of each component, a multivariate Student-t
+    (Bishop 10.81-10.82), in the units of ``params``: ``(weights [K], loc
+    [K, D], shape [K, D, D], dof [K])`` with dof = nu + 1 - D, shape matrix
+    (1 + beta) / (dof beta) W^-1, and the weights E_q[w] = alpha / sum alpha."""
+    loc, mean_precision, precision_tril, dof, concentration = (
+        np.asarray(a, np.float64) for a in unpack(params)
+    )
+    n_features = loc.shape[-1]
+    scale_inverse = dof[:, None, None] * np.linalg.inv(
+        precision_tril @ precision_tril.transpose(0, 2, 1)
+    )
+    t_dof = dof + 1.0 - n_features
+    shape = ((1.0 + mean_precision) / (t_dof * mean_precision))[:, None, None] * scale_inverse
+    return concentration / concentration.sum(), loc, shape, t_dof
+
+
+def student_t_log_density(points, loc, shape, dof) -> np.ndarray:
+    """log of the multivariate Student-t density of ``points`` (``[N, d]``)
+    under each of K components (``loc`` ``[K, d]``, shape matrices
+    ``[K, d, d]``, ``dof`` ``[K]``): ``[N, K]`` nats."""
+    n_dims = loc.shape[-1]
+    tril = np.linalg.cholesky(shape)  # [K, d, d]
+    diff = points[:, None, :] - loc  # [N, K, d]
+    solved = np.linalg.solve(tril[None], diff[..., None])[..., 0]  # L^-1 (x - m)
+    maha = np.sum(solved**2, axis=-1)
+    log_det = 2.0 * np.log(np.diagonal(tril, axis1=-2, axis2=-1)).sum(-1)
+    return (
+        gammaln((dof + n_dims) / 2.0)
+        - gammaln(dof / 2.0)
+        - n_dims / 2.0 * np.log(dof * np.pi)
+        - 0.5 * log_det
+        - (dof + n_dims) / 2.0 * np.log1p(maha / dof)
+    )
+
+
+def predictive(params: dict, points: np.ndarray, features: list[int]):
+    """Log posterior-predictive density (exact, no sampling) and
+    responsibilities p(z = k | x, data) of ``points`` (``[N, len(features)]``,
+    the units of ``params``); for a subset of features, the marginal of each
+    Student-t (same dof, the sub-block of its shape matrix).
+
+    Returns:
+      ``([N], [N, K])`` float64.
+    """
+    weights, loc, shape, dof = predictive_parameters(params)
+    block = np.ix_(range(shape.shape[0]), features, features)
+    joint = np.log(weights) + student_t_log_density(
+        np.asarray(points, np.float64), loc[:, features], shape[block], dof
+    )
+    peak = joint.max(axis=1, keepdims=True)
+    log_density = peak[:, 0] + np.log(np.exp(joint - peak).sum(axis=1))
+    return log_density, np.exp(joint - log_density[:, None])
+
+
+def sample_points(locs, precisions, weights, component_seed, noise_seed):
+    """One point from each draw's mixture (``locs`` ``[n, K, D]``, precision
+    matrices ``[n, K, D, D]``, ``weights`` ``[n, K]``): ``(points [n, D], components [n])``."""
+    components = tfd.Categorical(probs=weights).sample(seed=component_seed)
+    chosen_locs = tf.gather(locs, components, batch_dims=1)
+    cholesky = tf.linalg.cholesky(tf.gather(precisions, components, batch_dims=1))
+    noise = tf.random.stateless_normal(tf.shape(chosen_locs), noise_seed, dtype=locs.dtype)
+    offsets = tf.linalg.triangular_solve(cholesky, noise[..., None], adjoint=True)[..., 0]
+    return (chosen_locs + offsets).numpy(), components.numpy()
+
+
+def loc_posterior_sd(params: dict) -> np.ndarray:
+    """A scale for moves of the means (``[K, D]``, NumPy, the units of
+    ``params``): sqrt(diag(E_q[Lambda]^-1) / beta), defined for every nu
+    (the exact sd needs nu > D + 1). Used by ``gmm.convergence``."""
+    tril = tril_from_vector(np.asarray(params["precision_tril"], np.float64)).numpy()
+    covariance = np.linalg.inv(tril @ tril.transpose(0, 2, 1))
+    beta = np.exp(np.asarray(params["mean_precision"], np.float64))
+    return np.sqrt(np.diagonal(covariance, axis1=-2, axis2=-1) / beta[:, None])
+
+
+def posterior_parameters(params: dict, shift: np.ndarray, scale: np.ndarray) -> dict:
+    """q's parameters in data units (x = scale * z + shift), float64 NumPy:
+    ``loc_mean`` ``[K, D]``, ``mean_precision`` ``[K]`` (beta, unit-free),
+    ``dof`` ``[K]`` (nu), ``precision_scale`` ``[K, D, D]`` (W, 1 / data
+    units^2: Lambda_x = S^-1 Lambda_z S^-1 for S = diag(scale), and a Wishart
+    scale maps alike) and ``concentration`` ``[K]``; plus ``covariance_mean``
+    ``[K, D, D]``, E_q[Lambda^-1] = W^-1 / (nu - D - 1) in data units^2 (inf
+    where nu <= D + 1)."""
+    loc, mean_precision, precision_tril, dof, concentration = (
+        np.asarray(a, np.float64) for a in unpack(params)
+    )
+    expected_precision = precision_tril @ precision_tril.transpose(0, 2, 1)
+    inverse_scale = 1.0 / np.asarray(scale, np.float64)
+    precision_scale = (
+        expected_precision / dof[:, None, None] * inverse_scale[:, None] * inverse_scale[None, :]
+    )
+    return with_covariance_mean(
+        {
+            "loc_mean": loc * scale + shift,
+            "mean_precision": mean_precision,
+            "dof": dof,
+            "precision_scale": precision_scale,
+            "concentration": concentration,
+        }
+    )
+
+
+def with_covariance_mean(params: dict) -> dict:
+    """``params`` (NumPy, ``posterior_parameters``' format) plus ``covariance_mean``."""
+    dof, n_features = params["dof"], params["loc_mean"].shape[-1]
+    excess = dof - n_features - 1
+    scale_inverse = np.linalg.inv(params["precision_scale"])
+    with np.errstate(divide="ignore"):
+        factor = np.where(excess > 0, 1.0 / np.maximum(excess, 1e-300), np.inf)
+    return dict(params, covariance_mean=factor[:, None, None] * scale_inverse)
+
+
+def posterior_summary(params: dict) -> dict:
+    """Posterior means and sds (exact, no sampling) of what a full-covariance
+    mixture is read for, from ``posterior_parameters``' format (any units).
+
+    Returns:
+      dict: ``loc_mean``, ``loc_sd`` (``[K, D]``; mu's marginal is a Student-t
+      with covariance W^-1 / (beta (nu - D - 1))), ``covariance_mean``,
+      ``covariance_sd`` (``[K, D, D]``: Lambda^-1 is inverse-Wishart(W^-1, nu),
+      Var(Sigma_ij) = ((nu - D + 1) P_ij^2 + (nu - D - 1) P_ii P_jj) /
+      ((nu - D) (nu - D - 1)^2 (nu - D - 3)) for P = W^-1), ``std_mean``
+      (``[K, D]``, sqrt of the diagonal of ``covariance_mean``), ``weight_mean``,
+      ``weight_sd`` (``[K]``). Needs nu > D + 3 for the sds.
+    """
+    dof, n_features = params["dof"], params["loc_mean"].shape[-1]
+    psi = np.linalg.inv(params["precision_scale"])
+    excess = (dof - n_features)[:, None, None]
+    diagonal = np.diagonal(psi, axis1=-2, axis2=-1)
+    covariance_var = (
+        (excess + 1) * psi**2 + (excess - 1) * diagonal[:, :, None] * diagonal[:, None, :]
+    ) / (excess * (excess - 1) ** 2 * (excess - 3))
+    covariance_mean = psi / (excess - 1)
+    concentration = params["concentration"]
+    total = concentration.sum()
+    return {
+        "loc_mean": params["loc_mean"],
+        "loc_sd": np.sqrt(
+            np.diagonal(covariance_mean, axis1=-2, axis2=-1) / params["mean_precision"][:, None]
+        ),
+        "covariance_mean": covariance_mean,
+        "covariance_sd": np.sqrt(covariance_var),
+        "std_mean": np.sqrt(np.diagonal(covariance_mean, axis1=-2, axis2=-1)),
+        "weight_mean": concentration / total,
+        "weight_sd": np.sqrt(concentration * (total - concentration) / (total**2 * (total + 1))),
+    }
+
+
+def sklearn_prior_options(model) -> dict:
+    """Keyword arguments for scikit-learn's ``BayesianGaussianMixture`` that
+    give it ``model``'s Normal-Wishart prior in data units (``model`` fitted,
+    so its standardisation is set): mean_prior = shift + scale * m0,
+    mean_precision_prior = beta0, degrees_of_freedom_prior = nu0 and
+    covariance_prior = W0^-1 = S (nu0 / expected_precision) S (scikit-learn's
+    covariance_prior is Bishop's W0^-1), with the Dirichlet weights."""
+    priors = model.priors
+    shift, scale = model.transform.arrays()
+    return {
+        "covariance_type": "full",
+        "weight_concentration_prior_type": "dirichlet_distribution",
+        "weight_concentration_prior": priors.concentration,
+        "mean_prior": shift + scale * priors.loc_mean,
+        "mean_precision_prior": priors.mean_precision,
+        "degrees_of_freedom_prior": priors.dof,
+        "covariance_prior": np.diag(scale**2) * priors.dof / priors.expected_precision,
+    }

@@ -1,0 +1,404 @@
+"""covariance="full": the Normal-Wishart model (gmm.full) against independent
+references (the NumPy CAVI of gmm.reference.cavi_full, scikit-learn's full
+BayesianGaussianMixture, Monte Carlo), on a correlated mixture with unequal
+weights and overlapping, tilted clusters (not the seed post's round ones)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+from scipy import integrate
+
+import gmm
+
+tfd = tfp.distributions
+
+# Three tilted clusters (correlations +0.8, -0.7, +0.6), weights 0.5 / 0.3 / 0.2; the
+# first two overlap (their centres are about 2.5 of the first one's sds apart).
+WEIGHTS = np.array([0.5, 0.3, 0.2])
+LOCS = np.array([[0.0, 0.0], [2.0, 1.0], [0.5, 3.5]])
+COVARIANCES = np.array(
+    [[[1.0, 0.8], [0.8, 1.0]], [[0.5, -0.35], [-0.35, 0.5]], [[0.8, 0.3], [0.3, 0.3]]]
+)
+
+
+def correlated_data(n, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(3, n, p=WEIGHTS)
+    noise = rng.standard_normal((n, 2))
+    tril = np.linalg.cholesky(COVARIANCES)
+    return LOCS[labels] + np.einsum("nde,ne->nd", tril[labels], noise), labels
+
+
+@pytest.fixture(scope="module")
+def correlated():
+    """Training data (N = 1000), held-out data (N = 20,000), and the default
+    (natural-gradient, full-batch) fit with its CAVI reference."""
+    X, labels = correlated_data(1000, 0)
+    X_test, labels_test = correlated_data(20_000, 1)
+    model = gmm.BayesianGMM(3, 2, covariance="full")
+    history = gmm.fit(model, X, progress=False)
+    exact = gmm.evaluate.reference_posterior(model, X)
+    return X, labels, X_test, labels_test, model, history, exact
+
+
+def assert_agrees_with_full_cavi(model, exact):
+    """The bars of tests/test_correctness.py's diagonal check: means within 0.05,
+    component sds within 0.03 (and every covariance entry too), the spread of q
+    (sds of the means, of the covariances and of the weights) within a factor of
+    2, weights within 0.01."""
+    fit = gmm.full.posterior_summary(model.posterior_parameters())
+    reference = gmm.full.posterior_summary(exact)
+    np.testing.assert_allclose(fit["loc_mean"], reference["loc_mean"], atol=0.05)
+    np.testing.assert_allclose(fit["std_mean"], reference["std_mean"], atol=0.03)
+    np.testing.assert_allclose(fit["covariance_mean"], reference["covariance_mean"], atol=0.03)
+    for spread in ("loc_sd", "covariance_sd", "weight_sd"):
+        ratio = fit[spread] / reference[spread]
+        assert np.all((ratio > 0.5) & (ratio < 2)), (spread, ratio)
+    np.testing.assert_allclose(fit["weight_mean"], reference["weight_mean"], atol=0.01)
+
+
+def test_natural_fit_agrees_with_full_cavi(correlated):
+    _, _, _, _, model, history, exact = correlated
+    assert history.algorithm == "natural" and history.converged
+    assert exact["n_iter"] < 2000
+    assert_agrees_with_full_cavi(model, exact)
+    # The truth, roughly (N = 1000): the fit finds the tilted clusters.
+    covariances = model.posterior_parameters()["covariance_mean"]
+    perm = gmm.evaluate.match_components(LOCS, model.posterior_parameters()["loc_mean"])
+    np.testing.assert_allclose(covariances[perm], COVARIANCES, atol=0.15)
+
+
+def test_adam_returns_to_the_cavi_optimum_from_a_perturbed_q(correlated):
+    """Adam on the closed-form ELBO (its gradients, not the conjugate updates):
+    from q moved away from the optimum in every parameter, 1500 full-batch steps
+    bring it back within the same bars."""
+    X, _, _, _, fitted, _, exact = correlated
+    model = gmm.BayesianGMM(3, 2, covariance="full")
+    # The fitted model's standardisation, and marked as fitted so warm_start continues
+    # from the perturbed q below (instead of a k-means start).
+    model.transform.set(*fitted.transform.arrays())
+    model.steps_trained.assign(1)
+    params = fitted.unconstrained_parameters()
+    rng = np.random.default_rng(0)
+    perturbed = {
+        name: value + rng.normal(0.0, 0.3, value.shape).astype(np.float32)
+        for name, value in params.items()
+    }
+    perturbed["mean_precision"] = params["mean_precision"] - 2.0  # beta / 7
+    perturbed["precision_dof"] = params["precision_dof"] - 2.0
+    model.assign_unconstrained(perturbed)
+    far = gmm.full.posterior_summary(model.posterior_parameters())
+    assert np.abs(far["loc_mean"] - exact["loc_mean"]).max() > 0.1  # it was moved
+    history = gmm.fit(model, X, algorithm="adam", steps=1500, warm_start=True, progress=False)
+    assert history.algorithm == "adam"
+    assert_agrees_with_full_cavi(model, exact)
+
+
+def test_streamed_minibatch_natural_gradients_reach_the_optimum(correlated):
+    """Natural-gradient steps on minibatches of 100 from a tf.data stream
+    (Robbins-Monro step sizes, 30 epochs): means within 0.05 and covariances
+    within 0.05 of the CAVI optimum, weights within 0.02; held-out score within
+    0.02 nats/pt of the full-batch fit's."""
+    X, _, X_test, _, fitted, _, exact = correlated
+    stream = tf.data.Dataset.from_tensor_slices(X.astype(np.float32)).batch(100)
+    model = gmm.BayesianGMM(3, 2, covariance="full")
+    history = gmm.fit(model, stream, batch_size=100, epochs=30, progress=False)
+    assert history.algorithm == "natural" and history.batch_size == 100
+    fit = gmm.full.posterior_summary(model.posterior_parameters())
+    reference = gmm.full.posterior_summary(exact)
+    perm = gmm.evaluate.match_components(reference["loc_mean"], fit["loc_mean"])
+    np.testing.assert_allclose(fit["loc_mean"][perm], reference["loc_mean"], atol=0.05)
+    np.testing.assert_allclose(
+        fit["covariance_mean"][perm], reference["covariance_mean"], atol=0.05
+    )
+    np.testing.assert_allclose(fit["weight_mean"][perm], reference["weight_mean"], atol=0.02)
+    assert abs(model.score(X_test) - fitted.score(X_test)) < 0.02
+
+
+def test_heldout_score_matches_sklearn_full(correlated):
+    """Held-out score against scikit-learn's full-covariance BayesianGaussianMixture
+    with the same Normal-Wishart prior, scored by its proper Student-t predictive:
+    within 0.01 nats/pt, or better; and its posterior within the CAVI bars of ours."""
+    X, _, X_test, _, model, _, _ = correlated
+    options = gmm.full.sklearn_prior_options(model)
+    baseline = gmm.evaluate.sklearn_baseline(X, 3, **options)
+    ours, sklearn = model.score(X_test), gmm.evaluate.sklearn_score(baseline, X_test)
+    assert ours > sklearn - 0.01, (ours, sklearn)
+    theirs = gmm.evaluate.sklearn_posterior(baseline)
+    perm = gmm.evaluate.match_components(
+        model.posterior_parameters()["loc_mean"], theirs["loc_mean"]
+    )
+    assert_agrees_with_full_cavi(model, gmm.evaluate.permute_parameters(theirs, perm))
+
+
+def test_predictive_is_the_mean_of_q_draws_and_normalised(correlated):
+    """The closed-form Student-t predictive equals log (1/S) sum_s p(x | theta_s)
+    over S = 4000 draws of q (within 0.02 nats at each of 20 points); the
+    marginal over one feature integrates the joint over the other (quadrature,
+    1e-6); and the predictive density integrates to 1 (1e-4)."""
+    X, _, X_test, _, model, _, _ = correlated
+    points = X_test[:20]
+    locs, precisions, weights = gmm.model._draws(model, 4000, gmm._validation.tf_seed(3))
+    standardized = model.transform.to_standard(points)
+    shift, scale = model.transform.arrays()
+    covariance_tril = tf.linalg.cholesky(tf.linalg.inv(precisions))
+    components = tfd.MultivariateNormalTriL(loc=locs, scale_tril=covariance_tril)
+    per_draw = tf.reduce_logsumexp(
+        tf.math.log(weights) + components.log_prob(standardized[:, None, None, :]), axis=-1
+    )  # [n, S]
+    monte_carlo = tf.reduce_logsumexp(per_draw, axis=-1) - np.log(4000) - np.log(scale).sum()
+    np.testing.assert_allclose(model.score_samples(points), monte_carlo.numpy(), atol=0.02)
+
+    grid = np.linspace(-15.0, 15.0, 6001)  # trapezoid rule, spacing 0.005
+    for x0 in (-1.0, 0.7, 2.5):
+        joint = np.exp(model.score_samples(np.column_stack([np.full_like(grid, x0), grid])))
+        marginal = np.exp(model.score_samples(np.array([[x0]]), features=[0]))[0]
+        assert abs(integrate.trapezoid(joint, grid) - marginal) < 1e-6, x0
+    total = integrate.trapezoid(np.exp(model.score_samples(grid[:, None], features=[0])), grid)
+    assert abs(total - 1.0) < 1e-4
+
+
+def test_predict_sample_and_posterior(correlated):
+    """predict recovers the clusters (adjusted Rand index > 0.7 on the overlapping
+    pair), predict_proba rows sum to 1, sample draws from the predictive (its
+    mean within 0.05 of the predictive's), and posterior() in data units agrees
+    with posterior_parameters()."""
+    from sklearn.metrics import adjusted_rand_score
+
+    _, _, X_test, labels_test, model, _, _ = correlated
+    proba = model.predict_proba(X_test[:2000])
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-12)
+    assert adjusted_rand_score(labels_test[:2000], model.predict(X_test[:2000])) > 0.7
+    points, components = model.sample(20_000, seed=1)
+    assert points.shape == (20_000, 2) and components.shape == (20_000,)
+    params = model.posterior_parameters()
+    weights = params["concentration"] / params["concentration"].sum()
+    np.testing.assert_allclose(points.mean(axis=0), weights @ params["loc_mean"], atol=0.05)
+    posterior = model.posterior()
+    np.testing.assert_allclose(posterior["locs"].mean().numpy(), params["loc_mean"], atol=1e-10)
+    np.testing.assert_allclose(
+        tf.linalg.inv(posterior["precisions"].mean()).numpy()
+        * params["dof"][:, None, None]
+        / (params["dof"][:, None, None] - 3),
+        params["covariance_mean"],
+        rtol=1e-8,
+    )  # E[Sigma] = W^-1 / (nu - D - 1) and E[Lambda] = nu W, D = 2
+
+
+def test_sampled_precision_matrices_are_positive_definite(correlated):
+    """1000 draws of q, at the fit and at extreme qs (the fewest degrees of
+    freedom, nu = D, with an ill-conditioned scale; D = 10 with random Cholesky
+    entries): every precision matrix has a Cholesky factor and a positive
+    smallest eigenvalue. (For D - 1 < nu << D the draws are positive-definite
+    in exact arithmetic but can be singular to float64: the smallest Bartlett
+    factor is a chi2 with nu - D + 1 degrees of freedom, often below 1e-15.)"""
+    model = correlated[4]
+    fitted = model.unconstrained_parameters(tf.float64)
+    extreme = dict(fitted)
+    extreme["precision_dof"] = tf.zeros([3], tf.float64)  # nu = D - 1 + exp(0) = 2
+    # E[Lambda] = L L^T with L = [[e^2, 0], [20, e^-2]]: condition number about 2e5.
+    extreme["precision_tril"] = tf.constant([[2.0, 20.0, -2.0]] * 3, tf.float64)
+    for D, params in ((2, fitted), (2, extreme), (10, None)):
+        if params is None:  # a 10-dimensional q with random Cholesky entries
+            rng = np.random.default_rng(0)
+            params = {
+                "loc": tf.zeros([3, D], tf.float64),
+                "mean_precision": tf.zeros([3], tf.float64),
+                "precision_tril": tf.constant(rng.normal(0, 0.5, (3, D * (D + 1) // 2))),
+                "precision_dof": tf.zeros([3], tf.float64),  # nu = D
+                "concentration": tf.zeros([3], tf.float64),
+            }
+        _, precisions, _ = gmm.full.draw_parameters(params, 1000, gmm._validation.tf_seed(5))
+        precisions = precisions.numpy()
+        assert precisions.shape == (1000, 3, D, D)
+        np.linalg.cholesky(precisions)  # raises LinAlgError on any non-PD matrix
+        assert np.linalg.eigvalsh(precisions).min() > 0
+
+
+def test_diagonal_data_agrees_with_the_diagonal_model():
+    """On independent features the full model finds what the diagonal one does:
+    means within 0.05, held-out scores within 0.01 nats/pt, and each component's
+    correlation within 4 standard errors (4 / sqrt(N_k)) of 0."""
+    spec = gmm.data.random_mixture(3, 2, separation=4.0, seed=7)
+    X, _ = spec.sample(1000, seed=0)
+    X_test, _ = spec.sample(20_000, seed=1)
+    full_model = gmm.BayesianGMM(3, 2, covariance="full")
+    diagonal = gmm.BayesianGMM(3, 2)
+    gmm.fit(full_model, X, progress=False)
+    gmm.fit(diagonal, X, progress=False)
+    full_locs = full_model.posterior_parameters()["loc_mean"]
+    diagonal_locs = diagonal.posterior_parameters()["loc_mean"]
+    perm = gmm.evaluate.match_components(diagonal_locs, full_locs)
+    np.testing.assert_allclose(full_locs[perm], diagonal_locs, atol=0.05)
+    assert abs(full_model.score(X_test) - diagonal.score(X_test)) < 0.01
+    covariances = full_model.posterior_parameters()["covariance_mean"]
+    sds = np.sqrt(np.diagonal(covariances, axis1=-2, axis2=-1))
+    counts = full_model.posterior_parameters()["concentration"] - 1.0
+    assert np.all(np.abs(covariances[:, 0, 1] / (sds[:, 0] * sds[:, 1])) < 4 / np.sqrt(counts))
+
+
+def test_standardisation_reports_in_data_units(correlated):
+    """A fit of X * scale + offset reports means and covariances transformed
+    exactly so (means within 0.05 data sds, covariances within 1% + 0.01
+    sds^2) and a held-out log density shifted by -sum log scale (0.01 nats)."""
+    X, _, X_test, _, model, _, _ = correlated
+    scale, offset = np.array([1e-3, 50.0]), np.array([1e4, -7.0])
+    scaled = gmm.BayesianGMM(3, 2, covariance="full")
+    gmm.fit(scaled, X * scale + offset, progress=False)
+    params, reference = scaled.posterior_parameters(), model.posterior_parameters()
+    perm = gmm.evaluate.match_components(reference["loc_mean"] * scale + offset, params["loc_mean"])
+    np.testing.assert_allclose(
+        (params["loc_mean"][perm] - offset) / scale, reference["loc_mean"], atol=0.05
+    )
+    np.testing.assert_allclose(
+        params["covariance_mean"][perm] / np.outer(scale, scale),
+        reference["covariance_mean"],
+        rtol=0.01,
+        atol=0.01,
+    )
+    expected = model.score(X_test) - np.log(scale).sum()
+    assert abs(scaled.score(X_test * scale + offset) - expected) < 0.01
+
+
+def test_closed_form_kl_and_data_term_match_monte_carlo(correlated):
+    """KL(q || p) of gmm.full against Monte Carlo with tfd's own densities
+    (Normal-Wishart draws scored by tfd.WishartTriL and tfd.MultivariateNormalTriL),
+    and the expected log-likelihood against draws of q: both within 4 Monte
+    Carlo standard errors."""
+    model = correlated[4]
+    params = model.unconstrained_parameters(tf.float64)
+    # A q away from the optimum, so that no term is near zero.
+    params["mean_precision"] = params["mean_precision"] - 5.0
+    params["precision_dof"] = tf.math.log(tf.exp(params["precision_dof"]) / 50.0)
+    priors = model.priors.as_tensors(tf.float64)
+    m0, beta0, nu0, p0, _ = (float(v) for v in priors)
+    loc, beta, tril, nu, alpha = gmm.full.unpack(params)
+    S = 20_000
+    locs, precisions, _ = gmm.full.draw_parameters(params, S, gmm._validation.tf_seed(9))
+    covariance_tril = tf.linalg.cholesky(tf.linalg.inv(precisions))  # of Lambda^-1
+    q_lambda = tfd.WishartTriL(df=nu, scale_tril=tril / tf.sqrt(nu)[:, None, None])
+    p_lambda = tfd.WishartTriL(df=nu0, scale_tril=tf.eye(2, dtype=tf.float64) * np.sqrt(p0 / nu0))
+
+    def normal(mean, strength):  # N(mean, (strength * Lambda)^-1) at each drawn Lambda
+        strength = tf.cast(strength, tf.float64)
+        return tfd.MultivariateNormalTriL(mean, covariance_tril / tf.sqrt(strength))
+
+    log_ratio = (
+        q_lambda.log_prob(precisions)
+        - p_lambda.log_prob(precisions)
+        + normal(loc, beta[:, None, None]).log_prob(locs)
+        - normal(m0 * tf.ones_like(loc), beta0).log_prob(locs)
+    ).numpy()  # [S, K]
+    kl_weights = float(tfd.kl_divergence(tfd.Dirichlet(alpha), tfd.Dirichlet(tf.ones_like(alpha))))
+    total = log_ratio.sum(axis=1)
+    estimate, error = total.mean() + kl_weights, total.std() / np.sqrt(S)
+    closed_form = float(gmm.full.kl_divergence(params, priors))
+    assert abs(closed_form - estimate) < 4 * error + 1e-6, (closed_form, estimate, error)
+
+    points = tf.constant(model.transform.to_standard(correlated[0][:5]))
+    expected = gmm.full.expected_log_likelihood(params, points, per_component=True).numpy()
+    expected_log_weights = tf.math.digamma(alpha) - tf.math.digamma(tf.reduce_sum(alpha))
+    log_likelihood = (
+        tfd.MultivariateNormalTriL(locs, covariance_tril).log_prob(points[:, None, None, :]).numpy()
+    )  # [5, S, K]
+    estimate = log_likelihood.mean(axis=1) + expected_log_weights.numpy()
+    error = log_likelihood.std(axis=1) / np.sqrt(S)
+    assert np.all(np.abs(expected - estimate) < 4 * error + 1e-6)
+
+
+def test_cavi_optimum_is_a_fixed_point_of_the_natural_step(correlated):
+    """A full-batch natural-gradient step of any size leaves the CAVI optimum
+    where it is (1e-6 relative, float64): the natural-parameter blend is right;
+    and the loss it returns is -ELBO per point (1e-12)."""
+    X, _, _, _, model, _, _ = correlated
+    Z = model.transform.to_standard(X)
+    labels = np.argmax(model.predict_proba(X), axis=1)
+    exact = gmm.reference.cavi_full(Z, np.eye(3)[labels], **vars(model.priors), tol=1e-13)
+    params = gmm.full.pack(
+        tf.constant(exact["loc_mean"]),
+        tf.constant(exact["mean_precision"]),
+        tf.linalg.cholesky(exact["dof"][:, None, None] * exact["precision_scale"]),
+        tf.constant(exact["dof"]),
+        tf.constant(exact["concentration"]),
+    )
+    priors = model.priors.as_tensors(tf.float64)
+    for rho in (0.3, 1.0):
+        stepped = gmm.full.natural_gradient_update(
+            params, tf.constant(Z), X.shape[0], priors, tf.constant(rho, tf.float64)
+        )
+        for name in params:
+            np.testing.assert_allclose(stepped[name], params[name], rtol=1e-6, atol=1e-8)
+    # The loss the training loop records with a natural step is the ELBO's.
+    batch = tf.constant(Z[:100])
+    loss, _ = gmm.full.natural_gradient_update(
+        params, batch, X.shape[0], priors, tf.constant(0.5, tf.float64), return_loss=True
+    )
+    expected = gmm.full.negative_elbo(params, batch, X.shape[0], priors)
+    np.testing.assert_allclose(loss, expected, rtol=1e-12)
+
+
+def test_checkpoint_round_trip(correlated, tmp_path):
+    model = correlated[4]
+    X_test = correlated[2][:500]
+    model.save(tmp_path / "full")
+    restored = gmm.BayesianGMM.load(tmp_path / "full")
+    assert restored.covariance == "full" and restored.config() == model.config()
+    np.testing.assert_array_equal(restored.score_samples(X_test), model.score_samples(X_test))
+    for name, value in model.posterior_parameters().items():
+        np.testing.assert_array_equal(restored.posterior_parameters()[name], value)
+
+
+def test_clear_errors_for_bad_and_unsupported_settings(correlated):
+    X, model = correlated[0], correlated[4]
+    with pytest.raises(ValueError, match="covariance must be one of"):
+        gmm.BayesianGMM(3, 2, covariance="spherical")
+    with pytest.raises(ValueError, match="order_by is not supported with covariance='full'"):
+        gmm.BayesianGMM(3, 2, covariance="full", order_by=0)
+    with pytest.raises(TypeError, match="NormalWishartPriors"):
+        gmm.BayesianGMM(3, 2, covariance="full", priors=gmm.Priors())
+    with pytest.raises(TypeError, match="covariance='diag' takes a gmm.Priors"):
+        gmm.BayesianGMM(3, 2, priors=gmm.NormalWishartPriors())
+    with pytest.raises(ValueError, match="priors.dof must exceed n_features - 1"):
+        gmm.BayesianGMM(3, 5, covariance="full", priors=gmm.NormalWishartPriors(dof=4.0))
+    with pytest.raises(ValueError, match="priors.mean_precision"):
+        gmm.NormalWishartPriors(mean_precision=-1.0)
+    with pytest.raises(ValueError, match="not supported with covariance='full'"):
+        gmm.fit(gmm.BayesianGMM(3, 2, covariance="full"), X, estimator="per_point")
+    one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with pytest.raises(ValueError, match="not supported with covariance='full'"):
+        gmm.fit(model, X, algorithm="natural", strategy=one_device, progress=False)
+    with pytest.raises(ValueError, match="not supported with covariance='full'"):
+        gmm.mcmc.sample(model, X)
+    with pytest.raises(ValueError, match="not supported with covariance='full'"):
+        gmm.psis.psis_khat(model, X)
+    with pytest.raises(ValueError, match="not supported with covariance='full'"):
+        model.log_prior(np.zeros((3, 2)), np.ones((3, 2)), np.full(3, 1 / 3))
+
+
+def test_other_sizes_share_the_compiled_loop_and_agree_with_cavi(correlated):
+    """A K = 2, D = 3 model after the K = 3, D = 2 ones: the compiled loop is
+    reused with relaxed shapes (D unknown when traced), and the fit still
+    agrees with the NumPy CAVI within the same bars (N = 400, correlated features)."""
+    rng = np.random.default_rng(4)
+    covariance = np.array([[1.0, 0.6, 0.3], [0.6, 1.0, -0.4], [0.3, -0.4, 1.0]])
+    X = np.concatenate(
+        [
+            rng.multivariate_normal([0.0, 0.0, 0.0], covariance, 250),
+            rng.multivariate_normal([3.0, -2.0, 1.0], 0.5 * covariance, 150),
+        ]
+    )
+    model = gmm.BayesianGMM(2, 3, covariance="full")
+    history = gmm.fit(model, X, progress=False)
+    assert history.algorithm == "natural" and np.isfinite(history.elbo).all()
+    assert_agrees_with_full_cavi(model, gmm.evaluate.reference_posterior(model, X))
+
+
+def test_cholesky_vector_is_fill_scale_tril_with_exp_diagonal():
+    """gmm.full's map from q's unconstrained vector to the Cholesky factor is
+    tfb.FillScaleTriL(diag_bijector=Exp, diag_shift=None), and inverts exactly."""
+    vectors = tf.constant(np.random.default_rng(0).normal(size=(4, 15)))  # D = 5
+    bijector = tfp.bijectors.FillScaleTriL(diag_bijector=tfp.bijectors.Exp(), diag_shift=None)
+    trils = gmm.full.tril_from_vector(vectors)
+    np.testing.assert_allclose(trils, bijector.forward(vectors), rtol=1e-12)
+    np.testing.assert_allclose(gmm.full.vector_from_tril(trils), vectors, rtol=1e-12, atol=1e-12)
