@@ -21,17 +21,20 @@ from gmm import (
     evaluate,
     full,
     mcmc,
+    moves,
     natural,
     plotting,
     psis,
     reference,
     seedpost,
+    selection,
     streaming,
 )
 from gmm.convergence import ConvergenceWarning
 from gmm.fitting import DivergenceError, History, fit
 from gmm.full import NormalWishartPriors
 from gmm.model import BayesianGMM, NotFittedError
+from gmm.moves import delete_components
 from gmm.priors import Priors
 
 __version__ = "0.1.0"
@@ -47,16 +50,19 @@ __all__ = [
     "convergence",
     "Priors",
     "data",
+    "delete_components",
     "distributed",
     "elbo",
     "evaluate",
     "fit",
     "full",
     "mcmc",
+    "moves",
     "natural",
     "plotting",
     "psis",
     "reference",
     "seedpost",
+    "selection",
     "streaming",
 ]

@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from gmm import checkpoint, convergence
-from gmm.model import check_restored
+from gmm.model import check_restored, normalized_config
 
 
 class ProgressBar:
@@ -88,7 +88,9 @@ class TrainingCheckpoint:
                 f"{self.directory!r} holds a saved model, not a training checkpoint; load it "
                 "with gmm.BayesianGMM.load, or give fit another checkpoint_dir."
             )
-        differing = [key for key in self.identity if meta.get(key) != self.identity[key]]
+        stored = dict(meta, model=normalized_config(meta.get("model")))
+        identity = dict(self.identity, model=normalized_config(self.identity["model"]))
+        differing = [key for key in identity if stored.get(key) != identity[key]]
         if differing:
             raise checkpoint.CheckpointError(
                 f"The training checkpoint in {self.directory!r} belongs to a different fit (its "

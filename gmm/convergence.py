@@ -65,7 +65,8 @@ def change(before: dict, after: dict, means_in_posterior_sds: bool = True) -> fl
     every other parameter's as a change of its log (for ``covariance="full"``,
     the Cholesky factor's off-diagonal entries as absolute changes in
     standardised units)."""
-    moves = [np.abs(after[name] - before[name]).max() for name in after if name != "loc"]
+    # initial=0: a Dirichlet process truncated at K = 1 has no sticks.
+    moves = [np.abs(after[name] - before[name]).max(initial=0.0) for name in after if name != "loc"]
     if "loc" in after:
         sd = 1.0
         if means_in_posterior_sds and "loc_scale" in after:

@@ -23,7 +23,14 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from gmm._validation import check_positive_int, check_seed, tf_seed
-from gmm.family import loc_moments, mixture, prior_distributions, variational_distributions
+from gmm.family import (
+    expected_log_weights,
+    loc_moments,
+    mixture,
+    prior_distributions,
+    variational_distributions,
+    weights_kl,
+)
 from gmm.ordered import ordered_column_kl, ordered_log_prior
 
 tfd = tfp.distributions
@@ -47,12 +54,17 @@ def locs_kl(params: dict, prior_params: tuple, order_by: int | None = None):
     return tf.reduce_sum(kl) - tf.reduce_sum(kl[:, order_by]) + column_kl
 
 
-def kl_divergence(params: dict, prior_params: tuple, order_by: int | None = None):
-    """KL(q || p) over all global parameters, nats."""
-    q = variational_distributions(params, order_by)
-    priors = prior_distributions(prior_params, tf.shape(params["loc"]))
-    return locs_kl(params, prior_params, order_by) + tf.add_n(
-        [tf.reduce_sum(tfd.kl_divergence(q[key], priors[key])) for key in ("precisions", "weights")]
+def kl_divergence(
+    params: dict, prior_params: tuple, order_by: int | None = None, weights_prior="dirichlet"
+):
+    """KL(q || p) over all global parameters, nats (the weights' term from
+    ``gmm.family.weights_kl``: for the Dirichlet process, over the K - 1 sticks)."""
+    q = variational_distributions(params, order_by, weights_prior)
+    priors = prior_distributions(prior_params, tf.shape(params["loc"]), weights_prior)
+    return (
+        locs_kl(params, prior_params, order_by)
+        + tf.reduce_sum(tfd.kl_divergence(q["precisions"], priors["precisions"]))
+        + weights_kl(q["weights"], priors["weights"])
     )
 
 
@@ -78,10 +90,6 @@ def expected_log_likelihood(
     Returns:
       ``[B]`` per-point bound, nats (``[B, K]`` with ``per_component``).
     """
-    concentration = q["weights"].concentration
-    expected_log_weights = tf.math.digamma(concentration) - tf.math.digamma(
-        tf.reduce_sum(concentration)
-    )
     shape, rate = q["precisions"].concentration, q["precisions"].rate
     expected_log_precision = tf.math.digamma(shape) - tf.math.log(rate)
     expected_precision = shape / rate
@@ -110,7 +118,7 @@ def expected_log_likelihood(
             - tf.matmul(tf.square(batch), expected_precision, transpose_b=True)
             + 2.0 * tf.matmul(batch, expected_precision * loc_mean, transpose_b=True)
         )
-    joint = expected_log_weights + component_terms
+    joint = expected_log_weights(q["weights"]) + component_terms
     return joint if per_component else tf.reduce_logsumexp(joint, axis=-1)
 
 
@@ -158,6 +166,7 @@ def negative_elbo(
     estimator: str,
     seed,
     order_by=None,
+    weights_prior="dirichlet",
     weights=None,
     mask=None,
 ):
@@ -166,8 +175,8 @@ def negative_elbo(
     ``n_total`` is N, or the total weight W with sample ``weights`` (``[B]``,
     rescaled to mean 1 over the data set: the bound is then per unit weight);
     ``mask`` (``[B, D]``) as in ``expected_log_likelihood``."""
-    q = variational_distributions(params, order_by)
-    kl = kl_divergence(params, prior_params, order_by)
+    q = variational_distributions(params, order_by, weights_prior)
+    kl = kl_divergence(params, prior_params, order_by, weights_prior)
     if estimator == "expected":
         log_likelihood = expected_log_likelihood(
             q, batch, *loc_moments(params, order_by), mask=mask
@@ -181,10 +190,18 @@ def negative_elbo(
     return kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood)
 
 
-def log_prior(locs, precisions, weights, prior_params: tuple, order_by: int | None = None):
+def log_prior(
+    locs,
+    precisions,
+    weights,
+    prior_params: tuple,
+    order_by: int | None = None,
+    weights_prior: str = "dirichlet",
+):
     """Log prior density (standardised units) of ``[..., K, D]`` locs and
-    precisions and ``[..., K]`` weights; returns ``[...]``."""
-    priors = prior_distributions(prior_params, tf.shape(locs)[-2:])
+    precisions and ``[..., K]`` weights (density on the first K - 1 weights);
+    returns ``[...]``."""
+    priors = prior_distributions(prior_params, tf.shape(locs)[-2:], weights_prior)
     log_density = (
         tf.reduce_sum(priors["locs"].log_prob(locs), axis=[-2, -1])
         + tf.reduce_sum(priors["precisions"].log_prob(precisions), axis=[-2, -1])
@@ -193,7 +210,15 @@ def log_prior(locs, precisions, weights, prior_params: tuple, order_by: int | No
     return log_density if order_by is None else ordered_log_prior(log_density, locs, order_by)
 
 
-def log_joint(data, locs, precisions, weights, prior_params: tuple, order_by: int | None = None):
+def log_joint(
+    data,
+    locs,
+    precisions,
+    weights,
+    prior_params: tuple,
+    order_by: int | None = None,
+    weights_prior: str = "dirichlet",
+):
     """log p(theta, X): the log prior plus the log-likelihood with each point's
     assignment summed out, sum_n log sum_k w_k Normal(x_n | loc_k, precision_k^-1/2).
 
@@ -210,14 +235,20 @@ def log_joint(data, locs, precisions, weights, prior_params: tuple, order_by: in
     log_likelihood = tf.reduce_sum(
         mixture(locs, precisions, weights).log_prob(data[:, None, :]), axis=0
     )
-    return log_prior(locs, precisions, weights, prior_params, order_by) + log_likelihood
+    return log_prior(locs, precisions, weights, prior_params, order_by, weights_prior) + (
+        log_likelihood
+    )
 
 
 @tf.function(reduce_retracing=True)
-def _gradient(params, batch, n_total, prior_params, estimator, seed, order_by=None):
+def _gradient(
+    params, batch, n_total, prior_params, estimator, seed, order_by=None, weights_prior="dirichlet"
+):
     with tf.GradientTape() as tape:
         tape.watch(params)
-        loss = negative_elbo(params, batch, n_total, prior_params, estimator, seed, order_by)
+        loss = negative_elbo(
+            params, batch, n_total, prior_params, estimator, seed, order_by, weights_prior
+        )
     return tape.gradient(loss, params)
 
 
@@ -253,6 +284,7 @@ def gradient_samples(model, X, *, estimator="expected", n_repeats=100, batch_siz
             estimator,
             tf_seed(seed, repeat),
             model.order_by,
+            model.weights_prior,
         )
         draws.append({name: value.numpy() for name, value in grads.items()})
     return {name: np.stack([d[name] for d in draws]) for name in draws[0]}

@@ -29,28 +29,51 @@ def posterior_summary(params: dict) -> dict:
 
     Args:
       params: dict with ``loc_mean``, ``loc_sd``, ``precision_shape``,
-        ``precision_rate`` (``[K, D]``) and ``concentration`` (``[K]``).
+        ``precision_rate`` (``[K, D]``) and ``concentration`` (``[K]``), or
+        for the Dirichlet process ``stick_a``, ``stick_b`` (``[K - 1]``).
 
     Returns:
       dict of arrays: ``loc_mean``, ``loc_sd`` and ``std_mean``, ``std_sd``
       (the component standard deviation precision^-1/2, ``[K, D]``, data
       units), ``weight_mean``, ``weight_sd`` (``[K]``). Exact, no sampling:
       for precision ~ Gamma(a, b), E[precision^-1/2] = sqrt(b) G(a - 1/2) / G(a)
-      and E[precision^-1] = b / (a - 1).
+      and E[precision^-1] = b / (a - 1); for the sticks, which are independent,
+      E[w_k^m] = E[v_k^m] prod_{j<k} E[(1 - v_j)^m] for m = 1, 2.
     """
     shape, rate = params["precision_shape"], params["precision_rate"]
     std_mean = np.sqrt(rate) * np.exp(gammaln(shape - 0.5) - gammaln(shape))
     variance_mean = np.where(shape > 1, rate / np.maximum(shape - 1, 1e-12), np.inf)
-    concentration = params["concentration"]
-    total = concentration.sum()
+    if "stick_a" in params:
+        weight_mean, weight_sd = stick_weight_moments(params["stick_a"], params["stick_b"])
+    else:
+        concentration = params["concentration"]
+        total = concentration.sum()
+        weight_mean = concentration / total
+        weight_sd = np.sqrt(concentration * (total - concentration) / (total**2 * (total + 1)))
     return {
         "loc_mean": params["loc_mean"],
         "loc_sd": params["loc_sd"],
         "std_mean": std_mean,
         "std_sd": np.sqrt(np.maximum(variance_mean - std_mean**2, 0.0)),
-        "weight_mean": concentration / total,
-        "weight_sd": np.sqrt(concentration * (total - concentration) / (total**2 * (total + 1))),
+        "weight_mean": weight_mean,
+        "weight_sd": weight_sd,
     }
+
+
+def stick_weight_moments(stick_a, stick_b) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sd (``[K]`` each) of the weights broken off K - 1 independent
+    sticks v_k ~ Beta(stick_a[k], stick_b[k]) (``[K - 1]`` each), the K-th
+    weight the stick left; exact."""
+    a, b = np.asarray(stick_a, np.float64), np.asarray(stick_b, np.float64)
+    total = a + b
+
+    def moment(stick, rest):  # E[w_k^m] from E[v^m] and E[(1 - v)^m]
+        left = np.concatenate([[1.0], np.cumprod(rest)])
+        return np.concatenate([stick, [1.0]]) * left
+
+    mean = moment(a / total, b / total)
+    second = moment(a * (a + 1) / (total * (total + 1)), b * (b + 1) / (total * (total + 1)))
+    return mean, np.sqrt(np.maximum(second - mean**2, 0.0))
 
 
 def match_components(reference_locs: np.ndarray, locs: np.ndarray) -> np.ndarray:
@@ -133,7 +156,10 @@ def reference_posterior(
 
     CAVI runs on ``X`` standardised exactly as ``model`` standardised its
     training data, from k-means labels of its own; so it shares the model and
-    the data with the SVI fit, and nothing else.
+    the data with the SVI fit, and nothing else. For the Dirichlet process
+    (whose prior is not exchangeable) the k-means clusters take the fitted
+    components' order before CAVI starts, rather than the optimum being
+    permuted afterwards.
 
     Args:
       model: a fitted ``BayesianGMM``.
@@ -162,15 +188,22 @@ def reference_posterior(
     standardized = model.transform.to_standard(data)
     # k-means needs complete rows: missing values at the feature's mean (0), for the start only.
     filled = np.nan_to_num(standardized, nan=0.0)
-    labels = KMeans(model.n_components, n_init=3, random_state=seed).fit_predict(
-        filled, sample_weight=weights
-    )
+    kmeans = KMeans(model.n_components, n_init=3, random_state=seed)
+    labels = kmeans.fit_predict(filled, sample_weight=weights)
     if model.covariance == "full":
         return _reference_posterior_full(model, standardized, labels, max_iter)
+    if model.weights_prior == "dirichlet_process":
+        # The stick-breaking prior is not exchangeable (the sticks' order is part of
+        # the optimum, and a permuted solution is another one), so the k-means
+        # clusters are put in the fitted model's order before CAVI starts, not after.
+        fitted_locs = model.transform.to_standard(model.posterior_parameters()["loc_mean"])
+        perm = match_components(fitted_locs, kmeans.cluster_centers_)
+        labels = np.argsort(perm)[labels]
     exact = reference.cavi(
         standardized,
         np.eye(model.n_components)[labels],
         **vars(model.priors),
+        weights=model.weights_prior,
         max_iter=max_iter,
         sample_weight=weights,
     )
@@ -180,6 +213,8 @@ def reference_posterior(
         loc_sd=model.transform.sd_to_data(exact["loc_sd"]),
         precision_rate=model.transform.rate_to_data(exact["precision_rate"]),
     )
+    if model.weights_prior == "dirichlet_process":
+        return in_data_units
     perm = match_components(model.posterior_parameters()["loc_mean"], in_data_units["loc_mean"])
     aligned = permute_parameters(in_data_units, perm)
     aligned["responsibilities"] = in_data_units["responsibilities"][:, perm]
@@ -233,15 +268,23 @@ def sklearn_posterior(estimator: BayesianGaussianMixture) -> dict:
     data's mean and covariance), which matters little once N is in the
     hundreds.
 
+    With ``weight_concentration_prior_type="dirichlet_process"`` the weights
+    come as ``stick_a``, ``stick_b`` (``[K - 1]``), as for
+    ``BayesianGMM(..., weights="dirichlet_process")``. scikit-learn keeps a
+    K-th stick Beta(1 + N_K, alpha) where the truncation sets v_K = 1, and
+    renormalises its ``weights_`` over the K sticks; here its first K - 1
+    sticks are kept and the K-th weight is the stick they leave, as in gmm.
+
     With ``covariance_type="full"``, the format of a full-covariance
     ``BayesianGMM.posterior_parameters`` (``gmm.full``), which
     ``gmm.full.posterior_summary`` reads: W = (nu * covariances_)^-1, since
     scikit-learn's ``covariances_`` is W^-1 / nu.
     """
-    if estimator.weight_concentration_prior_type != "dirichlet_distribution":
+    is_process = estimator.weight_concentration_prior_type == "dirichlet_process"
+    if estimator.covariance_type == "full" and is_process:
         raise ValueError(
-            "sklearn_posterior needs weight_concentration_prior_type='dirichlet_distribution' "
-            "(gmm's Dirichlet); this estimator has a Dirichlet process."
+            "sklearn_posterior reads a Dirichlet process with covariance_type='diag' only, "
+            "as gmm fits it."
         )
     if estimator.covariance_type == "full":
         from gmm.full import with_covariance_mean
@@ -268,8 +311,14 @@ def sklearn_posterior(estimator: BayesianGaussianMixture) -> dict:
         "loc_sd": np.sqrt(covariances / estimator.mean_precision_[:, None]),
         "precision_shape": np.broadcast_to(dof / 2, covariances.shape),
         "precision_rate": dof * covariances / 2,
-        "concentration": estimator.weight_concentration_,
-    }
+    } | _sklearn_weights(estimator)
+
+
+def _sklearn_weights(estimator: BayesianGaussianMixture) -> dict:
+    if estimator.weight_concentration_prior_type == "dirichlet_process":
+        stick_a, stick_b = estimator.weight_concentration_
+        return {"stick_a": stick_a[:-1], "stick_b": stick_b[:-1]}
+    return {"concentration": estimator.weight_concentration_}
 
 
 def sklearn_baseline(X, n_components: int, *, seed: int = 0, **options) -> BayesianGaussianMixture:

@@ -623,7 +623,13 @@ class _Run:
             model, source, self.seed_tensor, self.done
         )
         self.state = TrainState(model.unconstrained_parameters(), adam, order)
-        self.rule = Rule(config.estimator, model.order_by, config.algorithm, model.covariance)
+        self.rule = Rule(
+            config.estimator,
+            model.order_by,
+            config.algorithm,
+            model.covariance,
+            model.weights_prior,
+        )
         self.log_jacobian = _mean_log_jacobian(model, source)
         self.chunk = max(1, math.ceil(budget / 20))
         self.checkpoint_every = config.checkpoint_every or self.chunk

@@ -90,6 +90,7 @@ def initial_q(
     seed: int = 0,
     n_points: float | None = None,
     order_by: int | None = None,
+    weights_prior: str = "dirichlet",
     sample_weight: np.ndarray | None = None,
 ) -> dict:
     """q's starting parameters (constrained: sds, shapes, rates, counts) from
@@ -104,10 +105,18 @@ def initial_q(
     weighs the points of ``Z`` (k-means, counts and spreads); NaN in ``Z`` are
     missing values (see ``_clusters``).
 
+    For the Dirichlet process (``weights_prior="dirichlet_process"``) the
+    clusters go to the components largest first (unless ``order_by`` orders
+    them): the stick-breaking prior expects the weights to shrink along the
+    sticks, and the mean-field q does not reorder its components itself
+    (Kurihara, Welling and Vlassis 2007 sort them by size for the same reason).
+
     Returns:
       dict with ``loc``, ``loc_scale`` (``[K, D]``; for the ordered model,
       column ``order_by`` holds u's mean and sd), ``precision_shape``,
-      ``precision_rate`` (``[K, D]``) and ``concentration`` (``[K]``).
+      ``precision_rate`` (``[K, D]``) and ``concentration`` (``[K]``); for the
+      Dirichlet process ``stick_a`` and ``stick_b`` (``[K - 1]``) instead of
+      ``concentration``: the sticks' coordinate-ascent update given the counts.
     """
     if method not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {method!r}.")
@@ -125,19 +134,27 @@ def initial_q(
         order = match_components(
             np.broadcast_to(np.asarray(priors.loc_mean), centres.shape), centres
         )
+    elif weights_prior == "dirichlet_process":
+        order = np.argsort(-counts, kind="stable")
     centres, counts, spread, centre_sds = (a[order] for a in (centres, counts, spread, centre_sds))
     loc, loc_sd = centres.copy(), centre_sds.copy()
     if order_by is not None:
         loc[:, order_by], loc_sd[:, order_by] = inverse_start(
             centres[:, order_by], centre_sds[:, order_by]
         )
-    return {
+    start = {
         "loc": loc,
         "loc_scale": loc_sd,
         "precision_shape": np.broadcast_to(priors.precision_shape + counts[:, None] / 2, loc.shape),
         "precision_rate": priors.precision_rate + counts[:, None] / 2 * spread,
-        "concentration": priors.concentration + counts,
     }
+    if weights_prior == "dirichlet_process":
+        later_counts = np.cumsum(counts[::-1])[::-1][1:]  # sum_{j>k} N_j, k < K
+        return start | {
+            "stick_a": 1.0 + counts[:-1],
+            "stick_b": priors.concentration + later_counts,
+        }
+    return start | {"concentration": priors.concentration + counts}
 
 
 def initialize(
@@ -162,6 +179,7 @@ def initialize(
         seed=seed,
         n_points=n_points,
         order_by=model.order_by,
+        weights_prior=model.weights_prior,
         sample_weight=sample_weight,
     )
     # The log taken in the model's dtype, after the cast, as the positive parameters are stored.

@@ -92,6 +92,7 @@ class Rule(NamedTuple):
     order_by: int | None = None
     algorithm: str = "adam"
     covariance: str = "diag"
+    weights_prior: str = "dirichlet"
 
 
 def epoch_permutation(seed, epoch, n_points):
@@ -167,6 +168,7 @@ def loss_and_gradient(
                     rule.estimator,
                     draw_seed,
                     rule.order_by,
+                    rule.weights_prior,
                     batch.weights,
                     batch.mask,
                 )
@@ -200,21 +202,26 @@ def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, stra
         )
         return (loss, *adam_update(params, grads, state, step, rate))
 
-    # The covariance model's own conjugate step (gmm.full for "full").
-    is_full = rule.covariance == "full"
-    natural_update = full.natural_gradient_update if is_full else natural.natural_gradient_update
-
     def natural_gradient(params, state, batch, step, seed):
         points, weights, mask = batch
         rho = natural.step_size(schedule.learning_rate, step, schedule.decay)
         if strategy is None:
-            if is_full:  # (fit refuses weights and masks here)
-                loss, new = natural_update(
+            # The covariance model's own conjugate step (gmm.full for "full").
+            if rule.covariance == "full":  # (fit refuses weights and masks here)
+                loss, new = full.natural_gradient_update(
                     params, points, n_points, prior_params, rho, return_loss=True
                 )
             else:
-                loss, new = natural_update(
-                    params, points, n_points, prior_params, rho, weights, mask, return_loss=True
+                loss, new = natural.natural_gradient_update(
+                    params,
+                    points,
+                    n_points,
+                    prior_params,
+                    rho,
+                    rule.weights_prior,
+                    weights,
+                    mask,
+                    return_loss=True,
                 )
             return loss, new, state
 
@@ -222,7 +229,9 @@ def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, stra
         step_points = tf.shape(points)[0] if global_batch_size is None else global_batch_size
 
         def per_replica(points, replica):
-            *statistics, log_likelihood = natural.sufficient_statistics(params, points)
+            *statistics, log_likelihood = natural.sufficient_statistics(
+                params, points, rule.weights_prior
+            )
             return (*statistics, tf.reduce_sum(log_likelihood))
 
         # (Diagonal model only: FitConfig refuses covariance="full" here.)
@@ -230,10 +239,12 @@ def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, stra
         # the loss (-ELBO per point, as negative_elbo's) from the same per-point terms.
         *statistics, log_likelihood = across_replicas(strategy, points, per_replica)
         dtype = schedule.learning_rate.dtype
-        kl = kl_divergence(params, prior_params)
+        kl = kl_divergence(params, prior_params, None, rule.weights_prior)
         loss = kl / tf.cast(n_points, dtype) - log_likelihood / tf.cast(step_points, dtype)
         scale = tf.cast(n_points, dtype) / tf.cast(step_points, dtype)
-        new = natural.update_from_statistics(params, statistics, scale, prior_params, rho)
+        new = natural.update_from_statistics(
+            params, statistics, scale, prior_params, rho, rule.weights_prior
+        )
         return loss, new, state
 
     return natural_gradient if rule.algorithm == "natural" else adam

@@ -135,16 +135,24 @@ class MCMCResult:
         return float(self.score_samples(X).mean())
 
 
-def _target(data, prior_params, order_by):
+def _target(data, prior_params, order_by, weights_prior):
     def target(locs, precisions, weights):  # each with a leading chain axis
-        return log_joint(data, locs, precisions, weights, prior_params, order_by)
+        return log_joint(data, locs, precisions, weights, prior_params, order_by, weights_prior)
 
     return target
 
 
 @tf.function(autograph=False, jit_compile=True)
 def _run_nuts(
-    initial_state, data, prior_params, seed, num_results, num_burnin, order_by, max_tree_depth
+    initial_state,
+    data,
+    prior_params,
+    seed,
+    num_results,
+    num_burnin,
+    order_by,
+    max_tree_depth,
+    weights_prior="dirichlet",
 ):
     bijectors = [
         tfb.Identity() if order_by is None else AscendingColumn(order_by),
@@ -154,7 +162,7 @@ def _run_nuts(
     kernel = tfp.mcmc.DualAveragingStepSizeAdaptation(
         tfp.mcmc.TransformedTransitionKernel(
             tfp.mcmc.NoUTurnSampler(
-                _target(data, prior_params, order_by),
+                _target(data, prior_params, order_by, weights_prior),
                 step_size=0.05,
                 max_tree_depth=max_tree_depth,
             ),
@@ -227,7 +235,7 @@ def sample(
     q = model.posterior_parameters()
     centres, centre_sds = transform.to_standard(q["loc_mean"]), q["loc_sd"] / scale
     precisions = q["precision_shape"] / q["precision_rate"] * scale**2  # standardised units
-    weights = q["concentration"] / q["concentration"].sum()
+    weights = model.posterior_mean_weights()
     rng = np.random.default_rng(seed)
     starts = []
     for _ in range(num_chains):
@@ -254,6 +262,7 @@ def sample(
             num_burnin,
             model.order_by,
             check_positive_int(max_tree_depth, "max_tree_depth"),
+            model.weights_prior,
         )
     return MCMCResult(
         locs=transform.point_to_data(locs.numpy()),

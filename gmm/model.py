@@ -28,7 +28,13 @@ from gmm._validation import (
     tf_seed,
 )
 from gmm.elbo import log_prior
-from gmm.family import PARAMETER_NAMES, loc_moments, variational_distributions
+from gmm.family import (
+    WEIGHTS_PRIORS,
+    expected_weights,
+    loc_moments,
+    parameter_names,
+    variational_distributions,
+)
 from gmm.optim import AdamSlots
 from gmm.priors import Priors
 from gmm.transform import Standardization
@@ -66,14 +72,18 @@ def _check_covariance(covariance, priors, order_by, n_features):
     return covariance, priors.for_features(n_features)
 
 
-def _check_construction(n_components, n_features, priors, standardize, dtype, order_by, covariance):
+def _check_construction(
+    n_components, n_features, priors, standardize, dtype, order_by, covariance, weights
+):
     """The constructor's arguments, checked; returns them normalised."""
+    # K = 1 is a single Gaussian (its one weight is 1 under either weights prior).
     n_components = check_positive_int(n_components, "n_components")
-    if n_components < 2:
-        # A mixture of one is a single Gaussian; the Dirichlet over weights needs two.
+    if not isinstance(weights, str) or weights not in WEIGHTS_PRIORS:
+        raise ValueError(f"weights must be one of {WEIGHTS_PRIORS}, got {weights!r}.")
+    if weights == "dirichlet_process" and covariance == "full":
         raise ValueError(
-            "n_components must be at least 2; for a single Gaussian, fit a mixture of two "
-            "and read the heavier component, or use a conjugate Normal-Gamma model."
+            "weights='dirichlet_process' is supported with covariance='diag' only; use the "
+            "sparse Dirichlet (weights='dirichlet', a small priors.concentration) for 'full'."
         )
     n_features = check_positive_int(n_features, "n_features")
     covariance, priors = _check_covariance(covariance, priors, order_by, n_features)
@@ -86,7 +96,7 @@ def _check_construction(n_components, n_features, priors, standardize, dtype, or
     if covariance == "full":  # the rest checks the diagonal model's priors and order_by
         return (
             n_components, n_features, priors, check_bool(standardize, "standardize"), dtype,
-            None, covariance,
+            None, covariance, weights,
         )  # fmt: skip
     priors = Priors() if priors is None else priors
     if not isinstance(priors, Priors):
@@ -116,7 +126,7 @@ def _check_construction(n_components, n_features, priors, standardize, dtype, or
             ) from None
     return (
         n_components, n_features, priors, check_bool(standardize, "standardize"), dtype,
-        order_by, covariance,
+        order_by, covariance, weights,
     )  # fmt: skip
 
 
@@ -125,7 +135,8 @@ class BayesianGMM(tf.Module):
     and its mean-field q.
 
     Args:
-      n_components: number of mixture components K (at least 2).
+      n_components: number of mixture components K (at least 1; for the
+        Dirichlet process, the truncation level).
       n_features: number of dimensions D.
       priors: a ``Priors`` (``Priors()`` by default).
       standardize: fit in standardised units (each feature shifted and scaled to
@@ -137,6 +148,15 @@ class BayesianGMM(tf.Module):
       order_by: None (default) for the exchangeable model; a feature index for
         the ordered model, whose component means ascend along that feature in
         every draw (``gmm.ordered``). Needs the exchangeable prior.
+      weights: the prior over the mixture weights. ``"dirichlet"`` (default):
+        weights ~ Dirichlet(c, ..., c) with c = ``priors.concentration``, the
+        symmetric concentration (a small c, e.g. 0.01, is the sparse Dirichlet
+        of Rousseau and Mengersen 2011, which empties surplus components).
+        ``"dirichlet_process"``: the Dirichlet process truncated at K
+        components, by stick-breaking (Blei and Jordan 2006): w_k = v_k
+        prod_{j<k} (1 - v_j), v_k ~ Beta(1, alpha) for k < K, w_K the stick
+        left; alpha = ``priors.concentration`` is the DP's concentration (the
+        number of clusters it expects grows as alpha log N).
       covariance: ``"diag"`` (default: independent Normal means and Gamma
         precisions per feature, ``priors`` a ``gmm.Priors``) or ``"full"``
         (a Normal-Wishart prior and q per component, ``priors`` a
@@ -149,7 +169,10 @@ class BayesianGMM(tf.Module):
       loc, log_loc_scale: ``[K, D]`` q's mean and log-sd of each component mean
         (for the ordered model, column ``order_by`` is q's of u, see ``gmm.ordered``).
       log_precision_shape, log_precision_rate: ``[K, D]`` q's Gamma over precisions.
-      log_concentration: ``[K]`` q's Dirichlet over weights.
+      log_concentration: ``[K]`` q's Dirichlet over weights (``weights="dirichlet"``).
+      log_stick_a, log_stick_b: ``[K - 1]`` q's Beta(a, b) over each stick
+        (``weights="dirichlet_process"``).
+      weights_prior: ``"dirichlet"`` or ``"dirichlet_process"``.
       For ``covariance="full"`` the attributes are instead ``loc`` (``[K, D]``),
       ``log_mean_precision`` (``[K]``), ``precision_tril`` (``[K, D(D+1)/2]``),
       ``log_precision_dof`` (``[K]``) and ``log_concentration``: the entries of
@@ -172,6 +195,7 @@ class BayesianGMM(tf.Module):
         dtype=tf.float32,
         order_by=None,
         covariance="diag",
+        weights="dirichlet",
         name=None,
     ):
         super().__init__(name=name)
@@ -183,8 +207,9 @@ class BayesianGMM(tf.Module):
             self.dtype,
             self.order_by,
             self.covariance,
+            self.weights_prior,
         ) = _check_construction(
-            n_components, n_features, priors, standardize, dtype, order_by, covariance
+            n_components, n_features, priors, standardize, dtype, order_by, covariance, weights
         )
         self.transform = Standardization(self.n_features)
         self.steps_trained = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -198,7 +223,14 @@ class BayesianGMM(tf.Module):
         self.log_loc_scale = tf.Variable(log_fill(self.priors.loc_scale, shape))
         self.log_precision_shape = tf.Variable(log_fill(self.priors.precision_shape, shape))
         self.log_precision_rate = tf.Variable(log_fill(self.priors.precision_rate, shape))
-        self.log_concentration = tf.Variable(log_fill(self.priors.concentration, shape[:1]))
+        # Only the chosen family's variables exist: a Dirichlet model's checkpoint
+        # holds exactly the variables it held before the Dirichlet process was added.
+        if self.weights_prior == "dirichlet_process":
+            sticks = [self.n_components - 1]
+            self.log_stick_a = tf.Variable(log_fill(1.0, sticks))
+            self.log_stick_b = tf.Variable(log_fill(self.priors.concentration, sticks))
+        else:
+            self.log_concentration = tf.Variable(log_fill(self.priors.concentration, shape[:1]))
         self.adam = AdamSlots(self.unconstrained_parameters())
 
     def _build_full_variables(self):
@@ -222,8 +254,8 @@ class BayesianGMM(tf.Module):
 
     def config(self) -> dict:
         """The constructor's arguments, as JSON-serialisable values
-        (``covariance`` only when not the default, so a diagonal model's config
-        is what it was before full covariances existed)."""
+        (``covariance`` and ``weights`` only when not the default, so a diagonal
+        Dirichlet model's config is what it was before either existed)."""
         config = {
             "n_components": self.n_components,
             "n_features": self.n_features,
@@ -234,6 +266,8 @@ class BayesianGMM(tf.Module):
         }
         if self.covariance != "diag":
             config["covariance"] = self.covariance
+        if self.weights_prior != "dirichlet":
+            config["weights"] = self.weights_prior
         return config
 
     @property
@@ -250,22 +284,23 @@ class BayesianGMM(tf.Module):
                 self.log_concentration,
             )
             return dict(zip(full.PARAMETER_NAMES, variables))
-        return dict(
-            zip(
-                PARAMETER_NAMES,
-                (
-                    self.loc,
-                    self.log_loc_scale,
-                    self.log_precision_shape,
-                    self.log_precision_rate,
-                    self.log_concentration,
-                ),
-            )
+        if self.weights_prior == "dirichlet_process":
+            weight_variables = (self.log_stick_a, self.log_stick_b)
+        else:
+            weight_variables = (self.log_concentration,)
+        variables = (
+            self.loc,
+            self.log_loc_scale,
+            self.log_precision_shape,
+            self.log_precision_rate,
+            *weight_variables,
         )
+        return dict(zip(parameter_names(self.weights_prior), variables))
 
     def unconstrained_parameters(self, dtype=None) -> dict:
-        """Current unconstrained parameters keyed by ``PARAMETER_NAMES``, as
-        tensors (copies, never the variables) in ``dtype`` or the model's."""
+        """Current unconstrained parameters keyed by
+        ``gmm.family.parameter_names(model.weights_prior)``, as tensors
+        (copies, never the variables) in ``dtype`` or the model's."""
         return {
             name: tf.cast(tf.identity(v), dtype or self.dtype)
             for name, v in self._variables_by_name().items()
@@ -290,7 +325,9 @@ class BayesianGMM(tf.Module):
     def posterior(self) -> dict:
         """q in data units, as float64 distributions: ``"locs"`` (Normal, batch
         ``[K, D]``; ordered model: event ``[K, D]``), ``"precisions"`` (Gamma,
-        batch ``[K, D]``, 1 / data units^2) and ``"weights"`` (Dirichlet, event ``[K]``).
+        batch ``[K, D]``, 1 / data units^2) and ``"weights"`` (event ``[K]``: a
+        Dirichlet, or for the Dirichlet process the K - 1 Beta sticks pushed
+        through ``gmm.family.StickBreaking``; ``gmm.family.sticks_of`` gives the sticks).
 
         For ``covariance="full"``: ``"locs"`` (each mean's marginal under q,
         a multivariate Student-t with nu - D + 1 degrees of freedom, batch
@@ -299,7 +336,9 @@ class BayesianGMM(tf.Module):
         covariance means are in ``posterior_parameters()["covariance_mean"]``."""
         if self.covariance == "full":
             return self._full_posterior()
-        q = variational_distributions(self.unconstrained_parameters(tf.float64), self.order_by)
+        q = variational_distributions(
+            self.unconstrained_parameters(tf.float64), self.order_by, self.weights_prior
+        )
         precisions = q["precisions"]
         return {
             "locs": self.transform.locs_to_data(q["locs"], ordered=self.order_by is not None),
@@ -333,7 +372,9 @@ class BayesianGMM(tf.Module):
     def posterior_parameters(self) -> dict:
         """q's summary parameters in data units (float64 NumPy): ``loc_mean``,
         ``loc_sd`` (``[K, D]``: q's mean and sd of each component mean),
-        ``precision_shape``, ``precision_rate`` (``[K, D]``) and ``concentration`` (``[K]``).
+        ``precision_shape``, ``precision_rate`` (``[K, D]``) and ``concentration``
+        (``[K]``); for the Dirichlet process ``stick_a`` and ``stick_b`` (``[K - 1]``,
+        q(v_k) = Beta(stick_a[k], stick_b[k])) instead of ``concentration``.
 
         For ``covariance="full"``, ``gmm.full.posterior_parameters``: ``loc_mean``,
         ``mean_precision``, ``dof``, ``precision_scale`` (W, ``[K, D, D]``),
@@ -343,27 +384,39 @@ class BayesianGMM(tf.Module):
             return full.posterior_parameters(params, *self.transform.arrays())
         mean, variance = (np.asarray(m) for m in loc_moments(params, self.order_by))
         positive = {k: tf.exp(v).numpy() for k, v in params.items() if k != "loc"}
-        return {
+        summary = {
             "loc_mean": self.transform.point_to_data(mean),
             "loc_sd": self.transform.sd_to_data(np.sqrt(variance)),
             "precision_shape": positive["precision_shape"],
             "precision_rate": self.transform.rate_to_data(positive["precision_rate"]),
-            "concentration": positive["concentration"],
         }
+        weight_names = parameter_names(self.weights_prior)[4:]
+        return summary | {name: positive[name] for name in weight_names}
+
+    def posterior_mean_weights(self) -> np.ndarray:
+        """E_q[w_k], ``[K]`` float64, exact: alpha_k / sum_j alpha_j for the
+        Dirichlet; E[v_k] prod_{j<k} E[1 - v_j] for the Dirichlet process's sticks."""
+        self._check_fitted()
+        return expected_weights(
+            self.unconstrained_parameters(tf.float64), self.weights_prior
+        ).numpy()
 
     def effective_components(self, threshold: float = 0.01) -> np.ndarray:
         """The components that carry posterior weight: those whose posterior mean
-        weight under q, E_q[w_k] = alpha_k / sum_j alpha_j (exact, no sampling),
-        exceeds ``threshold``.
+        weight under q (``posterior_mean_weights``: exact, no sampling) exceeds
+        ``threshold``.
 
         With K larger than the data need, a sparse symmetric Dirichlet prior
         (``Priors(concentration=0.001)``, say) empties the surplus components
-        (Rousseau and Mengersen 2011) and the number of effective components
+        (Rousseau and Mengersen 2011), as does the Dirichlet process
+        (``weights="dirichlet_process"``), and the number of effective components
         estimates the number of clusters; under the default Dirichlet(1) surplus
-        components tend to share clusters instead of emptying. A fit can also end
+        components tend to share clusters instead of emptying
+        (benchmarks/effective_components.py). A fit can also end
         in a local optimum with one cluster split between components, which no
         prior undoes; ``gmm.psis.psis_khat`` usually flags it (k-hat above 0.7;
-        benchmarks/psis_diagnostic.py).
+        benchmarks/psis_diagnostic.py), and the delete moves of
+        ``gmm.delete_components`` leave it where the ELBO says so.
 
         Args:
           threshold: in (0, 1); 0.01 (default) keeps components with at least 1%
@@ -377,8 +430,7 @@ class BayesianGMM(tf.Module):
         threshold = check_positive(threshold, "threshold")
         if threshold >= 1:
             raise ValueError(f"threshold must be in (0, 1), got {threshold!r}.")
-        concentration = np.exp(self.log_concentration.numpy().astype(np.float64))
-        return np.flatnonzero(concentration / concentration.sum() > threshold)
+        return np.flatnonzero(self.posterior_mean_weights() > threshold)
 
     def log_prior(self, locs, precisions, weights) -> tf.Tensor:
         """Log prior density (standardised units) at ``[..., K, D]`` locs and
@@ -393,6 +445,7 @@ class BayesianGMM(tf.Module):
             as_tensor(weights),
             self.priors.as_tensors(self.dtype),
             self.order_by,
+            self.weights_prior,
         )
 
     # -- prediction ---------------------------------------------------------------------
@@ -504,7 +557,11 @@ def check_restored(model: BayesianGMM, objects: dict, folder: str) -> None:
     """After ``checkpoint.restore(folder, model.checkpoint_objects())``: raises
     ``CheckpointError`` unless the restored config equals the model's and every
     restored value is finite and usable."""
-    if objects["config"].numpy().decode() != json.dumps(model.config(), sort_keys=True):
+    try:
+        stored = normalized_config(json.loads(objects["config"].numpy().decode()))
+    except (ValueError, TypeError):
+        stored = None
+    if stored != normalized_config(json.loads(json.dumps(model.config()))):
         raise checkpoint.CheckpointError(
             f"The checkpoint in {folder!r} was edited: its meta.json config does not match "
             "the config stored with its variables."
@@ -515,6 +572,18 @@ def check_restored(model: BayesianGMM, objects: dict, folder: str) -> None:
         raise checkpoint.CheckpointError(
             f"The checkpoint in {folder!r} holds non-finite or invalid parameters."
         )
+
+
+def normalized_config(config):
+    """A model config (``config()``'s dict, or one read back from JSON) with the
+    settings added later dropped where they hold their defaults, as ``config()``
+    drops them: a checkpoint written before ``weights`` existed, or with
+    ``"weights": "dirichlet"`` spelled out, holds a Dirichlet model and loads (and
+    resumes) as one. Anything but a dict is returned as it is."""
+    if not isinstance(config, dict):
+        return config
+    defaults = {"weights": "dirichlet", "covariance": "diag"}
+    return {key: value for key, value in config.items() if defaults.get(key) != value}
 
 
 def parameters_are_finite(params: dict) -> bool:
@@ -536,7 +605,9 @@ def _draws(model: BayesianGMM, num_samples: int, seed):
     params = model.unconstrained_parameters(tf.float64)
     if model.covariance == "full":
         return full.draw_parameters(params, num_samples, seed)
-    return predict.draw_parameters(params, tf.constant(num_samples), seed, model.order_by)
+    return predict.draw_parameters(
+        params, tf.constant(num_samples), seed, model.order_by, model.weights_prior
+    )
 
 
 def _predictive(model: BayesianGMM, X, num_samples, seed, features, missing="error"):

@@ -3,8 +3,10 @@ Variational Inference", JMLR 2013) for the exchangeable model.
 
 Given the assignments, every global factor of q has a conjugate complete
 conditional: Normal for each mean, Gamma for each precision, Dirichlet for the
-weights. For such a factor the natural gradient of the ELBO with respect to
-its natural parameters is ``lambda_hat - lambda``, where ``lambda_hat`` is the
+weights (Beta for each stick of the Dirichlet process: v_k given the
+assignments is Beta(1 + N_k, alpha + sum_{j>k} N_j), Blei and Jordan 2006).
+For such a factor the natural gradient of the ELBO with respect to its natural
+parameters is ``lambda_hat - lambda``, where ``lambda_hat`` is the
 coordinate-ascent update computed from a minibatch as if the whole data set
 were that minibatch repeated N / B times. A step of size ``rho`` is therefore
 a convex blend of natural parameters,
@@ -35,7 +37,9 @@ def step_size(rate, step, decay=DEFAULT_DECAY):
     return tf.minimum(rate * tf.pow(1.0 + t, -tf.cast(decay, rate.dtype)), 1.0)
 
 
-def sufficient_statistics(params: dict, batch, weights=None, mask=None) -> tuple:
+def sufficient_statistics(
+    params: dict, batch, weights_prior: str = "dirichlet", weights=None, mask=None
+) -> tuple:
     """A minibatch's sufficient statistics under its optimal q(z), unscaled:
     sums over the batch's points, so that those of several batches (several
     replicas or workers) add up to the statistics of their union.
@@ -43,6 +47,7 @@ def sufficient_statistics(params: dict, batch, weights=None, mask=None) -> tuple
     Args:
       params: q's unconstrained parameters (see ``natural_gradient_update``).
       batch: ``[B, D]`` standardised points.
+      weights_prior: one of ``gmm.family.WEIGHTS_PRIORS``.
       weights: None, or ``[B]`` sample weights: each point's responsibilities,
         and so every statistic of it and its data term, count its weight.
       mask: None, or ``[B, D]`` 1 observed, 0 missing (``batch`` 0 there).
@@ -57,7 +62,7 @@ def sufficient_statistics(params: dict, batch, weights=None, mask=None) -> tuple
       sum_n w_n r_nk m_nd, the counts of observed values per feature, and
       the sums run over observed values only.
     """
-    q = variational_distributions(params)
+    q = variational_distributions(params, weights_prior=weights_prior)
     loc_mean, loc_var = loc_moments(params)
     # Local step: q(z) for the minibatch, from the per-component terms of the
     # same bound the "expected" estimator uses.
@@ -83,6 +88,7 @@ def natural_gradient_update(
     n_total,
     prior_params: tuple,
     rho,
+    weights_prior: str = "dirichlet",
     weights=None,
     mask=None,
     *,
@@ -91,20 +97,24 @@ def natural_gradient_update(
     """One natural-gradient step on the unconstrained parameters.
 
     Args:
-      params: dict keyed by ``gmm.family.PARAMETER_NAMES`` (exchangeable model:
-        ``loc`` as is, every other entry the log of the positive parameter),
-        ``[K, D]`` (``concentration``: ``[K]``).
+      params: dict keyed by ``gmm.family.parameter_names(weights_prior)``
+        (exchangeable model: ``loc`` as is, every other entry the log of the
+        positive parameter), ``[K, D]`` (``concentration``: ``[K]``;
+        ``stick_a``, ``stick_b``: ``[K - 1]``).
       batch: ``[B, D]`` standardised points.
       n_total: N, the number of points in the whole data set (with
         ``weights``, their total W).
       prior_params: the priors' tensors, in the order of ``gmm.Priors``' fields
         (``loc_mean`` a scalar or ``[K, D]``).
       rho: step size in (0, 1].
+      weights_prior: one of ``gmm.family.WEIGHTS_PRIORS``.
       weights: None, or ``[B]`` sample weights rescaled to mean 1 over the
-        data set: every statistic of a point counts its weight.
+        data set: every statistic of a point counts its weight (the weights'
+        counts, Dirichlet or stick-breaking, are sum_n w_n r_nk).
       mask: None, or ``[B, D]`` 1 observed, 0 missing (``batch`` 0 there): the
-        counts become per component and feature, sum_n r_nk m_nd, and the
-        sums run over observed values only (the marginal likelihood's updates).
+        counts of the means and precisions become per component and feature,
+        sum_n w_n r_nk m_nd, and the sums run over observed values only (the
+        marginal likelihood's updates); the weights' counts stay per point.
       return_loss: also return -ELBO per point at ``params`` (the "expected"
         estimator's, ``gmm.elbo.negative_elbo``, per unit weight with
         ``weights``), from the same per-point terms as the step, so the
@@ -115,25 +125,26 @@ def natural_gradient_update(
     """
     # Sufficient statistics, scaled as if the data set were this batch N / B times.
     scale = tf.cast(n_total, batch.dtype) / tf.cast(tf.shape(batch)[0], batch.dtype)
-    *statistics, log_likelihood = sufficient_statistics(params, batch, weights, mask)
-    new = update_from_statistics(params, statistics, scale, prior_params, rho)
+    *statistics, log_likelihood = sufficient_statistics(params, batch, weights_prior, weights, mask)
+    new = update_from_statistics(params, statistics, scale, prior_params, rho, weights_prior)
     if not return_loss:
         return new
-    kl = kl_divergence(params, prior_params)
+    kl = kl_divergence(params, prior_params, None, weights_prior)
     return kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood), new
 
 
-def update_from_statistics(params: dict, statistics, scale, prior_params: tuple, rho) -> dict:
+def update_from_statistics(
+    params: dict, statistics, scale, prior_params: tuple, rho, weights_prior: str = "dirichlet"
+) -> dict:
     """The natural-gradient step from a minibatch's ``sufficient_statistics``
     ``(counts, sums, sums_sq)`` (with missing values, ``(counts, sums,
     sums_sq, feature_counts)``), summed over every replica's share of it and
     scaled by ``scale`` = N / B as if the data set were that minibatch N / B
     times over. Returns the new ``params``."""
     loc_mean0, loc_scale0, shape0, rate0, concentration0 = prior_params
-    q = variational_distributions(params)
+    q = variational_distributions(params, weights_prior=weights_prior)
     loc_mean, loc_var = loc_moments(params)
     shape, rate = q["precisions"].concentration, q["precisions"].rate
-    concentration = q["weights"].concentration
     expected_precision = shape / rate
     counts, sums, sums_sq, *feature_counts = (scale * statistic for statistic in statistics)
     # Without missing values every feature of a point counts: [K, 1], broadcast.
@@ -147,10 +158,11 @@ def update_from_statistics(params: dict, statistics, scale, prior_params: tuple,
     rate_hat = rate0 + 0.5 * (
         sums_sq - 2.0 * loc_mean * sums + feature_counts * (tf.square(loc_mean) + loc_var)
     )
-    concentration_hat = concentration0 + counts
 
     # Blend the natural parameters: (precision * mean, precision) for each
-    # Normal, (shape, rate) for each Gamma, counts for the Dirichlet.
+    # Normal, (shape, rate) for each Gamma, counts for the Dirichlet, (a, b)
+    # for each Beta stick (each blended linearly, so the constant offsets of
+    # the exact natural parameters, alpha - 1 and a - 1, do not matter).
     blend = lambda old, new: (1.0 - rho) * old + rho * new  # noqa: E731
     loc_precision = 1.0 / loc_var
     new_precision = blend(loc_precision, precision_hat)
@@ -160,8 +172,19 @@ def update_from_statistics(params: dict, statistics, scale, prior_params: tuple,
         "loc_scale": -0.5 * tf.math.log(new_precision),
         "precision_shape": tf.math.log(blend(shape, shape_hat)),
         "precision_rate": tf.math.log(blend(rate, rate_hat)),
-        "concentration": tf.math.log(blend(concentration, concentration_hat)),
     }
+    if weights_prior == "dirichlet_process":
+        # Stick k takes the points of component k against those of every later one.
+        later_counts = tf.math.cumsum(counts, reverse=True, exclusive=True)[:-1]
+        for name, target in (
+            ("stick_a", 1.0 + counts[:-1]),
+            ("stick_b", concentration0 + later_counts),
+        ):
+            new[name] = tf.math.log(blend(tf.exp(params[name]), target))
+    else:
+        new["concentration"] = tf.math.log(
+            blend(tf.exp(params["concentration"]), concentration0 + counts)
+        )
     # A compiled loop may see the priors with a relaxed (unknown) shape; the
     # parameters keep theirs.
     return {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}

@@ -17,9 +17,9 @@ _CHUNK_ELEMENTS = 4_000_000
 
 
 @tf.function(reduce_retracing=True)
-def draw_parameters(params: dict, num_samples, seed, order_by=None):
+def draw_parameters(params: dict, num_samples, seed, order_by=None, weights_prior="dirichlet"):
     """``num_samples`` joint draws of (locs, precisions, weights) from q."""
-    q = variational_distributions(params, order_by)
+    q = variational_distributions(params, order_by, weights_prior)
     seeds = tfp.random.split_seed(seed, n=3)
     return tuple(q[key].sample(num_samples, seed=s) for key, s in zip(q, seeds))
 

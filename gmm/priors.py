@@ -4,7 +4,8 @@ Model (K components, D features, diagonal covariances), in standardised units:
 
     locs[k, d]       ~ Normal(loc_mean, loc_scale)
     precisions[k, d] ~ Gamma(precision_shape, precision_rate)    (1 / variance)
-    weights          ~ Dirichlet(concentration * ones(K))
+    weights          ~ Dirichlet(concentration * ones(K))          weights="dirichlet"
+    sticks[k]        ~ Beta(1, concentration), k < K               weights="dirichlet_process"
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ class Priors:
       cluster's sd a priori within [0.17, 2.0] of the whole data's sd, centred
       below 1 because separated clusters are narrower than the data they make up.
     - weights ~ Dirichlet(1, ..., 1): uniform over the simplex.
+
+    ``concentration`` is the symmetric Dirichlet's concentration for
+    ``BayesianGMM(..., weights="dirichlet")``: below d / 2 (d = 2D, each
+    component's mean and precision parameters) surplus components empty
+    (Rousseau and Mengersen 2011); a sparse Dirichlet, e.g.
+    ``Priors(concentration=0.01)``, empties them within a fit. For
+    ``weights="dirichlet_process"`` it is the Dirichlet process's concentration
+    alpha (sticks ~ Beta(1, alpha)); ``Priors(concentration=1.0)`` is the usual
+    choice. benchmarks/effective_components.py compares them.
 
     ``Priors.seed_post()`` gives the tutorial's stronger priors (Gamma(5, 5) is
     worth about ten observations of a cluster as wide as the whole data), which

@@ -260,6 +260,7 @@ def joint_log_density(model, data: np.ndarray, locs, precisions, weights) -> np.
                 weights[start : start + chunk],
                 priors,
                 model.order_by,
+                model.weights_prior,
             ).numpy()
             for start in range(0, n_draws, chunk)
         ]
@@ -267,15 +268,22 @@ def joint_log_density(model, data: np.ndarray, locs, precisions, weights) -> np.
 
 
 def _check_symmetrize(model, symmetrize) -> bool:
-    symmetric = model.priors.exchangeable and model.order_by is None
+    # One component has nothing to relabel: q_sym = q.
+    symmetric = (
+        model.n_components > 1
+        and model.priors.exchangeable
+        and model.order_by is None
+        and model.weights_prior == "dirichlet"
+    )
     if symmetrize is None:
         symmetrize = symmetric
     elif not isinstance(symmetrize, bool):
         raise TypeError(f"symmetrize must be None, True or False, got {symmetrize!r}.")
     elif symmetrize and not symmetric:
         raise ValueError(
-            "symmetrize=True needs the exchangeable, unordered model: with order_by or a "
-            "per-component prior mean the posterior is not invariant under relabelling."
+            "symmetrize=True needs the exchangeable, unordered model with Dirichlet weights: "
+            "with order_by, a per-component prior mean or the Dirichlet process's sticks "
+            "the posterior is not invariant under relabelling."
         )
     if symmetrize and model.n_components > MAX_SYMMETRIZED_COMPONENTS:
         raise ValueError(
@@ -302,7 +310,9 @@ def importance_log_ratios(model, X, locs, precisions, weights, *, symmetrize=Non
     locs, precisions, weights = (
         tf.convert_to_tensor(a, tf.float64) for a in (locs, precisions, weights)
     )
-    q = variational_distributions(model.unconstrained_parameters(tf.float64), model.order_by)
+    q = variational_distributions(
+        model.unconstrained_parameters(tf.float64), model.order_by, model.weights_prior
+    )
     log_q = (
         symmetrized_log_q(q, locs, precisions, weights)
         if symmetrize
@@ -351,7 +361,13 @@ def psis_khat(model, X, *, n_draws: int = 2000, seed: int = 0, symmetrize=None) 
     ``symmetrize=False`` weighs by the fitted q alone; that is what the ordered
     model (``order_by``: its prior is already restricted to one labelled region
     and multiplied by K!) and a non-exchangeable prior (a per-component
-    ``loc_mean``: no symmetry) get by default.
+    ``loc_mean``: no symmetry) get by default. So does the Dirichlet process
+    (``weights="dirichlet_process"``): its stick-breaking prior expects the
+    weights to shrink along the sticks, so relabelled modes are not copies of
+    one another and q is weighed against the mode it covers. Its weights'
+    densities, under q and the prior alike, are those of the Beta sticks
+    through the same ``gmm.family.StickBreaking`` map, whose Jacobian cancels
+    from the ratio: the ratio is that of the sticks.
 
     Args:
       model: a fitted ``BayesianGMM``.
@@ -360,7 +376,7 @@ def psis_khat(model, X, *, n_draws: int = 2000, seed: int = 0, symmetrize=None) 
         ratios (S / 5 for S <= 225; 134 of 2,000): more draws, a steadier k-hat.
       seed: seeds the draws; the same seed gives the same result.
       symmetrize: None (default): symmetrise exactly when the model is
-        exchangeable (a scalar prior ``loc_mean``, no ``order_by``).
+        exchangeable (a scalar prior ``loc_mean``, no ``order_by``, Dirichlet weights).
 
     Returns:
       a ``PSISResult``: ``khat``, ``ess``, the smoothed ``log_weights``, the raw
@@ -382,7 +398,7 @@ def psis_khat(model, X, *, n_draws: int = 2000, seed: int = 0, symmetrize=None) 
     symmetrize = _check_symmetrize(model, symmetrize)
     params = model.unconstrained_parameters(tf.float64)
     locs, precisions, weights = draw_parameters(
-        params, tf.constant(n_draws), tf_seed(seed, 11), model.order_by
+        params, tf.constant(n_draws), tf_seed(seed, 11), model.order_by, model.weights_prior
     )
     # The weight of a component emptied by a sparse Dirichlet (concentration
     # ~0.001 under q and the prior alike) is often below 1e-308 and underflows

@@ -4,6 +4,9 @@ An independent reference for the SVI fit: it shares no code with the
 TensorFlow path. Same model, same mean-field family (plus a categorical
 q(z_n) per point), closed-form updates iterated to convergence (Bishop, PRML
 10.2, with independent Normal and Gamma factors instead of a Normal-Gamma).
+With ``weights="dirichlet_process"`` the weights are the truncated
+stick-breaking construction's, with the Beta updates of Blei and Jordan
+(2006, section 5).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ def cavi(
     precision_shape: float = 1.0,
     precision_rate: float = 0.1,
     concentration: float = 1.0,
+    weights: str = "dirichlet",
     max_iter: int = 2000,
     tol: float = 1e-10,
     sample_weight: np.ndarray | None = None,
@@ -35,6 +39,9 @@ def cavi(
         this fixes which component is which.
       loc_mean, loc_scale, precision_shape, precision_rate, concentration: the
         priors, as in ``gmm.Priors``.
+      weights: ``"dirichlet"`` (weights ~ Dirichlet(concentration, ...)) or
+        ``"dirichlet_process"`` (K - 1 sticks v_k ~ Beta(1, concentration),
+        w_k = v_k prod_{j<k} (1 - v_j), w_K the stick left).
       max_iter: iteration cap.
       tol: stop when no parameter moves by more than ``tol`` (relative).
       sample_weight: ``[N]`` non-negative weights: point n counts ``w_n`` times
@@ -42,19 +49,25 @@ def cavi(
 
     Returns:
       dict with ``loc_mean``, ``loc_sd``, ``precision_shape``, ``precision_rate``
-      (``[K, D]``), ``concentration`` (``[K]``), ``responsibilities``
-      (``[N, K]``) and ``n_iter``.
+      (``[K, D]``), ``concentration`` (``[K]``; for the Dirichlet process
+      ``stick_a``, ``stick_b`` (``[K - 1]``) instead: q(v_k) = Beta(stick_a[k],
+      stick_b[k])), ``responsibilities`` (``[N, K]``) and ``n_iter``.
     """
+    if weights not in ("dirichlet", "dirichlet_process"):
+        raise ValueError(f"weights must be 'dirichlet' or 'dirichlet_process', got {weights!r}.")
     X = np.asarray(X, dtype=np.float64)
     resp = np.asarray(responsibilities, dtype=np.float64)
     observed = ~np.isnan(X)  # [N, D]
     X = np.where(observed, X, 0.0)
-    weights = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, float)
+    # (``weights`` names the weights prior: the points' own weights are point_weights.)
+    point_weights = np.ones(X.shape[0])
+    if sample_weight is not None:
+        point_weights = np.asarray(sample_weight, float)
     previous = None
     expected_precision = None  # E_q[precision], [K, D]; from the data on the first pass
     for n_iter in range(1, max_iter + 1):  # noqa: B007 (n_iter is returned)
         # Update the globals given q(z): r_nk w_n counts point n for component k.
-        weighted_resp = resp * weights[:, None]
+        weighted_resp = resp * point_weights[:, None]
         counts = weighted_resp.sum(0)  # [K]
         # Per component and feature: the points whose coordinate d is observed.
         feature_counts = weighted_resp.T @ observed  # [K, D]
@@ -70,33 +83,52 @@ def cavi(
         shape = np.broadcast_to(precision_shape + feature_counts / 2, m.shape).copy()
         # sum_n r_nk E[(x_nd - mu_kd)^2] = sum r x^2 - 2 m sum r x + N_kd (m^2 + s^2)
         rate = precision_rate + 0.5 * (sums_sq - 2 * m * sums + feature_counts * (m**2 + s2))
-        alpha = concentration + counts
+        # The weights' counts are per point (sum_n w_n r_nk), missing values or not.
+        if weights == "dirichlet":
+            weight_params = [concentration + counts]
+            e_log_w = digamma(weight_params[0]) - digamma(weight_params[0].sum())
+        else:
+            # Stick k: the points of component k against those of all later ones.
+            later = counts[::-1].cumsum()[::-1][1:]
+            weight_params = [1 + counts[:-1], concentration + later]
+            e_log_w = _stick_expected_log_weights(*weight_params)
         expected_precision = shape / rate
 
         # Update q(z) given the globals: only the observed coordinates' terms.
-        e_log_w = digamma(alpha) - digamma(alpha.sum())
         e_log_tau = digamma(shape) - np.log(rate)
         sq = (X[:, None, :] - m) ** 2 + s2  # [N, K, D]
         per_feature = e_log_tau - np.log(2 * np.pi) - expected_precision * sq
         log_r = e_log_w + 0.5 * (per_feature * observed[:, None, :]).sum(-1)
         resp = np.exp(log_r - logsumexp(log_r, axis=1, keepdims=True))
 
-        current = np.concatenate([m.ravel(), s2.ravel(), shape.ravel(), rate.ravel(), alpha])
+        current = np.concatenate(
+            [m.ravel(), s2.ravel(), shape.ravel(), rate.ravel(), *weight_params]
+        )
         if (
             previous is not None
             and np.max(np.abs(current - previous) / (np.abs(previous) + 1e-12)) < tol
         ):
             break
         previous = current
+    weight_names = ["concentration"] if weights == "dirichlet" else ["stick_a", "stick_b"]
     return {
         "loc_mean": m,
         "loc_sd": np.sqrt(s2),
         "precision_shape": shape,
         "precision_rate": rate,
-        "concentration": alpha,
+        **dict(zip(weight_names, weight_params)),
         "responsibilities": resp,
         "n_iter": n_iter,
     }
+
+
+def _stick_expected_log_weights(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """E[log w_k] (``[K]``) for sticks v_k ~ Beta(a_k, b_k) (``[K - 1]``):
+    E[log v_k] + sum_{j<k} E[log(1 - v_j)], and for the last weight the sum over all."""
+    e_log_v = digamma(a) - digamma(a + b)
+    e_log_rest = digamma(b) - digamma(a + b)
+    before = np.concatenate([[0.0], np.cumsum(e_log_rest)])
+    return np.concatenate([e_log_v, [0.0]]) + before
 
 
 def cavi_full(

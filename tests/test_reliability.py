@@ -233,9 +233,10 @@ def test_seeds_above_2_31_are_distinct_and_reproducible(seed_data):
 # -- 5. K = 1 ----------------------------------------------------------------------
 
 
-def test_one_component_is_refused_at_construction():
-    with pytest.raises(ValueError, match="at least 2"):
-        gmm.BayesianGMM(1, 2)
+def test_no_components_is_refused_at_construction():
+    """K = 1 is a single Gaussian (tests/test_weights_prior.py fits it); K = 0 is refused."""
+    with pytest.raises(ValueError, match="n_components must be a positive integer"):
+        gmm.BayesianGMM(0, 2)
 
 
 # -- 6. Precision: results in data units are float64 ------------------------------

@@ -240,3 +240,20 @@ def test_a_multi_worker_fit_refuses_weights(small_data):
     pairs = tf.data.Dataset.from_tensor_slices((small_data, weights)).batch(20)
     with pytest.raises(ValueError, match="multi-worker"):
         inputs.prepare(pairs, 2, 2, None, 0, 2, object())
+
+
+def test_the_full_data_elbo_of_delete_moves_weighs_each_point(overlapping):
+    """gmm.moves.full_data_elbo (delete moves' criterion) with integer weights
+    is that of the repeated rows (float64, 1e-12 relative); sweep_components,
+    whose scores are unweighted, refuses sample_weight and missing."""
+    X = overlapping
+    counts = np.random.default_rng(1).integers(0, 4, size=X.shape[0])
+    model = gmm.BayesianGMM(3, 2, dtype=tf.float64, weights="dirichlet_process")
+    gmm.fit(model, X, sample_weight=counts, steps=20, progress=False)
+    weighted = gmm.moves.full_data_elbo(model, X, sample_weight=counts)
+    repeated = gmm.moves.full_data_elbo(model, np.repeat(X, counts, axis=0))
+    assert weighted == pytest.approx(repeated, rel=1e-12)
+    with pytest.raises(ValueError, match="sample_weight"):
+        gmm.selection.sweep_components(X, X, [2], sample_weight=counts)
+    with pytest.raises(ValueError, match="missing"):
+        gmm.selection.sweep_components(X, X, [2], missing="marginalize")
