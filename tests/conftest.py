@@ -19,6 +19,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "book: builds the site (make book) and loads it in Chromium (~1 min)"
     )
+    config.addinivalue_line(
+        "markers", "benchmark: runs a benchmark's smoke configuration (minutes; opt-in)"
+    )
 
 
 @pytest.fixture(scope="session")
