@@ -198,9 +198,12 @@ def covariance_ellipse(loc, covariance, *, n_sd: float = 2.0, **style) -> Ellips
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)  # ascending
     if eigenvalues[0] <= 0:
         raise ValueError(f"covariance must be positive-definite, got eigenvalues {eigenvalues}.")
-    major = eigenvectors[:, 1]
-    angle = np.degrees(np.arctan2(major[1], major[0]))
-    width, height = 2 * n_sd * np.sqrt(eigenvalues[::-1])
+    if covariance[0, 1] == 0:  # axis-aligned: drawn unrotated, as plot_components always was
+        angle, (width, height) = 0.0, 2 * n_sd * np.sqrt(np.diag(covariance))
+    else:
+        major = eigenvectors[:, 1]
+        angle = np.degrees(np.arctan2(major[1], major[0]))
+        width, height = 2 * n_sd * np.sqrt(eigenvalues[::-1])
     return Ellipse(tuple(np.asarray(loc, dtype=float)), width, height, angle=angle,
                    **({"fill": False, "lw": 1.5} | style))
 
