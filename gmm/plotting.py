@@ -204,8 +204,13 @@ def covariance_ellipse(loc, covariance, *, n_sd: float = 2.0, **style) -> Ellips
         major = eigenvectors[:, 1]
         angle = np.degrees(np.arctan2(major[1], major[0]))
         width, height = 2 * n_sd * np.sqrt(eigenvalues[::-1])
-    return Ellipse(tuple(np.asarray(loc, dtype=float)), width, height, angle=angle,
-                   **({"fill": False, "lw": 1.5} | style))
+    return Ellipse(
+        tuple(np.asarray(loc, dtype=float)),
+        width,
+        height,
+        angle=angle,
+        **({"fill": False, "lw": 1.5} | style),
+    )
 
 
 def plot_covariances(ax, locs, covariances, dims=(0, 1), *, n_sd: float = 2.0, **style):
