@@ -1,24 +1,24 @@
 """Throughput of the training step against the machine's own limits, in one run.
 
-For K = D = 64 (PyCave's workload size) and the seed's K = 3, D = 2, the
-steady-state cost of one Adam step and one natural-gradient step at batch
-sizes 500 and 5,000, as ms/step and as points x K x D per second, next to
+For the seed's workload (K = 3, D = 2, its 3,000 points in one batch) and for
+K = D = 64 (PyCave's workload size) at batches of 500 and 5,000, the cost of
+one natural-gradient step (``gmm.natural.natural_gradient_update`` with its
+loss) and of one Adam gradient (-ELBO and its gradient, "expected" estimator),
+each compiled with ``tf.function`` as the training loop runs it, and compiled
+by XLA (``jit_compile=True``), with each one's first-call (tracing and
+compilation) time. Next to them, measured in the same process so the ratios
+hold on a busy machine:
 
-- the expected log-likelihood alone written as two matrix products
-  (x^2 and x against [D, K] matrices, plus per-component constants), and
-- a 2048^3 float32 matrix multiply, in GFLOP/s,
+- the expected log-likelihood alone written as two matrix products (x^2 and x
+  against [D, K] matrices, plus per-component constants), and
+- a 2048^3 float32 matrix multiply, in GFLOP/s.
 
-measured in the same process, so the ratios hold on a busy machine. Each
-training configuration is also timed with the compiled loop under XLA
-(``tf.function(jit_compile=True)``), with its compile time.
+Rates are points x K x D per second. The step functions run on fixed
+parameters (a model fitted for two steps); the training loop adds the
+batch's gather and the bookkeeping of ``gmm.loop.train_chunk`` (the seed
+workload's whole-fit figures are in ``benchmarks/seed_workload.py``).
 
-The step cost is the marginal cost of extra steps: a model is fitted once
-(k-means start, tracing), then warm-started fits of ``--short`` and
-``--long`` steps are timed; the difference over the extra steps is one
-step's cost, tracing and start-up excluded.
-
-    python benchmarks/throughput.py                  # benchmarks/results/throughput.txt
-    python benchmarks/throughput.py --no-xla --out /tmp/t.txt
+    python benchmarks/throughput.py       # writes benchmarks/results/throughput.txt
 """
 
 from __future__ import annotations
@@ -38,28 +38,38 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import gmm  # noqa: E402
-from gmm import fitting, loop  # noqa: E402
+from gmm import elbo, natural  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "throughput.txt"
-N_POINTS = 100_000
+WORKLOADS = ((3, 2, 3000), (64, 64, 500), (64, 64, 5000))  # K, D, batch
 
 
-def matmul_gflops(size=2048, repeats=5) -> float:
-    """float32 GFLOP/s of a size^3 matrix multiply (best of ``repeats``)."""
-    a = tf.random.stateless_normal([size, size], seed=[1, 2])
-    b = tf.random.stateless_normal([size, size], seed=[3, 4])
-    multiply = tf.function(lambda a, b: tf.reduce_sum(tf.matmul(a, b)))
-    multiply(a, b).numpy()
+def best_seconds(function, repeats=3, calls=None, budget=0.5) -> float:
+    """Seconds per call of ``function()``, the best of ``repeats`` timed loops."""
+    tf.nest.map_structure(lambda x: x.numpy(), function())
+    if calls is None:  # enough calls for about ``budget`` seconds a loop
+        start = time.perf_counter()
+        tf.nest.map_structure(lambda x: x.numpy(), function())
+        calls = max(3, int(budget / max(time.perf_counter() - start, 1e-6)))
     best = np.inf
     for _ in range(repeats):
         start = time.perf_counter()
-        multiply(a, b).numpy()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+        for _ in range(calls):
+            result = function()
+        tf.nest.map_structure(lambda x: x.numpy(), result)
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
 
 
-def matmul_likelihood_rate(batch, n_components, repeats=20) -> float:
-    """points x K x D per second of the bare two-product expected log-likelihood."""
+def matmul_gflops(size=2048) -> float:
+    a = tf.random.stateless_normal([size, size], seed=[1, 2])
+    b = tf.random.stateless_normal([size, size], seed=[3, 4])
+    multiply = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    return 2 * size**3 / best_seconds(multiply, repeats=5, calls=1) / 1e9
+
+
+def two_matmul_likelihood(batch, n_components):
+    """The bare two-product expected log-likelihood on ``batch`` ``[B, D]``."""
     n_features = batch.shape[1]
     rng = np.random.default_rng(0)
     precision = tf.constant(rng.uniform(0.5, 2.0, (n_features, n_components)), tf.float32)
@@ -67,101 +77,92 @@ def matmul_likelihood_rate(batch, n_components, repeats=20) -> float:
     constant = tf.constant(rng.normal(size=n_components), tf.float32)
 
     @tf.function
-    def likelihood(x):
-        terms = tf.square(x) @ precision - 2.0 * x @ weighted_mean + constant
+    def likelihood():
+        terms = tf.square(batch) @ precision - 2.0 * batch @ weighted_mean + constant
         return tf.reduce_sum(tf.reduce_logsumexp(-0.5 * terms, axis=-1))
 
-    likelihood(batch).numpy()
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        likelihood(batch).numpy()
-        best = min(best, time.perf_counter() - start)
-    return batch.shape[0] * n_components * n_features / best
+    return likelihood
 
 
-def ms_per_step(X, n_components, algorithm, batch_size, short, long) -> float:
-    """Marginal ms per step of warm-started fits (start and tracing excluded)."""
-    model = gmm.BayesianGMM(n_components, X.shape[1])
-    settings = dict(batch_size=batch_size, algorithm=algorithm, progress=False)
-    gmm.fit(model, X, steps=short, **settings)  # start, and trace the loop
-    times = {}
-    for steps in (short, long, short, long):  # twice each, keep the faster
-        start = time.perf_counter()
-        gmm.fit(model, X, steps=steps, warm_start=True, **settings)
-        times[steps] = min(times.get(steps, np.inf), time.perf_counter() - start)
-    return 1e3 * (times[long] - times[short]) / (long - short)
+def step_functions(n_components, n_features, batch_size):
+    """The natural step and the Adam gradient at a fitted model's parameters."""
+    spec = gmm.data.random_mixture(n_components, n_features, separation=3.0, seed=0)
+    X, _ = spec.sample(max(batch_size, 3000), seed=0)
+    model = gmm.BayesianGMM(n_components, n_features)
+    gmm.fit(model, X, steps=2, batch_size=batch_size, progress=False)
+    params = model.unconstrained_parameters()
+    priors = model.priors.as_tensors(model.dtype)
+    batch = tf.constant(model.standardized(X[:batch_size]).numpy(), tf.float32)
+    n_total, rho, seed = tf.constant(X.shape[0]), tf.constant(0.5), tf.constant([0, 0])
 
+    def natural_step():
+        return natural.natural_gradient_update(
+            params, batch, n_total, priors, rho, return_loss=True
+        )
 
-def use_xla(enabled: bool) -> None:
-    """Swap the compiled training loop for an XLA-compiled one (or back)."""
-    fitting.train_chunk = (
-        tf.function(loop.train_chunk.python_function, jit_compile=True, reduce_retracing=True)
-        if enabled
-        else loop.train_chunk
-    )
+    def adam_gradient():
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            loss = elbo.negative_elbo(params, batch, n_total, priors, "expected", seed)
+        return loss, tape.gradient(loss, params)
+
+    return batch, {"natural step": natural_step, "Adam gradient": adam_gradient}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--no-xla", action="store_true", help="skip the XLA timings")
-    parser.add_argument("--short", type=int, default=20)
-    parser.add_argument("--long", type=int, default=120)
     args = parser.parse_args()
     warnings.simplefilter("ignore", gmm.ConvergenceWarning)
     run_start = time.perf_counter()
-    lines = [
-        "command: python benchmarks/throughput.py " + " ".join(map(shlex.quote, sys.argv[1:])),
-        f"machine: {os.cpu_count()} CPU cores ({platform.machine()}), devices "
-        f"{[d.device_type for d in tf.config.list_physical_devices()]}, Python "
-        f"{platform.python_version()}, TensorFlow {tf.__version__}; load average at the start "
-        f"{os.getloadavg()[0]:.1f}",
-    ]
-    gflops = matmul_gflops()
-    lines.append(f"2048^3 float32 matmul: {gflops:.0f} GFLOP/s")
-    lines.append(
-        "step: marginal cost of one step of a warm-started fit (float32, default priors); "
-        "rate = batch x K x D / step time"
+    lines = []
+
+    def say(line=""):
+        print(line, flush=True)
+        lines.append(line)
+
+    say("command: python benchmarks/throughput.py " + " ".join(map(shlex.quote, sys.argv[1:])))
+    say(
+        f"machine: {os.cpu_count()} CPU cores ({platform.machine()}), Python "
+        f"{platform.python_version()}, TensorFlow {tf.__version__}, float32; load average at "
+        f"the start {os.getloadavg()[0]:.1f} (other processes' work slows every figure below)"
     )
-    lines.append("")
-    header = f"{'K x D':>8} {'batch':>6} {'what':<26} {'ms/step':>9} {'pt*K*D/s':>10} {'XLA ms':>8}"
-    lines += [header, "-" * len(header)]
-    print("\n".join(lines), flush=True)
-    workloads = [(3, 2), (64, 64)]
-    for n_components, n_features in workloads:
-        spec = gmm.data.random_mixture(n_components, n_features, separation=3.0, seed=0)
-        X, _ = spec.sample(N_POINTS, seed=0)
-        for batch_size in (500, 5000):
-            batch = tf.constant(X[:batch_size], tf.float32)
-            rows = [("two matmuls (ELL only)", None, matmul_likelihood_rate(batch, n_components))]
-            for algorithm in ("adam", "natural"):
-                use_xla(False)
-                ms = ms_per_step(X, n_components, algorithm, batch_size, args.short, args.long)
-                xla_ms = None
-                if not args.no_xla:
-                    use_xla(True)
-                    xla_ms = ms_per_step(
-                        X, n_components, algorithm, batch_size, args.short, args.long
-                    )
-                    use_xla(False)
-                rate = batch_size * n_components * n_features / ms * 1e3
-                rows.append((f"{algorithm} step", (ms, xla_ms), rate))
-            for what, times, rate in rows:
-                ms_text = f"{times[0]:9.3f}" if times else f"{'':9}"
-                xla_text = f"{times[1]:8.3f}" if times and times[1] is not None else f"{'':8}"
-                line = (
-                    f"{n_components:>3} x {n_features:<3} {batch_size:>6} {what:<26} "
-                    f"{ms_text} {rate:10.3g} {xla_text}"
-                )
-                lines.append(line)
-                print(line, flush=True)
-    lines.append("")
-    lines.append(
+    say(f"2048^3 float32 matmul: {matmul_gflops():.0f} GFLOP/s")
+    say()
+    header = (
+        f"{'K x D':>9}  {'batch':>5}  {'what':<24}  {'ms':>8}  {'pt*K*D/s':>9}  "
+        f"{'XLA ms':>8}  {'XLA rate':>9}  {'first s':>7}  {'XLA first s':>11}"
+    )
+    say(header)
+    say("-" * len(header))
+    for n_components, n_features, batch_size in WORKLOADS:
+        batch, steps = step_functions(n_components, n_features, batch_size)
+        size = batch_size * n_components * n_features
+        bare = best_seconds(two_matmul_likelihood(batch, n_components))
+        say(
+            f"{n_components:>4} x {n_features:<3}  {batch_size:>5}  "
+            f"{'two matmuls (ELL only)':<24}  {1e3 * bare:8.3f}  {size / bare:9.3g}"
+        )
+        for what, function in steps.items():
+            row = []
+            for jit in (False, True):
+                compiled = tf.function(function, jit_compile=jit)
+                start = time.perf_counter()
+                tf.nest.map_structure(lambda x: x.numpy(), compiled())
+                first = time.perf_counter() - start
+                row.append((best_seconds(compiled), first))
+            (graph, graph_first), (xla, xla_first) = row
+            say(
+                f"{n_components:>4} x {n_features:<3}  {batch_size:>5}  {what:<24}  "
+                f"{1e3 * graph:8.3f}  {size / graph:9.3g}  {1e3 * xla:8.3f}  {size / xla:9.3g}  "
+                f"{graph_first:7.2f}  {xla_first:11.2f}"
+            )
+    say()
+    say("ms: per call, best of 3 timed loops; first s: the first call (tracing, and XLA's compile)")
+    say(
         f"whole run: {time.perf_counter() - run_start:.0f} s; load average at the end "
         f"{os.getloadavg()[0]:.1f}"
     )
-    print(lines[-1])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
 

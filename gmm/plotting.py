@@ -181,29 +181,75 @@ def plot_densities(axes, sources: dict, X, dims=(0, 1), *, n_levels: int = 14):
     return axes
 
 
+def covariance_ellipse(loc, covariance, *, n_sd: float = 2.0, **style) -> Ellipse:
+    """The ``n_sd``-sd ellipse of a 2-D Gaussian, as an unfilled matplotlib patch.
+
+    Its semi-axes lie along the covariance's eigenvectors with lengths
+    ``n_sd * sqrt(eigenvalue)``: the points x with Mahalanobis distance
+    sqrt((x - loc)' covariance^-1 (x - loc)) = n_sd.
+
+    Args:
+      loc: ``[2]`` centre; covariance: ``[2, 2]`` symmetric positive-definite,
+        data units^2; style: ``Ellipse`` keywords (``color``, ``lw``, ``ls``, ...).
+    """
+    covariance = np.asarray(covariance, dtype=float)
+    if covariance.shape != (2, 2) or not np.allclose(covariance, covariance.T):
+        raise ValueError(f"covariance must be a symmetric 2 x 2 matrix, got {covariance!r}.")
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)  # ascending
+    if eigenvalues[0] <= 0:
+        raise ValueError(f"covariance must be positive-definite, got eigenvalues {eigenvalues}.")
+    if covariance[0, 1] == 0:  # axis-aligned: drawn unrotated, as plot_components always was
+        angle, (width, height) = 0.0, 2 * n_sd * np.sqrt(np.diag(covariance))
+    else:
+        major = eigenvectors[:, 1]
+        angle = np.degrees(np.arctan2(major[1], major[0]))
+        width, height = 2 * n_sd * np.sqrt(eigenvalues[::-1])
+    return Ellipse(
+        tuple(np.asarray(loc, dtype=float)),
+        width,
+        height,
+        angle=angle,
+        **({"fill": False, "lw": 1.5} | style),
+    )
+
+
+def plot_covariances(ax, locs, covariances, dims=(0, 1), *, n_sd: float = 2.0, **style):
+    """``n_sd``-sd ellipses and centres of components with full covariances,
+    projected on features ``dims`` (the marginal covariance of those two).
+
+    Args:
+      locs: ``[K, D]`` means; covariances: ``[K, D, D]``, data units^2 (e.g.
+        ``model.posterior_parameters()["covariance_mean"]``); style: ``color``
+        (one for all; default one palette colour each), ``lw``, ``ls``, ``marker``.
+    """
+    dims = list(dims)
+    palette = colors(len(locs))
+    for k, (loc, covariance) in enumerate(zip(np.asarray(locs), np.asarray(covariances))):
+        color = style.get("color", palette[k])
+        ax.add_patch(
+            covariance_ellipse(
+                loc[dims],
+                covariance[np.ix_(dims, dims)],
+                n_sd=n_sd,
+                color=color,
+                lw=style.get("lw", 1.5),
+                ls=style.get("ls", "-"),
+            )
+        )
+        ax.plot(*loc[dims], marker=style.get("marker", "x"), color=color, ms=8, mew=2)
+    return ax
+
+
 def plot_components(ax, locs, scales, dims=(0, 1), *, n_sd: float = 2.0, **style):
-    """Axis-aligned ``n_sd``-sd ellipses and centres of diagonal components.
+    """Axis-aligned ``n_sd``-sd ellipses and centres of diagonal components
+    (``plot_covariances`` with diagonal covariances).
 
     Args:
       locs, scales: ``[K, D]`` means and standard deviations, data units.
     """
-    i, j = dims
-    palette = colors(len(locs))
-    for k, (loc, scale) in enumerate(zip(locs, scales)):
-        color = style.get("color", palette[k])
-        ax.add_patch(
-            Ellipse(
-                (loc[i], loc[j]),
-                2 * n_sd * scale[i],
-                2 * n_sd * scale[j],
-                fill=False,
-                lw=style.get("lw", 1.5),
-                ls=style.get("ls", "-"),
-                color=color,
-            )
-        )
-        ax.plot(loc[i], loc[j], marker=style.get("marker", "x"), color=color, ms=8, mew=2)
-    return ax
+    scales = np.asarray(scales, dtype=float)
+    covariances = np.einsum("kd,de->kde", scales**2, np.eye(scales.shape[1]))
+    return plot_covariances(ax, locs, covariances, dims, n_sd=n_sd, **style)
 
 
 def plot_elbo(ax, histories: dict, *, window: int = 25, skip: int = 0):
@@ -271,10 +317,12 @@ __all__ = [
     "DPI",
     "PALETTE",
     "colors",
+    "covariance_ellipse",
     "density_grid",
     "feature_label",
     "figure_dir",
     "plot_components",
+    "plot_covariances",
     "plot_densities",
     "plot_density",
     "plot_elbo",

@@ -122,3 +122,31 @@ def test_sklearn_score_is_the_posterior_predictive_of_its_q():
     )
     # scikit-learn's own score is a different quantity (plug-in), and lower here.
     assert est.score(X) != pytest.approx(gmm.evaluate.sklearn_score(est, X), abs=1e-3)
+
+
+def test_covariance_ellipse_axes_match_the_eigenvalues_and_points_on_it_are_n_sd_away():
+    loc = np.array([1.0, -2.0])
+    covariance = np.array([[2.0, 1.2], [1.2, 1.0]])  # correlation 0.85, tilted
+    ellipse = gmm.plotting.covariance_ellipse(loc, covariance, n_sd=2.0)
+    eigenvalues = np.linalg.eigvalsh(covariance)
+    np.testing.assert_allclose(
+        sorted([ellipse.width, ellipse.height]), 2 * 2.0 * np.sqrt(eigenvalues), rtol=1e-12
+    )
+    # Every point of its outline is at Mahalanobis distance 2 from the centre.
+    # (The patch's path is Bezier curves, whose control points lie off the curve: map the
+    # unit circle through the patch's transform instead.)
+    angles = np.linspace(0.0, 2 * np.pi, 37)
+    circle = np.column_stack([np.cos(angles), np.sin(angles)])
+    outline = ellipse.get_patch_transform().transform(circle)
+    offsets = outline - loc
+    distance = np.sqrt(np.einsum("nd,de,ne->n", offsets, np.linalg.inv(covariance), offsets))
+    np.testing.assert_allclose(distance, 2.0, rtol=1e-6)
+    # Diagonal covariances give the axis-aligned ellipse of plot_components.
+    for variances in ([4.0, 1.0], [1.0, 4.0]):
+        axis_aligned = gmm.plotting.covariance_ellipse(loc, np.diag(variances), n_sd=1.0)
+        assert axis_aligned.angle == 0.0
+        np.testing.assert_allclose(
+            [axis_aligned.width, axis_aligned.height], 2 * np.sqrt(variances)
+        )
+    with pytest.raises(ValueError, match="positive-definite"):
+        gmm.plotting.covariance_ellipse(loc, np.array([[1.0, 2.0], [2.0, 1.0]]))
