@@ -1,4 +1,6 @@
+import importlib.util
 import os
+from pathlib import Path
 
 # Quiet TensorFlow's C++ start-up messages; keep CPU results bit-identical across
 # machines (oneDNN reorders floating-point sums). Both before TensorFlow loads.
@@ -7,9 +9,19 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-import gmm  # noqa: E402
+# TensorFlow's import writes a few absl lines (no CUDA driver found, ...) before
+# TF_CPP_MIN_LOG_LEVEL applies; each pytest-xdist worker would print them. gmm's
+# silencer, loaded by path (importing gmm would load TensorFlow first).
+_spec = importlib.util.spec_from_file_location(
+    "gmm_quiet", Path(__file__).resolve().parent.parent / "gmm" / "_quiet.py"
+)
+_quiet = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_quiet)
+with _quiet.native_stderr_silenced():
+    import tensorflow as tf
+
+    import gmm
 
 tf.config.experimental.enable_op_determinism()
 
