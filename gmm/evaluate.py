@@ -277,7 +277,7 @@ def sklearn_posterior(estimator: BayesianGaussianMixture) -> dict:
 
     With ``covariance_type="full"``, the format of a full-covariance
     ``BayesianGMM.posterior_parameters`` (``gmm.full``), which
-    ``gmm.full.posterior_summary`` reads: W = (nu * covariances_)^-1, since
+    ``gmm.full.posterior_summary`` reads: W = (nu * ``covariances_``)^-1, since
     scikit-learn's ``covariances_`` is W^-1 / nu.
     """
     is_process = estimator.weight_concentration_prior_type == "dirichlet_process"
