@@ -182,3 +182,32 @@ def synthetic_data(
     """
     spec = random_mixture(n_components, n_features, separation=separation, seed=seed)
     return spec.sample(n, seed=seed)
+
+
+def remove_at_random(
+    X: np.ndarray, fraction: float, *, seed: int = 0, keep_one: bool = True
+) -> np.ndarray:
+    """A copy of ``X`` with about ``fraction`` of its entries set to NaN,
+    each independently of its value (missing completely at random, MCAR).
+
+    Args:
+      X: ``[N, D]`` data.
+      fraction: the chance that an entry goes missing, in [0, 1).
+      seed: seeds the draw.
+      keep_one: keep one observed entry (chosen at random) in each row that
+        would lose all of them: ``gmm.fit(..., missing="marginalize")``
+        refuses a row with no observed value. With ``keep_one`` the realised
+        fraction is a little below ``fraction`` (D = 2, 20%: about 18%).
+
+    Returns:
+      ``[N, D]`` float64, NaN where an entry was removed.
+    """
+    X = check_data(X)
+    if not isinstance(fraction, (int, float, np.integer, np.floating)) or not 0 <= fraction < 1:
+        raise ValueError(f"fraction must be a number in [0, 1), got {fraction!r}.")
+    rng = np.random.default_rng(check_seed(seed))
+    missing = rng.random(X.shape) < fraction
+    if keep_one:
+        empty = np.flatnonzero(missing.all(axis=1))
+        missing[empty, rng.integers(0, X.shape[1], len(empty))] = False
+    return np.where(missing, np.nan, X)

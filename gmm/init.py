@@ -32,6 +32,11 @@ def subsample(points: np.ndarray, seed: int) -> np.ndarray:
     return points if rows is None else points[rows]
 
 
+# k-means runs on the complete rows alone when there are at least this many per
+# component (else on all rows, holes filled with the feature means).
+MIN_COMPLETE_ROWS = 10
+
+
 def _weighted_spread(Z, labels, counts, weights):
     """Per-cluster centres and variances of ``Z`` (``[n, D]``, NaN where
     missing) over the observed values, each point counted ``weights[n]``
@@ -69,7 +74,20 @@ def _clusters(Z, n_components, method, seed, loc_scale, weights=None):
     # Ten k-means++ restarts, the best kept: with K = 10 fewer often merge two
     # clusters, a local optimum SVI does not leave (benchmarks/scaling.py).
     kmeans = KMeans(n_components, init="k-means++", n_init=10, random_state=seed)
-    labels = kmeans.fit_predict(filled, sample_weight=weights)
+    complete_rows = observed.all(axis=1)
+    if weights is not None:
+        complete_rows &= weights > 0
+    if complete or complete_rows.sum() < MIN_COMPLETE_ROWS * n_components:
+        labels = kmeans.fit_predict(filled, sample_weight=weights)
+    else:
+        # With holes, k-means runs on the complete rows: filled-in means are points in
+        # no cluster, and they pull centres together (notebook 10's small runs merged two
+        # clusters that way). Every row then goes to the nearest centre over the
+        # features it observes.
+        kept_weights = None if weights is None else weights[complete_rows]
+        kmeans.fit(Z[complete_rows], sample_weight=kept_weights)
+        gaps = (filled[:, None, :] - kmeans.cluster_centers_[None]) ** 2  # [n, K, D]
+        labels = np.argmin(np.sum(gaps * observed[:, None, :], axis=-1), axis=1)
     counts = np.bincount(labels, weights=weights, minlength=n_components).astype(float)
     if complete and weights is None:
         spread = np.ones(shape)
