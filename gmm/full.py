@@ -37,6 +37,11 @@ the log holds. The Cholesky factor is that of the *expected* precision, not of
 W_k: W_k shrinks like 1 / N_k, the expected precision stays of order 1 in
 standardised units, so Adam's (absolute) steps on the off-diagonal entries suit
 every data-set size.
+
+Sample weights and missing values follow ``gmm.elbo``: a point's terms (in the
+ELBO and in the natural step's statistics) count its weight; with missing
+values a point's bound is that of its observed block, in closed form
+(``_observed_block_terms``), for Adam only (the natural step has none).
 """
 
 from __future__ import annotations
