@@ -711,6 +711,26 @@ def test_twenty_percent_missing_scores_like_the_complete_full_fit(correlated):
     assert abs(model.score(X_test) - fitted.score(X_test)) < 0.05
 
 
+def test_a_stream_with_missing_values_scores_like_the_complete_full_fit(correlated):
+    """The tilted clusters with 20% missing as a tf.data stream of batches of
+    100 (NaN masked in the compiled loop), Adam for 30 epochs: held-out score
+    within 0.05 nats/pt of the complete-data fit (measured: 0.0028 lower)."""
+    X, _, X_test, _, fitted, _, _ = correlated
+    stream = tf.data.Dataset.from_tensor_slices(remove_at_random(X, 0.2, seed=0)).batch(100)
+    model = gmm.BayesianGMM(3, 2, covariance="full")
+    history = gmm.fit(
+        model,
+        stream,
+        missing="marginalize",
+        algorithm="adam",
+        batch_size=100,
+        epochs=30,
+        progress=False,
+    )
+    assert history.batch_size == 100 and np.isfinite(history.elbo).all()
+    assert abs(model.score(X_test) - fitted.score(X_test)) < 0.05
+
+
 def test_scores_with_missing_values_are_student_t_marginals():
     """score_samples and predict_proba of 5-D points with 25% missing, against
     SciPy's multivariate_t on each point's observed block (data units: the
