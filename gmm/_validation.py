@@ -135,13 +135,14 @@ def check_missing(missing) -> str:
 
 
 def refuse_with_full_covariance(covariance: str, what: str) -> None:
-    """Sample weights and missing values are supported for diagonal
-    covariances only: raises ``ValueError`` naming ``what`` with
-    ``covariance="full"``."""
+    """What needs a closed-form coordinate-ascent step with missing values
+    (the NumPy CAVI reference) exists for diagonal covariances only: raises
+    ``ValueError`` naming ``what`` with ``covariance="full"``."""
     if covariance == "full":
         raise ValueError(
-            f"{what} is not supported with covariance='full' (sample weights and missing "
-            "values are supported for covariance='diag' only)."
+            f"{what} is not supported with covariance='full' here (with missing values the "
+            "full-covariance model has no closed-form coordinate-ascent step; fit it with "
+            "algorithm='adam')."
         )
 
 

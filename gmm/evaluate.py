@@ -168,8 +168,9 @@ def reference_posterior(
       max_iter: CAVI's iteration cap (overlapping clusters can need 10,000 or
         more; check ``n_iter`` in the result).
       sample_weight, missing: as given to ``gmm.fit`` (``[N]`` weights; NaN
-        entries marginalised with ``missing="marginalize"``); diagonal
-        covariances only.
+        entries marginalised with ``missing="marginalize"``, for diagonal
+        covariances only: with ``"full"`` CAVI has no closed-form step for
+        missing values, and it is refused).
 
     Returns:
       dict like ``BayesianGMM.posterior_parameters()`` plus ``responsibilities``
@@ -177,11 +178,8 @@ def reference_posterior(
       ``reference.cavi_full``.
     """
     data = check_data(X, n_features=model.n_features, missing=missing)
-    if model.covariance == "full":
-        if sample_weight is not None:
-            refuse_with_full_covariance(model.covariance, "sample_weight")
-        if missing != "error":
-            refuse_with_full_covariance(model.covariance, f"missing={missing!r}")
+    if model.covariance == "full" and missing != "error":
+        refuse_with_full_covariance(model.covariance, f"missing={missing!r}")
     weights = None
     if sample_weight is not None:
         weights = check_sample_weight(sample_weight, data.shape[0])
@@ -191,7 +189,7 @@ def reference_posterior(
     kmeans = KMeans(model.n_components, n_init=3, random_state=seed)
     labels = kmeans.fit_predict(filled, sample_weight=weights)
     if model.covariance == "full":
-        return _reference_posterior_full(model, standardized, labels, max_iter)
+        return _reference_posterior_full(model, standardized, labels, max_iter, weights)
     if model.weights_prior == "dirichlet_process":
         # The stick-breaking prior is not exchangeable (the sticks' order is part of
         # the optimum, and a permuted solution is another one), so the k-means
@@ -221,13 +219,17 @@ def reference_posterior(
     return aligned
 
 
-def _reference_posterior_full(model, standardized, labels, max_iter) -> dict:
+def _reference_posterior_full(model, standardized, labels, max_iter, weights=None) -> dict:
     """``reference_posterior`` for a full-covariance model: CAVI in standardised
     units, mapped to data units as ``gmm.full.posterior_parameters`` maps q."""
     from gmm.full import with_covariance_mean
 
     exact = reference.cavi_full(
-        standardized, np.eye(model.n_components)[labels], **vars(model.priors), max_iter=max_iter
+        standardized,
+        np.eye(model.n_components)[labels],
+        **vars(model.priors),
+        max_iter=max_iter,
+        sample_weight=weights,
     )
     shift, scale = model.transform.arrays()
     in_data_units = with_covariance_mean(

@@ -22,7 +22,6 @@ from gmm._validation import (
     check_positive_int,
     check_scale,
     check_seed,
-    refuse_with_full_covariance,
     tf_seed,
 )
 from gmm.elbo import ESTIMATORS
@@ -171,8 +170,6 @@ class FitConfig:
             raise ValueError(f"max_steps must be at most {MAX_STEPS:,}, got {s['max_steps']:,}.")
         s["tol"] = check_positive(s["tol"], "tol")
         s["missing"] = check_missing(s["missing"])
-        if s["missing"] != "error":
-            refuse_with_full_covariance(model.covariance, f"missing={s['missing']!r}")
         if s["checkpoint_every"] is not None:
             s["checkpoint_every"] = check_positive_int(s["checkpoint_every"], "checkpoint_every")
             if s["checkpoint_dir"] is None:
@@ -456,12 +453,15 @@ def fit(
         that many times, and weight 0 that of the data without the row.
       missing: ``"error"`` (default: NaN in ``X`` raises) or ``"marginalize"``:
         NaN entries are unobserved coordinates, and each point's likelihood is
-        the marginal over its observed ones (exact for diagonal covariances).
+        the marginal over its observed ones (exact, in closed form, for both
+        covariances; data with no NaN fit exactly as with ``"error"``).
         A row with no observed value is an error, and so is inf either way.
-        A stream's points may hold NaN too. Not with a ``strategy``.
-        ``sample_weight``, weighted streams and ``missing="marginalize"`` are
-        for ``covariance="diag"`` (refused with ``"full"``) in one process (a
-        multi-worker fit refuses them).
+        A stream's points may hold NaN too. Not with a ``strategy``. With
+        ``covariance="full"``, data with missing values need
+        ``algorithm="adam"`` (the natural-gradient step has no closed form
+        there; ``"natural"``, the default, raises).
+        ``sample_weight``, weighted streams and ``missing="marginalize"`` run
+        in one process (a multi-worker fit refuses them).
 
     Returns:
       a ``History``.
@@ -504,8 +504,6 @@ def fit(
                 "sample_weight weighs the rows of an in-memory X; a tf.data.Dataset carries "
                 "its weights as a second component, (points, weights)."
             )
-    if sample_weight is not None:
-        refuse_with_full_covariance(model.covariance, "sample_weight")
     # Several processes: X is this worker's shard, and the set-up runs collectives.
     collective = distributed.Collective(strategy) if distributed.is_multi_worker(strategy) else None
     if collective is not None:
@@ -526,8 +524,12 @@ def fit(
         sample_weight=sample_weight,
         missing=config.missing,
     )
-    if source.weighted:
-        refuse_with_full_covariance(model.covariance, "a stream of (points, weights)")
+    if source.missing and model.covariance == "full" and config.algorithm == "natural":
+        raise ValueError(
+            "X has missing values: with covariance='full' pass algorithm='adam' (the marginal "
+            "likelihood of a point's observed coordinates is not conjugate to the "
+            "Normal-Wishart, so the natural-gradient step has no closed form)."
+        )
     if strategy is not None and (source.weighted or source.missing):
         raise ValueError(
             "strategy is supported for unweighted, complete data only (no sample_weight, "

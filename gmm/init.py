@@ -7,7 +7,6 @@ import tensorflow as tf
 from sklearn.cluster import KMeans
 
 from gmm import full
-from gmm._validation import refuse_with_full_covariance
 from gmm.evaluate import match_components
 from gmm.ordered import inverse_start
 from gmm.priors import Priors
@@ -179,13 +178,16 @@ def initialize(
     model, Z: np.ndarray, *, method="kmeans++", seed=0, n_points=None, sample_weight=None
 ) -> None:
     """Sets ``model``'s q from standardised data ``Z`` (``[n, D]``) with ``initial_q``
-    (``gmm.full.initial_params`` for ``covariance="full"``, which refuses
-    ``sample_weight``)."""
+    (``gmm.full.initial_params`` for ``covariance="full"``)."""
     if model.covariance == "full":
-        if sample_weight is not None:
-            refuse_with_full_covariance(model.covariance, "sample_weight")
         start = full.initial_params(
-            Z, model.n_components, model.priors, method=method, seed=seed, n_points=n_points
+            Z,
+            model.n_components,
+            model.priors,
+            method=method,
+            seed=seed,
+            n_points=n_points,
+            sample_weight=sample_weight,
         )
         model.assign_unconstrained(start)
         return

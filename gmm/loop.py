@@ -155,9 +155,16 @@ def loss_and_gradient(
     def local(params, batch, weight, draw_seed):
         with tf.GradientTape() as tape:
             tape.watch(params)
-            if rule.covariance == "full":  # (fit refuses weights and masks here)
+            if rule.covariance == "full":
                 loss = weight * full.negative_elbo(
-                    params, batch.points, n_points, prior_params, rule.estimator, draw_seed
+                    params,
+                    batch.points,
+                    n_points,
+                    prior_params,
+                    rule.estimator,
+                    draw_seed,
+                    weights=batch.weights,
+                    mask=batch.mask,
                 )
             else:
                 loss = weight * negative_elbo(
@@ -207,9 +214,9 @@ def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, stra
         rho = natural.step_size(schedule.learning_rate, step, schedule.decay)
         if strategy is None:
             # The covariance model's own conjugate step (gmm.full for "full").
-            if rule.covariance == "full":  # (fit refuses weights and masks here)
+            if rule.covariance == "full":  # (fit refuses a mask here: no closed-form step)
                 loss, new = full.natural_gradient_update(
-                    params, points, n_points, prior_params, rho, return_loss=True
+                    params, points, n_points, prior_params, rho, weights, return_loss=True
                 )
             else:
                 loss, new = natural.natural_gradient_update(

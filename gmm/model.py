@@ -24,7 +24,6 @@ from gmm._validation import (
     check_positive_int,
     check_sample_weight,
     check_seed,
-    refuse_with_full_covariance,
     tf_seed,
 )
 from gmm.elbo import log_prior
@@ -472,8 +471,10 @@ class BayesianGMM(tf.Module):
 
         For ``covariance="full"`` the predictive is exact, a mixture of
         multivariate Student-t densities (Bishop 2006, eq. 10.81), and
-        ``num_samples`` and ``seed`` are not used; ``missing="marginalize"``
-        is refused there."""
+        ``num_samples`` and ``seed`` are not used; with
+        ``missing="marginalize"`` each Student-t is marginalised to the
+        point's observed coordinates (same degrees of freedom, the observed
+        block of its shape matrix)."""
         return _predictive(self, X, num_samples, seed, features, missing)[0]
 
     def score(
@@ -617,19 +618,17 @@ def _predictive(model: BayesianGMM, X, num_samples, seed, features, missing="err
     features = _check_features(features, model.n_features)
     points = check_data(X, n_features=len(features), missing=missing)
     if model.covariance == "full":
-        if missing != "error":
-            refuse_with_full_covariance(model.covariance, f"missing={missing!r}")
         params = model.unconstrained_parameters(tf.float64)
         standardized = model.transform.to_standard(points, features=features)
         log_density, responsibilities = full.predictive(params, standardized, features)
-        return log_density - model.transform.log_jacobian(features), responsibilities
-    locs, precisions, weights = _draws(model, num_samples, tf_seed(seed))
-    log_density, responsibilities = predict.predictive(
-        model.transform.to_standard(points, features=features),
-        tf.gather(locs, features, axis=-1),
-        tf.gather(precisions, features, axis=-1),
-        weights,
-    )
+    else:
+        locs, precisions, weights = _draws(model, num_samples, tf_seed(seed))
+        log_density, responsibilities = predict.predictive(
+            model.transform.to_standard(points, features=features),
+            tf.gather(locs, features, axis=-1),
+            tf.gather(precisions, features, axis=-1),
+            weights,
+        )
     observed = ~np.isnan(points)
     if observed.all():
         return log_density - model.transform.log_jacobian(features), responsibilities

@@ -142,6 +142,7 @@ def cavi_full(
     concentration: float = 1.0,
     max_iter: int = 2000,
     tol: float = 1e-10,
+    sample_weight: np.ndarray | None = None,
 ) -> dict:
     """CAVI for the full-covariance model (Normal-Wishart prior and q; Bishop,
     PRML 10.2, eqs. 10.46-10.63 as printed there), from initial
@@ -154,6 +155,8 @@ def cavi_full(
         priors, as in ``gmm.full.NormalWishartPriors`` (m0, beta0, nu0 (None:
         D), W0 = expected_precision / nu0 * I, alpha0).
       max_iter, tol: as ``cavi``.
+      sample_weight: ``[N]`` non-negative weights: point n counts ``w_n`` times
+        in every statistic (None: all 1).
 
     Returns:
       dict with ``loc_mean`` (m, ``[K, D]``), ``mean_precision`` (beta, ``[K]``),
@@ -166,13 +169,15 @@ def cavi_full(
     nu0 = float(n_features) if dof is None else dof
     W0_inv = np.eye(n_features) * nu0 / expected_precision
     m0 = np.full(n_features, loc_mean)
+    point_weights = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight)
     previous = None
     for n_iter in range(1, max_iter + 1):  # noqa: B007 (n_iter is returned)
-        # M-step (10.51-10.53, 10.58, 10.60-10.63).
-        Nk = resp.sum(0) + 1e-300
-        xbar = (resp.T @ X) / Nk[:, None]
+        # M-step (10.51-10.53, 10.58, 10.60-10.63), r_nk w_n counting point n for component k.
+        weighted_resp = resp * point_weights[:, None]
+        Nk = weighted_resp.sum(0) + 1e-300
+        xbar = (weighted_resp.T @ X) / Nk[:, None]
         diff = X[:, None, :] - xbar[None]  # [N, K, D]
-        Sk = np.einsum("nk,nkd,nke->kde", resp, diff, diff) / Nk[:, None, None]
+        Sk = np.einsum("nk,nkd,nke->kde", weighted_resp, diff, diff) / Nk[:, None, None]
         alpha = concentration + Nk
         beta = mean_precision + Nk
         m = (mean_precision * m0 + Nk[:, None] * xbar) / beta[:, None]

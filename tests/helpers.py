@@ -17,3 +17,13 @@ def unconstrained(summary: dict) -> dict:
         name: tf.constant(np.log(value) if name in logs else value, tf.float64)
         for name, value in params.items()
     }
+
+
+def remove_at_random(X, fraction, seed):
+    """X with ``fraction`` of its entries set to NaN at random (MCAR), keeping
+    one observed value in every row (a row with none is refused)."""
+    rng = np.random.default_rng(seed)
+    missing = rng.random(X.shape) < fraction
+    empty = missing.all(axis=1)
+    missing[empty, rng.integers(0, X.shape[1], empty.sum())] = False
+    return np.where(missing, np.nan, X)

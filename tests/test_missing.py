@@ -5,12 +5,13 @@ Checked against references that share no code with the TensorFlow path:
 SciPy's normal density on each point's observed block, the closed-form
 expected bound written out per point in NumPy, and the NumPy CAVI reference
 run on the same incomplete data (on a 5-D mixture with unequal weights, not
-only on the seed's round clusters)."""
+only on the seed's round clusters). covariance="full" with missing values:
+tests/test_full_covariance.py."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import unconstrained
+from helpers import remove_at_random, unconstrained
 from scipy import special, stats
 
 import gmm
@@ -23,16 +24,6 @@ from gmm.family import loc_moments, variational_distributions
 from gmm.natural import natural_gradient_update, sufficient_statistics, update_from_statistics
 
 TIGHT = {"tol": 1e-8, "max_steps": 20_000, "progress": False}
-
-
-def remove_at_random(X, fraction, seed):
-    """X with ``fraction`` of its entries set to NaN at random (MCAR), keeping
-    one observed value in every row (a row with none is refused)."""
-    rng = np.random.default_rng(seed)
-    missing = rng.random(X.shape) < fraction
-    empty = missing.all(axis=1)
-    missing[empty, rng.integers(0, X.shape[1], empty.sum())] = False
-    return np.where(missing, np.nan, X)
 
 
 @pytest.fixture(scope="module")
@@ -381,22 +372,6 @@ def test_masked_weighted_statistics_add_up_across_shares(five_d):
     stepped = natural_gradient_update(params, points, 1000, priors, rho, weights=weights, mask=mask)
     for name in stepped:
         np.testing.assert_allclose(from_sums[name], stepped[name], rtol=1e-12, atol=1e-12)
-
-
-def test_full_covariances_refuse_missing_values(small_data):
-    """covariance='full' has no marginal update: missing='marginalize' is a
-    ValueError naming the combination, in fit, scoring and the reference."""
-    X = small_data.copy()
-    X[4, 0] = np.nan
-    with pytest.raises(ValueError, match="missing='marginalize' is not supported with covar"):
-        gmm.fit(gmm.BayesianGMM(2, 2, covariance="full"), X, missing="marginalize", progress=False)
-    model = gmm.BayesianGMM(2, 2, covariance="full")
-    gmm.fit(model, small_data, steps=5, progress=False)
-    for method in (model.score, model.score_samples, model.predict, model.predict_proba):
-        with pytest.raises(ValueError, match="covariance='full'"):
-            method(X, missing="marginalize")
-    with pytest.raises(ValueError, match="covariance='full'"):
-        gmm.evaluate.reference_posterior(model, X, missing="marginalize")
 
 
 def test_a_multi_worker_fit_refuses_missing_values(small_data):

@@ -1,5 +1,6 @@
 """fit(..., sample_weight=w): integer weights are repeated rows, zero weights
 dropped rows, bad weights a ValueError; weighted minibatches and streams.
+(covariance="full" with weights: tests/test_full_covariance.py.)
 
 The data are not the seed's three round clusters: three overlapping,
 elliptical clusters of unequal weight (0.6, 0.3, 0.1)."""
@@ -210,25 +211,6 @@ def test_a_checkpoint_belongs_to_its_weights(small_data, tmp_path):
     gmm.fit(gmm.BayesianGMM(2, 2), small_data, sample_weight=weights, **settings)
     with pytest.raises(gmm.checkpoint.CheckpointError, match="data differ"):
         gmm.fit(gmm.BayesianGMM(2, 2), small_data, sample_weight=weights[::-1], **settings)
-
-
-def test_full_covariances_refuse_weights(small_data):
-    """covariance='full' takes no sample weights: sample_weight and a stream of
-    (points, weights) are ValueErrors naming the combination, in fit and the
-    reference; a weighted mean of scores needs nothing of the model and works."""
-    weights = np.linspace(0.5, 2.0, small_data.shape[0])
-    message = "sample_weight is not supported with covariance='full'"
-    with pytest.raises(ValueError, match=message):
-        gmm.fit(gmm.BayesianGMM(2, 2, covariance="full"), small_data, sample_weight=weights)
-    pairs = tf.data.Dataset.from_tensor_slices((small_data, weights)).batch(20)
-    with pytest.raises(ValueError, match="weights\\) is not supported with covariance='full'"):
-        gmm.fit(gmm.BayesianGMM(2, 2, covariance="full"), pairs, progress=False)
-    model = gmm.BayesianGMM(2, 2, covariance="full")
-    gmm.fit(model, small_data, steps=5, progress=False)
-    with pytest.raises(ValueError, match=message):
-        gmm.evaluate.reference_posterior(model, small_data, sample_weight=weights)
-    expected = np.average(model.score_samples(small_data), weights=weights)
-    assert model.score(small_data, sample_weight=weights) == pytest.approx(expected)
 
 
 def test_a_multi_worker_fit_refuses_weights(small_data):
