@@ -54,7 +54,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy.special import gammaln
-from sklearn.cluster import KMeans
 
 from gmm._validation import check_positive
 
@@ -530,7 +529,7 @@ def initial_params(
     ``n_points``: the size (total weight, with sample weights) of the data set
     ``Z`` samples, to which the counts are scaled. ``sample_weight`` (``[n]``)
     weighs the points (k-means, sizes, centres and scatter). NaN in ``Z`` are
-    missing values: k-means sees them at the feature's mean (0), and each
+    missing values: k-means as in ``gmm.init.kmeans_start``, and each
     cluster's scatter sees them at its centre (adding nothing), a start only."""
     n_features = Z.shape[1]
     weights = np.ones(Z.shape[0]) if sample_weight is None else sample_weight
@@ -543,9 +542,9 @@ def initial_params(
         centres = filled[rows]
         counts = np.zeros(n_components)
     else:
-        kmeans = KMeans(n_components, init="k-means++", n_init=10, random_state=seed)
-        labels = kmeans.fit_predict(filled, sample_weight=sample_weight)
-        centres = kmeans.cluster_centers_
+        from gmm.init import kmeans_start  # gmm.init imports this module
+
+        labels, centres = kmeans_start(Z, n_components, seed, sample_weight)
         counts = np.bincount(labels, weights=weights, minlength=n_components).astype(float)
         for k in np.flatnonzero(counts > 0):
             members = np.where(observed, filled, centres[k])[labels == k] - centres[k]

@@ -57,11 +57,37 @@ def _weighted_spread(Z, labels, counts, weights):
     return centres, variance
 
 
+def kmeans_start(Z, n_components, seed, weights=None):
+    """k-means labels (``[n]`` int) and centres (``[K, D]``) of ``Z``
+    (``[n, D]``, NaN where missing), each point counted ``weights[n]`` times.
+
+    Ten k-means++ restarts, the best kept: with K = 10 fewer often merge two
+    clusters, a local optimum SVI does not leave (benchmarks/scaling.py). With
+    holes, k-means runs on the complete rows when there are at least
+    ``MIN_COMPLETE_ROWS`` per component, and every row then goes to the nearest
+    centre over the features it observes: filled-in means are points in no
+    cluster that pull centres together (notebook 10's small run merged two
+    clusters that way). With fewer complete rows, the holes are filled with the
+    feature means (0 in standardised units)."""
+    observed = ~np.isnan(Z)
+    filled = np.where(observed, Z, 0.0)
+    kmeans = KMeans(n_components, init="k-means++", n_init=10, random_state=seed)
+    complete_rows = observed.all(axis=1)
+    if weights is not None:
+        complete_rows &= weights > 0
+    if complete_rows.all() or complete_rows.sum() < MIN_COMPLETE_ROWS * n_components:
+        return kmeans.fit_predict(filled, sample_weight=weights), kmeans.cluster_centers_
+    kept_weights = None if weights is None else weights[complete_rows]
+    kmeans.fit(Z[complete_rows], sample_weight=kept_weights)
+    gaps = (filled[:, None, :] - kmeans.cluster_centers_[None]) ** 2  # [n, K, D]
+    return np.argmin(np.sum(gaps * observed[:, None, :], axis=-1), axis=1), kmeans.cluster_centers_
+
+
 def _clusters(Z, n_components, method, seed, loc_scale, weights=None):
     """Centres, counts, per-feature spreads and centre sds (``[K, ...]``).
     ``weights`` (``[n]`` or None) weigh the points; NaN in ``Z`` are missing
-    values, set to the feature's mean (0 in standardised units) for k-means
-    only: the centres and spreads are those of the observed values."""
+    values (see ``kmeans_start``): the centres and spreads are those of the
+    observed values."""
     shape = (n_components, Z.shape[1])
     observed = ~np.isnan(Z)
     complete = observed.all()
@@ -70,31 +96,15 @@ def _clusters(Z, n_components, method, seed, loc_scale, weights=None):
         candidates = Z.shape[0] if weights is None else np.flatnonzero(weights > 0)
         rows = np.random.default_rng(seed).choice(candidates, n_components, replace=False)
         return filled[rows], np.zeros(n_components), np.ones(shape), np.full(shape, loc_scale)
-    # Ten k-means++ restarts, the best kept: with K = 10 fewer often merge two
-    # clusters, a local optimum SVI does not leave (benchmarks/scaling.py).
-    kmeans = KMeans(n_components, init="k-means++", n_init=10, random_state=seed)
-    complete_rows = observed.all(axis=1)
-    if weights is not None:
-        complete_rows &= weights > 0
-    if complete or complete_rows.sum() < MIN_COMPLETE_ROWS * n_components:
-        labels = kmeans.fit_predict(filled, sample_weight=weights)
-    else:
-        # With holes, k-means runs on the complete rows: filled-in means are points in
-        # no cluster, and they pull centres together (notebook 10's small runs merged two
-        # clusters that way). Every row then goes to the nearest centre over the
-        # features it observes.
-        kept_weights = None if weights is None else weights[complete_rows]
-        kmeans.fit(Z[complete_rows], sample_weight=kept_weights)
-        gaps = (filled[:, None, :] - kmeans.cluster_centers_[None]) ** 2  # [n, K, D]
-        labels = np.argmin(np.sum(gaps * observed[:, None, :], axis=-1), axis=1)
+    labels, kmeans_centres = kmeans_start(Z, n_components, seed, weights)
     counts = np.bincount(labels, weights=weights, minlength=n_components).astype(float)
     if complete and weights is None:
         spread = np.ones(shape)
         for k in np.flatnonzero(counts > 1):
             spread[k] = Z[labels == k].var(axis=0)
-        return kmeans.cluster_centers_, counts, np.maximum(spread, 1e-6), None
+        return kmeans_centres, counts, np.maximum(spread, 1e-6), None
     centres, spread = _weighted_spread(Z, labels, counts, weights)
-    centres = np.where(np.isnan(centres), kmeans.cluster_centers_, centres)
+    centres = np.where(np.isnan(centres), kmeans_centres, centres)
     return centres, counts, np.maximum(spread, 1e-6), None
 
 

@@ -3,6 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
+import gmm
+
 
 def unconstrained(summary: dict) -> dict:
     """q's unconstrained parameters (float64 tensors) from a summary in the
@@ -20,10 +22,5 @@ def unconstrained(summary: dict) -> dict:
 
 
 def remove_at_random(X, fraction, seed):
-    """X with ``fraction`` of its entries set to NaN at random (MCAR), keeping
-    one observed value in every row (a row with none is refused)."""
-    rng = np.random.default_rng(seed)
-    missing = rng.random(X.shape) < fraction
-    empty = missing.all(axis=1)
-    missing[empty, rng.integers(0, X.shape[1], empty.sum())] = False
-    return np.where(missing, np.nan, X)
+    """``gmm.data.remove_at_random`` (MCAR holes, one value kept per row)."""
+    return gmm.data.remove_at_random(X, fraction, seed=seed)
