@@ -337,7 +337,8 @@ def sklearn_baseline(X, n_components: int, *, seed: int = 0, **options) -> Bayes
 
 def sklearn_score_samples(estimator: BayesianGaussianMixture, X) -> np.ndarray:
     """The log posterior-predictive density of each point under a fitted
-    diagonal scikit-learn ``BayesianGaussianMixture``: the proper predictive,
+    scikit-learn ``BayesianGaussianMixture`` (``covariance_type`` ``"diag"`` or
+    ``"full"``): the proper predictive,
     comparable with ``BayesianGMM.score_samples``.
 
     scikit-learn's own ``score`` is not this: per point it is
@@ -383,17 +384,19 @@ def sklearn_score_samples(estimator: BayesianGaussianMixture, X) -> np.ndarray:
         dof = estimator.degrees_of_freedom_
         beta = estimator.mean_precision_
         t_dof = dof + 1.0 - n_features
-        per_component = np.stack(
-            [
-                stats.multivariate_t(
-                    loc=estimator.means_[k],
-                    shape=estimator.covariances_[k] * dof[k] * (1 + beta[k]) / (t_dof[k] * beta[k]),
-                    df=t_dof[k],
-                ).logpdf(data)
-                for k in range(len(dof))
-            ],
-            axis=1,
-        )  # [N, K]
+        per_component = []
+        for k in range(len(dof)):
+            shape = estimator.covariances_[k] * dof[k] * (1 + beta[k]) / (t_dof[k] * beta[k])
+            try:
+                predictive = stats.multivariate_t(loc=estimator.means_[k], shape=shape, df=t_dof[k])
+            except np.linalg.LinAlgError as error:
+                raise ValueError(
+                    f"scikit-learn's fit is degenerate: component {k}'s covariance is not "
+                    "numerically positive definite (fitted to fewer points than features? a "
+                    "larger reg_covar or covariance_prior helps), so it has no predictive density."
+                ) from error
+            per_component.append(predictive.logpdf(data))
+        per_component = np.stack(per_component, axis=1)  # [N, K]
         return special.logsumexp(np.log(estimator.weights_) + per_component, axis=1)
     dof = estimator.degrees_of_freedom_[:, None]  # [K, 1]
     scale = np.sqrt(estimator.covariances_ * (1.0 + 1.0 / estimator.mean_precision_[:, None]))
@@ -407,7 +410,7 @@ def sklearn_score_samples(estimator: BayesianGaussianMixture, X) -> np.ndarray:
 
 
 def sklearn_score(estimator: BayesianGaussianMixture, X) -> float:
-    """Mean of ``sklearn_score_samples``, nats per point."""
+    """Mean of ``sklearn_score_samples`` (diagonal or full), nats per point."""
     return float(sklearn_score_samples(estimator, X).mean())
 
 

@@ -221,11 +221,14 @@ def _check_data_fits_model(model, source: inputs.Source, continuing: bool, algor
     if not model.standardize and algorithm == "adam" and varying.any():
         sds = source.std[varying]
         if sds.min() < 0.1 or sds.max() > 10:
+            # Full covariances with missing values have no natural step to offer instead.
+            natural_too = not (source.missing and model.covariance == "full")
+            instead = ", or algorithm='natural' (invariant to the data's scale)."
             raise ValueError(
                 f"With standardize=False, Adam moves each mean by about learning_rate per step "
                 f"in data units; X's feature sds span [{sds.min():.3g}, {sds.max():.3g}], so it "
-                "would stop far from the optimum. Use standardize=True, or algorithm='natural' "
-                "(invariant to the data's scale)."
+                "would stop far from the optimum. Use standardize=True"
+                + (instead if natural_too else ".")
             )
     if not model.standardize and source.array is not None:
         raw_limit = 1e15 if model.dtype == tf.float32 else 1e150
@@ -455,7 +458,8 @@ def fit(
         NaN entries are unobserved coordinates, and each point's likelihood is
         the marginal over its observed ones (exact, in closed form, for both
         covariances; data with no NaN fit exactly as with ``"error"``).
-        A row with no observed value is an error, and so is inf either way.
+        A row with no observed value is an error (even at sample weight 0:
+        drop such rows first), and so is inf either way.
         A stream's points may hold NaN too. Not with a ``strategy``. With
         ``covariance="full"``, data with missing values need
         ``algorithm="adam"`` (the natural-gradient step has no closed form
@@ -473,6 +477,10 @@ def fit(
     Any other error leaves the model exactly as it was before the call.
     """
     start_time = time.perf_counter()
+    if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+        raise TypeError(f"strategy must be a tf.distribute.Strategy, got {strategy!r}.")
+    if type(strategy).__name__ == "_DefaultDistributionStrategy":
+        strategy = None  # tf.distribute.get_strategy() outside any scope: one device, no split
     config = FitConfig.create(
         model,
         strategy,

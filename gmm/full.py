@@ -55,6 +55,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy.special import gammaln
 
+from gmm import family
 from gmm._validation import check_positive
 
 tfd = tfp.distributions
@@ -366,8 +367,9 @@ def kl_divergence(params: dict, prior_params: tuple):
         - dof * d / 2.0
         + dof / 2.0 * trace
     )
-    prior_weights = tfd.Dirichlet(concentration0 * tf.ones_like(concentration))
-    weights_kl = tfd.kl_divergence(tfd.Dirichlet(concentration), prior_weights)
+    # K = 1: one weight, 1 with certainty (KL 0); TFP's Dirichlet needs K >= 2.
+    prior_weights = family.dirichlet_weights(concentration0 * tf.ones_like(concentration))
+    weights_kl = family.weights_kl(family.dirichlet_weights(concentration), prior_weights)
     return tf.reduce_sum(locs_kl) + tf.reduce_sum(wishart_kl) + weights_kl
 
 
@@ -605,7 +607,7 @@ def draw_parameters(params: dict, num_samples: int, seed):
     offsets = tf.linalg.triangular_solve(cholesky, noise[..., None], adjoint=True)[..., 0]
     locs = loc + offsets / tf.sqrt(mean_precision)[:, None]
     precisions = tf.matmul(cholesky, cholesky, transpose_b=True)
-    weights = tfd.Dirichlet(concentration).sample(num_samples, seed=weight_seed)
+    weights = family.dirichlet_weights(concentration).sample(num_samples, seed=weight_seed)
     return locs, precisions, weights
 
 

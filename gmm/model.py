@@ -29,6 +29,7 @@ from gmm._validation import (
 from gmm.elbo import log_prior
 from gmm.family import (
     WEIGHTS_PRIORS,
+    dirichlet_weights,
     expected_weights,
     loc_moments,
     parameter_names,
@@ -160,8 +161,9 @@ class BayesianGMM(tf.Module):
         precisions per feature, ``priors`` a ``gmm.Priors``) or ``"full"``
         (a Normal-Wishart prior and q per component, ``priors`` a
         ``gmm.NormalWishartPriors``; see ``gmm.full``). With ``"full"``,
-        ``order_by``, the ``"per_point"`` estimator, ``gmm.mcmc``,
-        ``gmm.psis`` and ``log_prior`` are not supported (they raise).
+        ``order_by``, ``weights="dirichlet_process"``, the ``"per_point"``
+        estimator, ``gmm.mcmc``, ``gmm.psis`` and ``log_prior`` are not
+        supported (they raise), and data with NaN need ``algorithm="adam"``.
       name: the module's name.
 
     Attributes:
@@ -365,7 +367,7 @@ class BayesianGMM(tf.Module):
             "precisions": tfd.WishartTriL(
                 df=dof, scale_tril=np.linalg.cholesky(params["precision_scale"])
             ),
-            "weights": tfd.Dirichlet(params["concentration"]),
+            "weights": dirichlet_weights(tf.constant(params["concentration"])),
         }
 
     def posterior_parameters(self) -> dict:

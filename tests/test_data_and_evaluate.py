@@ -150,3 +150,22 @@ def test_covariance_ellipse_axes_match_the_eigenvalues_and_points_on_it_are_n_sd
         )
     with pytest.raises(ValueError, match="positive-definite"):
         gmm.plotting.covariance_ellipse(loc, np.array([[1.0, 2.0], [2.0, 1.0]]))
+
+
+def test_sklearn_score_of_a_degenerate_full_fit_says_why():
+    """scikit-learn fits 13 features from 4 rows without complaint; its
+    covariances are then singular to working precision, and the predictive
+    density does not exist: a ValueError naming the component, not scipy's
+    LinAlgError."""
+    import warnings
+
+    from sklearn.datasets import load_wine
+    from sklearn.mixture import BayesianGaussianMixture
+
+    X = load_wine().data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn's convergence warning
+        estimator = BayesianGaussianMixture(n_components=3, covariance_type="full", random_state=0)
+        estimator.fit(X[:4])
+    with pytest.raises(ValueError, match="component 0's covariance is not numerically"):
+        gmm.evaluate.sklearn_score(estimator, X)

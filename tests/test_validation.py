@@ -127,3 +127,18 @@ def test_prediction_settings(small_fit):
         small_fit.score_samples(GOOD, features=[0, 0])
     with pytest.raises(TypeError, match="unexpected keyword argument"):
         gmm.BayesianGMM(3, 2, n_clusters=3)
+
+
+def test_the_default_strategy_is_no_strategy():
+    """tf.distribute.get_strategy() outside any scope (one device): the same fit
+    as strategy=None; a non-strategy raises TypeError."""
+    import tensorflow as tf
+
+    X, _ = gmm.data.seed_data(300)
+    plain, default = gmm.BayesianGMM(3, 2), gmm.BayesianGMM(3, 2)
+    gmm.fit(plain, X, progress=False)
+    gmm.fit(default, X, strategy=tf.distribute.get_strategy(), progress=False)
+    for a, b in zip(plain.variables, default.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(TypeError, match="strategy"):
+        gmm.fit(plain, X, strategy="mirrored", progress=False)
