@@ -101,6 +101,7 @@ class FitConfig:
     checkpoint_dir: str | None
     checkpoint_every: int | None
     missing: str = "error"
+    jit_compile: bool = False
 
     @classmethod
     def create(cls, model: BayesianGMM, strategy=None, **settings) -> FitConfig:
@@ -117,6 +118,13 @@ class FitConfig:
         s["seed"] = check_seed(s["seed"])
         s["warm_start"] = check_bool(s["warm_start"], "warm_start")
         s["progress"] = check_bool(s["progress"], "progress")
+        s["jit_compile"] = check_bool(s.get("jit_compile", False), "jit_compile")
+        if s["jit_compile"] and strategy is not None:
+            raise ValueError(
+                "jit_compile=True compiles one process's step with XLA; it is not supported "
+                "with a tf.distribute strategy (the replicas' all-reduce runs outside XLA). "
+                "Drop strategy or jit_compile."
+            )
         if s["algorithm"] is None:
             # Natural gradients, where they exist (the exchangeable model, the closed-form
             # bound): full-batch steps that are CAVI iterations, a step-size schedule that
@@ -395,6 +403,7 @@ def fit(
     callbacks: tuple = (),
     sample_weight=None,
     missing: str = "error",
+    jit_compile: bool = False,
 ) -> History:
     """Fits ``model``'s variational posterior to ``X`` by SVI.
 
@@ -491,6 +500,7 @@ def fit(
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every,
         missing=missing,
+        jit_compile=jit_compile,
     )
     callbacks = tuple(callbacks) if isinstance(callbacks, list | tuple) else callbacks
     if not isinstance(callbacks, tuple) or not all(callable(c) for c in callbacks):
@@ -631,6 +641,7 @@ class _Run:
             config.algorithm,
             model.covariance,
             model.weights_prior,
+            config.jit_compile,
         )
         self.log_jacobian = _mean_log_jacobian(model, source)
         self.chunk = max(1, math.ceil(budget / 20))
