@@ -101,6 +101,7 @@ class FitConfig:
     checkpoint_dir: str | None
     checkpoint_every: int | None
     missing: str = "error"
+    jit_compile: bool = False
 
     @classmethod
     def create(cls, model: BayesianGMM, strategy=None, **settings) -> FitConfig:
@@ -117,6 +118,13 @@ class FitConfig:
         s["seed"] = check_seed(s["seed"])
         s["warm_start"] = check_bool(s["warm_start"], "warm_start")
         s["progress"] = check_bool(s["progress"], "progress")
+        s["jit_compile"] = check_bool(s.get("jit_compile", False), "jit_compile")
+        if s["jit_compile"] and strategy is not None:
+            raise ValueError(
+                "jit_compile=True compiles one process's step with XLA; it is not supported "
+                "with a tf.distribute strategy (the replicas' all-reduce runs outside XLA). "
+                "Drop strategy or jit_compile."
+            )
         if s["algorithm"] is None:
             # Natural gradients, where they exist (the exchangeable model, the closed-form
             # bound): full-batch steps that are CAVI iterations, a step-size schedule that
@@ -398,6 +406,7 @@ def fit(
     callbacks: tuple = (),
     sample_weight=None,
     missing: str = "error",
+    jit_compile: bool = False,
 ) -> History:
     """Fits ``model``'s variational posterior to ``X`` by SVI.
 
@@ -466,6 +475,30 @@ def fit(
         there; ``"natural"``, the default, raises).
         ``sample_weight``, weighted streams and ``missing="marginalize"`` run
         in one process (a multi-worker fit refuses them).
+      jit_compile: compile each step's update (the -ELBO and its gradient
+        with Adam's update, or the natural-gradient step) with XLA
+        (``tf.function(jit_compile=True)``), called from inside the ordinary
+        compiled loop, whose batching and shuffling stay as they are (XLA
+        does not compile the whole loop in reasonable time). Default False.
+        The fit is the plain one to float32 rounding, not bit for bit (XLA
+        reorders the sums: q's parameters within 1e-5 relative after 60
+        steps at K = 4, D = 3, 1e-3 after 1,900 at K = D = 64), and
+        deterministic from run to run; checkpoints, resuming and the
+        convergence check are unchanged (a checkpoint does not record the
+        setting). With ``estimator="per_point"`` the Monte Carlo draws are
+        XLA's own: another, equally valid, sample. Works with every
+        covariance, model, stream, ``sample_weight`` and ``missing``; a
+        ``strategy`` is refused (ValueError), a non-bool too (TypeError).
+        Measured in whole fits on 2 busy CPU cores
+        (``benchmarks/results/xla_fit.txt``): at K = D = 64, batch 500, XLA
+        is faster (natural gradients 1.01 against 1.25 ms/step, Adam 1.50
+        against 1.91), but its first fit of a shape takes 4-6 s longer
+        (compiling); at the seed's workload (N = 3,000, K = 3, D = 2, one
+        batch) it is slower (natural 0.86 against 0.68 ms/step, Adam 0.63
+        against 0.51; a warm run to convergence: natural 0.57 against 0.66 s,
+        within the noise, Adam 5.3 against 4.0 s). The step alone is
+        3-4x faster under XLA at small batches (``throughput.txt``); in the
+        loop most of that is lost to the cost of launching the compiled step.
 
     Returns:
       a ``History``.
@@ -499,6 +532,7 @@ def fit(
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every,
         missing=missing,
+        jit_compile=jit_compile,
     )
     callbacks = tuple(callbacks) if isinstance(callbacks, list | tuple) else callbacks
     if not isinstance(callbacks, tuple) or not all(callable(c) for c in callbacks):
@@ -639,6 +673,7 @@ class _Run:
             config.algorithm,
             model.covariance,
             model.weights_prior,
+            config.jit_compile,
         )
         self.log_jacobian = _mean_log_jacobian(model, source)
         self.chunk = max(1, math.ceil(budget / 20))
