@@ -43,19 +43,20 @@ Also: the throughput of each gmm training step (points x K x D per second,
 the marginal cost of a step of a warm-started fit at the method's batch size),
 next to a 2048^3 float32 matmul's GFLOP/s, measured in the same worker.
 
-    python benchmarks/hard_scale.py     # the full table: benchmarks/results/hard_scale.txt
+    python benchmarks/hard_scale.py --reference-starts true-label \\
+        --reference-max-steps 300 --sklearn-max-iter 150   # the committed full table
     python benchmarks/hard_scale.py --n 100000 --k 16 --d 16 --n-test 20000 \\
         --out benchmarks/results/hard_scale_reduced.txt   # the reduced table
-    python benchmarks/hard_scale.py --quick --out /tmp/hs.txt  # smoke test: 5 min, 2 busy cores
+    python benchmarks/hard_scale.py --quick --out /tmp/hs.txt  # smoke test: a minute
 
-The full table has not been run: on the project's loaded 2-core machine it
-would take well over an hour (the reduced one took the time its file ends
-with). Its reference runs take all N points in one step, with ``[N, K, D]``
-float32 intermediates of 4 GB each at the defaults. Running it on a GPU needs
-TensorFlow there.
-
-The output file starts with the command and the configuration it ran with,
-and ends with the whole run's wall time and load average.
+The committed full table (benchmarks/results/hard_scale.txt) ran with the
+reference from the true labels alone, each reference run capped at 300 steps
+and scikit-learn at 150 iterations (1.5 times its default max_iter), to fit
+in about an hour on the project's 2-core machine; the file ends with its wall
+time. (A first attempt with two 1,000-step reference runs per seed had not
+finished seed 0's reference after 30 minutes there.) The reference runs take
+all N points in one step; the largest intermediates are [N, K] responsibilities.
+Running it on a GPU needs TensorFlow there.
 """
 
 from __future__ import annotations
