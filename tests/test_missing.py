@@ -26,6 +26,21 @@ from gmm.natural import natural_gradient_update, sufficient_statistics, update_f
 TIGHT = {"tol": 1e-8, "max_steps": 20_000, "progress": False}
 
 
+def fit_and_reference(X_missing, weights, weights_prior="dirichlet"):
+    """A tight float64 fit of K = 3 to ``X_missing`` (``missing="marginalize"``,
+    ``sample_weight=weights``) and the NumPy CAVI reference on the same data:
+    ``(q's posterior_parameters(), the reference's)``."""
+    model = gmm.BayesianGMM(3, X_missing.shape[1], dtype=tf.float64, weights=weights_prior)
+    history = gmm.fit(
+        model, X_missing, missing="marginalize", sample_weight=weights, **{**TIGHT, "tol": 1e-7}
+    )
+    assert history.converged
+    cavi = gmm.evaluate.reference_posterior(
+        model, X_missing, missing="marginalize", sample_weight=weights, max_iter=20_000
+    )
+    return model.posterior_parameters(), cavi
+
+
 @pytest.fixture(scope="module")
 def five_d():
     """A 5-D mixture of three overlapping components (separation 3, weights
@@ -202,15 +217,7 @@ def test_a_fit_with_missing_values_agrees_with_cavi_on_the_same_data(five_d, wei
     w_n r_nk over the points that observe d, to 1e-6."""
     _, _, X_missing = five_d
     weights = np.random.default_rng(8).uniform(0, 3, X_missing.shape[0]) if weighted else None
-    model = gmm.BayesianGMM(3, 5, dtype=tf.float64)
-    history = gmm.fit(
-        model, X_missing, missing="marginalize", sample_weight=weights, **{**TIGHT, "tol": 1e-7}
-    )
-    assert history.converged
-    cavi = gmm.evaluate.reference_posterior(
-        model, X_missing, missing="marginalize", sample_weight=weights, max_iter=20_000
-    )
-    fitted = model.posterior_parameters()
+    fitted, cavi = fit_and_reference(X_missing, weights)
     sd = np.nanstd(X_missing, axis=0)
     np.testing.assert_allclose(fitted["loc_mean"] / sd, cavi["loc_mean"] / sd, atol=1e-3)
     np.testing.assert_allclose(fitted["precision_shape"], cavi["precision_shape"], rtol=1e-3)
@@ -390,15 +397,7 @@ def test_dirichlet_process_weights_with_missing_values_and_sample_weights(five_d
     the first stick's two counts sum to the total weight W, to 1e-6."""
     _, _, X_missing = five_d
     weights = np.random.default_rng(9).uniform(0, 3, X_missing.shape[0])
-    model = gmm.BayesianGMM(3, 5, dtype=tf.float64, weights="dirichlet_process")
-    history = gmm.fit(
-        model, X_missing, missing="marginalize", sample_weight=weights, **{**TIGHT, "tol": 1e-7}
-    )
-    assert history.converged
-    cavi = gmm.evaluate.reference_posterior(
-        model, X_missing, missing="marginalize", sample_weight=weights, max_iter=20_000
-    )
-    fitted = model.posterior_parameters()
+    fitted, cavi = fit_and_reference(X_missing, weights, weights_prior="dirichlet_process")
     sd = np.nanstd(X_missing, axis=0)
     np.testing.assert_allclose(fitted["loc_mean"] / sd, cavi["loc_mean"] / sd, atol=1e-3)
     for name in ("precision_shape", "stick_a", "stick_b"):
