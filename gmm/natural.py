@@ -15,9 +15,12 @@ a convex blend of natural parameters,
 
 with no gradient, no tape and no tuning beyond the step-size schedule
 ``rho_t = rate * (1 + t) ** -decay`` (Robbins-Monro for 0.5 < decay <= 1).
-The updates are those of ``gmm.reference.cavi``, written here in TensorFlow
-on a minibatch; the tests check that the CAVI optimum is a fixed point
-of a full-batch step, whatever its size.
+The updates are those of ``gmm.reference.cavi``, in its order (the means'
+factors first, then the precisions' from the updated means), written here in
+TensorFlow on a minibatch: a full-batch step of size 1 is one CAVI iteration,
+so it never lowers the ELBO. The tests check it against one NumPy CAVI
+iteration, and that the CAVI optimum is a fixed point of a full-batch step,
+whatever its size.
 """
 
 from __future__ import annotations
@@ -150,23 +153,29 @@ def update_from_statistics(
     # Without missing values every feature of a point counts: [K, 1], broadcast.
     feature_counts = feature_counts[0] if feature_counts else counts[:, None]
 
-    # The coordinate-ascent targets (as in gmm.reference.cavi), all from the current q.
-    prior_precision = 1.0 / tf.square(loc_scale0)
-    precision_hat = prior_precision + expected_precision * feature_counts
-    weighted_mean_hat = loc_mean0 * prior_precision + expected_precision * sums
-    shape_hat = shape0 + 0.5 * feature_counts * tf.ones_like(shape)
-    rate_hat = rate0 + 0.5 * (
-        sums_sq - 2.0 * loc_mean * sums + feature_counts * (tf.square(loc_mean) + loc_var)
-    )
-
     # Blend the natural parameters: (precision * mean, precision) for each
     # Normal, (shape, rate) for each Gamma, counts for the Dirichlet, (a, b)
     # for each Beta stick (each blended linearly, so the constant offsets of
     # the exact natural parameters, alpha - 1 and a - 1, do not matter).
     blend = lambda old, new: (1.0 - rho) * old + rho * new  # noqa: E731
+
+    # The coordinate-ascent targets, in CAVI's order (as gmm.reference.cavi): the
+    # means' from the current E[precision], then the precisions' from the *updated*
+    # q(mean). Each factor's update then maximises the ELBO given the others, so a
+    # full-batch step of size 1 is one CAVI iteration and never lowers the ELBO; the
+    # parallel (Jacobi) update, every target from the current q, has the same fixed
+    # points but no such guarantee.
+    prior_precision = 1.0 / tf.square(loc_scale0)
+    precision_hat = prior_precision + expected_precision * feature_counts
+    weighted_mean_hat = loc_mean0 * prior_precision + expected_precision * sums
     loc_precision = 1.0 / loc_var
     new_precision = blend(loc_precision, precision_hat)
     new_mean = blend(loc_precision * loc_mean, weighted_mean_hat) / new_precision
+    shape_hat = shape0 + 0.5 * feature_counts * tf.ones_like(shape)
+    new_var = 1.0 / new_precision
+    rate_hat = rate0 + 0.5 * (
+        sums_sq - 2.0 * new_mean * sums + feature_counts * (tf.square(new_mean) + new_var)
+    )
     new = {
         "loc": new_mean,
         "loc_scale": -0.5 * tf.math.log(new_precision),
