@@ -254,13 +254,17 @@ def check_raw_precision(
     if error[feature] <= MAX_RAW_VARIANCE_ERROR:
         return
     magnitude = abs(mean[feature]) + std[feature]
-    resolution = float(np.spacing(dtype.type(magnitude)))
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond the dtype's range: inf, nan
+        resolution = float(np.spacing(dtype.type(magnitude)))
+    resolved = f"{resolution:.2g} ({resolution / std[feature]:.2g} sd)"
+    if not np.isfinite(resolution):
+        resolved = f"nothing (beyond {dtype.name}'s range)"
     wider = " or dtype=tf.float64" if dtype.itemsize < 8 else ""
     raise ValueError(
         f"With standardize=False the model computes in {dtype.name} on {name}'s raw values, "
         f"which it cannot resolve: feature {feature} has mean {mean[feature]:.6g} and sd "
-        f"{std[feature]:.3g}, so its values are resolved only to {resolution:.2g} "
-        f"({resolution / std[feature]:.2g} sd) and a variance from their sums of squares is "
+        f"{std[feature]:.3g}, so its values are resolved only to {resolved} and a variance "
+        "from their sums of squares is "
         f"off by {error[feature]:.2g} of itself (limit {MAX_RAW_VARIANCE_ERROR:g}): the fit "
         f"would diverge or stop far from the optimum. Use standardize=True{wider}."
     )
