@@ -429,7 +429,11 @@ def fit(
         ``gmm.streaming``), or of pairs ``(points, weights)`` (``[D]`` and
         ``[]``, or ``[B, D]`` and ``[B]``) for weighted points: one pass counts
         N, standardises and draws the k-means sample, then training streams
-        the repeated dataset.
+        the repeated dataset, checking each batch again (a stream that gains
+        NaN or inf after its first pass raises ValueError naming the batch
+        and pass). With ``standardize=False``, data whose offset the model's
+        dtype cannot resolve (``gmm._validation.check_raw_precision``: e.g.
+        an offset of 1e4 on sd 2 in float32) are refused before fitting.
       steps: a fixed number of optimisation steps; or ``epochs`` (passes over
         ``X``). Default: run to convergence.
       max_steps: the cap of a run to convergence (default 20,000).

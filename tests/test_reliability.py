@@ -226,6 +226,17 @@ def test_raw_float32_data_the_dtype_cannot_resolve_is_refused_before_fitting(
     assert np.isfinite(history.elbo).all()
 
 
+def test_a_raw_data_divergence_suggests_standardizing(seed_data):
+    """Raw data that pass the precision check and still diverge (here at
+    learning_rate=1e30) are told of standardize=True as well."""
+    with pytest.raises(gmm.DivergenceError, match="standardize=True") as error:
+        gmm.fit(
+            gmm.BayesianGMM(3, 2, standardize=False), seed_data[0], learning_rate=1e30,
+            algorithm="adam", **QUICK,
+        )  # fmt: skip
+    assert "a smaller learning_rate" in str(error.value)
+
+
 def test_raw_float32_data_at_a_small_offset_is_not_refused(seed_data):
     """The limit is a relative error of 0.1 in the variance: an offset of 1e2
     (error 2.7e-4) fits in float32 as in float64 (scores agree to 1e-3)."""
