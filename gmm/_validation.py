@@ -219,6 +219,57 @@ def check_scale(shift: np.ndarray, scale: np.ndarray, spread: np.ndarray, name: 
         )
 
 
+# With standardize=False the model's arithmetic runs on the raw values: a
+# variance found from sums of squares, E[x^2] - E[x]^2, in a dtype of machine
+# epsilon eps carries a relative error of about eps * E[x^2] / var(x). Data
+# whose offset makes that error exceed this share of the variance are refused.
+MAX_RAW_VARIANCE_ERROR = 0.1
+
+
+def check_raw_precision(
+    mean: np.ndarray, std: np.ndarray, spread: np.ndarray, dtype, name: str = "X"
+) -> None:
+    """Checks that data fitted without standardisation keep their spread in
+    the model's ``dtype``: for each varying feature (``spread`` > 0), the
+    relative error eps * (mean^2 + sd^2) / sd^2 of its variance computed from
+    raw sums of squares stays below ``MAX_RAW_VARIANCE_ERROR``.
+
+    ``mean``, ``std`` and ``spread`` are ``[D]`` (data units, float64). E.g.
+    an offset of 1e4 on data of sd 2 in float32 (eps 1.2e-7): the values are
+    resolved to 9.8e-4 and the error is 2.6 (the whole variance); in float64
+    an offset of 1e6 leaves an error of 3e-5.
+
+    Raises:
+      ValueError: naming the worst feature, its mean, sd and resolution in
+        ``dtype``, and what to do (``standardize=True`` or ``dtype=tf.float64``).
+    """
+    dtype = np.dtype(dtype)
+    varying = (spread > 0) & (std > 0)
+    if not varying.any():
+        return
+    eps = float(np.finfo(dtype).eps)
+    with np.errstate(divide="ignore", over="ignore"):
+        error = np.where(varying, eps * (1.0 + (mean / np.where(varying, std, 1.0)) ** 2), 0.0)
+    feature = int(np.argmax(error))
+    if error[feature] <= MAX_RAW_VARIANCE_ERROR:
+        return
+    magnitude = abs(mean[feature]) + std[feature]
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond the dtype's range: inf, nan
+        resolution = float(np.spacing(dtype.type(magnitude)))
+    resolved = f"{resolution:.2g} ({resolution / std[feature]:.2g} sd)"
+    if not np.isfinite(resolution):
+        resolved = f"nothing (beyond {dtype.name}'s range)"
+    wider = " or dtype=tf.float64" if dtype.itemsize < 8 else ""
+    raise ValueError(
+        f"With standardize=False the model computes in {dtype.name} on {name}'s raw values, "
+        f"which it cannot resolve: feature {feature} has mean {mean[feature]:.6g} and sd "
+        f"{std[feature]:.3g}, so its values are resolved only to {resolved} and a variance "
+        "from their sums of squares is "
+        f"off by {error[feature]:.2g} of itself (limit {MAX_RAW_VARIANCE_ERROR:g}): the fit "
+        f"would diverge or stop far from the optimum. Use standardize=True{wider}."
+    )
+
+
 def check_in_dtype(value: float, name: str, dtype) -> float:
     """Checks a positive setting stays a finite, normal positive number in ``dtype``
     (e.g. ``1e39`` overflows float32 and ``1e-300`` becomes 0)."""

@@ -20,6 +20,7 @@ from gmm._validation import (
     check_missing,
     check_positive,
     check_positive_int,
+    check_raw_precision,
     check_scale,
     check_seed,
     tf_seed,
@@ -225,6 +226,8 @@ def _check_data_fits_model(model, source: inputs.Source, continuing: bool, algor
     cannot hold, and raw data at a scale Adam cannot fit."""
     if not continuing:
         check_scale(source.mean, source.std, source.spread)
+    if not model.standardize:
+        check_raw_precision(source.mean, source.std, source.spread, model.dtype.as_numpy_dtype)
     varying = source.spread > 0
     if not model.standardize and algorithm == "adam" and varying.any():
         sds = source.std[varying]
@@ -351,7 +354,11 @@ def _loop_data(model, source, seed_tensor, done):
             source.missing,
         )
         return (
-            iter(source.dataset.repeat().prefetch(tf.data.AUTOTUNE)),
+            iter(
+                streaming.checked_repeat(
+                    source.dataset, source.batches_per_epoch, source.missing
+                ).prefetch(tf.data.AUTOTUNE)
+            ),
             stream,
             tf.zeros([0], tf.int32),
             None,
@@ -422,7 +429,11 @@ def fit(
         ``gmm.streaming``), or of pairs ``(points, weights)`` (``[D]`` and
         ``[]``, or ``[B, D]`` and ``[B]``) for weighted points: one pass counts
         N, standardises and draws the k-means sample, then training streams
-        the repeated dataset.
+        the repeated dataset, checking each batch again (a stream that gains
+        NaN or inf after its first pass raises ValueError naming the batch
+        and pass). With ``standardize=False``, data whose offset the model's
+        dtype cannot resolve (``gmm._validation.check_raw_precision``: e.g.
+        an offset of 1e4 on sd 2 in float32) are refused before fitting.
       steps: a fixed number of optimisation steps; or ``epochs`` (passes over
         ``X``). Default: run to convergence.
       max_steps: the cap of a run to convergence (default 20,000).
@@ -765,7 +776,7 @@ class _Run:
         )
         new_state, elbo, n_done, finite = _train(
             self.state, self.data, model, schedule, self.seed_tensor, self.rule,
-            self.strategy, self.stream, self.total_weight,
+            self.strategy, self.stream, self.total_weight, source.batches_per_epoch,
         )  # fmt: skip
         if not bool(finite):
             _diverged(
@@ -780,8 +791,12 @@ class _Run:
         self.done += int(n_done)
 
 
-def _train(state, data, model, schedule, seed_tensor, rule, strategy, stream, total_weight):
-    """One compiled chunk; a stream's shard that changed since the first pass is named."""
+def _train(
+    state, data, model, schedule, seed_tensor, rule, strategy, stream, total_weight, n_batches=None
+):
+    """One compiled chunk; a stream's shard that changed since the first pass is
+    named, and a batch that fails ``streaming.checked_repeat``'s check by its
+    pass and index (``n_batches``: batches per pass)."""
     prior_params = model.priors.as_tensors(model.dtype)
     try:
         return train_chunk(
@@ -790,7 +805,7 @@ def _train(state, data, model, schedule, seed_tensor, rule, strategy, stream, to
     except tf.errors.OpError as error:
         if stream is None:
             raise
-        raise streaming.shard_error_from(error) from None
+        raise streaming.shard_error_from(error, n_batches) from None
 
 
 def _diverged(model, done, resumed_from, n_done, total, elbo, saved_state, config, log_jacobian):
@@ -808,6 +823,10 @@ def _diverged(model, done, resumed_from, n_done, total, elbo, saved_state, confi
     hint = "a smaller learning_rate"
     if config.estimator == "per_point":
         hint += " or the 'expected' estimator"
+    if not model.standardize:
+        # Raw data that passed check_raw_precision can still be too coarse for the
+        # model's dtype at a learning rate that is fine in standardised units.
+        hint += f", or standardize=True (this {model.dtype.name} model works on X's raw values)"
     raise DivergenceError(
         f"Step {done + n_done - 1} of {total} made the ELBO or a parameter of q non-finite "
         f"(ELBO {last_elbo:.6g} before that step); the model keeps {kept}. Try {hint}."

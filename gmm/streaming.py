@@ -14,11 +14,12 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
 
-from gmm._validation import check_data, check_positive_int, check_seed
+from gmm._validation import check_data, check_missing, check_positive_int, check_seed
 
 
 @dataclasses.dataclass
@@ -239,10 +240,76 @@ def stream_batches(dataset: tf.data.Dataset):
         yield batch
 
 
-def shard_error_from(error: tf.errors.OpError) -> Exception:
-    for line in str(error.message).splitlines():
+# What the training passes' check (``checked_repeat``) found, keyed by the
+# marker its assertion carries into the error message.
+_STREAM_FAULTS = {
+    "nan": "NaN",
+    "inf": "inf",
+    "empty_row": "a row with no observed value (all NaN)",
+    "weights": "a negative, NaN or inf weight",
+}
+_FAULT_MARKER = "gmm_stream_fault_"
+
+
+def checked_repeat(dataset: tf.data.Dataset, n_batches: int, missing: bool) -> tf.data.Dataset:
+    """``dataset.repeat()`` for the training passes, each batch checked as the
+    first pass checked it (``dataset_statistics``), since a stream may change
+    between passes (a generator, files rewritten): points finite (with
+    ``missing``: NaN allowed, inf not, and no row all NaN) and weights finite
+    and >= 0. A failed check stops the iterator with a ``tf.errors.OpError``
+    that ``shard_error_from`` turns into a ``ValueError`` naming the batch
+    (counted from 0 within a pass) and the pass (the first pass, gmm's
+    statistics pass, is pass 1; ``n_batches`` batches a pass). The checks are
+    element-wise reductions over each batch, in the graph."""
+
+    def check(index, element):
+        points, weights = element if isinstance(element, tuple) else (element, None)
+        faults = []
+        if missing:
+            faults.append(("inf", tf.reduce_any(tf.math.is_inf(points))))
+            empty = tf.reduce_all(tf.math.is_nan(points), axis=-1)
+            faults.append(("empty_row", tf.reduce_any(empty)))
+        else:
+            faults.append(("nan", tf.reduce_any(tf.math.is_nan(points))))
+            faults.append(("inf", tf.reduce_any(tf.math.is_inf(points))))
+        if weights is not None:
+            bad = tf.logical_not(tf.math.is_finite(weights)) | (weights < 0)
+            faults.append(("weights", tf.reduce_any(bad)))
+        asserts = [
+            tf.debugging.Assert(tf.logical_not(found), [_FAULT_MARKER + fault, index])
+            for fault, found in faults
+        ]
+        with tf.control_dependencies(asserts):
+            return tf.nest.map_structure(tf.identity, element)
+
+    return dataset.repeat().enumerate().map(check)
+
+
+def shard_error_from(error: tf.errors.OpError, n_batches: int | None = None) -> Exception:
+    """The ``ShardError`` a shard's reader raised inside tf.data, or the
+    ``ValueError`` for a batch that failed ``checked_repeat``'s check (whose
+    pass and batch need ``n_batches``); else ``error`` itself."""
+    message = str(error.message)
+    for line in message.splitlines():
         if "ShardError: " in line:
             return ShardError(line.split("ShardError: ", 1)[1].strip())
+    found = re.search(_FAULT_MARKER + r"(\w+)\]\s*\[(\d+)\]", message)
+    if found and found.group(1) in _STREAM_FAULTS:
+        fault, index = found.group(1), int(found.group(2))
+        where = f"training batch {index}"
+        if n_batches:
+            where = f"batch {index % n_batches} of pass {index // n_batches + 2}"
+        advice = {
+            "nan": "; if NaN marks missing values, pass missing='marginalize'.",
+            "inf": "; only NaN marks a missing value.",
+            "empty_row": "; a point needs at least one observed coordinate.",
+            "weights": "; weights must be finite and >= 0.",
+        }[fault]
+        return ValueError(
+            f"X yielded {_STREAM_FAULTS[fault]} in {where} over it (batches counted from 0; "
+            "pass 1 was gmm's statistics pass, which found none): the stream's data changed "
+            "between passes" + advice
+        )
     return error
 
 
@@ -262,6 +329,29 @@ def _check_shard(path: str, n_features: int | None) -> np.ndarray:
         expected = f"[N, {n_features}]" if n_features is not None else "[N, D]"
         raise ShardError(f"Shard {path!r} has shape {shard.shape}; expected {expected}.")
     return shard
+
+
+def _check_shard_values(batch: np.ndarray, path: str, start: int, marginalize: bool) -> None:
+    """Raises ``ShardError`` for a batch (rows ``start`` on of shard ``path``)
+    holding inf, NaN (unless ``marginalize``) or a row with nothing observed."""
+    infinite = np.flatnonzero(np.isinf(batch).any(axis=1))
+    if infinite.size:
+        raise ShardError(
+            f"Shard {path!r} contains inf (first at row {start + int(infinite[0])}); only NaN "
+            "marks a missing value."
+        )
+    if not marginalize:
+        row = start + int(np.flatnonzero(np.isnan(batch).any(axis=1))[0])
+        raise ShardError(
+            f"Shard {path!r} contains NaN (first at row {row}); if NaN marks missing values, "
+            "pass missing='marginalize' to npy_shards_dataset and to gmm.fit."
+        )
+    empty = np.flatnonzero(np.isnan(batch).all(axis=1))
+    if empty.size:
+        raise ShardError(
+            f"Shard {path!r} has no observed value in row {start + int(empty[0])}: a point "
+            "needs at least one non-NaN coordinate; drop such rows."
+        )
 
 
 def write_npy_shards(
@@ -327,16 +417,24 @@ def npy_shards_dataset(
     batch_size: int = 10_000,
     shuffle_shards: bool = True,
     seed: int = 0,
+    missing: str = "error",
 ) -> tf.data.Dataset:
     """A dataset of ``[batch_size, D]`` float32 batches read from ``.npy`` shards.
 
     Each shard is memory-mapped and read one batch at a time, so memory stays
     at a few batches whatever the size on disk. Shard order is shuffled (by
     ``seed``) when ``shuffle_shards``; points within a shard are in file order
-    (``write_npy_shards`` writes them in random order).
+    (``write_npy_shards`` writes them in random order). Each batch is checked
+    as it is read, on every pass: a bad one raises ``ShardError`` naming the
+    file and row.
 
     Args:
       pattern: a folder (all its ``*.npy``) or a glob pattern.
+      missing: ``"error"`` (NaN is refused) or ``"marginalize"``: NaN entries
+        are missing values and pass through, for ``gmm.fit(...,
+        missing="marginalize")`` (the dataset cannot see the fit's setting, so
+        it is given here too). inf, and a row with no observed value, are
+        errors either way.
     """
     pattern = os.fspath(pattern)
     if os.path.isdir(pattern):  # a folder's name is literal, even "run[1]"
@@ -345,6 +443,7 @@ def npy_shards_dataset(
     if not paths:
         raise ValueError(f"No .npy shards match {pattern!r}.")
     batch_size = check_positive_int(batch_size, "batch_size")
+    marginalize = check_missing(missing) == "marginalize"
     # Every header is checked now (cheap: memory-mapped), so a bad shard is
     # named before training rather than failing deep inside tf.data.
     n_features = _check_shard(paths[0], None).shape[1]
@@ -357,8 +456,7 @@ def npy_shards_dataset(
         for start in range(0, shard.shape[0], batch_size):
             batch = np.asarray(shard[start : start + batch_size], dtype=np.float32)
             if not np.isfinite(batch).all():
-                row = start + int(np.flatnonzero(~np.isfinite(batch).all(axis=1))[0])
-                raise ShardError(f"Shard {path!r} contains NaN or inf (first at row {row}).")
+                _check_shard_values(batch, path, start, marginalize)
             yield batch
 
     files = tf.data.Dataset.from_tensor_slices(paths)

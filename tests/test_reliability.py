@@ -190,6 +190,65 @@ def test_save_refuses_non_finite_and_load_refuses_nan_variables(quick_fit, tmp_p
         gmm.BayesianGMM.load(tmp_path / "nan")
 
 
+@pytest.mark.parametrize("algorithm", ["natural", "adam"])
+@pytest.mark.parametrize("offset", [1e4, 1e6])
+def test_raw_float32_data_the_dtype_cannot_resolve_is_refused_before_fitting(
+    seed_data, offset, algorithm
+):
+    """standardize=False in float32 on data offset by 1e4 or 1e6 (sd 2.1 and
+    3.4): the natural step diverged at step 0 and Adam stopped at a score of
+    -64 (against -3.9 standardised), and the error said "try a smaller
+    learning_rate". Now a ValueError before fitting names the feature, its
+    resolution in float32 and the variance's relative error, both checked
+    here against NumPy, and says what to do; the model is left as it was."""
+    X = seed_data[0] + offset
+    model = gmm.BayesianGMM(3, 2, standardize=False)
+    gmm.fit(model, seed_data[0], algorithm="natural", **QUICK)  # raw data at offset 0: fine
+    state = variables(model)
+    with pytest.raises(ValueError, match="float32") as error:
+        gmm.fit(model, X, algorithm=algorithm, **QUICK)
+    assert_same_state(model, state)
+    message = str(error.value)
+    assert "standardize=True or dtype=tf.float64" in message
+    assert "learning_rate" not in message
+    mean, sd = X.mean(axis=0), X.std(axis=0)
+    relative_error = np.finfo(np.float32).eps * (1 + (mean / sd) ** 2)
+    worst = int(np.argmax(relative_error))
+    assert f"feature {worst} has mean {mean[worst]:.6g}" in message
+    resolution = np.spacing(np.float32(abs(mean[worst]) + sd[worst]))
+    assert f"resolved only to {resolution:.2g}" in message
+    assert f"off by {relative_error[worst]:.2g} of itself" in message
+    # float64 resolves an offset of 1e6 (relative error 5e-5): no refusal.
+    history = gmm.fit(
+        gmm.BayesianGMM(3, 2, standardize=False, dtype=tf.float64), X, algorithm=algorithm,
+        **QUICK,
+    )  # fmt: skip
+    assert np.isfinite(history.elbo).all()
+
+
+def test_a_raw_data_divergence_suggests_standardizing(seed_data):
+    """Raw data that pass the precision check and still diverge (here at
+    learning_rate=1e30) are told of standardize=True as well."""
+    with pytest.raises(gmm.DivergenceError, match="standardize=True") as error:
+        gmm.fit(
+            gmm.BayesianGMM(3, 2, standardize=False), seed_data[0], learning_rate=1e30,
+            algorithm="adam", **QUICK,
+        )  # fmt: skip
+    assert "a smaller learning_rate" in str(error.value)
+
+
+def test_raw_float32_data_at_a_small_offset_is_not_refused(seed_data):
+    """The limit is a relative error of 0.1 in the variance: an offset of 1e2
+    (error 2.7e-4) fits in float32 as in float64 (scores agree to 1e-3)."""
+    X = seed_data[0] + 100.0
+    scores = []
+    for dtype in (tf.float32, tf.float64):
+        model = gmm.BayesianGMM(3, 2, standardize=False, dtype=dtype)
+        gmm.fit(model, X, algorithm="natural", progress=False)
+        scores.append(model.score(X))
+    assert scores[0] == pytest.approx(scores[1], abs=1e-3)
+
+
 # -- 3. A failed re-fit leaves the fitted model as it was ------------------------
 
 
@@ -403,6 +462,69 @@ def test_nan_in_a_later_shard_is_a_value_error_naming_it(tmp_path):
     model = gmm.BayesianGMM(3, 2)
     with pytest.raises(ValueError, match=r"shard-1\.npy.*NaN.*row 37"):
         gmm.fit(model, dataset, **QUICK)
+    assert not model.is_fitted
+
+
+class ChangingStream:
+    """A generator of 500-row float32 batches of ``X`` whose second and later
+    passes put ``value`` at row 3, column 1 of batch 2."""
+
+    def __init__(self, X, value):
+        self.X, self.value, self.passes = X.astype(np.float32), value, 0
+
+    def __call__(self):
+        self.passes += 1
+        for index, start in enumerate(range(0, self.X.shape[0], 500)):
+            batch = self.X[start : start + 500].copy()
+            if self.passes > 1 and index == 2:
+                batch[3, 1] = self.value
+            yield batch
+
+
+@pytest.mark.parametrize(
+    "value, missing, found",
+    [(np.nan, "error", "NaN"), (np.inf, "error", "inf"), (np.inf, "marginalize", "inf")],
+)
+def test_a_stream_that_gains_nan_after_its_first_pass_is_named(
+    quick_fit, seed_data, value, missing, found
+):
+    """Before: DivergenceError "Step 2 of 30 made the ELBO or a parameter of q
+    non-finite (ELBO nan ...); the model keeps the parameters of step 2. Try a
+    smaller learning_rate." (measured with steps=30). Now:
+    a ValueError naming what the stream yielded, the batch and the pass, and
+    (for NaN) missing='marginalize'; the model is left as it was."""
+    state = variables(quick_fit)
+    stream = ChangingStream(seed_data[0], value)
+    dataset = tf.data.Dataset.from_generator(
+        stream, output_signature=tf.TensorSpec([None, 2], tf.float32)
+    )
+    with pytest.raises(ValueError, match=f"X yielded {found} in batch 2 of pass 2") as error:
+        gmm.fit(quick_fit, dataset, missing=missing, **QUICK)
+    assert stream.passes == 2  # the statistics pass found nothing; the first training pass did
+    assert not isinstance(error.value, gmm.DivergenceError)
+    assert ("missing='marginalize'" in str(error.value)) == (found == "NaN")
+    assert_same_state(quick_fit, state)
+
+
+@pytest.mark.parametrize(
+    "row, missing, message",
+    [
+        ([np.nan, 1.0], "error", r"shard-1\.npy.*NaN.*row 37.*missing='marginalize' to npy_sh"),
+        ([np.inf, 1.0], "marginalize", r"shard-1\.npy.*inf.*row 37.*only NaN"),
+        ([np.nan, np.nan], "marginalize", r"shard-1\.npy.*no observed value in row 37"),
+    ],
+)
+def test_a_shard_with_inf_or_an_empty_row_stays_an_error(tmp_path, row, missing, message):
+    rng = np.random.default_rng(0)
+    bad = rng.normal(size=(100, 2))
+    bad[37] = row
+    folder = write_shards(tmp_path / "shards", rng.normal(size=(100, 2)), bad)
+    dataset = gmm.streaming.npy_shards_dataset(
+        folder, batch_size=50, shuffle_shards=False, missing=missing
+    )
+    model = gmm.BayesianGMM(3, 2)
+    with pytest.raises(gmm.streaming.ShardError, match=message):
+        gmm.fit(model, dataset, missing=missing, **QUICK)
     assert not model.is_fitted
 
 
