@@ -21,7 +21,7 @@ import inspect
 import numpy as np
 import tensorflow as tf
 
-from gmm import full, inputs
+from gmm import fitting, full, inputs
 from gmm._validation import check_data, check_positive, check_sample_weight, check_seed
 from gmm.elbo import expected_log_likelihood, kl_divergence
 from gmm.family import loc_moments, variational_distributions
@@ -170,7 +170,7 @@ def _check_fit_options(model, data: np.ndarray, seed: int, fit_options: dict) ->
       TypeError: an option ``gmm.fit`` does not take, or a value of the wrong type.
       ValueError: a refused option (``_REFUSED_FIT_OPTIONS``) or a bad value.
     """
-    parameters = inspect.signature(fit).parameters
+    parameters = inspect.signature(fitting.fit).parameters
     accepted = [name for name in parameters if name not in ("model", "X", "seed")]
     unknown = sorted(set(fit_options) - set(accepted))
     if unknown:

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from gmm import inputs
+from gmm import fitting, inputs
 from gmm._validation import check_data, check_positive, check_positive_int, check_seed
 from gmm.convergence import ConvergenceWarning
 from gmm.fitting import FitConfig, _check_data_fits_model, fit
@@ -167,7 +167,7 @@ def sweep_components(
 def _check_fit_options(model, X: np.ndarray, seed: int, fit_options: dict) -> None:
     """``gmm.fit``'s checks of ``fit_options`` and ``X`` for ``model``
     (``FitConfig``, the callbacks, the data against the model), without fitting."""
-    parameters = inspect.signature(fit).parameters
+    parameters = inspect.signature(fitting.fit).parameters
     accepted = [name for name in parameters if name not in ("model", "X", "seed", "progress")]
     unknown = sorted(set(fit_options) - set(accepted))
     if unknown:
