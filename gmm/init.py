@@ -63,7 +63,7 @@ def _kmeans_warnings(points: np.ndarray, n_components: int):
                 "goes on from there. Use fewer components, or drop the duplicates and pass "
                 f"their counts as sample_weight. (scikit-learn: {warning.message})",
                 KMeansConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,  # kmeans_start's with-statement (2 is contextlib's exit)
             )
         else:
             warnings.warn_explicit(
