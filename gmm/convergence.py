@@ -49,7 +49,9 @@ MINIBATCH_FACTOR = 10
 class ConvergenceWarning(UserWarning):
     """A fit without a fixed budget reached ``max_steps`` before its convergence
     check held: q may be far from the optimum. Filter it with ``warnings``, or
-    turn it into an error with ``warnings.simplefilter("error", ConvergenceWarning)``."""
+    turn it into an error with ``warnings.simplefilter("error", ConvergenceWarning)``.
+    Its subclass ``gmm.init.KMeansConvergenceWarning``: the k-means start found
+    fewer distinct points than components (duplicate rows)."""
 
 
 def snapshot(params: dict) -> dict:

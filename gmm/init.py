@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import numpy as np
 import tensorflow as tf
 from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
 
 from gmm import full
+from gmm.convergence import ConvergenceWarning
 from gmm.evaluate import match_components
 from gmm.ordered import inverse_start
 from gmm.priors import Priors
@@ -29,6 +34,41 @@ def subsample(points: np.ndarray, seed: int) -> np.ndarray:
     """At most ``SAMPLE_SIZE`` rows of ``points`` (``subsample_rows``), in their original order."""
     rows = subsample_rows(points.shape[0], seed)
     return points if rows is None else points[rows]
+
+
+class KMeansConvergenceWarning(ConvergenceWarning):
+    """k-means found fewer distinct clusters than the components: the data (its
+    k-means sample) hold fewer distinct points than components, e.g. duplicate
+    rows. scikit-learn's own ``ConvergenceWarning`` said so; gmm says it with
+    this subclass of ``gmm.ConvergenceWarning``, so that a filter on gmm's
+    class controls it. The fit goes on: the surplus components start on
+    duplicate centres (or empty) and the fit empties or splits them."""
+
+
+@contextlib.contextmanager
+def _kmeans_warnings(points: np.ndarray, n_components: int):
+    """Turns scikit-learn's ``ConvergenceWarning`` from k-means on ``points``
+    (``[n, D]``, NaN filled) into ``KMeansConvergenceWarning``; other warnings
+    pass through unchanged."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SklearnConvergenceWarning)
+        yield
+    for warning in caught:
+        if issubclass(warning.category, SklearnConvergenceWarning):
+            distinct = np.unique(points, axis=0).shape[0]
+            warnings.warn(
+                f"k-means found fewer distinct clusters than the {n_components} components: "
+                f"the k-means start has {distinct} distinct points among {points.shape[0]} "
+                "rows (duplicate rows), so some components start on the same centre; the fit "
+                "goes on from there. Use fewer components, or drop the duplicates and pass "
+                f"their counts as sample_weight. (scikit-learn: {warning.message})",
+                KMeansConvergenceWarning,
+                stacklevel=3,  # kmeans_start's with-statement (2 is contextlib's exit)
+            )
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
 
 
 # k-means runs on the complete rows alone when there are at least this many per
@@ -68,7 +108,9 @@ def kmeans_start(Z, n_components, seed, weights=None):
     centre over the features it observes: filled-in means are points in no
     cluster that pull centres together (notebook 10's small run merged two
     clusters that way). With fewer complete rows, the holes are filled with the
-    feature means (0 in standardised units)."""
+    feature means (0 in standardised units). With fewer distinct points than
+    components it warns with ``KMeansConvergenceWarning`` (a
+    ``gmm.ConvergenceWarning``), not scikit-learn's own warning."""
     observed = ~np.isnan(Z)
     filled = np.where(observed, Z, 0.0)
     kmeans = KMeans(n_components, init="k-means++", n_init=10, random_state=seed)
@@ -76,9 +118,12 @@ def kmeans_start(Z, n_components, seed, weights=None):
     if weights is not None:
         complete_rows &= weights > 0
     if complete_rows.all() or complete_rows.sum() < MIN_COMPLETE_ROWS * n_components:
-        return kmeans.fit_predict(filled, sample_weight=weights), kmeans.cluster_centers_
+        with _kmeans_warnings(filled, n_components):
+            labels = kmeans.fit_predict(filled, sample_weight=weights)
+        return labels, kmeans.cluster_centers_
     kept_weights = None if weights is None else weights[complete_rows]
-    kmeans.fit(Z[complete_rows], sample_weight=kept_weights)
+    with _kmeans_warnings(Z[complete_rows], n_components):
+        kmeans.fit(Z[complete_rows], sample_weight=kept_weights)
     gaps = (filled[:, None, :] - kmeans.cluster_centers_[None]) ** 2  # [n, K, D]
     return np.argmin(np.sum(gaps * observed[:, None, :], axis=-1), axis=1), kmeans.cluster_centers_
 

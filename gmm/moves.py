@@ -16,14 +16,16 @@ convergence again, and keeps the result only if the full-data ELBO rose.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import numpy as np
 import tensorflow as tf
 
-from gmm._validation import check_data, check_positive, check_sample_weight
+from gmm import fitting, full, inputs
+from gmm._validation import check_data, check_positive, check_sample_weight, check_seed
 from gmm.elbo import expected_log_likelihood, kl_divergence
 from gmm.family import loc_moments, variational_distributions
-from gmm.fitting import fit
+from gmm.fitting import FitConfig, _check_data_fits_model, fit
 
 # Bounds the [chunk, K, D] intermediate of the full-data ELBO.
 _CHUNK_ELEMENTS = 4_000_000
@@ -64,21 +66,36 @@ def full_data_elbo(model, X, sample_weight=None, missing: str = "error") -> floa
     if sample_weight is not None:
         weights = check_sample_weight(sample_weight, points.shape[0])
     params = model.unconstrained_parameters(tf.float64)
-    q = variational_distributions(params, model.order_by, model.weights_prior)
-    moments = loc_moments(params, model.order_by)
-    chunk = max(1, _CHUNK_ELEMENTS // (model.n_components * model.n_features))
+    per_point_elements = model.n_components * model.n_features
+    if model.covariance == "full":
+        per_point_elements *= model.n_features  # [chunk, K, D, D] for the missing blocks
+
+        def log_likelihood_terms(batch, chunk_mask):
+            return full.expected_log_likelihood(params, batch, mask=chunk_mask)
+
+    else:
+        q = variational_distributions(params, model.order_by, model.weights_prior)
+        moments = loc_moments(params, model.order_by)
+
+        def log_likelihood_terms(batch, chunk_mask):
+            return expected_log_likelihood(q, batch, *moments, mask=chunk_mask)
+
+    chunk = max(1, _CHUNK_ELEMENTS // per_point_elements)
 
     def chunk_sum(i):
         rows = slice(i, i + chunk)
         chunk_mask = None if mask is None else tf.constant(mask[rows])
-        terms = expected_log_likelihood(q, tf.constant(points[rows]), *moments, mask=chunk_mask)
+        terms = log_likelihood_terms(tf.constant(points[rows]), chunk_mask)
         if weights is not None:
             terms = tf.constant(weights[rows]) * terms
         return float(tf.reduce_sum(terms))
 
     log_likelihood = sum(chunk_sum(i) for i in range(0, points.shape[0], chunk))
     priors = model.priors.as_tensors(tf.float64)
-    kl = float(kl_divergence(params, priors, model.order_by, model.weights_prior))
+    if model.covariance == "full":
+        kl = float(full.kl_divergence(params, priors))
+    else:
+        kl = float(kl_divergence(params, priors, model.order_by, model.weights_prior))
     total = points.shape[0] if weights is None else float(weights.sum())
     return (log_likelihood - kl) / total
 
@@ -97,9 +114,27 @@ def _point_counts(params: dict, model) -> np.ndarray:
 def without_component(model, component: int) -> dict:
     """q's unconstrained parameters (NumPy) with ``component`` reset to the
     prior and its points taken from the weights; the next coordinate-ascent
-    step gives them to the other components."""
+    step gives them to the other components. For ``covariance="full"`` the
+    component's Normal-Wishart is the prior's (``gmm.full.pack``: mean
+    ``loc_mean``, ``mean_precision``, expected precision
+    ``expected_precision * I``, ``dof``), as ``BayesianGMM`` starts it."""
     params = {k: v.numpy().astype(np.float64) for k, v in model.unconstrained_parameters().items()}
     priors = model.priors
+    if model.covariance == "full":
+        d = model.n_features
+        prior = full.pack(
+            np.full([1, d], priors.loc_mean),
+            np.array([priors.mean_precision]),
+            np.eye(d)[None] * np.sqrt(priors.expected_precision),
+            np.array([priors.dof]),
+            np.array([priors.concentration]),
+        )
+        for name in ("loc", "mean_precision", "precision_tril", "precision_dof"):
+            params[name][component] = np.asarray(prior[name])[0]
+        counts = _point_counts(params, model)
+        counts[component] = 0.0
+        params["concentration"] = np.log(priors.concentration + counts)
+        return params
     params["loc"][component] = (
         priors.loc_mean
         if priors.exchangeable
@@ -119,6 +154,72 @@ def without_component(model, component: int) -> dict:
     return params
 
 
+# Options that delete_components sets itself on each inner fit, or that cannot
+# apply to it: each move continues the model in memory (warm_start=True), which
+# gmm.fit cannot combine with a checkpoint folder.
+_REFUSED_FIT_OPTIONS = ("warm_start", "progress", "checkpoint_dir", "checkpoint_every")
+
+
+def _check_fit_options(model, data: np.ndarray, seed: int, fit_options: dict) -> None:
+    """Runs ``gmm.fit``'s own checks of ``fit_options`` (its ``FitConfig``, the
+    callbacks, the data and its ``sample_weight``) for the warm-started fits
+    of ``delete_components``, without fitting, so that a bad option is refused
+    before any component is reset.
+
+    Raises:
+      TypeError: an option ``gmm.fit`` does not take, or a value of the wrong type.
+      ValueError: a refused option (``_REFUSED_FIT_OPTIONS``) or a bad value.
+    """
+    parameters = inspect.signature(fitting.fit).parameters
+    accepted = [name for name in parameters if name not in ("model", "X", "seed")]
+    unknown = sorted(set(fit_options) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"delete_components got unknown fit option(s) {unknown}; the options it passes "
+            f"to gmm.fit are {accepted}."
+        )
+    refused = [name for name in _REFUSED_FIT_OPTIONS if name in fit_options]
+    if refused:
+        raise ValueError(
+            f"delete_components does not take {' or '.join(refused)}: each move is a "
+            "warm-started fit of the model in memory (warm_start=True, progress=False), which "
+            "gmm.fit cannot combine with a checkpoint folder. Drop the option."
+        )
+    settings = {
+        field.name: fit_options.get(field.name, parameters[field.name].default)
+        for field in dataclasses.fields(FitConfig)
+    }
+    settings.update(warm_start=True, progress=False, seed=seed)
+    strategy = fit_options.get("strategy")
+    if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+        raise TypeError(f"strategy must be a tf.distribute.Strategy, got {strategy!r}.")
+    if type(strategy).__name__ == "_DefaultDistributionStrategy":
+        strategy = None
+    config = FitConfig.create(model, strategy, **settings)
+    callbacks = fit_options.get("callbacks", ())
+    callbacks = tuple(callbacks) if isinstance(callbacks, list | tuple) else callbacks
+    if not isinstance(callbacks, tuple) or not all(callable(c) for c in callbacks):
+        raise TypeError(f"callbacks must be a list or tuple of callables, got {callbacks!r}.")
+    if strategy is not None:
+        return  # a strategy's collectives run in gmm.fit itself (the transaction still holds)
+    source = inputs.prepare(
+        data,
+        model.n_features,
+        model.n_components,
+        config.batch_size,
+        config.seed,
+        sample_weight=fit_options.get("sample_weight"),
+        missing=config.missing,
+    )
+    if source.missing and model.covariance == "full" and config.algorithm == "natural":
+        raise ValueError(
+            "X has missing values: with covariance='full' pass algorithm='adam' (the natural-"
+            "gradient step has no closed form for them)."
+        )
+    config.total_steps(source)
+    _check_data_fits_model(model, source, True, config.algorithm)
+
+
 def delete_components(
     model,
     X,
@@ -134,7 +235,15 @@ def delete_components(
     (``gmm.fit(..., warm_start=True)``); the move is kept if the full-data ELBO
     rose by more than ``min_gain`` nats per point, else the model is put back.
     After a kept move the remaining components are tried again; it stops when
-    none is kept, or one component is left.
+    none is kept, or one component is left. Works for both covariances
+    (``"diag"`` and ``"full"``).
+
+    The call is a transaction, like ``gmm.fit``: every argument is checked
+    before anything changes, and any exception in a move (a
+    ``DivergenceError``, an error in a callback, ``KeyboardInterrupt``) puts
+    back everything the model holds (q, the standardisation,
+    ``steps_trained``, Adam's moments) as it was before the call, and is
+    raised again.
 
     Args:
       model: a fitted ``BayesianGMM``, fitted to ``X``.
@@ -143,19 +252,38 @@ def delete_components(
         already and not tried.
       min_gain: the rise of the ELBO (nats per point) that a move must bring.
       seed, fit_options: passed to each ``gmm.fit`` (e.g. ``max_steps``;
-        ``sample_weight`` and ``missing`` weigh and mask the ELBO too).
+        ``sample_weight`` and ``missing`` weigh and mask the ELBO too). Not
+        ``warm_start``, ``progress``, ``checkpoint_dir`` or
+        ``checkpoint_every`` (each fit is warm-started in memory).
 
     Returns:
       a ``DeleteResult``. Costs one fit to convergence per move tried.
+
+    Raises:
+      ValueError, TypeError: bad arguments, before the model changes.
     """
     model._check_fitted()
     threshold, min_gain = (
         check_positive(threshold, "threshold"),
         check_positive(min_gain, "min_gain"),
     )
-    sample_weight = fit_options.get("sample_weight")
+    seed = check_seed(seed)
     missing = fit_options.get("missing", "error")
     data = check_data(X, n_features=model.n_features, missing=missing)
+    _check_fit_options(model, data, seed, fit_options)
+    snapshot = [variable.numpy() for variable in model.variables]
+    try:  # a transaction: any exception puts back everything the model holds
+        return _delete_moves(model, data, threshold, min_gain, seed, fit_options)
+    except BaseException:
+        for variable, value in zip(model.variables, snapshot, strict=True):
+            variable.assign(value)
+        raise
+
+
+def _delete_moves(model, data, threshold, min_gain, seed, fit_options) -> DeleteResult:
+    """``delete_components``' moves on checked arguments (it restores the model on failure)."""
+    sample_weight = fit_options.get("sample_weight")
+    missing = fit_options.get("missing", "error")
     elbo_before = current = full_data_elbo(model, data, sample_weight, missing)
     deleted, tried = [], 0
     while True:

@@ -7,14 +7,16 @@ density of points the fit did not see). Notebook 08 compares them.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 import warnings
 
 import numpy as np
 
-from gmm._validation import check_data, check_positive_int
+from gmm import fitting, inputs
+from gmm._validation import check_data, check_positive, check_positive_int, check_seed
 from gmm.convergence import ConvergenceWarning
-from gmm.fitting import fit
+from gmm.fitting import FitConfig, _check_data_fits_model, fit
 from gmm.model import BayesianGMM
 from gmm.moves import full_data_elbo
 
@@ -29,7 +31,8 @@ class ComponentSweep:
         training point, density in data units (comparable with ``held_out``).
         A lower bound on log p(X) / N, the log evidence per point.
       held_out: ``model.score(X_test)``, the mean log posterior-predictive
-        density of the held-out points, nats per point (a Monte Carlo estimate).
+        density of the held-out points, nats per point (a Monte Carlo estimate;
+        exact for ``covariance="full"``).
       held_out_points: ``[n_K, M]`` the same per held-out point
         (``model.score_samples``): every fit is scored on the same points, so
         two Ks can be compared point by point (a paired difference).
@@ -68,13 +71,20 @@ def sweep_components(
     *,
     weights: str = "dirichlet",
     priors=None,
+    covariance: str = "diag",
     threshold: float = 0.01,
     seed: int = 0,
-    num_samples: int = 256,
+    num_samples: int | None = 256,
     **fit_options,
 ) -> ComponentSweep:
-    """Fits ``BayesianGMM(K, D, weights=weights, priors=priors)`` to ``X`` for
-    each K in ``n_components`` and scores each fit.
+    """Fits ``BayesianGMM(K, D, weights=weights, priors=priors,
+    covariance=covariance)`` to ``X`` for each K in ``n_components`` and
+    scores each fit.
+
+    Every argument is checked, for every K, before the first fit (each K's
+    model is built and ``gmm.fit``'s checks of ``fit_options`` and ``X`` run
+    on it): a K above the number of points, a bad ``num_samples`` or a bad fit
+    option is refused at once, not after the earlier Ks were fitted.
 
     Each fit is ``gmm.fit(model, X, seed=seed, progress=False, **fit_options)``
     (by default to convergence; a fit that stops at ``max_steps`` is kept and
@@ -83,15 +93,19 @@ def sweep_components(
     Args:
       X: ``[N, D]`` training points, data units (in memory).
       X_test: ``[M, D]`` held-out points, data units.
-      n_components: the Ks to fit, each at least 1.
-      weights, priors: passed to ``BayesianGMM``.
+      n_components: the Ks to fit, each at least 1 and at most N.
+      weights, priors, covariance: passed to ``BayesianGMM`` (``"full"``
+        takes a ``gmm.NormalWishartPriors``, or None for its defaults).
       threshold: posterior mean weight above which a component counts as
         effective.
       seed: the seed of every fit (initialisation) and of the scores' draws.
-      num_samples: draws of q per held-out score (``model.score``).
+      num_samples: draws of q per held-out score (``model.score``): None
+        or a positive integer, passed to ``model.score_samples`` as it is.
       fit_options: passed to ``gmm.fit`` (e.g. ``max_steps``; not
         ``sample_weight`` or ``missing``: the ELBO and the held-out scores
-        here are unweighted, over complete points).
+        here are unweighted, over complete points; not ``checkpoint_dir`` or
+        ``checkpoint_every``: a checkpoint folder holds one fit, not one per K;
+        not ``warm_start``: every K's model is new).
 
     Returns:
       a ``ComponentSweep``.
@@ -102,15 +116,38 @@ def sweep_components(
             f"sweep_components does not take {' or '.join(refused)}: its ELBO and held-out "
             "scores are unweighted, over complete points."
         )
+    refused = [name for name in ("checkpoint_dir", "checkpoint_every") if name in fit_options]
+    if refused:
+        raise ValueError(
+            f"sweep_components does not take {' or '.join(refused)}: a checkpoint folder holds "
+            "one fit, and a sweep makes one per K. Checkpoint a single gmm.fit instead."
+        )
+    if "warm_start" in fit_options:
+        raise ValueError("sweep_components does not take warm_start: every K's model is new.")
     X = check_data(X)
     X_test = check_data(X_test, name="X_test", n_features=X.shape[1])
     ks = [check_positive_int(k, "n_components") for k in n_components]
     if not ks:
         raise ValueError("n_components must list at least one K.")
+    too_many = [k for k in ks if k > X.shape[0]]
+    if too_many:
+        raise ValueError(
+            f"n_components lists K = {too_many}, more than the {X.shape[0]} points of X; "
+            "each K must be at most N."
+        )
+    if num_samples is not None:
+        num_samples = check_positive_int(num_samples, "num_samples")
+    check_positive(threshold, "threshold")
+    seed = check_seed(seed)
+    models = [
+        BayesianGMM(k, X.shape[1], weights=weights, priors=priors, covariance=covariance)
+        for k in ks
+    ]
+    for model in models:
+        _check_fit_options(model, X, seed, fit_options)
     rows = []
-    for k in ks:
+    for k, model in zip(ks, models, strict=True):
         start = time.perf_counter()
-        model = BayesianGMM(k, X.shape[1], weights=weights, priors=priors)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             history = fit(model, X, seed=seed, progress=False, **fit_options)
@@ -126,3 +163,32 @@ def sweep_components(
         )  # fmt: skip
     columns = [np.array(column) for column in zip(*rows)]
     return ComponentSweep(*columns)
+
+
+def _check_fit_options(model, X: np.ndarray, seed: int, fit_options: dict) -> None:
+    """``gmm.fit``'s checks of ``fit_options`` and ``X`` for ``model``
+    (``FitConfig``, the callbacks, the data against the model), without fitting."""
+    parameters = inspect.signature(fitting.fit).parameters
+    accepted = [name for name in parameters if name not in ("model", "X", "seed", "progress")]
+    unknown = sorted(set(fit_options) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"sweep_components got unknown fit option(s) {unknown}; the options it passes to "
+            f"gmm.fit are {accepted}."
+        )
+    settings = {
+        field.name: fit_options.get(field.name, parameters[field.name].default)
+        for field in dataclasses.fields(FitConfig)
+    }
+    settings.update(seed=seed, progress=False)
+    strategy = fit_options.get("strategy")
+    if strategy is not None:
+        return  # gmm.fit checks a strategy's settings with its collectives
+    config = FitConfig.create(model, None, **settings)
+    callbacks = fit_options.get("callbacks", ())
+    callbacks = tuple(callbacks) if isinstance(callbacks, list | tuple) else callbacks
+    if not isinstance(callbacks, tuple) or not all(callable(c) for c in callbacks):
+        raise TypeError(f"callbacks must be a list or tuple of callables, got {callbacks!r}.")
+    source = inputs.prepare(X, model.n_features, model.n_components, config.batch_size, seed)
+    config.total_steps(source)
+    _check_data_fits_model(model, source, False, config.algorithm)
