@@ -136,3 +136,105 @@ def test_an_interrupted_run_to_convergence_resumes_to_the_same_stop(tmp_path):
     again = gmm.BayesianGMM(3, 2)
     gmm.fit(again, X, checkpoint_dir=folder, checkpoint_every=100, callbacks=[no_training],
             progress=False)  # fmt: skip
+
+
+def overlapping_blobs(n: int, seed: int) -> np.ndarray:
+    """Three unit-sd clusters in D = 5, weights 0.5/0.3/0.2, centres 1 and 2 sds
+    apart along the first axis: K = 5 or more components overlap them."""
+    rng = np.random.default_rng(seed)
+    centres = np.zeros((3, 5))
+    centres[1, 0], centres[2, 0] = 1.0, 3.0
+    labels = rng.choice(3, size=n, p=[0.5, 0.3, 0.2])
+    return centres[labels] + rng.standard_normal((n, 5))
+
+
+def assert_at_the_full_batch_fixed_point(model, reference, weight_tol=0.05, sd_tol=0.5):
+    """``model``'s mean weights within ``weight_tol`` of ``reference``'s, and each
+    mean within ``sd_tol`` of the reference's in units of its posterior sd."""
+    weights, reference_weights = model.posterior_mean_weights(), reference.posterior_mean_weights()
+    assert np.abs(weights - reference_weights).max() < weight_tol, (weights, reference_weights)
+    fitted, expected = model.posterior_parameters(), reference.posterior_parameters()
+    error = np.abs(fitted["loc_mean"] - expected["loc_mean"]) / expected["loc_sd"]
+    assert error.max() < sd_tol, error.max(axis=1)
+    return np.abs(weights - reference_weights).max(), error.max()
+
+
+@pytest.mark.parametrize(
+    "n_components, weights_prior, batch_size",
+    [(5, "dirichlet", 200), (30, "dirichlet_process", 100)],
+)
+def test_a_minibatch_fit_goes_on_to_the_full_batch_fixed_point(
+    n_components, weights_prior, batch_size
+):
+    """The minibatch heuristic alone stopped here with the K = 5 weights about 0.2
+    each (the full-batch fixed point: about 0.72/0.27/0/0/0): a decaying step
+    makes the change per window small however far q is. The fit must reach the
+    fixed point of full-batch steps from the same start (the reference: a fit
+    with batch_size=N, CAVI iterations, judged by the fixed-point check), or
+    say it did not."""
+    X = overlapping_blobs(4000, seed=0)
+
+    def fitted(batch):
+        model = gmm.BayesianGMM(n_components, 5, dtype="float64", weights=weights_prior)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", gmm.ConvergenceWarning)
+            history = gmm.fit(model, X, batch_size=batch, progress=False)
+        return model, history, caught
+
+    reference, reference_history, _ = fitted(len(X))
+    assert reference_history.converged and reference_history.check == "fixed_point"
+    model, history, caught = fitted(batch_size)
+    if not history.converged:  # the honest alternative: a warning that says what was measured
+        assert any("still to go" in str(w.message) for w in caught)
+        return
+    assert history.check == "minibatch+fixed_point" and history.remaining < history.tol
+    assert 0 < history.full_batch_from < history.steps_trained
+    # Minibatch steps are 1 / 20 (or 1 / 40) of a pass, the full-batch ones a pass each.
+    full = history.steps - history.full_batch_from
+    assert history.epochs == pytest.approx(history.full_batch_from * batch_size / 4000 + full)
+    print(assert_at_the_full_batch_fixed_point(model, reference))
+
+
+def test_float32_refuses_a_tol_it_cannot_resolve():
+    """float32 rounding moves q by about 1e-4 per window at the fixed point: a
+    tol of 1e-6 would run to max_steps and warn, falsely, that q may be far."""
+    X, _ = gmm.data.seed_data(500, seed=0)
+    model = gmm.BayesianGMM(3, 2)
+    with pytest.raises(ValueError, match=r"tol=1e-06.*float32.*dtype=tf.float64"):
+        gmm.fit(model, X, tol=1e-6, progress=False)
+    assert not model.is_fitted  # refused before anything changed
+    # A fixed budget is not checked, so its tol does not matter.
+    assert gmm.fit(model, X, steps=5, tol=1e-6, progress=False).steps == 5
+
+
+def test_float32_stops_at_its_smallest_tol():
+    X, _ = triangle(2.0).sample(3000, seed=0)
+    history = gmm.fit(gmm.BayesianGMM(3, 2), X, tol=convergence.MIN_TOL["float32"], progress=False)
+    assert history.converged and history.remaining < history.tol, history.remaining
+
+
+def test_a_fit_that_stops_before_its_first_check_says_no_check_ran():
+    X, _ = triangle(1.5).sample(3000, seed=0)
+    with pytest.warns(gmm.ConvergenceWarning, match="no convergence check") as caught:
+        history = gmm.fit(gmm.BayesianGMM(3, 2), X, max_steps=50, progress=False)
+    assert "inf" not in str(caught[0].message)
+    assert history.checks == 0 and np.isnan(history.remaining) and history.steps == 50
+
+
+def test_steps_after_a_resume_are_this_calls(tmp_path):
+    """A fit interrupted at step 300 and resumed: History.steps counts the steps
+    of the resumed call, steps_trained (and the ELBO trace) the whole fit's."""
+    X, _ = triangle(2.0).sample(3000, seed=0)
+    reference = gmm.fit(gmm.BayesianGMM(3, 2), X, progress=False)
+
+    def crash(model, step, elbo):
+        if step == 300:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        gmm.fit(gmm.BayesianGMM(3, 2), X, checkpoint_dir=tmp_path, checkpoint_every=100,
+                callbacks=[crash], progress=False)  # fmt: skip
+    history = gmm.fit(gmm.BayesianGMM(3, 2), X, checkpoint_dir=tmp_path, progress=False)
+    assert history.steps == reference.steps - 300 and history.epochs == history.steps
+    assert history.steps_trained == reference.steps == history.elbo.shape[0]
+    assert reference.steps_trained == reference.steps
