@@ -649,7 +649,14 @@ def fit(
     stop_reason = "budget" if monitor is None else ("converged" if converged else "max_steps")
     checked = monitor is not None and monitor.checks > 0
     if stop_reason == "max_steps":
-        if checked:
+        if checked and monitor.mode == "minibatch":
+            # The heuristic measures the last window's change, not a distance to the optimum.
+            measured = (
+                f"the last minibatch window moved q by {monitor.remaining:.3g}, tol "
+                f"{convergence.MINIBATCH_FACTOR} x {config.tol:g}; a change, not a distance "
+                "to the optimum"
+            )
+        elif checked:
             measured = (
                 f"the last check ({monitor.check_name}) estimated {monitor.remaining:.3g} "
                 f"still to go, tol {config.tol:g}"
