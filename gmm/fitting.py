@@ -57,7 +57,11 @@ class History:
         point (per unit weight, with ``sample_weight``), density in data units
         (comparable with ``score``; with missing values, each point's density
         is over its observed coordinates).
-      steps, epochs: optimisation steps and passes over the data in this call.
+      steps, epochs: optimisation steps and passes over the data in this call
+        (after resuming from a checkpoint, those run since the resume).
+      steps_trained: the steps of the whole fit, those before a resume from
+        a checkpoint included (``steps`` but for a resumed fit; the length of
+        ``elbo``, which holds the resumed fit's trace too).
       batch_size, learning_rate, estimator, seed, algorithm: the settings used.
       wall_time_s: seconds spent in ``fit``, tracing included.
       converged: whether the convergence check held (``gmm.convergence``);
@@ -65,7 +69,15 @@ class History:
       stop_reason: ``"converged"``, ``"max_steps"`` (the check never held;
         ``fit`` warned with ``ConvergenceWarning``) or ``"budget"``.
       remaining: the last check's measure of the distance still to go (see
-        ``gmm.convergence``); ``tol``: the tolerance it was checked against.
+        ``gmm.convergence``; NaN when no check compared two snapshots, or for
+        a fixed budget); ``tol``: the tolerance it was checked against.
+      check: the check that judged the run (``"fixed_point"``, ``"cycles"``,
+        ``"minibatch"``, or ``"minibatch+fixed_point"``: minibatch steps until
+        the minibatch heuristic held, then full-batch steps judged by the
+        fixed-point check; see ``gmm.convergence``); None for a fixed budget.
+      checks: how many checks compared two snapshots (0: none ran before the
+        fit stopped). full_batch_from: the global step where the full-batch
+        steps of a ``"minibatch+fixed_point"`` run began (else None).
     """
 
     elbo: np.ndarray
@@ -81,6 +93,10 @@ class History:
     stop_reason: str = "budget"
     remaining: float = math.nan
     tol: float = DEFAULT_TOL
+    steps_trained: int | None = None
+    check: str | None = None
+    checks: int = 0
+    full_batch_from: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +194,16 @@ class FitConfig:
         if s["max_steps"] > MAX_STEPS:
             raise ValueError(f"max_steps must be at most {MAX_STEPS:,}, got {s['max_steps']:,}.")
         s["tol"] = check_positive(s["tol"], "tol")
+        min_tol = convergence.MIN_TOL[model.dtype.name]
+        if not fixed_budget and s["tol"] < min_tol:
+            # Rounding moves q's parameters by about 1e-4 per window at a float32
+            # fixed point: a smaller tol would run to max_steps and warn, untruly.
+            raise ValueError(
+                f"tol={s['tol']:g} is below what a {model.dtype.name} model's convergence "
+                f"check can resolve ({min_tol:g}: rounding moves its parameters by about "
+                f"that much at the optimum). Use tol >= {min_tol:g}, or build the model "
+                "with dtype=tf.float64 for a tighter tol."
+            )
         s["missing"] = check_missing(s["missing"])
         if s["checkpoint_every"] is not None:
             s["checkpoint_every"] = check_positive_int(s["checkpoint_every"], "checkpoint_every")
@@ -419,7 +445,11 @@ def fit(
 
     Without ``steps`` or ``epochs`` the fit runs until its convergence check
     holds (``gmm.convergence``; ``History.converged``), or ``max_steps``, where
-    it warns with ``gmm.ConvergenceWarning``.
+    it warns with ``gmm.ConvergenceWarning``. A natural-gradient fit of an
+    in-memory array by minibatches runs them until the minibatch heuristic
+    holds, then full-batch natural steps (CAVI iterations) until the
+    fixed-point check holds: a decaying minibatch step stops moving far from
+    the optimum (``gmm.convergence``; ``History.check``).
 
     Args:
       model: the ``BayesianGMM`` to fit, in place.
@@ -437,7 +467,11 @@ def fit(
       steps: a fixed number of optimisation steps; or ``epochs`` (passes over
         ``X``). Default: run to convergence.
       max_steps: the cap of a run to convergence (default 20,000).
-      tol: the convergence check's tolerance (default 1e-3; see ``gmm.convergence``).
+      tol: the convergence check's tolerance (default 1e-3; see
+        ``gmm.convergence``). At least 1e-4 for a float32 model (ValueError
+        below it: float32 rounding moves the parameters by about 1e-4 per
+        window at the optimum, so the check could never hold; build the
+        model with ``dtype=tf.float64`` for a tighter tol), 1e-12 for float64.
       batch_size: points per step. Default: all of them for in-memory data of
         at most 10,000 points (in one process, or in all of a multi-worker
         fit's shards), else 500. A dataset of batches keeps its own.
@@ -619,22 +653,43 @@ def fit(
         for variable, value in zip(model.variables, saved_state):
             variable.assign(value)
         raise
-    steps_done = run.done - run.first
+    # This call's steps: those since the resume, for a fit resumed from a checkpoint.
+    steps_done = run.done - run.resumed_from
     monitor = run.monitor
     converged = None if monitor is None else run.converged
     stop_reason = "budget" if monitor is None else ("converged" if converged else "max_steps")
+    checked = monitor is not None and monitor.checks > 0
     if stop_reason == "max_steps":
+        if checked and monitor.mode == "minibatch":
+            # The heuristic measures the last window's change, not a distance to the optimum.
+            measured = (
+                f"the last minibatch window moved q by {monitor.remaining:.3g}, tol "
+                f"{convergence.MINIBATCH_FACTOR} x {config.tol:g}; a change, not a distance "
+                "to the optimum"
+            )
+        elif checked:
+            measured = (
+                f"the last check ({monitor.check_name}) estimated {monitor.remaining:.3g} "
+                f"still to go, tol {config.tol:g}"
+            )
+        else:
+            measured = (
+                "no convergence check compared two snapshots before it stopped, so nothing "
+                f"was measured (checks every {convergence.WINDOW_STEPS}+ steps)"
+            )
         warnings.warn(
             f"fit stopped at max_steps={config.max_steps:,} before its convergence check held "
-            f"(last change {monitor.remaining:.3g}, tol {config.tol:g}; see gmm.convergence): "
-            "q may be far from the optimum. Continue with warm_start=True, or raise max_steps.",
+            f"({measured}; see gmm.convergence): q may be far from the optimum. Continue "
+            "with warm_start=True, or raise max_steps.",
             convergence.ConvergenceWarning,
             stacklevel=2,
         )
+    remaining = float(monitor.remaining) if checked else math.nan
+    switched = monitor is not None and monitor.switched_at >= 0
     return History(
         elbo=np.concatenate(run.elbo_chunks),
         steps=steps_done,
-        epochs=steps_done / source.batches_per_epoch,
+        epochs=run.epochs_since(run.resumed_from),
         batch_size=source.batch_size,
         learning_rate=config.learning_rate,
         estimator=config.estimator,
@@ -643,8 +698,12 @@ def fit(
         algorithm=config.algorithm,
         converged=converged,
         stop_reason=stop_reason,
-        remaining=math.nan if monitor is None else float(monitor.remaining),
+        remaining=remaining,
         tol=config.tol,
+        steps_trained=run.done - run.first,
+        check=None if monitor is None else monitor.check_name,
+        checks=0 if monitor is None else monitor.checks,
+        full_batch_from=monitor.switched_at if switched else None,
     )
 
 
@@ -689,8 +748,6 @@ class _Run:
         self.log_jacobian = _mean_log_jacobian(model, source)
         self.chunk = max(1, math.ceil(budget / 20))
         self.checkpoint_every = config.checkpoint_every or self.chunk
-        # Full-batch steps carry no noise to average out: a constant natural step size.
-        self.decay = 0.0 if source.full_batch else natural.DEFAULT_DECAY
         self.first_cycle = max(DEFAULT_EPOCHS * source.batches_per_epoch, DEFAULT_MIN_STEPS)
         self.converged = False
         self.monitor = None
@@ -706,6 +763,33 @@ class _Run:
             self.converged = self.monitor.converged  # a finished fit is not trained again
             if self.done == self.first:
                 self.monitor.update(self.state.params, np.nan)
+
+    @property
+    def full_steps(self) -> bool:
+        """Whether the steps are full-batch: the source's batch is all of it, or a
+        minibatch run switched to full-batch steps (``convergence.Monitor.switch``)."""
+        return self.source.full_batch or (
+            self.monitor is not None and self.monitor.switched_at >= 0
+        )
+
+    @property
+    def can_switch(self) -> bool:
+        """A minibatch natural-gradient run on one process's in-memory array can go on
+        with full-batch steps (a stream has no array; a strategy splits each batch)."""
+        return (
+            self.monitor is not None
+            and self.monitor.mode == "minibatch"
+            and self.source.array is not None
+            and not self.source.streaming
+            and self.strategy is None
+        )
+
+    def epochs_since(self, step: int) -> float:
+        """Passes over the data from global step ``step`` to ``self.done``: a
+        minibatch step is 1 / batches_per_epoch of one, a full-batch step one."""
+        switched = self.full_steps and not self.source.full_batch
+        boundary = min(max(self.monitor.switched_at, step), self.done) if switched else self.done
+        return (boundary - step) / self.source.batches_per_epoch + (self.done - boundary)
 
     def _cycle(self, step: int) -> tuple[int, int]:
         """Adam's cosine cycle holding global ``step``: ``(start, end)``. A fixed
@@ -726,7 +810,9 @@ class _Run:
         if self.monitor.mode == "minibatch":
             per_epoch = self.source.batches_per_epoch
             window = per_epoch * math.ceil(window / per_epoch)
-        last = self.first + window * ((step - self.first) // window)
+        # Full-batch windows after a switch count from the switch.
+        origin = max(self.first, self.monitor.switched_at)
+        last = origin + window * ((step - origin) // window)
         return last, last + window
 
     def train(self) -> None:
@@ -747,10 +833,17 @@ class _Run:
                 trace = np.concatenate(self.elbo_chunks)
                 if self.done == check:
                     window_elbo = trace[last_check - self.first :].mean()
-                    deterministic = self.source.full_batch and config.estimator == "expected"
+                    deterministic = self.full_steps and config.estimator == "expected"
                     self.converged = self.monitor.update(
                         self.state.params, window_elbo, deterministic
                     )
+                    if self.converged and self.can_switch:
+                        # The minibatch heuristic measures the last change, which a
+                        # decaying step makes small however far q is from the optimum:
+                        # full-batch steps from here, judged by the fixed-point check.
+                        self.monitor.switch(self.done)
+                        self.monitor.update(self.state.params, np.nan)
+                        self.converged = False
                 bar(self.model, self.done, trace)
                 if self.checkpointer is not None and (
                     self.done >= next_checkpoint or self.done == self.total or self.converged
@@ -766,11 +859,15 @@ class _Run:
         """Trains from global step ``self.done`` to ``stop`` in one compiled chunk."""
         model, config = self.model, self.config
         source = self.source
-        steps = (self.done, stop - self.done, cycle_start, cycle_end, source.local_batch_size)
+        full_steps = self.full_steps
+        batch_size = source.n_points if full_steps else source.local_batch_size
+        steps = (self.done, stop - self.done, cycle_start, cycle_end, batch_size)
+        # Full-batch steps carry no noise to average out: a constant natural step size.
+        decay = 0.0 if full_steps else natural.DEFAULT_DECAY
         schedule = Schedule(
             *(tf.constant(v, tf.int32) for v in steps),
             tf.constant(config.learning_rate, model.dtype),
-            tf.constant(self.decay, model.dtype),
+            tf.constant(decay, model.dtype),
             tf.constant(source.n_points, tf.int32),
             tf.constant(source.batch_size, tf.int32),
         )
