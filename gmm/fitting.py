@@ -188,7 +188,7 @@ class FitConfig:
                     "warm_start continues the model in memory; it cannot be combined with "
                     "checkpoint_dir (resuming from the folder already continues a fit)."
                 )
-            s["checkpoint_dir"] = os.fspath(s["checkpoint_dir"])
+            s["checkpoint_dir"] = checkpoint.check_path(s["checkpoint_dir"], "checkpoint_dir")
             checkpoint.check_writable(s["checkpoint_dir"])
         return cls(**s)
 
