@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from gmm._validation import check_data, check_positive_int, check_seed
+from gmm.checkpoint import check_path
 
 
 @dataclasses.dataclass
@@ -295,7 +296,7 @@ def write_npy_shards(
     shard_size = check_positive_int(shard_size, "shard_size")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     seed = check_seed(seed)
-    directory = os.fspath(directory)
+    directory = check_path(directory, "directory")
     os.makedirs(directory, exist_ok=True)
     paths = []
     for index, start in enumerate(range(0, n, shard_size)):
@@ -338,7 +339,7 @@ def npy_shards_dataset(
     Args:
       pattern: a folder (all its ``*.npy``) or a glob pattern.
     """
-    pattern = os.fspath(pattern)
+    pattern = check_path(pattern, "pattern")
     if os.path.isdir(pattern):  # a folder's name is literal, even "run[1]"
         pattern = os.path.join(glob.escape(pattern), "*.npy")
     paths = sorted(glob.glob(pattern))

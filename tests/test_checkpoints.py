@@ -302,6 +302,11 @@ def test_empty_paths_are_refused_before_anything_happens(model, data, tmp_path, 
         model.save(3)
     with pytest.raises(ValueError, match="^directory holds a NUL"):
         model.save("run\0")
+    spec = gmm.data.seed_mixture()
+    with pytest.raises(ValueError, match="^directory is an empty path"):
+        gmm.streaming.write_npy_shards(spec, 10, "")
+    with pytest.raises(ValueError, match="^pattern is an empty path"):
+        gmm.streaming.npy_shards_dataset("")
     assert os.listdir(tmp_path) == [] and not fresh.is_fitted
     for variable, before in zip(model.variables, state, strict=True):
         np.testing.assert_array_equal(variable.numpy(), before)
