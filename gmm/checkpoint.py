@@ -159,12 +159,13 @@ def check_writable(directory, kind: str | None = None) -> None:
         )
 
 
-def _claim_folder(directory: str) -> None:
-    """Creates ``directory`` with gmm's manifest, or checks an existing one is gmm's."""
+def _claim_folder(directory: str) -> bool:
+    """Creates ``directory`` with gmm's manifest, or checks an existing one is
+    gmm's. Returns whether it wrote the manifest."""
     check_writable(directory)
     os.makedirs(directory, exist_ok=True)
     if os.path.isfile(os.path.join(directory, MANIFEST)):
-        return
+        return False
     temporary = os.path.join(directory, f".{MANIFEST}-{uuid.uuid4().hex}")
     try:
         with open(temporary, "w") as f:
@@ -173,6 +174,7 @@ def _claim_folder(directory: str) -> None:
     except BaseException:
         _remove(temporary)
         raise
+    return True
 
 
 def _check_manifest(directory: str) -> None:
@@ -336,9 +338,10 @@ def write(directory, objects: dict, meta: dict, arrays: dict | None = None) -> s
     """
     directory = check_path(directory, "directory")
     created = not os.path.lexists(directory)
+    claimed = False
     staging = published = pointer = None
     try:
-        _claim_folder(directory)
+        claimed = _claim_folder(directory)
         # Before numbering this version: a crashed write's version past LATEST goes first.
         _clean_leftovers(directory, time.time())
         staging = os.path.join(directory, f".staging-{uuid.uuid4().hex}")
@@ -362,8 +365,8 @@ def write(directory, objects: dict, meta: dict, arrays: dict | None = None) -> s
         for path in (staging, published, pointer):
             if path is not None:
                 _remove(path)
-        if created:
-            _remove_if_bare(directory)
+        if claimed or created:
+            _remove_if_bare(directory, created)
         if isinstance(error, OSError | tf.errors.OpError):
             code = error.errno if isinstance(error, OSError) else _TF_ERRNO.get(type(error))
             detail = error.strerror if isinstance(error, OSError) else error.message
@@ -378,13 +381,15 @@ def write(directory, objects: dict, meta: dict, arrays: dict | None = None) -> s
     return directory
 
 
-def _remove_if_bare(directory: str) -> None:
-    """Removes a folder a failed first write created, if it holds nothing but
-    gmm's manifest (another writer may have published into it meanwhile)."""
+def _remove_if_bare(directory: str, created: bool) -> None:
+    """After a failed first write: removes the manifest it wrote, and the
+    folder if it created it, if the folder holds nothing else (another writer
+    may have published into it meanwhile)."""
     try:
         if set(os.listdir(directory)) <= {MANIFEST}:
             _remove(os.path.join(directory, MANIFEST))
-            os.rmdir(directory)
+            if created:
+                os.rmdir(directory)
     except OSError:
         pass
 

@@ -101,6 +101,23 @@ def test_a_symlink_in_a_version_is_not_followed_nor_pruned(model, tmp_path, monk
     assert (outside / "data.csv").read_text() == "1,2"
 
 
+def test_a_version_written_before_meta_listed_its_files_is_still_pruned(
+    model, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(checkpoint, "GRACE_SECONDS", -1.0)
+    folder = tmp_path / "fit"
+    model.save(folder)
+    model.save(folder)
+    for version in ("v1", "v2"):  # as the previous gmm wrote them: no "files" entry
+        meta = json.loads((folder / version / "meta.json").read_text())
+        del meta["files"]
+        (folder / version / "meta.json").write_text(json.dumps(meta))
+    (folder / "v2" / "notes.txt").write_text("mine")
+    for _ in range(4):
+        model.save(folder)
+    assert versions(folder) == [2, 4, 5, 6] and (folder / "v2" / "notes.txt").exists()
+
+
 # -- 5. The versions on disk are bounded by count --------------------------------
 
 
@@ -179,13 +196,17 @@ def full_disk(monkeypatch, stage):
 SAVE_STAGES = ["variables", "meta", "LATEST", "replace LATEST"]
 
 
-@pytest.mark.parametrize("existing", [False, True], ids=["new folder", "over a checkpoint"])
+@pytest.mark.parametrize(
+    "existing", ["none", "empty", "checkpoint"], ids=["new folder", "empty folder", "over one"]
+)
 @pytest.mark.parametrize("stage", SAVE_STAGES)
 def test_a_full_disk_during_save_leaves_nothing_behind(
     model, tmp_path, monkeypatch, stage, existing
 ):
     folder = tmp_path / "fit"
-    if existing:
+    if existing == "empty":
+        folder.mkdir()
+    elif existing == "checkpoint":
         model.save(folder)
     before = snapshot(folder)
     with monkeypatch.context() as patch:
@@ -194,7 +215,7 @@ def test_a_full_disk_during_save_leaves_nothing_behind(
             model.save(folder)
     assert raised.value.errno == errno.ENOSPC and "Nothing of this write" in str(raised.value)
     assert snapshot(folder) == before  # None: the folder the call created is gone
-    if existing:
+    if existing == "checkpoint":
         assert gmm.BayesianGMM.load(folder).config() == model.config()
 
 
