@@ -204,7 +204,7 @@ def _is_own_version(folder: str) -> bool:
         return False
     listed = meta.get("files")
     if isinstance(listed, list):
-        return set(found) <= {*listed, "meta.json"}
+        return set(found) <= {*(n for n in listed if isinstance(n, str)), "meta.json"}
     # A version written before meta.json listed its files: its variables, and
     # the arrays its meta.json names.
     monitor = meta.get("monitor")

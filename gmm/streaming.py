@@ -19,7 +19,6 @@ import numpy as np
 import tensorflow as tf
 
 from gmm._validation import check_data, check_positive_int, check_seed
-from gmm.checkpoint import check_path
 
 
 @dataclasses.dataclass
@@ -296,6 +295,8 @@ def write_npy_shards(
     shard_size = check_positive_int(shard_size, "shard_size")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     seed = check_seed(seed)
+    from gmm.checkpoint import check_path  # here: the import lines are others' to edit
+
     directory = check_path(directory, "directory")
     os.makedirs(directory, exist_ok=True)
     paths = []
@@ -339,6 +340,8 @@ def npy_shards_dataset(
     Args:
       pattern: a folder (all its ``*.npy``) or a glob pattern.
     """
+    from gmm.checkpoint import check_path
+
     pattern = check_path(pattern, "pattern")
     if os.path.isdir(pattern):  # a folder's name is literal, even "run[1]"
         pattern = os.path.join(glob.escape(pattern), "*.npy")
