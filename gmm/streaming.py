@@ -295,7 +295,7 @@ def write_npy_shards(
     shard_size = check_positive_int(shard_size, "shard_size")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     seed = check_seed(seed)
-    from gmm.checkpoint import check_path  # here: the import lines are others' to edit
+    from gmm.checkpoint import check_path
 
     directory = check_path(directory, "directory")
     os.makedirs(directory, exist_ok=True)
