@@ -40,7 +40,10 @@ class TrainingCheckpoint:
     checkpoint folder after each chunk, and restores it when a fit with the
     same identity (model config, settings, data) starts again. A fit run to
     convergence sets ``monitor`` (a ``gmm.convergence.Monitor``), whose state is
-    saved too and read back into ``monitor_arrays``."""
+    saved too and read back into ``monitor_arrays``. The checkpoint written when
+    the fit ends (its budget spent, or converged) prunes the folder to the newest
+    ``gmm.checkpoint.KEEP_VERSIONS`` versions; before that, at most
+    ``gmm.checkpoint.MAX_VERSIONS`` stay, whatever ``checkpoint_every``."""
 
     def __init__(
         self,
@@ -117,3 +120,7 @@ class TrainingCheckpoint:
             {"kind": "training", "step": step, "monitor": sorted(monitor), **self.identity},
             {"elbo": elbo, **monitor},
         )
+        # A checkpoint dir refuses warm_start, so the budget ends at step "steps".
+        converged = self.monitor is not None and self.monitor.converged
+        if step >= self.identity["settings"]["steps"] or converged:
+            checkpoint.prune(self.directory, final=True)

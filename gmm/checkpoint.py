@@ -10,12 +10,29 @@ a number); only then does the one-line ``LATEST`` file, itself replaced
 atomically, point at it. A crash at any moment leaves the previous checkpoint
 readable.
 
-Old versions are removed only when they are outside the newest
-``KEEP_VERSIONS`` *and* were superseded more than ``GRACE_SECONDS`` ago, and
-only if their own ``meta.json`` says gmm wrote them: a reader that resolved
-``LATEST`` just before a write can still read its version, and a folder a user
-put there by hand is never deleted. Readers also retry once ``LATEST`` moves
-on, so a load while another process saves does not fail.
+What is kept. After each write, of gmm's own versions up to the one
+``LATEST`` names: the newest ``KEEP_VERSIONS`` always, older ones only while
+they were superseded less than ``GRACE_SECONDS`` ago (so a reader that
+resolved ``LATEST`` just before a write can still read its version), and never
+more than ``MAX_VERSIONS`` in all, however fast the writes come (a fit with
+``checkpoint_every=1`` keeps at most ``MAX_VERSIONS``, not one per step). When
+a fit ends, ``prune(..., final=True)`` leaves only the newest
+``KEEP_VERSIONS``. Readers retry once ``LATEST`` moves on, so a load while
+another process saves or prunes does not fail. Each write costs a few files
+and an fsync, so ``checkpoint_every=1`` makes every step pay for a write.
+
+Only gmm's own versions are ever deleted: a ``v<n>/`` whose ``meta.json`` says
+gmm wrote it and which holds exactly the files its ``meta.json`` lists, all
+plain files. A folder a user made, or one of gmm's versions into which a user
+put a file or a subfolder, is left alone (and a save never fails because of it).
+
+A failed write (a full disk, a read-only folder, Ctrl-C) removes what it had
+written (its staging folder, its version, its temporary ``LATEST``; the folder
+itself if the call created it) and raises ``OSError`` naming the folder; the
+previous checkpoint stays readable. Leftovers of a write that could not clean
+up (``kill -9``, a power cut) are removed by the next write once older than
+``GRACE_SECONDS``: hidden staging folders and temporary files, and gmm's own
+versions newer than the one ``LATEST`` names (published but never pointed to).
 
 Why not ``tf.train.CheckpointManager``: it writes a checkpoint's files one by
 one into a shared folder and tracks them in a state file that two processes
@@ -43,6 +60,8 @@ FORMAT = 2
 PACKAGE = "gmm-svi"
 MANIFEST = "gmm-checkpoint.json"
 KEEP_VERSIONS = 3
+# However fast versions come, no more of gmm's own than this stay on disk.
+MAX_VERSIONS = 10
 GRACE_SECONDS = 30.0
 # meta.json and LATEST are a few kB; anything larger is not ours.
 _MAX_TEXT_BYTES = 1 << 20
@@ -50,6 +69,16 @@ _LATEST = "LATEST"
 _VERSION = re.compile(r"^v(\d+)$")
 # Hidden names of a write in progress (another writer's, or one that crashed).
 _IN_FLIGHT = re.compile(r"^\.(staging-|LATEST-|gmm-checkpoint\.json-)[0-9a-f]{32}$")
+# The files of a version written before meta.json listed them (its arrays
+# are named in meta.json too: "elbo" and "monitor").
+_VARIABLES_FILE = re.compile(r"^variables\.(index|data-\d{5}-of-\d{5})$")
+# What TensorFlow's file writers raise, by errno, when the disk is full and so on.
+_TF_ERRNO = {
+    tf.errors.ResourceExhaustedError: errno.ENOSPC,
+    tf.errors.PermissionDeniedError: errno.EACCES,
+    tf.errors.NotFoundError: errno.ENOENT,
+    tf.errors.AlreadyExistsError: errno.EEXIST,
+}
 
 
 class CheckpointError(ValueError):
@@ -68,6 +97,31 @@ def _read_text(path: str) -> str:
 
 def _versions(directory: str) -> list[int]:
     return sorted(int(m.group(1)) for name in os.listdir(directory) if (m := _VERSION.match(name)))
+
+
+def check_path(path, name: str) -> str:
+    """Returns the folder path ``path`` (a str or ``os.PathLike``) as a str.
+
+    Raises:
+      TypeError: ``path`` is not a str or path-like naming a str path.
+      ValueError: ``path`` is empty or holds a NUL character. Both name the
+        argument ``name``; nothing is touched.
+    """
+    if isinstance(path, bytes) or not isinstance(path, str | os.PathLike):
+        raise TypeError(
+            f"{name} must be a folder path (a str or pathlib.Path), got {type(path).__name__}."
+        )
+    path = os.fspath(path)
+    if not isinstance(path, str):
+        raise TypeError(f"{name} must be a str path, got a path-like giving {type(path).__name__}.")
+    if not path:
+        raise ValueError(
+            f"{name} is an empty path; give the folder to write into, e.g. "
+            f"{name}='checkpoints/run1' (it is created if absent)."
+        )
+    if "\0" in path:
+        raise ValueError(f"{name} holds a NUL character, which no file system allows: {path!r}.")
+    return path
 
 
 def check_writable(directory, kind: str | None = None) -> None:
@@ -105,16 +159,22 @@ def check_writable(directory, kind: str | None = None) -> None:
         )
 
 
-def _claim_folder(directory: str) -> None:
-    """Creates ``directory`` with gmm's manifest, or checks an existing one is gmm's."""
+def _claim_folder(directory: str) -> bool:
+    """Creates ``directory`` with gmm's manifest, or checks an existing one is
+    gmm's. Returns whether it wrote the manifest."""
     check_writable(directory)
     os.makedirs(directory, exist_ok=True)
     if os.path.isfile(os.path.join(directory, MANIFEST)):
-        return
+        return False
     temporary = os.path.join(directory, f".{MANIFEST}-{uuid.uuid4().hex}")
-    with open(temporary, "w") as f:
-        json.dump({"package": PACKAGE, "format": FORMAT}, f)
-    os.replace(temporary, os.path.join(directory, MANIFEST))
+    try:
+        with open(temporary, "w") as f:
+            json.dump({"package": PACKAGE, "format": FORMAT}, f)
+        os.replace(temporary, os.path.join(directory, MANIFEST))
+    except BaseException:
+        _remove(temporary)
+        raise
+    return True
 
 
 def _check_manifest(directory: str) -> None:
@@ -132,11 +192,54 @@ def _check_manifest(directory: str) -> None:
 
 
 def _is_own_version(folder: str) -> bool:
+    """Whether gmm wrote ``folder`` and nobody added to it: its ``meta.json``
+    names gmm, and it holds only the plain files that ``meta.json`` lists."""
     try:
         meta = json.loads(_read_text(os.path.join(folder, "meta.json")))
+        with os.scandir(folder) as entries:
+            found = {entry.name: entry.is_file(follow_symlinks=False) for entry in entries}
     except (OSError, ValueError):
         return False
-    return isinstance(meta, dict) and meta.get("package") == PACKAGE
+    if not isinstance(meta, dict) or meta.get("package") != PACKAGE or not all(found.values()):
+        return False
+    listed = meta.get("files")
+    if isinstance(listed, list):
+        return set(found) <= {*(n for n in listed if isinstance(n, str)), "meta.json"}
+    # A version written before meta.json listed its files: its variables, and
+    # the arrays its meta.json names.
+    monitor = meta.get("monitor")
+    monitor = [m for m in monitor if isinstance(m, str)] if isinstance(monitor, list) else []
+    arrays = {"elbo", *monitor} if meta.get("kind") == "training" else set()
+    return all(
+        name == "meta.json"
+        or _VARIABLES_FILE.match(name)
+        or (name.endswith(".npy") and name[:-4] in arrays)
+        for name in found
+    )
+
+
+def _remove(path: str) -> None:
+    """Deletes a file or folder tree gmm wrote; a path already gone is fine."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def _age(path: str, now: float) -> float:
+    """Seconds since ``path`` or an entry directly inside it last changed."""
+    try:
+        latest = os.lstat(path).st_mtime
+        if os.path.isdir(path) and not os.path.islink(path):
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    latest = max(latest, entry.stat(follow_symlinks=False).st_mtime)
+    except OSError:
+        return 0.0  # gone, or changing under us: not stale
+    return now - latest
 
 
 def _publish(directory: str, staging: str) -> str:
@@ -154,28 +257,75 @@ def _publish(directory: str, staging: str) -> str:
             version += 1
 
 
-def _prune(directory: str) -> None:
-    """Deletes gmm's own versions outside the newest ``KEEP_VERSIONS`` once
-    they were superseded more than ``GRACE_SECONDS`` ago."""
-    versions = _versions(directory)
+def _latest_version(directory: str) -> int | None:
+    entry = _latest_entry(directory)
+    match = _VERSION.match(entry.strip()) if entry is not None else None
+    return int(match.group(1)) if match else None
+
+
+def prune(directory, *, final: bool = False) -> None:
+    """Deletes gmm's own old versions and the leftovers of crashed writes.
+
+    Of gmm's own versions up to the one ``LATEST`` names, keeps the newest
+    ``KEEP_VERSIONS``, and older ones superseded less than ``GRACE_SECONDS``
+    ago, up to ``MAX_VERSIONS`` in all; with ``final`` (a fit has ended), only
+    the newest ``KEEP_VERSIONS``. Deletes staging folders, temporary files and
+    gmm's own versions newer than ``LATEST``'s once older than
+    ``GRACE_SECONDS`` (a concurrent writer's are younger). The version
+    ``LATEST`` names, anything gmm did not write, and any version holding a
+    user's file are never deleted. Best effort: never raises.
+    """
+    try:
+        _prune(os.fspath(directory), final)
+    except OSError:  # the folder went away or became unreadable: nothing to prune
+        pass
+
+
+def _clean_leftovers(directory: str, now: float) -> tuple[int | None, list[int]]:
+    """Deletes what crashed writes left, once older than ``GRACE_SECONDS``:
+    staging folders, temporary files, and gmm's own versions newer than the
+    one ``LATEST`` names. Returns that version (None: no readable ``LATEST``)
+    and gmm's own versions up to it, ascending."""
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if _IN_FLIGHT.match(name) and _age(path, now) > GRACE_SECONDS:
+            _remove(path)
+    latest = _latest_version(directory)
+    if latest is None:
+        return None, []  # nothing published yet, or a LATEST gmm cannot read: keep all
+    own = [v for v in _versions(directory) if _is_own_version(os.path.join(directory, f"v{v}"))]
+    for version in own:  # published by a write that died before pointing LATEST at it
+        path = os.path.join(directory, f"v{version}")
+        if version > latest and _age(path, now) > GRACE_SECONDS:
+            _remove(path)
+    return latest, [v for v in own if v <= latest]
+
+
+def _prune(directory: str, final: bool) -> None:
     now = time.time()
-    for old, newer in zip(versions[:-KEEP_VERSIONS], versions[1:]):
-        folder = os.path.join(directory, f"v{old}")
+    latest, older = _clean_leftovers(directory, now)  # older: ascending, the last LATEST's
+    kept = 0
+    for old, newer in reversed(list(zip(older, older[1:] + [None]))):
+        kept += 1
+        if newer is None or kept <= KEEP_VERSIONS:
+            continue
         try:
             superseded_at = os.stat(os.path.join(directory, f"v{newer}")).st_mtime
         except OSError:
-            continue
-        if now - superseded_at > GRACE_SECONDS and _is_own_version(folder):
-            shutil.rmtree(folder, ignore_errors=True)
+            superseded_at = 0.0
+        if final or kept > MAX_VERSIONS or now - superseded_at > GRACE_SECONDS:
+            _remove(os.path.join(directory, f"v{old}"))
+            kept -= 1
 
 
 def write(directory, objects: dict, meta: dict, arrays: dict | None = None) -> str:
-    """Writes one checkpoint version into ``directory``.
+    """Writes one checkpoint version into ``directory``, then prunes (``prune``).
 
     Args:
       directory: the folder to write into: new, empty, or one gmm wrote.
       objects: trackable objects for ``tf.train.Checkpoint(**objects)``.
-      meta: JSON-serialisable metadata, stored as ``meta.json``.
+      meta: JSON-serialisable metadata, stored as ``meta.json`` (with the
+        list of the version's files under ``"files"``).
       arrays: NumPy arrays stored as ``<name>.npy``.
 
     Returns:
@@ -183,29 +333,65 @@ def write(directory, objects: dict, meta: dict, arrays: dict | None = None) -> s
 
     Raises:
       CheckpointError: ``directory`` holds files gmm did not write.
+      OSError: a write failed (full disk, no permission, ...); it names the
+        folder, and nothing this call wrote is left behind.
     """
-    directory = os.fspath(directory)
-    _claim_folder(directory)
-    staging = os.path.join(directory, f".staging-{uuid.uuid4().hex}")
-    os.makedirs(staging)
+    directory = check_path(directory, "directory")
+    created = not os.path.lexists(directory)
+    claimed = False
+    staging = published = pointer = None
     try:
+        claimed = _claim_folder(directory)
+        # Before numbering this version: a crashed write's version past LATEST goes first.
+        _clean_leftovers(directory, time.time())
+        staging = os.path.join(directory, f".staging-{uuid.uuid4().hex}")
+        os.makedirs(staging)
         tf.train.Checkpoint(**objects).write(os.path.join(staging, "variables"))
-        with open(os.path.join(staging, "meta.json"), "w") as f:
-            json.dump({"package": PACKAGE, "format": FORMAT, **meta}, f, indent=2)
         for name, array in (arrays or {}).items():
             np.save(os.path.join(staging, f"{name}.npy"), np.asarray(array), allow_pickle=False)
+        files = sorted([*os.listdir(staging), "meta.json"])
+        with open(os.path.join(staging, "meta.json"), "w") as f:
+            json.dump({"package": PACKAGE, "format": FORMAT, **meta, "files": files}, f, indent=2)
         version = _publish(directory, staging)
+        staging, published = None, os.path.join(directory, version)
         pointer = os.path.join(directory, f".{_LATEST}-{uuid.uuid4().hex}")
         with open(pointer, "w") as f:
             f.write(version + "\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(pointer, os.path.join(directory, _LATEST))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException as error:
+        # Undo this call's writes; LATEST still names the previous version.
+        for path in (staging, published, pointer):
+            if path is not None:
+                _remove(path)
+        if claimed or created:
+            _remove_if_bare(directory, created)
+        if isinstance(error, OSError | tf.errors.OpError):
+            code = error.errno if isinstance(error, OSError) else _TF_ERRNO.get(type(error))
+            detail = error.strerror if isinstance(error, OSError) else error.message
+            raise OSError(
+                code or errno.EIO,
+                f"Could not write a checkpoint into {directory!r}: {detail or error} "
+                f"({type(error).__name__}). Nothing of this write was left behind; the previous "
+                "checkpoint, if any, is intact. Free some space or give another folder.",
+            ) from error
         raise
-    _prune(directory)
+    prune(directory)
     return directory
+
+
+def _remove_if_bare(directory: str, created: bool) -> None:
+    """After a failed first write: removes the manifest it wrote, and the
+    folder if it created it, if the folder holds nothing else (another writer
+    may have published into it meanwhile)."""
+    try:
+        if set(os.listdir(directory)) <= {MANIFEST}:
+            _remove(os.path.join(directory, MANIFEST))
+            if created:
+                os.rmdir(directory)
+    except OSError:
+        pass
 
 
 def exists(directory) -> bool:

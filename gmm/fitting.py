@@ -215,7 +215,7 @@ class FitConfig:
                     "warm_start continues the model in memory; it cannot be combined with "
                     "checkpoint_dir (resuming from the folder already continues a fit)."
                 )
-            s["checkpoint_dir"] = os.fspath(s["checkpoint_dir"])
+            s["checkpoint_dir"] = checkpoint.check_path(s["checkpoint_dir"], "checkpoint_dir")
             checkpoint.check_writable(s["checkpoint_dir"])
         return cls(**s)
 
@@ -494,7 +494,10 @@ def fit(
         started again with the same arguments, data and folder resumes from
         it to exactly the parameters of an uninterrupted fit (in-memory data).
       checkpoint_every: steps between checkpoints (default: every 5% of the
-        budget, or of ``max_steps``).
+        budget, or of ``max_steps``). Each is a write of the training state
+        (``checkpoint_every=1`` pays one per step); at most
+        ``gmm.checkpoint.MAX_VERSIONS`` stay on disk, and the fit's end
+        leaves the newest ``gmm.checkpoint.KEEP_VERSIONS``.
       strategy: a ``tf.distribute`` strategy splitting each minibatch across
         its replicas (batches must split evenly); the replicas' gradients
         (Adam) or sufficient statistics (natural gradients) are summed. A
@@ -552,6 +555,8 @@ def fit(
       ValueError, TypeError: bad data or settings, before the model changes.
       DivergenceError: a step went non-finite (see the class).
       gmm.checkpoint.CheckpointError: ``checkpoint_dir`` holds something else.
+      OSError: a checkpoint could not be written (a full disk, ...); it names
+        the folder, and the failed write left nothing behind.
     Any other error leaves the model exactly as it was before the call.
     """
     start_time = time.perf_counter()

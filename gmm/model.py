@@ -534,10 +534,19 @@ class BayesianGMM(tf.Module):
     def save(self, directory: str | os.PathLike) -> str:
         """Writes the fitted model into ``directory`` atomically (``gmm.checkpoint``).
 
+        Args:
+          directory: the folder (a str or path-like): new, empty, or one gmm
+            wrote; each save adds a version, and old ones are pruned (see
+            ``gmm.checkpoint`` for what is kept).
+
         Raises:
-          NotFittedError; ValueError: non-finite parameters; CheckpointError:
-            ``directory`` holds files gmm did not write.
+          NotFittedError; ValueError: non-finite parameters, or an empty
+            ``directory``; TypeError: ``directory`` is not a path;
+            CheckpointError: ``directory`` holds files gmm did not write;
+            OSError: the write failed (a full disk, ...), naming the folder;
+            nothing of it is left behind.
         """
+        directory = checkpoint.check_path(directory, "directory")
         self._check_fitted()
         if not self.parameters_are_finite():
             raise ValueError("The model's parameters are not finite; refusing to save them.")
@@ -552,7 +561,9 @@ class BayesianGMM(tf.Module):
         Raises:
           gmm.checkpoint.CheckpointError (a ValueError): no checkpoint, a corrupt
             or edited one, or variables that do not match its config.
+          ValueError, TypeError: ``directory`` is empty or not a path.
         """
+        directory = checkpoint.check_path(directory, "directory")
         return checkpoint.read(directory, lambda meta, folder: _load_version(cls, meta, folder))
 
 

@@ -385,7 +385,9 @@ def write_npy_shards(
     shard_size = check_positive_int(shard_size, "shard_size")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     seed = check_seed(seed)
-    directory = os.fspath(directory)
+    from gmm.checkpoint import check_path
+
+    directory = check_path(directory, "directory")
     os.makedirs(directory, exist_ok=True)
     paths = []
     for index, start in enumerate(range(0, n, shard_size)):
@@ -436,7 +438,9 @@ def npy_shards_dataset(
         it is given here too). inf, and a row with no observed value, are
         errors either way.
     """
-    pattern = os.fspath(pattern)
+    from gmm.checkpoint import check_path
+
+    pattern = check_path(pattern, "pattern")
     if os.path.isdir(pattern):  # a folder's name is literal, even "run[1]"
         pattern = os.path.join(glob.escape(pattern), "*.npy")
     paths = sorted(glob.glob(pattern))

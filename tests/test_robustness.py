@@ -81,9 +81,9 @@ def test_checkpoints_stay_inside_the_named_folder(seed_data, tmp_path):
         **FIT,
     )
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
-    # A bounded history: the newest versions stay (older ones go after a grace period).
+    # A bounded history: the fit's end prunes to the newest KEEP_VERSIONS (3) of its 8.
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert names == ["LATEST", gmm.checkpoint.MANIFEST] + [f"v{n}" for n in range(1, 9)]
+    assert names == ["LATEST", gmm.checkpoint.MANIFEST] + [f"v{n}" for n in range(6, 9)]
     assert (tmp_path / "run" / "LATEST").read_text() == "v8\n"
 
 
