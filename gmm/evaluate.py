@@ -17,6 +17,7 @@ from sklearn.cluster import KMeans
 from sklearn.mixture import BayesianGaussianMixture
 
 from gmm import reference
+from gmm.full import log_gamma_ratio, student_t_log_density
 from gmm._validation import check_data, check_sample_weight, refuse_with_full_covariance
 
 # Re-exported (the "as" form): the diagnostic of q lives in gmm.psis, and is found here too.
@@ -41,7 +42,13 @@ def posterior_summary(params: dict) -> dict:
       E[w_k^m] = E[v_k^m] prod_{j<k} E[(1 - v_j)^m] for m = 1, 2.
     """
     shape, rate = params["precision_shape"], params["precision_rate"]
-    std_mean = np.sqrt(rate) * np.exp(gammaln(shape - 0.5) - gammaln(shape))
+    # G(a - 1/2) / G(a) without the cancellation of gammaln(a - 1/2) - gammaln(a),
+    # which loses every digit from a = 1e16 on (precision shapes that large come
+    # from sample weights of that size); shape <= 1/2 keeps the plain form.
+    with np.errstate(invalid="ignore"):
+        stable = -log_gamma_ratio(np.maximum(shape - 0.5, 1e-300), 0.5)
+    log_ratio = np.where(shape > 0.5, stable, gammaln(shape - 0.5) - gammaln(shape))
+    std_mean = np.sqrt(rate) * np.exp(log_ratio)
     variance_mean = np.where(shape > 1, rate / np.maximum(shape - 1, 1e-12), np.inf)
     if "stick_a" in params:
         weight_mean, weight_sd = stick_weight_moments(params["stick_a"], params["stick_b"])
@@ -357,7 +364,7 @@ def sklearn_score_samples(estimator: BayesianGaussianMixture, X) -> np.ndarray:
     2006, eq. 10.81) with nu + 1 - D degrees of freedom and shape matrix
     (1 + beta) / ((nu + 1 - D) beta) W^-1, where scikit-learn's
     ``covariances_`` is W^-1 / nu (it divides by ``degrees_of_freedom_``);
-    scored with ``scipy.stats.multivariate_t``.
+    scored with ``gmm.full.student_t_log_density`` (stable at any dof).
 
     Args:
       estimator: fitted with ``covariance_type="diag"`` or ``"full"``.
@@ -387,15 +394,17 @@ def sklearn_score_samples(estimator: BayesianGaussianMixture, X) -> np.ndarray:
         per_component = []
         for k in range(len(dof)):
             shape = estimator.covariances_[k] * dof[k] * (1 + beta[k]) / (t_dof[k] * beta[k])
-            try:
-                predictive = stats.multivariate_t(loc=estimator.means_[k], shape=shape, df=t_dof[k])
+            try:  # gmm.full's density: SciPy's multivariate_t cancels log-gammas at large dof
+                log_density = student_t_log_density(
+                    data, estimator.means_[k][None], shape[None], t_dof[k : k + 1]
+                )[:, 0]
             except np.linalg.LinAlgError as error:
                 raise ValueError(
                     f"scikit-learn's fit is degenerate: component {k}'s covariance is not "
                     "numerically positive definite (fitted to fewer points than features? a "
                     "larger reg_covar or covariance_prior helps), so it has no predictive density."
                 ) from error
-            per_component.append(predictive.logpdf(data))
+            per_component.append(log_density)
         per_component = np.stack(per_component, axis=1)  # [N, K]
         return special.logsumexp(np.log(estimator.weights_) + per_component, axis=1)
     dof = estimator.degrees_of_freedom_[:, None]  # [K, 1]

@@ -22,6 +22,7 @@ from gmm._validation import (
     check_positive_int,
     check_scale,
     check_seed,
+    check_weights_in_dtype,
     tf_seed,
 )
 from gmm.elbo import ESTIMATORS
@@ -572,6 +573,11 @@ def fit(
             "likelihood of a point's observed coordinates is not conjugate to the "
             "Normal-Wishart, so the natural-gradient step has no closed form)."
         )
+    if source.weighted:  # sums of weights beyond the dtype's range: refused, not mis-fitted
+        check_weights_in_dtype(
+            source.weights, source.total_weight, model.dtype.as_numpy_dtype,
+            "sample_weight" if source.weights is not None else "X's weights",
+        )  # fmt: skip
     if strategy is not None and (source.weighted or source.missing):
         raise ValueError(
             "strategy is supported for unweighted, complete data only (no sample_weight, "
