@@ -620,11 +620,12 @@ def predictive_parameters(params: dict) -> tuple[np.ndarray, ...]:
         np.asarray(a, np.float64) for a in unpack(params)
     )
     n_features = loc.shape[-1]
-    scale_inverse = dof[:, None, None] * np.linalg.inv(
-        precision_tril @ precision_tril.transpose(0, 2, 1)
-    )
     t_dof = dof + 1.0 - n_features
-    shape = ((1.0 + mean_precision) / (t_dof * mean_precision))[:, None, None] * scale_inverse
+    # (1 + beta) / (dof beta) nu W^-1 = (1 + 1 / beta) (nu / dof) E[Lambda]^-1, in
+    # this order so that no factor overflows where nu and beta are huge (sample
+    # weights of 1e250 and more in float64: dof * beta alone overflows).
+    factor = (1.0 + 1.0 / mean_precision) * (dof / t_dof)
+    shape = factor[:, None, None] * np.linalg.inv(precision_tril @ precision_tril.transpose(0, 2, 1))
     return concentration / concentration.sum(), loc, shape, t_dof
 
 
@@ -721,8 +722,8 @@ def posterior_parameters(params: dict, shift: np.ndarray, scale: np.ndarray) -> 
     ``dof`` ``[K]`` (nu), ``precision_scale`` ``[K, D, D]`` (W, 1 / data
     units^2: Lambda_x = S^-1 Lambda_z S^-1 for S = diag(scale), and a Wishart
     scale maps alike) and ``concentration`` ``[K]``; plus ``covariance_mean``
-    ``[K, D, D]``, E_q[Lambda^-1] = W^-1 / (nu - D - 1) in data units^2 (inf
-    where nu <= D + 1)."""
+    ``[K, D, D]``, E_q[Lambda^-1] = W^-1 / (nu - D - 1) in data units^2 (every
+    entry inf where nu <= D + 1: the expectation diverges there)."""
     loc, mean_precision, precision_tril, dof, concentration = (
         np.asarray(a, np.float64) for a in unpack(params)
     )
@@ -747,9 +748,14 @@ def with_covariance_mean(params: dict) -> dict:
     dof, n_features = params["dof"], params["loc_mean"].shape[-1]
     excess = dof - n_features - 1
     scale_inverse = np.linalg.inv(params["precision_scale"])
-    with np.errstate(divide="ignore"):
-        factor = np.where(excess > 0, 1.0 / np.maximum(excess, 1e-300), np.inf)
-    return dict(params, covariance_mean=factor[:, None, None] * scale_inverse)
+    # E[Sigma] = W^-1 / (nu - D - 1) exists only for nu > D + 1; elsewhere the
+    # expectation diverges and every entry is set to inf (not inf * W^-1, whose
+    # zero entries would make NaN with a RuntimeWarning).
+    defined = (excess > 0)[:, None, None]
+    covariance_mean = np.where(
+        defined, scale_inverse / np.where(excess > 0, excess, 1.0)[:, None, None], np.inf
+    )
+    return dict(params, covariance_mean=covariance_mean)
 
 
 def posterior_summary(params: dict) -> dict:
