@@ -440,7 +440,8 @@ def fit(
         reparameterised posterior draw per point; noisier, slower).
       algorithm: ``"natural"`` (conjugate natural-gradient SVI, ``gmm.natural``;
         exchangeable model, ``"expected"`` estimator) or ``"adam"``.
-        Default: ``"natural"`` where it applies, else ``"adam"``.
+        Default: ``"natural"`` where it applies, else ``"adam"`` (so for
+        ``covariance="full"`` with NaN in the data, ``"adam"``).
       init: ``"kmeans++"`` or ``"prior"`` (``gmm.init.initial_q``).
       warm_start: continue from the model's current state if it was fitted
         (the global step, the step-size schedule and Adam's moments carry on).
@@ -473,7 +474,9 @@ def fit(
         A stream's points may hold NaN too. Not with a ``strategy``. With
         ``covariance="full"``, data with missing values need
         ``algorithm="adam"`` (the natural-gradient step has no closed form
-        there; ``"natural"``, the default, raises).
+        there): the default (None) then chooses Adam, with its default
+        ``learning_rate``; an explicit ``"natural"`` raises. Data without NaN
+        fit as with ``"error"`` (natural gradients by default).
         ``sample_weight``, weighted streams and ``missing="marginalize"`` run
         in one process (a multi-worker fit refuses them).
       jit_compile: compile each step's update (the -ELBO and its gradient
@@ -567,6 +570,10 @@ def fit(
         sample_weight=sample_weight,
         missing=config.missing,
     )
+    if source.missing and model.covariance == "full" and config.algorithm == "natural":
+        if algorithm is None:  # the default chooses what works: Adam (no natural step here)
+            rate = 0.05 if learning_rate is None else config.learning_rate
+            config = dataclasses.replace(config, algorithm="adam", learning_rate=rate)
     if source.missing and model.covariance == "full" and config.algorithm == "natural":
         raise ValueError(
             "X has missing values: with covariance='full' pass algorithm='adam' (the marginal "

@@ -257,17 +257,15 @@ def expected_log_likelihood(params: dict, batch, *, per_component: bool = False,
         - _mahalanobis(batch, loc, precision_tril)
     )
     if mask is not None:
-        # Only the rows with a missing value pay for the [R, K, D, D] factorisations.
-        incomplete = tf.where(tf.reduce_any(mask < 0.5, axis=-1))  # [R, 1] row indices
-        marginal = _observed_block_terms(
-            tf.gather_nd(batch, incomplete),
-            tf.gather_nd(mask, incomplete),
-            loc,
-            mean_precision,
-            precision_tril,
-            dof,
-        )
-        component_terms = tf.tensor_scatter_nd_update(component_terms, incomplete, marginal)
+        # Every row's marginal terms, kept only where a value is missing: fixed
+        # shapes, so that XLA (jit_compile=True) compiles it (gathering the
+        # incomplete rows gave a dynamic [<=B, K, D, D] that its digamma gradient
+        # refused); a complete row's marginal is finite, so tf.where's unused
+        # branch adds nothing to the gradient, and complete rows keep the ordinary
+        # terms bit for bit. Cost: [B, K, D, D] factorisations for every row.
+        incomplete = tf.reduce_any(mask < 0.5, axis=-1, keepdims=True)  # [B, 1]
+        marginal = _observed_block_terms(batch, mask, loc, mean_precision, precision_tril, dof)
+        component_terms = tf.where(incomplete, marginal, component_terms)
     joint = expected_log_weights + component_terms
     return joint if per_component else tf.reduce_logsumexp(joint, axis=-1)
 
@@ -292,7 +290,8 @@ def _observed_block_terms(points, mask, loc, mean_precision, precision_tril, dof
     observed block and the identity elsewhere, so log |A| = -log |W_o| and,
     with x~ = (x - m) * o, x~^T A^-1 x~ = (x - m)_o^T W_o (x - m)_o. Cost: one
     D x D Cholesky factorisation per point and component, ``[R, K, D, D]``
-    memory (about 25 MB of float32 for R = 500, K = 10, D = 35).
+    memory (about 25 MB of float32 for R = 500, K = 10, D = 35); ``expected_log_likelihood``
+    passes every row of the batch (fixed shapes for XLA).
     """
     d = _dimension(loc)
     observed = tf.reduce_sum(mask, axis=-1)[:, None]  # p, [R, 1]
