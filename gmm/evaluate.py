@@ -17,8 +17,8 @@ from sklearn.cluster import KMeans
 from sklearn.mixture import BayesianGaussianMixture
 
 from gmm import reference
-from gmm.full import log_gamma_ratio, student_t_log_density
 from gmm._validation import check_data, check_sample_weight, refuse_with_full_covariance
+from gmm.full import log_gamma_ratio, student_t_log_density
 
 # Re-exported (the "as" form): the diagnostic of q lives in gmm.psis, and is found here too.
 from gmm.psis import PSISResult as PSISResult
