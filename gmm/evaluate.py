@@ -18,7 +18,7 @@ from sklearn.mixture import BayesianGaussianMixture
 
 from gmm import reference
 from gmm._validation import check_data, check_sample_weight, refuse_with_full_covariance
-from gmm.full import log_gamma_ratio, student_t_log_density
+from gmm.full import log_gamma_ratio
 
 # Re-exported (the "as" form): the diagnostic of q lives in gmm.psis, and is found here too.
 from gmm.psis import PSISResult as PSISResult
@@ -364,7 +364,7 @@ def sklearn_score_samples(estimator: BayesianGaussianMixture, X) -> np.ndarray:
     2006, eq. 10.81) with nu + 1 - D degrees of freedom and shape matrix
     (1 + beta) / ((nu + 1 - D) beta) W^-1, where scikit-learn's
     ``covariances_`` is W^-1 / nu (it divides by ``degrees_of_freedom_``);
-    scored with ``gmm.full.student_t_log_density`` (stable at any dof).
+    scored with ``scipy.stats.multivariate_t``.
 
     Args:
       estimator: fitted with ``covariance_type="diag"`` or ``"full"``.
@@ -394,17 +394,15 @@ def sklearn_score_samples(estimator: BayesianGaussianMixture, X) -> np.ndarray:
         per_component = []
         for k in range(len(dof)):
             shape = estimator.covariances_[k] * dof[k] * (1 + beta[k]) / (t_dof[k] * beta[k])
-            try:  # gmm.full's density: SciPy's multivariate_t cancels log-gammas at large dof
-                log_density = student_t_log_density(
-                    data, estimator.means_[k][None], shape[None], t_dof[k : k + 1]
-                )[:, 0]
+            try:
+                predictive = stats.multivariate_t(loc=estimator.means_[k], shape=shape, df=t_dof[k])
             except np.linalg.LinAlgError as error:
                 raise ValueError(
                     f"scikit-learn's fit is degenerate: component {k}'s covariance is not "
                     "numerically positive definite (fitted to fewer points than features? a "
                     "larger reg_covar or covariance_prior helps), so it has no predictive density."
                 ) from error
-            per_component.append(log_density)
+            per_component.append(predictive.logpdf(data))
         per_component = np.stack(per_component, axis=1)  # [N, K]
         return special.logsumexp(np.log(estimator.weights_) + per_component, axis=1)
     dof = estimator.degrees_of_freedom_[:, None]  # [K, 1]
