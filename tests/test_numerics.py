@@ -189,7 +189,7 @@ def test_full_covariance_with_missing_values_compiles_with_xla(data, streamed):
     largest = max(
         float(np.max(np.abs(plain[k] - xla[k]) / np.maximum(np.abs(plain[k]), 1e-3))) for k in plain
     )
-    assert largest < 1e-4  # measured: see the report (float32 rounding)
+    assert largest < 1e-4  # measured: 1.5e-6 in memory, 3.5e-6 streamed (float32 rounding)
 
 
 # -- D. NormalWishartPriors outside float32 ---------------------------------------------------
