@@ -183,6 +183,64 @@ def check_sample_weight(sample_weight, n_points: int, name: str = "sample_weight
     return weights
 
 
+# The fit's statistics are sums of weights times squared standardised data: per
+# feature, sum_n w_n z_n^2 is the total weight itself, and the bound's terms grow
+# like total * log(total) (the Wishart's and Gamma's log-normalisers), so the
+# total weight must stay this factor below the dtype's largest number (the same
+# margin as ``check_in_dtype``'s for the priors).
+WEIGHT_HEADROOM = 1e6
+
+
+def check_weights_in_dtype(
+    weights, total_weight: float, dtype, name: str = "sample_weight"
+) -> None:
+    """Checks sample weights can be summed in the model's ``dtype``: each positive
+    weight at least the dtype's smallest normal number (smaller ones round to 0
+    or lose precision there, and all of them at 0 leave nothing to fit), and the
+    total at most ``finfo(dtype).max / WEIGHT_HEADROOM`` (larger totals overflow
+    the fit's sums: NaN at the first step, or a non-positive-definite scale).
+
+    Args:
+      weights: ``[N]`` float64 weights already checked by ``check_sample_weight``,
+        or None (a stream's, checked for their total only: at least the smallest
+        normal number, at most the largest allowed).
+      total_weight: their sum (float64).
+      dtype: the model's float dtype.
+
+    Raises:
+      ValueError: naming ``name``, the offending row and value, and the dtype's limits.
+    """
+    info = np.finfo(np.dtype(dtype))
+    tiny, largest = float(info.tiny), float(info.max) / WEIGHT_HEADROOM
+    limits = (
+        f"with dtype {np.dtype(dtype).name}, positive weights must be at least {tiny:.3g} "
+        f"and sum to at most {largest:.3g}"
+    )
+    if weights is not None:
+        small = np.flatnonzero((weights > 0) & (weights < tiny))
+        if small.size:
+            raise ValueError(
+                f"{name}[{small[0]}] = {float(weights[small[0]])!r} is too small: {limits} "
+                f"({small.size} such weight(s)). Multiply every weight by one factor (it "
+                "keeps their ratios) or set those to 0."
+            )
+    if not total_weight >= tiny:
+        raise ValueError(
+            f"{name} sums to {total_weight!r}, too small: {limits}. Multiply every weight by "
+            "one factor (it keeps their ratios)."
+        )
+    if not total_weight <= largest:
+        row = ""
+        if weights is not None:
+            first = int(np.argmax(weights))
+            row = f" (the largest, {name}[{first}], is {float(weights[first])!r})"
+        raise ValueError(
+            f"{name} sums to {total_weight!r}{row}, too large: {limits}, or the fit's sums "
+            "overflow. Divide every weight by one factor (it keeps their ratios; only the "
+            "prior's relative strength changes)."
+        )
+
+
 def _check_pandas_dtypes(frame, name: str) -> None:
     """Only numeric columns (int, float, their nullable forms): not bool, dates,
     strings or categories, which ``to_numpy(float)`` would convert silently."""

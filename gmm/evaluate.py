@@ -18,6 +18,7 @@ from sklearn.mixture import BayesianGaussianMixture
 
 from gmm import reference
 from gmm._validation import check_data, check_sample_weight, refuse_with_full_covariance
+from gmm.full import log_gamma_ratio
 
 # Re-exported (the "as" form): the diagnostic of q lives in gmm.psis, and is found here too.
 from gmm.psis import PSISResult as PSISResult
@@ -41,7 +42,13 @@ def posterior_summary(params: dict) -> dict:
       E[w_k^m] = E[v_k^m] prod_{j<k} E[(1 - v_j)^m] for m = 1, 2.
     """
     shape, rate = params["precision_shape"], params["precision_rate"]
-    std_mean = np.sqrt(rate) * np.exp(gammaln(shape - 0.5) - gammaln(shape))
+    # G(a - 1/2) / G(a) without the cancellation of gammaln(a - 1/2) - gammaln(a),
+    # which loses every digit from a = 1e16 on (precision shapes that large come
+    # from sample weights of that size); shape <= 1/2 keeps the plain form.
+    with np.errstate(invalid="ignore"):
+        stable = -log_gamma_ratio(np.maximum(shape - 0.5, 1e-300), 0.5)
+    log_ratio = np.where(shape > 0.5, stable, gammaln(shape - 0.5) - gammaln(shape))
+    std_mean = np.sqrt(rate) * np.exp(log_ratio)
     variance_mean = np.where(shape > 1, rate / np.maximum(shape - 1, 1e-12), np.inf)
     if "stick_a" in params:
         weight_mean, weight_sd = stick_weight_moments(params["stick_a"], params["stick_b"])

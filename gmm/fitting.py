@@ -23,6 +23,7 @@ from gmm._validation import (
     check_raw_precision,
     check_scale,
     check_seed,
+    check_weights_in_dtype,
     tf_seed,
 )
 from gmm.elbo import ESTIMATORS
@@ -484,7 +485,8 @@ def fit(
         reparameterised posterior draw per point; noisier, slower).
       algorithm: ``"natural"`` (conjugate natural-gradient SVI, ``gmm.natural``;
         exchangeable model, ``"expected"`` estimator) or ``"adam"``.
-        Default: ``"natural"`` where it applies, else ``"adam"``.
+        Default: ``"natural"`` where it applies, else ``"adam"`` (so for
+        ``covariance="full"`` with NaN in the data, ``"adam"``).
       init: ``"kmeans++"`` or ``"prior"`` (``gmm.init.initial_q``).
       warm_start: continue from the model's current state if it was fitted
         (the global step, the step-size schedule and Adam's moments carry on).
@@ -520,7 +522,9 @@ def fit(
         A stream's points may hold NaN too. Not with a ``strategy``. With
         ``covariance="full"``, data with missing values need
         ``algorithm="adam"`` (the natural-gradient step has no closed form
-        there; ``"natural"``, the default, raises).
+        there): the default (None) then chooses Adam, with its default
+        ``learning_rate``; an explicit ``"natural"`` raises. Data without NaN
+        fit as with ``"error"`` (natural gradients by default).
         ``sample_weight``, weighted streams and ``missing="marginalize"`` run
         in one process (a multi-worker fit refuses them).
       jit_compile: compile each step's update (the -ELBO and its gradient
@@ -617,11 +621,20 @@ def fit(
         missing=config.missing,
     )
     if source.missing and model.covariance == "full" and config.algorithm == "natural":
+        if algorithm is None:  # the default chooses what works: Adam (no natural step here)
+            rate = 0.05 if learning_rate is None else config.learning_rate
+            config = dataclasses.replace(config, algorithm="adam", learning_rate=rate)
+    if source.missing and model.covariance == "full" and config.algorithm == "natural":
         raise ValueError(
             "X has missing values: with covariance='full' pass algorithm='adam' (the marginal "
             "likelihood of a point's observed coordinates is not conjugate to the "
             "Normal-Wishart, so the natural-gradient step has no closed form)."
         )
+    if source.weighted:  # sums of weights beyond the dtype's range: refused, not mis-fitted
+        check_weights_in_dtype(
+            source.weights, source.total_weight, model.dtype.as_numpy_dtype,
+            "sample_weight" if source.weights is not None else "X's weights",
+        )  # fmt: skip
     if strategy is not None and (source.weighted or source.missing):
         raise ValueError(
             "strategy is supported for unweighted, complete data only (no sample_weight, "

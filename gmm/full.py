@@ -257,17 +257,15 @@ def expected_log_likelihood(params: dict, batch, *, per_component: bool = False,
         - _mahalanobis(batch, loc, precision_tril)
     )
     if mask is not None:
-        # Only the rows with a missing value pay for the [R, K, D, D] factorisations.
-        incomplete = tf.where(tf.reduce_any(mask < 0.5, axis=-1))  # [R, 1] row indices
-        marginal = _observed_block_terms(
-            tf.gather_nd(batch, incomplete),
-            tf.gather_nd(mask, incomplete),
-            loc,
-            mean_precision,
-            precision_tril,
-            dof,
-        )
-        component_terms = tf.tensor_scatter_nd_update(component_terms, incomplete, marginal)
+        # Every row's marginal terms, kept only where a value is missing: fixed
+        # shapes, so that XLA (jit_compile=True) compiles it (gathering the
+        # incomplete rows gave a dynamic [<=B, K, D, D] that its digamma gradient
+        # refused); a complete row's marginal is finite, so tf.where's unused
+        # branch adds nothing to the gradient, and complete rows keep the ordinary
+        # terms bit for bit. Cost: [B, K, D, D] factorisations for every row.
+        incomplete = tf.reduce_any(mask < 0.5, axis=-1, keepdims=True)  # [B, 1]
+        marginal = _observed_block_terms(batch, mask, loc, mean_precision, precision_tril, dof)
+        component_terms = tf.where(incomplete, marginal, component_terms)
     joint = expected_log_weights + component_terms
     return joint if per_component else tf.reduce_logsumexp(joint, axis=-1)
 
@@ -292,7 +290,8 @@ def _observed_block_terms(points, mask, loc, mean_precision, precision_tril, dof
     observed block and the identity elsewhere, so log |A| = -log |W_o| and,
     with x~ = (x - m) * o, x~^T A^-1 x~ = (x - m)_o^T W_o (x - m)_o. Cost: one
     D x D Cholesky factorisation per point and component, ``[R, K, D, D]``
-    memory (about 25 MB of float32 for R = 500, K = 10, D = 35).
+    memory (about 25 MB of float32 for R = 500, K = 10, D = 35); ``expected_log_likelihood``
+    passes every row of the batch (fixed shapes for XLA).
     """
     d = _dimension(loc)
     observed = tf.reduce_sum(mask, axis=-1)[:, None]  # p, [R, 1]
@@ -620,12 +619,61 @@ def predictive_parameters(params: dict) -> tuple[np.ndarray, ...]:
         np.asarray(a, np.float64) for a in unpack(params)
     )
     n_features = loc.shape[-1]
-    scale_inverse = dof[:, None, None] * np.linalg.inv(
-        precision_tril @ precision_tril.transpose(0, 2, 1)
-    )
     t_dof = dof + 1.0 - n_features
-    shape = ((1.0 + mean_precision) / (t_dof * mean_precision))[:, None, None] * scale_inverse
+    # (1 + beta) / (dof beta) nu W^-1 = (1 + 1 / beta) (nu / dof) E[Lambda]^-1, in
+    # this order so that no factor overflows where nu and beta are huge (sample
+    # weights of 1e250 and more in float64: dof * beta alone overflows).
+    factor = (1.0 + 1.0 / mean_precision) * (dof / t_dof)
+    expected_covariance = np.linalg.inv(precision_tril @ precision_tril.transpose(0, 2, 1))
+    shape = factor[:, None, None] * expected_covariance
     return concentration / concentration.sum(), loc, shape, t_dof
+
+
+# Stirling's series for log Gamma(z): B_2k / (2k (2k - 1)), k = 1..7.
+_STIRLING = (1 / 12, -1 / 360, 1 / 1260, -1 / 1680, 1 / 1188, -691 / 360360, 1 / 156)
+
+
+def _log1p_minus(u):
+    """log(1 + u) - u for u >= 0, without the cancellation of the plain difference
+    at small u (its power series there, 25 terms: below 1e-17 relative for u < 0.1)."""
+    small = np.minimum(u, 0.1)
+    series = sum((-1.0) ** (k + 1) * small**k / k for k in range(2, 27))
+    with np.errstate(invalid="ignore"):
+        return np.where(u < 0.1, series, np.log1p(u) - u)
+
+
+def log_gamma_ratio(x, h):
+    """log Gamma(x + h) - log Gamma(x) for ``x`` > 0 and ``h`` > 0 (arrays that
+    broadcast; float64 NumPy), to about 1e-15 relative at every ``x``.
+
+    The plain difference ``gammaln(x + h) - gammaln(x)`` subtracts two numbers
+    of size x log x to get one of size h log x: it loses log10(x) digits, all of
+    them from x = 1e16 on (a Student-t of nu = 1e16 degrees of freedom, as
+    sample weights of 1e16 give, had log-density terms off by tens of nats);
+    SciPy's ``gammaln(h) - betaln(x, h)`` is exact only for x > 1e6 h (3e-12
+    relative at x = 1e6, h = 17.5). For x >= 10, Stirling's series of both
+    terms with their large parts cancelled by hand, u = h / x:
+
+        h log x + x (log(1 + u) - u) + (h - 1/2) log(1 + u) + S(x + h) - S(x),
+
+    S(z) = sum_k B_2k / (2k (2k - 1) z^(2k - 1)) (7 terms: 1e-17 at z = 10);
+    below 10 the plain difference, whose terms are small there.
+    """
+    x, h = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(h, np.float64))
+    large = np.maximum(x, 10.0)  # the series' branch, evaluated where x >= 10 only
+    u = h / large
+
+    def series(z):  # in powers of 1 / z, which underflow to 0 (not overflow) at huge z
+        inverse = 1.0 / z
+        return sum(c * inverse ** (2 * k + 1) for k, c in enumerate(_STIRLING))
+
+    stirling = (
+        h * np.log(large)
+        + large * _log1p_minus(u)
+        + (h - 0.5) * np.log1p(u)
+        + (series(large + h) - series(large))
+    )
+    return np.where(x >= 10.0, stirling, gammaln(x + h) - gammaln(x))
 
 
 def student_t_log_density(points, loc, shape, dof) -> np.ndarray:
@@ -639,8 +687,7 @@ def student_t_log_density(points, loc, shape, dof) -> np.ndarray:
     maha = np.sum(solved**2, axis=-1)
     log_det = 2.0 * np.log(np.diagonal(tril, axis1=-2, axis2=-1)).sum(-1)
     return (
-        gammaln((dof + n_dims) / 2.0)
-        - gammaln(dof / 2.0)
+        log_gamma_ratio(dof / 2.0, n_dims / 2.0)
         - n_dims / 2.0 * np.log(dof * np.pi)
         - 0.5 * log_det
         - (dof + n_dims) / 2.0 * np.log1p(maha / dof)
@@ -707,8 +754,8 @@ def posterior_parameters(params: dict, shift: np.ndarray, scale: np.ndarray) -> 
     ``dof`` ``[K]`` (nu), ``precision_scale`` ``[K, D, D]`` (W, 1 / data
     units^2: Lambda_x = S^-1 Lambda_z S^-1 for S = diag(scale), and a Wishart
     scale maps alike) and ``concentration`` ``[K]``; plus ``covariance_mean``
-    ``[K, D, D]``, E_q[Lambda^-1] = W^-1 / (nu - D - 1) in data units^2 (inf
-    where nu <= D + 1)."""
+    ``[K, D, D]``, E_q[Lambda^-1] = W^-1 / (nu - D - 1) in data units^2 (every
+    entry inf where nu <= D + 1: the expectation diverges there)."""
     loc, mean_precision, precision_tril, dof, concentration = (
         np.asarray(a, np.float64) for a in unpack(params)
     )
@@ -733,9 +780,14 @@ def with_covariance_mean(params: dict) -> dict:
     dof, n_features = params["dof"], params["loc_mean"].shape[-1]
     excess = dof - n_features - 1
     scale_inverse = np.linalg.inv(params["precision_scale"])
-    with np.errstate(divide="ignore"):
-        factor = np.where(excess > 0, 1.0 / np.maximum(excess, 1e-300), np.inf)
-    return dict(params, covariance_mean=factor[:, None, None] * scale_inverse)
+    # E[Sigma] = W^-1 / (nu - D - 1) exists only for nu > D + 1; elsewhere the
+    # expectation diverges and every entry is set to inf (not inf * W^-1, whose
+    # zero entries would make NaN with a RuntimeWarning).
+    defined = (excess > 0)[:, None, None]
+    covariance_mean = np.where(
+        defined, scale_inverse / np.where(excess > 0, excess, 1.0)[:, None, None], np.inf
+    )
+    return dict(params, covariance_mean=covariance_mean)
 
 
 def posterior_summary(params: dict) -> dict:

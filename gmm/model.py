@@ -72,6 +72,35 @@ def _check_covariance(covariance, priors, order_by, n_features):
     return covariance, priors.for_features(n_features)
 
 
+def _check_normal_wishart_in_dtype(priors, n_features: int, dtype) -> None:
+    """The Normal-Wishart prior's settings (``dof`` resolved) usable in ``dtype``:
+    each positive one a normal number with headroom (``check_in_dtype``), as are
+    the prior scale's diagonal dof / expected_precision, dof's excess over
+    D - 1 not lost to rounding (q stores log(nu - (D - 1))), and loc_mean's
+    square finite (the natural step forms (m - m0)(m - m0)^T)."""
+    for field in ("mean_precision", "dof", "expected_precision", "concentration"):
+        check_in_dtype(getattr(priors, field), f"priors.{field}", dtype)
+    check_in_dtype(
+        priors.dof / priors.expected_precision, "priors.dof / priors.expected_precision", dtype
+    )
+    excess = float(np.asarray(priors.dof, dtype)) - (n_features - 1)
+    true_excess = priors.dof - (n_features - 1)
+    if not abs(excess - true_excess) <= 0.01 * true_excess:
+        raise ValueError(
+            f"priors.dof={priors.dof!r} exceeds n_features - 1 = {n_features - 1} by "
+            f"{true_excess:.3g}, which {np.dtype(dtype).name} rounding loses (the Wishart needs "
+            "dof > n_features - 1 in the model's arithmetic); use a larger dof, or "
+            "dtype='float64'."
+        )
+    largest_loc = float(np.sqrt(np.finfo(dtype).max)) / 1e3
+    if not abs(priors.loc_mean) <= largest_loc:
+        raise ValueError(
+            f"priors.loc_mean={priors.loc_mean!r} is beyond +-{largest_loc:.3g}, whose square "
+            f"overflows the model's {np.dtype(dtype).name} arithmetic; use a value in the "
+            "data's standardised units (0 is the data's mean)."
+        )
+
+
 def _check_construction(
     n_components, n_features, priors, standardize, dtype, order_by, covariance, weights
 ):
@@ -94,6 +123,7 @@ def _check_construction(
     if dtype not in (tf.float32, tf.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype.name}.")
     if covariance == "full":  # the rest checks the diagonal model's priors and order_by
+        _check_normal_wishart_in_dtype(priors, n_features, dtype.as_numpy_dtype)
         return (
             n_components, n_features, priors, check_bool(standardize, "standardize"), dtype,
             None, covariance, weights,
