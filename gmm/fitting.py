@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -276,6 +277,100 @@ def _check_data_fits_model(model, source: inputs.Source, continuing: bool, algor
                 f"With standardize=False, X's values must lie within +-{raw_limit:g} for a "
                 f"{model.dtype.name} model (their squares must not overflow); standardise them."
             )
+
+
+def _configure(model, strategy, callbacks, **settings):
+    """``fit``'s settings checked: ``(strategy, FitConfig, callbacks)``, the
+    default strategy as None and the callbacks as a tuple."""
+    if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+        raise TypeError(f"strategy must be a tf.distribute.Strategy, got {strategy!r}.")
+    if type(strategy).__name__ == "_DefaultDistributionStrategy":
+        strategy = None  # tf.distribute.get_strategy() outside any scope: one device, no split
+    config = FitConfig.create(model, strategy, **settings)
+    callbacks = tuple(callbacks) if isinstance(callbacks, list | tuple) else callbacks
+    if not isinstance(callbacks, tuple) or not all(callable(c) for c in callbacks):
+        raise TypeError(f"callbacks must be a list or tuple of callables, got {callbacks!r}.")
+    return strategy, config, callbacks
+
+
+def _check_source(model, source, config, strategy, algorithm, learning_rate):
+    """The prepared data checked against the model and the settings, and the
+    default algorithm settled for them: ``(config, budget)``. ``algorithm`` and
+    ``learning_rate`` are the caller's own (None: the default)."""
+    if source.missing and model.covariance == "full" and config.algorithm == "natural":
+        if algorithm is None:  # the default chooses what works: Adam (no natural step here)
+            rate = 0.05 if learning_rate is None else config.learning_rate
+            config = dataclasses.replace(config, algorithm="adam", learning_rate=rate)
+    if source.missing and model.covariance == "full" and config.algorithm == "natural":
+        raise ValueError(
+            "X has missing values: with covariance='full' pass algorithm='adam' (the marginal "
+            "likelihood of a point's observed coordinates is not conjugate to the "
+            "Normal-Wishart, so the natural-gradient step has no closed form)."
+        )
+    if source.weighted:  # sums of weights beyond the dtype's range: refused, not mis-fitted
+        check_weights_in_dtype(
+            source.weights, source.total_weight, model.dtype.as_numpy_dtype,
+            "sample_weight" if source.weights is not None else "X's weights",
+        )  # fmt: skip
+    if strategy is not None and (source.weighted or source.missing):
+        raise ValueError(
+            "strategy is supported for unweighted, complete data only (no sample_weight, "
+            "no missing values)."
+        )
+    continuing = config.warm_start and model.is_fitted
+    budget = config.total_steps(source)
+    _check_data_fits_model(model, source, continuing, config.algorithm)
+    return config, budget
+
+
+def check_fit_options(model, X, fit_options: dict, *, caller: str, fixed: dict) -> None:
+    """``fit``'s own checks of ``fit_options`` and the in-memory ``X`` for
+    ``model``, without fitting: for the helpers that fit a model several times
+    (``gmm.delete_components``, ``gmm.selection.sweep_components``) and must
+    refuse a bad option before anything changes.
+
+    Args:
+      model: the ``BayesianGMM`` the fits will run on.
+      X: ``[N, D]`` data units, checked (``_validation.check_data``).
+      fit_options: the user's keyword arguments for ``fit``.
+      caller: the helper's name, for the messages.
+      fixed: the options the helper sets itself (``seed`` among them); the
+        user may not pass them.
+
+    Raises:
+      TypeError: an option ``fit`` does not take (or one in ``fixed``), or a
+        value of the wrong type. ValueError: a bad value.
+    """
+    parameters = inspect.signature(fit).parameters
+    accepted = [name for name in parameters if name not in ("model", "X", *fixed)]
+    unknown = sorted(set(fit_options) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"{caller} got unknown fit option(s) {unknown}; the options it passes to gmm.fit "
+            f"are {accepted}."
+        )
+    settings = {
+        field.name: fit_options.get(field.name, parameters[field.name].default)
+        for field in dataclasses.fields(FitConfig)
+    }
+    settings.update(fixed)
+    strategy, config, _ = _configure(
+        model, fit_options.get("strategy"), fit_options.get("callbacks", ()), **settings
+    )
+    if strategy is not None:
+        return  # a strategy's data are checked with its collectives, inside fit itself
+    source = inputs.prepare(
+        X,
+        model.n_features,
+        model.n_components,
+        config.batch_size,
+        config.seed,
+        sample_weight=fit_options.get("sample_weight"),
+        missing=config.missing,
+    )
+    _check_source(
+        model, source, config, None, fit_options.get("algorithm"), fit_options.get("learning_rate")
+    )
 
 
 def _start(model, source, config, checkpointer) -> tuple[int, list, object, dict]:
@@ -564,13 +659,10 @@ def fit(
     Any other error leaves the model exactly as it was before the call.
     """
     start_time = time.perf_counter()
-    if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
-        raise TypeError(f"strategy must be a tf.distribute.Strategy, got {strategy!r}.")
-    if type(strategy).__name__ == "_DefaultDistributionStrategy":
-        strategy = None  # tf.distribute.get_strategy() outside any scope: one device, no split
-    config = FitConfig.create(
+    strategy, config, callbacks = _configure(
         model,
         strategy,
+        callbacks,
         steps=steps,
         epochs=epochs,
         max_steps=max_steps,
@@ -588,9 +680,6 @@ def fit(
         missing=missing,
         jit_compile=jit_compile,
     )
-    callbacks = tuple(callbacks) if isinstance(callbacks, list | tuple) else callbacks
-    if not isinstance(callbacks, tuple) or not all(callable(c) for c in callbacks):
-        raise TypeError(f"callbacks must be a list or tuple of callables, got {callbacks!r}.")
     replicas = 1 if strategy is None else strategy.num_replicas_in_sync
     if isinstance(X, tf.data.Dataset) and config.checkpoint_dir is not None:
         raise ValueError("checkpoint_dir needs in-memory data; X is a tf.data.Dataset.")
@@ -620,29 +709,7 @@ def fit(
         sample_weight=sample_weight,
         missing=config.missing,
     )
-    if source.missing and model.covariance == "full" and config.algorithm == "natural":
-        if algorithm is None:  # the default chooses what works: Adam (no natural step here)
-            rate = 0.05 if learning_rate is None else config.learning_rate
-            config = dataclasses.replace(config, algorithm="adam", learning_rate=rate)
-    if source.missing and model.covariance == "full" and config.algorithm == "natural":
-        raise ValueError(
-            "X has missing values: with covariance='full' pass algorithm='adam' (the marginal "
-            "likelihood of a point's observed coordinates is not conjugate to the "
-            "Normal-Wishart, so the natural-gradient step has no closed form)."
-        )
-    if source.weighted:  # sums of weights beyond the dtype's range: refused, not mis-fitted
-        check_weights_in_dtype(
-            source.weights, source.total_weight, model.dtype.as_numpy_dtype,
-            "sample_weight" if source.weights is not None else "X's weights",
-        )  # fmt: skip
-    if strategy is not None and (source.weighted or source.missing):
-        raise ValueError(
-            "strategy is supported for unweighted, complete data only (no sample_weight, "
-            "no missing values)."
-        )
-    continuing = config.warm_start and model.is_fitted
-    budget = config.total_steps(source)
-    _check_data_fits_model(model, source, continuing, config.algorithm)
+    config, budget = _check_source(model, source, config, strategy, algorithm, learning_rate)
     checkpointer = None
     if config.checkpoint_dir is not None:
         data_identity = None

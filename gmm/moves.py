@@ -16,16 +16,15 @@ convergence again, and keeps the result only if the full-data ELBO rose.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 
 import numpy as np
 import tensorflow as tf
 
-from gmm import fitting, full, inputs
+from gmm import full
 from gmm._validation import check_data, check_positive, check_sample_weight, check_seed
 from gmm.elbo import expected_log_likelihood, kl_divergence
 from gmm.family import loc_moments, variational_distributions
-from gmm.fitting import FitConfig, _check_data_fits_model, fit
+from gmm.fitting import check_fit_options, fit
 
 # Bounds the [chunk, K, D] intermediate of the full-data ELBO.
 _CHUNK_ELEMENTS = 4_000_000
@@ -161,23 +160,14 @@ _REFUSED_FIT_OPTIONS = ("warm_start", "progress", "checkpoint_dir", "checkpoint_
 
 
 def _check_fit_options(model, data: np.ndarray, seed: int, fit_options: dict) -> None:
-    """Runs ``gmm.fit``'s own checks of ``fit_options`` (its ``FitConfig``, the
-    callbacks, the data and its ``sample_weight``) for the warm-started fits
-    of ``delete_components``, without fitting, so that a bad option is refused
+    """``gmm.fit``'s own checks of ``fit_options`` for the warm-started fits of
+    ``delete_components``, without fitting, so that a bad option is refused
     before any component is reset.
 
     Raises:
       TypeError: an option ``gmm.fit`` does not take, or a value of the wrong type.
       ValueError: a refused option (``_REFUSED_FIT_OPTIONS``) or a bad value.
     """
-    parameters = inspect.signature(fitting.fit).parameters
-    accepted = [name for name in parameters if name not in ("model", "X", "seed")]
-    unknown = sorted(set(fit_options) - set(accepted))
-    if unknown:
-        raise TypeError(
-            f"delete_components got unknown fit option(s) {unknown}; the options it passes "
-            f"to gmm.fit are {accepted}."
-        )
     refused = [name for name in _REFUSED_FIT_OPTIONS if name in fit_options]
     if refused:
         raise ValueError(
@@ -185,39 +175,8 @@ def _check_fit_options(model, data: np.ndarray, seed: int, fit_options: dict) ->
             "warm-started fit of the model in memory (warm_start=True, progress=False), which "
             "gmm.fit cannot combine with a checkpoint folder. Drop the option."
         )
-    settings = {
-        field.name: fit_options.get(field.name, parameters[field.name].default)
-        for field in dataclasses.fields(FitConfig)
-    }
-    settings.update(warm_start=True, progress=False, seed=seed)
-    strategy = fit_options.get("strategy")
-    if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
-        raise TypeError(f"strategy must be a tf.distribute.Strategy, got {strategy!r}.")
-    if type(strategy).__name__ == "_DefaultDistributionStrategy":
-        strategy = None
-    config = FitConfig.create(model, strategy, **settings)
-    callbacks = fit_options.get("callbacks", ())
-    callbacks = tuple(callbacks) if isinstance(callbacks, list | tuple) else callbacks
-    if not isinstance(callbacks, tuple) or not all(callable(c) for c in callbacks):
-        raise TypeError(f"callbacks must be a list or tuple of callables, got {callbacks!r}.")
-    if strategy is not None:
-        return  # a strategy's collectives run in gmm.fit itself (the transaction still holds)
-    source = inputs.prepare(
-        data,
-        model.n_features,
-        model.n_components,
-        config.batch_size,
-        config.seed,
-        sample_weight=fit_options.get("sample_weight"),
-        missing=config.missing,
-    )
-    if source.missing and model.covariance == "full" and config.algorithm == "natural":
-        raise ValueError(
-            "X has missing values: with covariance='full' pass algorithm='adam' (the natural-"
-            "gradient step has no closed form for them)."
-        )
-    config.total_steps(source)
-    _check_data_fits_model(model, source, True, config.algorithm)
+    fixed = {"warm_start": True, "progress": False, "seed": seed}
+    check_fit_options(model, data, fit_options, caller="delete_components", fixed=fixed)
 
 
 def delete_components(

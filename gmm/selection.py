@@ -7,16 +7,14 @@ density of points the fit did not see). Notebook 08 compares them.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import time
 import warnings
 
 import numpy as np
 
-from gmm import fitting, inputs
 from gmm._validation import check_data, check_positive, check_positive_int, check_seed
 from gmm.convergence import ConvergenceWarning
-from gmm.fitting import FitConfig, _check_data_fits_model, fit
+from gmm.fitting import check_fit_options, fit
 from gmm.model import BayesianGMM
 from gmm.moves import full_data_elbo
 
@@ -144,7 +142,8 @@ def sweep_components(
         for k in ks
     ]
     for model in models:
-        _check_fit_options(model, X, seed, fit_options)
+        fixed = {"seed": seed, "progress": False}
+        check_fit_options(model, X, fit_options, caller="sweep_components", fixed=fixed)
     rows = []
     for k, model in zip(ks, models, strict=True):
         start = time.perf_counter()
@@ -163,32 +162,3 @@ def sweep_components(
         )  # fmt: skip
     columns = [np.array(column) for column in zip(*rows)]
     return ComponentSweep(*columns)
-
-
-def _check_fit_options(model, X: np.ndarray, seed: int, fit_options: dict) -> None:
-    """``gmm.fit``'s checks of ``fit_options`` and ``X`` for ``model``
-    (``FitConfig``, the callbacks, the data against the model), without fitting."""
-    parameters = inspect.signature(fitting.fit).parameters
-    accepted = [name for name in parameters if name not in ("model", "X", "seed", "progress")]
-    unknown = sorted(set(fit_options) - set(accepted))
-    if unknown:
-        raise TypeError(
-            f"sweep_components got unknown fit option(s) {unknown}; the options it passes to "
-            f"gmm.fit are {accepted}."
-        )
-    settings = {
-        field.name: fit_options.get(field.name, parameters[field.name].default)
-        for field in dataclasses.fields(FitConfig)
-    }
-    settings.update(seed=seed, progress=False)
-    strategy = fit_options.get("strategy")
-    if strategy is not None:
-        return  # gmm.fit checks a strategy's settings with its collectives
-    config = FitConfig.create(model, None, **settings)
-    callbacks = fit_options.get("callbacks", ())
-    callbacks = tuple(callbacks) if isinstance(callbacks, list | tuple) else callbacks
-    if not isinstance(callbacks, tuple) or not all(callable(c) for c in callbacks):
-        raise TypeError(f"callbacks must be a list or tuple of callables, got {callbacks!r}.")
-    source = inputs.prepare(X, model.n_features, model.n_components, config.batch_size, seed)
-    config.total_steps(source)
-    _check_data_fits_model(model, source, False, config.algorithm)
