@@ -97,12 +97,37 @@ def change(before: dict, after: dict, means_in_posterior_sds: bool = True) -> fl
     return float(max(moves))
 
 
+# A fixed-point window in which no parameter moved by more than this many units in
+# the last place of the model's dtype is at the dtype's resolution: rounding moves
+# it, not the iteration, and no distance below that can be resolved. It matters where
+# huge sample weights (1e16 and more) shrink the means' posterior sds below float32's
+# spacing: every rounding step is then thousands of posterior sds.
+ROUNDING_ULPS = 16
+
+
+def ulps_moved(before: dict, after: dict, eps: float) -> float:
+    """The largest move from ``before`` to ``after`` (two ``snapshot``s) in units
+    in the last place: each entry's move over ``eps * max(|entry|, 1)``."""
+    return max(
+        float(
+            (np.abs(after[name] - before[name]) / (eps * np.maximum(np.abs(after[name]), 1.0))).max(
+                initial=0.0
+            )
+        )
+        for name in after
+    )
+
+
 class Monitor:
     """Decides at each check whether the fit has converged.
 
     Args:
       mode: one of ``MODES``.
       tol: the tolerance (see the module docstring).
+      eps: the machine epsilon of the model's dtype (0: not used). A
+        fixed-point window whose every parameter moved by at most
+        ``ROUNDING_ULPS`` units in the last place holds as converged (what is
+        left is below the dtype's resolution).
 
     ``update(params, window_elbo)`` records the snapshot at a check (and the
     mean ELBO of the steps since the last one) and returns whether the check
@@ -115,11 +140,12 @@ class Monitor:
     ``state()``/``restore()`` carry the monitor through a checkpoint.
     """
 
-    def __init__(self, mode: str, tol: float):
+    def __init__(self, mode: str, tol: float, eps: float = 0.0):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
         self.mode = mode
         self.tol = tol
+        self.eps = float(eps)
         self.previous: dict | None = None
         self.last_change = np.inf
         self.last_elbo = np.nan
@@ -165,7 +191,10 @@ class Monitor:
             # A change of exactly 0 is a fixed point; one change alone, or a ratio of
             # 1 or more, shows no contraction yet.
             ratio = self.last_change / last_change if np.isfinite(last_change) else np.inf
-            if self.last_change == 0:
+            at_resolution = self.eps > 0 and (
+                ulps_moved(previous, current, self.eps) <= ROUNDING_ULPS
+            )
+            if self.last_change == 0 or at_resolution:
                 self.remaining = 0.0
             elif ratio < 1:
                 self.remaining = self.last_change * ratio / (1 - ratio)

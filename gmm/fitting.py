@@ -841,7 +841,8 @@ class _Run:
                 mode = "cycles"
             else:
                 mode = "fixed_point" if source.full_batch else "minibatch"
-            self.monitor = convergence.Monitor(mode, config.tol)
+            eps = float(np.finfo(model.dtype.as_numpy_dtype).eps)
+            self.monitor = convergence.Monitor(mode, config.tol, eps)
             if checkpointer is not None:
                 checkpointer.monitor = self.monitor
             self.monitor.restore(monitor_arrays)

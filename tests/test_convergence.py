@@ -290,3 +290,23 @@ def test_a_run_interrupted_after_its_switch_to_full_batch_resumes_to_the_same_st
     assert history.steps_trained == reference.steps and history.steps < reference.steps
     for name, value in uninterrupted.unconstrained_parameters().items():
         np.testing.assert_array_equal(resumed.unconstrained_parameters()[name], value)
+
+
+@pytest.mark.parametrize("covariance", ["diag", "full"])
+@pytest.mark.parametrize("weight", [1e16, 1e20])
+def test_huge_equal_weights_converge_at_the_dtypes_resolution(covariance, weight):
+    """Weights of 1e16 or 1e20 on every row shrink the means' posterior sds far
+    below float32's spacing, so each rounding step is thousands of posterior sds:
+    the fixed-point check then holds once no parameter moves by more than
+    ``ROUNDING_ULPS`` units in the last place (before: 20,000 steps and a warning
+    that q "may be far from the optimum"), at the unweighted fit's score."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 5, (3, 2))[rng.integers(0, 3, 300)] + rng.normal(size=(300, 2))
+    plain = gmm.BayesianGMM(3, 2, covariance=covariance)
+    gmm.fit(plain, X, progress=False)
+    model = gmm.BayesianGMM(3, 2, covariance=covariance)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gmm.ConvergenceWarning)
+        history = gmm.fit(model, X, sample_weight=np.full(300, weight), progress=False)
+    assert history.converged and history.steps < 2_000
+    assert abs(model.score(X) - plain.score(X)) < 0.01
