@@ -64,6 +64,8 @@ COVARIANCES = ("diag", "full")
 PARAMETER_NAMES = ("loc", "mean_precision", "precision_tril", "precision_dof", "concentration")
 # Parameters stored as they are (every other one is the log of a positive number).
 UNBOUNDED_PARAMETERS = ("loc", "precision_tril")
+# Bounds the [rows, K, d, d] intermediate of ``predictive`` at about 16 MB of float64.
+_CHUNK_ELEMENTS = 2_000_000
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -654,7 +656,8 @@ def predictive(params: dict, points: np.ndarray, features: list[int]):
     Student-t (same dof, the sub-block of its shape matrix). NaN entries of
     ``points`` are missing values: a point's density is then the marginal
     over its observed coordinates, the same way (the points are taken in
-    groups of one missing pattern each).
+    groups of one missing pattern each, in chunks of rows: memory does not
+    grow with N beyond the ``[N, K]`` outputs).
 
     Returns:
       ``([N], [N, K])`` float64.
@@ -666,14 +669,16 @@ def predictive(params: dict, points: np.ndarray, features: list[int]):
     joint = np.empty((points.shape[0], shape.shape[0]))
     patterns, pattern_of_row = np.unique(observed, axis=0, return_inverse=True)
     for pattern, in_features in enumerate(patterns):
-        rows = np.flatnonzero(pattern_of_row.ravel() == pattern)
         block = np.asarray(features)[in_features]
-        joint[rows] = student_t_log_density(
-            points[np.ix_(rows, np.flatnonzero(in_features))],
-            loc[:, block],
-            shape[np.ix_(components, block, block)],
-            dof,
-        )
+        block_loc, block_shape = loc[:, block], shape[np.ix_(components, block, block)]
+        # In chunks of rows: the solve's [rows, K, d, d] intermediate stays near 16 MB.
+        chunk = max(1, _CHUNK_ELEMENTS // (len(components) * max(1, block.size) ** 2))
+        pattern_rows = np.flatnonzero(pattern_of_row.ravel() == pattern)
+        for first in range(0, pattern_rows.size, chunk):
+            rows = pattern_rows[first : first + chunk]
+            joint[rows] = student_t_log_density(
+                points[np.ix_(rows, np.flatnonzero(in_features))], block_loc, block_shape, dof
+            )
     joint += np.log(weights)
     peak = joint.max(axis=1, keepdims=True)
     log_density = peak[:, 0] + np.log(np.exp(joint - peak).sum(axis=1))

@@ -3,7 +3,8 @@
 ``exact_predictive``: under q (mean field: mu_kd ~ N(m_kd, s_kd^2) independent
 of lambda_kd ~ Gamma(a_kd, b_kd), the weights independent of both),
 
-    p(x) = sum_k E[w_k] prod_d integral N(x_d; m_kd, 1/lambda + s_kd^2) Gamma(lambda; a_kd, b_kd) dlambda,
+    p(x) = sum_k E[w_k] prod_d
+           integral N(x_d; m_kd, 1/lambda + s_kd^2) Gamma(lambda; a_kd, b_kd) dlambda,
 
 each factor a one-dimensional integral, done by a trapezoid rule in log lambda
 over an interval that provably holds every mode of the integrand (which moves
@@ -175,9 +176,7 @@ def normal_gamma_log_integral(residual, loc_var, shape, rate) -> np.ndarray:
             peak = g.max(axis=1, keepdims=True)
             total = np.exp(g - peak).sum(axis=1)
             # The ends are e^-27 below the bracket's: the plain sum is the trapezoid rule.
-            out_flat[idx] = (
-                const_[:, 0] + peak[:, 0] + np.log(total * width[:, 0] / (count - 1))
-            )
+            out_flat[idx] = const_[:, 0] + peak[:, 0] + np.log(total * width[:, 0] / (count - 1))
     return out
 
 
