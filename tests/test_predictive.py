@@ -14,7 +14,7 @@ from sklearn.model_selection import train_test_split
 import gmm
 from gmm import full, predict
 
-_T_GRID = np.linspace(-60.0, 60.0, 24_001)  # log precision, data units
+_T_GRID = np.linspace(-60.0, 60.0, 6_001)  # log precision, data units
 
 
 def _log_integrand(t, r, loc_var, shape, rate):
@@ -33,20 +33,24 @@ def _log_integrand(t, r, loc_var, shape, rate):
 
 def quad_log_factor(x, loc, loc_sd, shape, rate) -> float:
     """log integral N(x; m, 1/lambda + s^2) Gamma(lambda; a, b) dlambda by
-    ``scipy.integrate.quad`` over t = log lambda in [-60, 60], the integrand
-    scaled by its maximum on a fine grid, the grid's local maxima as break points."""
+    ``scipy.integrate.quad`` over t = log lambda, the integrand scaled by its
+    maximum on a fine grid over [-60, 60], integrated where the grid finds it
+    within e^-50 of that maximum, the grid's local maxima as break points."""
     values = _log_integrand(_T_GRID, x - loc, loc_sd**2, shape, rate)
     peak = values.max()
     inner = values[1:-1]
     maxima = _T_GRID[1:-1][(inner >= values[:-2]) & (inner >= values[2:]) & (inner > peak - 60)]
+    # Outside the grid points within e^-50 of the peak the integrand is negligible.
+    inside = np.flatnonzero(values > peak - 50)
+    lower, upper = _T_GRID[max(inside[0] - 1, 0)], _T_GRID[min(inside[-1] + 1, _T_GRID.size - 1)]
     value, _ = integrate.quad(
         lambda t: np.exp(_log_integrand(t, x - loc, loc_sd**2, shape, rate) - peak),
-        -60.0,
-        60.0,
+        lower,
+        upper,
         points=maxima[:50],
         limit=2000,
         epsabs=0.0,
-        epsrel=1e-11,
+        epsrel=1e-10,
     )
     return peak + np.log(value)
 
@@ -94,9 +98,9 @@ def test_exact_score_matches_quadrature_on_digits(digits_fit):
     model, _, test = digits_fit
     exact = model.score_samples(test)
     # The three worst-scored held-out points (far out where training was nearly
-    # constant) and two ordinary ones.
+    # constant) and an ordinary one.
     order = np.argsort(exact)
-    chosen = [*order[:3], order[len(order) // 2], order[-1]]
+    chosen = [*order[:3], order[len(order) // 2]]
     weights = dirichlet_mean(model)
     for i in chosen:
         reference = special.logsumexp(quad_component_log_density(model, test[i]) + np.log(weights))
@@ -109,7 +113,7 @@ def test_missing_values_drop_their_factors(digits_fit):
     model, _, test = digits_fit
     exact = model.score_samples(test)
     rng = np.random.default_rng(0)
-    points = test[[int(np.argmin(exact)), 0]].copy()
+    points = test[[int(np.argmin(exact))]].copy()
     points[rng.random(points.shape) < 0.5] = np.nan
     scores = model.score_samples(points, missing="marginalize")
     proba = model.predict_proba(points, missing="marginalize")
