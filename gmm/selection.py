@@ -70,7 +70,7 @@ def sweep_components(
     priors=None,
     threshold: float = 0.01,
     seed: int = 0,
-    num_samples: int = 256,
+    num_samples: int | None = None,
     **fit_options,
 ) -> ComponentSweep:
     """Fits ``BayesianGMM(K, D, weights=weights, priors=priors)`` to ``X`` for
@@ -88,7 +88,8 @@ def sweep_components(
       threshold: posterior mean weight above which a component counts as
         effective.
       seed: the seed of every fit (initialisation) and of the scores' draws.
-      num_samples: draws of q per held-out score (``model.score``).
+      num_samples: None (default) for the exact held-out score; an int for
+        ``model.score``'s Monte Carlo estimate from that many draws of q.
       fit_options: passed to ``gmm.fit`` (e.g. ``max_steps``; not
         ``sample_weight`` or ``missing``: the ELBO and the held-out scores
         here are unweighted, over complete points).
