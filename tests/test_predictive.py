@@ -234,7 +234,7 @@ def test_full_covariance_chunks_do_not_change_results(seed_data, monkeypatch):
     row_by_row = np.concatenate(
         [model.predict_proba(p[None], missing="marginalize") for p in points]
     )
-    monkeypatch.setattr(full, "_CHUNK_ELEMENTS", 3 * 4 * 16)  # 16 rows a chunk
+    monkeypatch.setattr(full, "_CHUNK_ELEMENTS", 3 * 2 * 16)  # 16 rows a chunk
     chunked = model.predict_proba(points, missing="marginalize")
     np.testing.assert_allclose(chunked, row_by_row, rtol=0, atol=1e-12)
 
