@@ -29,7 +29,7 @@ class ComponentSweep:
         training point, density in data units (comparable with ``held_out``).
         A lower bound on log p(X) / N, the log evidence per point.
       held_out: ``model.score(X_test)``, the mean log posterior-predictive
-        density of the held-out points, nats per point (a Monte Carlo estimate).
+        density of the held-out points, nats per point (exact unless ``num_samples``).
       held_out_points: ``[n_K, M]`` the same per held-out point
         (``model.score_samples``): every fit is scored on the same points, so
         two Ks can be compared point by point (a paired difference).
