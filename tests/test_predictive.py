@@ -104,6 +104,7 @@ def test_exact_score_matches_quadrature_on_digits(digits_fit):
     weights = dirichlet_mean(model)
     for i in chosen:
         reference = special.logsumexp(quad_component_log_density(model, test[i]) + np.log(weights))
+        print(f"digits point {i}: exact {exact[i]:.6f}, quad {reference:.6f}")
         assert abs(exact[i] - reference) < 1e-3, (i, exact[i], reference)
     # The old 256-draw Monte Carlo estimate misses the worst point by far more.
     assert exact[order[0]] - model.score_samples(test[order[:1]], num_samples=256)[0] > 1.0
@@ -142,6 +143,7 @@ def test_exact_score_matches_monte_carlo_over_q(fitted):
         log_normal = stats.norm.logpdf(point, locs, 1 / np.sqrt(precisions)).sum(-1)
         density = (weights * np.exp(log_normal)).sum(-1)  # [S]
         mean, se = density.mean(), density.std() / np.sqrt(n_draws)
+        print(f"{point}: exact {value:.5f}, Monte Carlo {np.log(mean):.5f} +- {se / mean:.5f}")
         assert se / mean < 0.02  # the check below is sharp
         assert abs(np.exp(value - np.log(mean)) - 1) < 4 * se / mean, (point, value, np.log(mean))
 
