@@ -42,7 +42,8 @@ def draw_parameters(params: dict, num_samples, seed, order_by=None, weights_prio
 @tf.function(reduce_retracing=True)
 def _predictive_chunk(points, locs, precisions, weights, mask=None):
     """``([n], [n, K])``: log (1/S) sum_s p(x | theta_s) and the
-    responsibilities averaged over the S draws (``locs``, ``precisions``:
+    responsibilities E[w_k] p_k(x) / p(x), both factors estimated from the S
+    draws (``locs``, ``precisions``:
     ``[S, K, D]``; ``weights``: ``[S, K]``). With ``mask`` (``[n, D]``, 1
     observed, 0 missing; ``points`` 0 there) p is each point's marginal over
     its observed coordinates."""
