@@ -670,18 +670,21 @@ def predictive(params: dict, points: np.ndarray, features: list[int]):
     observed = ~np.isnan(points)
     components = range(shape.shape[0])
     joint = np.empty((points.shape[0], shape.shape[0]))
-    patterns, pattern_of_row = np.unique(observed, axis=0, return_inverse=True)
+    if observed.all():  # one pattern: no sort of the rows by pattern
+        patterns, pattern_of_row = observed[:1], np.zeros(points.shape[0], np.int64)
+    else:
+        patterns, pattern_of_row = np.unique(observed, axis=0, return_inverse=True)
     for pattern, in_features in enumerate(patterns):
         block = np.asarray(features)[in_features]
         block_loc, block_shape = loc[:, block], shape[np.ix_(components, block, block)]
         # In chunks of rows: the [rows, K, d] intermediates stay near 16 MB.
         chunk = max(1, _CHUNK_ELEMENTS // (len(components) * max(1, block.size)))
         pattern_rows = np.flatnonzero(pattern_of_row.ravel() == pattern)
+        columns = np.flatnonzero(in_features)
         for first in range(0, pattern_rows.size, chunk):
             rows = pattern_rows[first : first + chunk]
-            joint[rows] = student_t_log_density(
-                points[np.ix_(rows, np.flatnonzero(in_features))], block_loc, block_shape, dof
-            )
+            values = points[first : first + chunk] if len(patterns) == 1 else points[rows]
+            joint[rows] = student_t_log_density(values[:, columns], block_loc, block_shape, dof)
     joint += np.log(weights)
     peak = joint.max(axis=1, keepdims=True)
     log_density = peak[:, 0] + np.log(np.exp(joint - peak).sum(axis=1))
