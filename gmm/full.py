@@ -64,6 +64,8 @@ COVARIANCES = ("diag", "full")
 PARAMETER_NAMES = ("loc", "mean_precision", "precision_tril", "precision_dof", "concentration")
 # Parameters stored as they are (every other one is the log of a positive number).
 UNBOUNDED_PARAMETERS = ("loc", "precision_tril")
+# Bounds the [rows, K, d] intermediates of ``predictive`` at about 16 MB of float64 each.
+_CHUNK_ELEMENTS = 2_000_000
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -682,9 +684,12 @@ def student_t_log_density(points, loc, shape, dof) -> np.ndarray:
     ``[K, d, d]``, ``dof`` ``[K]``): ``[N, K]`` nats."""
     n_dims = loc.shape[-1]
     tril = np.linalg.cholesky(shape)  # [K, d, d]
-    diff = points[:, None, :] - loc  # [N, K, d]
-    solved = np.linalg.solve(tril[None], diff[..., None])[..., 0]  # L^-1 (x - m)
-    maha = np.sum(solved**2, axis=-1)
+    # L^-1 (x - m) as one matrix product per component: L^-1 once, not a solve per point.
+    inverse_tril = np.linalg.inv(tril)  # [K, d, d]
+    n_components = loc.shape[0]
+    whitened_loc = np.einsum("ked,kd->ke", inverse_tril, loc).reshape(-1)
+    solved = points @ inverse_tril.reshape(n_components * n_dims, n_dims).T - whitened_loc
+    maha = np.sum(np.square(solved).reshape(-1, n_components, n_dims), axis=-1)  # [N, K]
     log_det = 2.0 * np.log(np.diagonal(tril, axis1=-2, axis2=-1)).sum(-1)
     return (
         log_gamma_ratio(dof / 2.0, n_dims / 2.0)
@@ -701,7 +706,8 @@ def predictive(params: dict, points: np.ndarray, features: list[int]):
     Student-t (same dof, the sub-block of its shape matrix). NaN entries of
     ``points`` are missing values: a point's density is then the marginal
     over its observed coordinates, the same way (the points are taken in
-    groups of one missing pattern each).
+    groups of one missing pattern each, in chunks of rows: memory does not
+    grow with N beyond the ``[N, K]`` outputs).
 
     Returns:
       ``([N], [N, K])`` float64.
@@ -711,16 +717,21 @@ def predictive(params: dict, points: np.ndarray, features: list[int]):
     observed = ~np.isnan(points)
     components = range(shape.shape[0])
     joint = np.empty((points.shape[0], shape.shape[0]))
-    patterns, pattern_of_row = np.unique(observed, axis=0, return_inverse=True)
+    if observed.all():  # one pattern: no sort of the rows by pattern
+        patterns, pattern_of_row = observed[:1], np.zeros(points.shape[0], np.int64)
+    else:
+        patterns, pattern_of_row = np.unique(observed, axis=0, return_inverse=True)
     for pattern, in_features in enumerate(patterns):
-        rows = np.flatnonzero(pattern_of_row.ravel() == pattern)
         block = np.asarray(features)[in_features]
-        joint[rows] = student_t_log_density(
-            points[np.ix_(rows, np.flatnonzero(in_features))],
-            loc[:, block],
-            shape[np.ix_(components, block, block)],
-            dof,
-        )
+        block_loc, block_shape = loc[:, block], shape[np.ix_(components, block, block)]
+        # In chunks of rows: the [rows, K, d] intermediates stay near 16 MB.
+        chunk = max(1, _CHUNK_ELEMENTS // (len(components) * max(1, block.size)))
+        pattern_rows = np.flatnonzero(pattern_of_row.ravel() == pattern)
+        columns = np.flatnonzero(in_features)
+        for first in range(0, pattern_rows.size, chunk):
+            rows = pattern_rows[first : first + chunk]
+            values = points[first : first + chunk] if len(patterns) == 1 else points[rows]
+            joint[rows] = student_t_log_density(values[:, columns], block_loc, block_shape, dof)
     joint += np.log(weights)
     peak = joint.max(axis=1, keepdims=True)
     log_density = peak[:, 0] + np.log(np.exp(joint - peak).sum(axis=1))

@@ -29,8 +29,7 @@ class ComponentSweep:
         training point, density in data units (comparable with ``held_out``).
         A lower bound on log p(X) / N, the log evidence per point.
       held_out: ``model.score(X_test)``, the mean log posterior-predictive
-        density of the held-out points, nats per point (a Monte Carlo estimate;
-        exact for ``covariance="full"``).
+        density of the held-out points, nats per point (exact unless ``num_samples``).
       held_out_points: ``[n_K, M]`` the same per held-out point
         (``model.score_samples``): every fit is scored on the same points, so
         two Ks can be compared point by point (a paired difference).
@@ -72,7 +71,7 @@ def sweep_components(
     covariance: str = "diag",
     threshold: float = 0.01,
     seed: int = 0,
-    num_samples: int | None = 256,
+    num_samples: int | None = None,
     **fit_options,
 ) -> ComponentSweep:
     """Fits ``BayesianGMM(K, D, weights=weights, priors=priors,
@@ -97,8 +96,8 @@ def sweep_components(
       threshold: posterior mean weight above which a component counts as
         effective.
       seed: the seed of every fit (initialisation) and of the scores' draws.
-      num_samples: draws of q per held-out score (``model.score``): None
-        or a positive integer, passed to ``model.score_samples`` as it is.
+      num_samples: None (default) for the exact held-out score; an int for
+        ``model.score``'s Monte Carlo estimate from that many draws of q.
       fit_options: passed to ``gmm.fit`` (e.g. ``max_steps``; not
         ``sample_weight`` or ``missing``: the ELBO and the held-out scores
         here are unweighted, over complete points; not ``checkpoint_dir`` or
