@@ -23,6 +23,7 @@ import tensorflow_probability as tfp
 from scipy.special import gammaln
 
 from gmm.family import mixture, variational_distributions
+from gmm.full import log_gamma_ratio
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -140,10 +141,16 @@ def normal_gamma_log_integral(residual, loc_var, shape, rate) -> np.ndarray:
     r2 = np.square(np.asarray(residual, np.float64))
     c, a, b = (np.asarray(v, np.float64) for v in (loc_var, shape, rate))
     r2, c, a, b = np.broadcast_arrays(r2, c, a, b)
-    t_lo = np.log(a) - np.log(b + r2 / 2.0)
-    t_hi = np.log(a + 0.5) - np.log(b)
+    # The rule runs in u = t - log(a / b), centred on the Gamma's mode in t, and
+    # the Gamma's terms are written so that nothing of size a cancels: with huge
+    # sample weights a and b reach 1e16 and more, where a log b - lgamma(a) + a t
+    # - b e^t in float64 lost every digit (scores off by thousands of nats):
+    # a t - b e^t + a log b - lgamma(a) = S(a) - a (e^u - 1 - u) + ..., S below.
+    log_mode = np.log(a) - np.log(b)
+    t_lo = -np.log1p(r2 / (2.0 * b))  # (as u)
+    t_hi = np.log1p(0.5 / a)
     # Below T_lo, g' >= rho (1 - e^(t - T_lo)): g drops by rho (D - 1 + e^-D) over D.
-    rho = a + 0.5 / (1.0 + c * np.exp(t_lo))
+    rho = a + 0.5 / (1.0 + c * np.exp(log_mode + t_lo))
     # Solved by Newton's method from below: the function is convex, so every step lands
     # at or above the root (a margin at least as wide as needed).
     low = np.sqrt(2.0 * _TAIL_NATS / rho)
@@ -160,9 +167,9 @@ def normal_gamma_log_integral(residual, loc_var, shape, rate) -> np.ndarray:
         np.where(needed <= 512, np.ceil(needed / 32) * 32, 2.0 ** np.ceil(np.log2(needed))),
     )
     nodes = np.clip(nodes, _MIN_NODES, _MAX_NODES).astype(np.int64)
-    constant = a * np.log(b) - gammaln(a) - _HALF_LOG_2PI
+    constant = _gamma_log_constant(a) + 0.5 * log_mode - _HALF_LOG_2PI
     out = np.empty(r2.shape)
-    flat = [v.ravel() for v in (r2, c, a, b, start, stop, constant)]
+    flat = [v.ravel() for v in (r2, c, a, log_mode, start, stop, constant)]
     out_flat = out.reshape(-1)
     for count in np.unique(nodes):
         where = np.flatnonzero(nodes.ravel() == count)
@@ -170,13 +177,14 @@ def normal_gamma_log_integral(residual, loc_var, shape, rate) -> np.ndarray:
         rows = max(1, _QUADRATURE_ELEMENTS // count)
         for first in range(0, where.size, rows):
             idx = where[first : first + rows]
-            r2_, c_, a_, b_, start_, stop_, const_ = (v[idx, None] for v in flat)
+            r2_, c_, a_, log_mode_, start_, stop_, const_ = (v[idx, None] for v in flat)
             width = stop_ - start_
-            t = start_ + width * grid  # [rows, count]
-            lam = np.exp(t)
+            u = start_ + width * grid  # [rows, count], u = t - log(a / b)
+            lam = np.exp(log_mode_ + u)
             inverse_v = lam / (1.0 + c_ * lam)  # 1 / v, v = 1/lambda + s^2
-            # -log(v)/2 = t/2 - log1p(s^2 lambda)/2
-            g = (a_ + 0.5) * t - b_ * lam - 0.5 * np.log1p(c_ * lam) - 0.5 * r2_ * inverse_v
+            # -log(v)/2 = t/2 - log1p(s^2 lambda)/2 (t/2 = u/2 + log_mode/2, the latter
+            # in the constant)
+            g = 0.5 * u - a_ * _expm1_minus(u) - 0.5 * np.log1p(c_ * lam) - 0.5 * r2_ * inverse_v
             peak = g.max(axis=1, keepdims=True)
             total = np.exp(g - peak).sum(axis=1)
             # The ends are e^-27 below the bracket's: the plain sum is the trapezoid rule.
@@ -184,12 +192,36 @@ def normal_gamma_log_integral(residual, loc_var, shape, rate) -> np.ndarray:
     return out
 
 
+def _gamma_log_constant(a):
+    """S(a) = a log a - a - lgamma(a) (float64), the log of a Gamma(a, b) density's
+    constant at its mode in log lambda, without the cancellation of its terms:
+    by Stirling's series 0.5 log a - 0.5 log(2 pi) - 1/(12 a) + 1/(360 a^3) -
+    1/(1260 a^5) + 1/(1680 a^7) for a >= 10 (error below 1e-12), directly below."""
+    a = np.asarray(a, np.float64)
+    large = np.maximum(a, 10.0)
+    inverse = 1.0 / large
+    square = inverse * inverse
+    series = inverse * (1 / 12 - square * (1 / 360 - square * (1 / 1260 - square / 1680)))
+    stirling = 0.5 * np.log(large) - _HALF_LOG_2PI - series
+    small = np.minimum(a, 10.0)
+    return np.where(a >= 10.0, stirling, small * np.log(small) - small - gammaln(small))
+
+
+def _expm1_minus(u):
+    """e^u - 1 - u (float64), by its series where |u| < 0.01 (the difference
+    expm1(u) - u would cancel there: u is 1e-8 when a is 1e16)."""
+    u = np.asarray(u, np.float64)
+    small = np.abs(u) < 0.01
+    v = np.where(small, u, 0.0)
+    series = 0.5 * v * v * (1.0 + v / 3.0 * (1.0 + v / 4.0 * (1.0 + v / 5.0 * (1.0 + v / 6.0))))
+    return np.where(small, series, np.expm1(u) - u)
+
+
 def student_t_log_density(residual, shape, rate) -> np.ndarray:
     """log integral N(r; 0, 1/lambda) Gamma(lambda; a, b) dlambda: the Student-t(2a,
     0, sqrt(b/a)) log density of ``residual`` (broadcasting), float64."""
     return (
-        gammaln(shape + 0.5)
-        - gammaln(shape)
+        log_gamma_ratio(shape, 0.5)
         - 0.5 * np.log(2.0 * np.pi * rate)
         - (shape + 0.5) * np.log1p(np.square(residual) / (2.0 * rate))
     )

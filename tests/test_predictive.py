@@ -252,3 +252,17 @@ def test_num_samples_gives_the_monte_carlo_estimate(fitted, seed_data):
     assert np.mean(proba.argmax(1) == model.predict(points)) > 0.99
     with pytest.raises(ValueError, match="num_samples"):
         model.score(points, num_samples=0)
+
+
+@pytest.mark.parametrize("shape", [1e8, 1e12, 1e16, 1e20])
+def test_the_quadrature_holds_at_huge_gamma_shapes(shape):
+    """Sample weights of 1e16 make q's Gamma shapes and rates 1e16 and more: the
+    Gamma then sits at its mean lambda0 = a / b (relative sd a^-1/2), and the
+    integral tends to N(r; 0, 1/lambda0 + s^2) (its first correction is
+    O(1/a)). The old terms a log b - lgamma(a) + a t - b e^t lost every digit
+    there (scores off by thousands of nats); within 1e-6 nats now."""
+    residual, loc_var, expected_precision = np.array([0.0, 1.3, -4.0]), 0.1, 0.5
+    rate = shape / expected_precision
+    got = predict.normal_gamma_log_integral(residual, loc_var, shape, rate)
+    limit = stats.norm(0.0, np.sqrt(1.0 / expected_precision + loc_var)).logpdf(residual)
+    np.testing.assert_allclose(got, limit, atol=1e-6)
