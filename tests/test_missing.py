@@ -108,7 +108,8 @@ def test_twenty_percent_missing_scores_like_the_complete_fit(seed_data, fitted):
 def test_the_predictive_is_the_marginal_of_the_observed_block(five_d):
     """gmm.predict.predictive with NaN against SciPy: for S fixed draws of the
     parameters, log (1/S) sum_s sum_k w_sk prod_{d observed} N(x_d | mu_skd,
-    tau_skd^-1/2), and the responsibilities; to 1e-10."""
+    tau_skd^-1/2), and the responsibilities sum_s w_sk p_sk(x) / sum_s p_s(x);
+    to 1e-10."""
     _, _, X_missing = five_d
     points = X_missing[:50]
     rng = np.random.default_rng(5)
@@ -126,8 +127,13 @@ def test_the_predictive_is_the_marginal_of_the_observed_block(five_d):
     per_draw = special.logsumexp(joint, axis=-1)  # [N, S]
     expected = special.logsumexp(per_draw, axis=-1) - np.log(S)
     np.testing.assert_allclose(log_density, expected, rtol=1e-10)
+    # predict_proba's one definition, E[w_k p_k(x)] / p(x), each expectation over the draws.
+    component = special.logsumexp(joint, axis=1)  # [N, K]
     np.testing.assert_allclose(
-        responsibilities, np.exp(joint - per_draw[..., None]).mean(axis=1), rtol=1e-10, atol=1e-14
+        responsibilities,
+        np.exp(component - special.logsumexp(component, axis=-1, keepdims=True)),
+        rtol=1e-10,
+        atol=1e-14,
     )
     # The per-point form the "per_point" estimator uses, on the same draws (first one).
     single = masked_mixture_log_prob(
