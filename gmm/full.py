@@ -19,7 +19,7 @@ is like for like (``sklearn_prior_options`` gives its matching priors).
 Variational family: q(mu_k, Lambda_k) Normal-Wishart(m_k, beta_k, W_k, nu_k)
 per component (mean and precision *jointly*, the conjugate mean field of
 Bishop's VB-GMM), times Dirichlet(alpha) over the weights. Unconstrained
-parameters, in the order the training loop keeps them (``PARAMETER_NAMES``):
+parameters, in the order the training loop keeps them (``PARAMETER_NAMES``)::
 
     loc             [K, D]          m_k, as is
     mean_precision  [K]             log beta_k
@@ -199,8 +199,8 @@ def _log_multivariate_gamma(a, like):
 
 
 def _expected_log_det(precision_tril, dof):
-    """E_q[log |Lambda|] = sum_i digamma((nu + 1 - i) / 2) + D log 2 + log |W|
-    (Bishop 10.65), with log |W| = log |nu W| - D log nu; ``[K]``."""
+    """E_q[log det Lambda] = sum_i digamma((nu + 1 - i) / 2) + D log 2 + log det W
+    (Bishop 10.65), with log det W = log det(nu W) - D log nu; ``[K]``."""
     d = _dimension(precision_tril)
     log_det_expected = 2.0 * tf.reduce_sum(
         tf.math.log(tf.linalg.diag_part(precision_tril)), axis=-1
@@ -231,7 +231,7 @@ def expected_log_likelihood(params: dict, batch, *, per_component: bool = False,
     """The closed-form data term (Bishop 10.64-10.67): for each point
     log sum_k exp(E[log w_k] + E[log Normal(x | mu_k, Lambda_k^-1)]), with
 
-        E[log Normal] = 1/2 E[log |Lambda|] - D/2 log 2 pi
+        E[log Normal] = 1/2 E[log det Lambda] - D/2 log 2 pi
                         - 1/2 (D / beta + nu (x - m)^T W (x - m)).
 
     Args:
@@ -329,13 +329,13 @@ def kl_divergence(params: dict, prior_params: tuple):
     """KL(q || p) over every global parameter, nats, in closed form.
 
     Per component, KL of Normal-Wisharts = E_q(Lambda)[KL(q(mu | Lambda) ||
-    p(mu | Lambda))] + KL(q(Lambda) || p(Lambda)):
+    p(mu | Lambda))] + KL(q(Lambda) || p(Lambda))::
 
         1/2 [D (beta0 / beta - 1 - log(beta0 / beta)) + beta0 nu (m - m0)^T W (m - m0)]
-      + log B(W, nu) - log B(W0, nu0) + (nu - nu0) / 2 E[log |Lambda|]
+      + log B(W, nu) - log B(W0, nu0) + (nu - nu0) / 2 E[log det Lambda]
       - nu D / 2 + nu / 2 tr(W0^-1 W),
 
-    log B(W, nu) = -nu / 2 log |W| - nu D / 2 log 2 - log Gamma_D(nu / 2) the
+    log B(W, nu) = -nu / 2 log det W - nu D / 2 log 2 - log Gamma_D(nu / 2) the
     Wishart's normaliser (Bishop B.79); plus the Dirichlet's KL.
     """
     loc_mean0, mean_precision0, dof0, expected_precision0, concentration0 = prior_params
@@ -415,10 +415,10 @@ def natural_gradient_update(
     """One natural-gradient step (Hoffman et al. 2013) of the Normal-Wishart q.
 
     Natural parameters. Expanding log NW(mu, Lambda | m, beta, W, nu) in the
-    sufficient statistics (mu^T Lambda mu, Lambda mu, Lambda, log |Lambda|):
+    sufficient statistics (mu^T Lambda mu, Lambda mu, Lambda, log det Lambda):
 
         -beta/2 mu^T Lambda mu + (beta m)^T Lambda mu
-        - 1/2 tr((W^-1 + beta m m^T) Lambda) + (nu - D)/2 log |Lambda|,
+        - 1/2 tr((W^-1 + beta m m^T) Lambda) + (nu - D)/2 log det Lambda,
 
     so (beta, beta m, W^-1 + beta m m^T, nu) are (affine in) the natural
     parameters, and a step of size rho blends each linearly. The CAVI target

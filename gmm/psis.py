@@ -157,8 +157,8 @@ def log_permanent(log_matrix: np.ndarray) -> np.ndarray:
     permutations sigma, for each ``[K, K]`` matrix in a batch.
 
     Exact, in O(2^K K) per matrix rather than O(K! K): f(S) sums over the ways of
-    giving the first |S| rows the columns in the subset S, f(S) = logsumexp over
-    j in S of f(S - {j}) + A[|S| - 1, j]. Every term is positive, so it runs in
+    giving the first len(S) rows the columns in the subset S, f(S) = logsumexp over
+    j in S of f(S - {j}) + A[len(S) - 1, j]. Every term is positive, so it runs in
     log space without cancellation (Ryser's formula, of the same order,
     alternates signs).
 
