@@ -11,7 +11,7 @@ recovers them from the optimum q already has, with one Hessian.
 The idea. For a posterior p(theta | X), tilting it by exp(t^T g(theta)) moves
 its mean of g at the rate of its covariance: d E_{p_t}[g] / dt = Cov_p(g) at
 t = 0. Tilt the variational problem the same way: the tilted bound is
-ELBO(eta) + t^T E_q[g], its optimum eta*(t) moves with t, and the rate at which
+ELBO(eta) + t^T E_q[g], its optimum eta_t moves with t, and the rate at which
 q's mean of g follows,
 
     Sigma_LR = d E_{q_t}[g] / dt = J (-d^2 ELBO / d eta d eta^T)^-1 J^T,
@@ -23,7 +23,11 @@ q this is the paper's (I - V H)^-1 V, V = Cov_q of the sufficient statistics and
 H = d^2 E_q[log p(X, theta)] / dm dm^T; the formula above holds in any
 parameterisation eta of q, here the package's unconstrained parameters, and
 needs only E_q[g] in closed form. It is exact where the posterior is
-multivariate Normal, and otherwise corrects q's covariances to first order.
+multivariate Normal, and otherwise corrects q's covariances to first order: for
+one Gaussian from few points it recovers the precision's posterior sd but not
+all of the mean's, whose posterior variance E[1 / (1/s0^2 + n tau)] averages
+over tau, a second-order effect (tests/test_linear_response.py). Like q, it
+describes one mode: one labelling of the components.
 
 The local assignments. The package's bound has each point's q(z_n) at its
 optimum in closed form (``gmm.elbo.expected_log_likelihood``: the log-sum-exp
@@ -31,8 +35,8 @@ over components is the bound maximised over a categorical q(z_n)). The paper
 perturbs the global and local parameters together and inverts the Hessian of
 both; the globals' block of that inverse is the inverse of the Schur complement
 H_gg - H_gz H_zz^-1 H_zg. By the envelope theorem the profiled bound
-F(eta) = max_z ELBO(eta, z) has gradient dELBO/deta at z*(eta) and Hessian
-exactly that Schur complement (z*(eta) responds by dz*/deta = -H_zz^-1 H_zg), so
+F(eta) = max_z ELBO(eta, z) has gradient dELBO/deta at the optimal z and Hessian
+exactly that Schur complement (the optimal z responds to eta by -H_zz^-1 H_zg), so
 differentiating the closed-form bound twice with respect to the globals alone,
 as done here, gives the paper's answer with the responsibilities re-optimised
 under every perturbation, without the N K local parameters.
@@ -48,8 +52,8 @@ unchanged), so the conversion is exact.
 Cost and limits. The Hessian is P x P, P = K (4 D + 1) unconstrained
 parameters (K 4D + 2 (K - 1) for the Dirichlet process), computed exactly by
 nested ``tf.GradientTape`` (vectorised over its rows), memory about P N K
-floats; ``MAX_PARAMETERS`` bounds P. Diagonal covariances only (``covariance=
-"full"`` is refused), with Dirichlet or Dirichlet-process weights and the
+floats; ``MAX_PARAMETERS`` bounds P. Diagonal covariances only
+(``covariance="full"`` is refused), with Dirichlet or Dirichlet-process weights and the
 ordered model. Missing values are not supported.
 """
 
