@@ -105,9 +105,8 @@ def main() -> None:
     }
 
     say()
-    say(
-        f"{'parameter':<18}{'mean-field sd':>14}{'LR sd':>11}{'NUTS sd':>11}{'MF / NUTS':>11}{'LR / NUTS':>11}"
-    )
+    columns = ("mean-field sd", "LR sd", "NUTS sd", "MF / NUTS", "LR / NUTS")
+    say(f"{'parameter':<18}" + "".join(f"{c:>14}" for c in columns))
     mf_ratios, lr_ratios = {}, {}
     for name, mf, lr, reference in zip(
         result.names,
@@ -116,9 +115,8 @@ def main() -> None:
         np.concatenate([nuts_sds[k].ravel() for k in KEYS]),
     ):
         mf_ratios[name], lr_ratios[name] = mf / reference, lr / reference
-        say(
-            f"{name:<18}{mf:>14.4g}{lr:>11.4g}{reference:>11.4g}{mf / reference:>11.3f}{lr / reference:>11.3f}"
-        )
+        sds = "".join(f"{v:>14.4g}" for v in (mf, lr, reference))
+        say(f"{name:<18}{sds}{mf / reference:>14.3f}{lr / reference:>14.3f}")
     say()
     for label, ratios in (("mean field", mf_ratios), ("linear response", lr_ratios)):
         for key in KEYS:
