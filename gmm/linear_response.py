@@ -93,8 +93,10 @@ class LinearResponse:
       covariance: ``[P, P]`` float64, the linear-response covariance of the
         flattened means, in data units: rows ``locs`` (K D, row-major), then
         ``precisions`` (K D), then ``weights`` (K), P = K (2 D + 1).
-      mean_field_covariance: ``[P, P]``, q's covariance of the same quantities
-        (block diagonal but for the weights, whose Dirichlet correlates them).
+      mean_field_covariance: ``[P, P]``, q's covariance of the same quantities,
+        exact: diagonal but for the weights (their Dirichlet, or sticks,
+        correlate them) and, for the ordered model, the ordered column (each
+        mean there is the one below plus an independent step).
       names: length-P list naming each row: ``"locs[k,d]"``,
         ``"precisions[k,d]"``, ``"weights[k]"``.
       newton_step: ``[P]``, how far one Newton step on the bound from q would
@@ -168,7 +170,6 @@ def _negative_bound(params: dict, points, point_weights, prior_params, order_by,
     return kl - tf.reduce_sum(point_weights * log_likelihood)
 
 
-@tf.function(autograph=False, reduce_retracing=True)
 def _curvature(theta, fixed, shapes, points, point_weights, prior_params, order_by, weights_prior):
     """Gradient and Hessian of -ELBO in ``theta``, and the Jacobian of the means."""
     with tf.GradientTape() as outer:
@@ -186,6 +187,19 @@ def _curvature(theta, fixed, shapes, points, point_weights, prior_params, order_
         means = _means(_unflatten(theta, fixed, shapes), order_by, weights_prior)
     jacobian = tape.jacobian(means, theta, experimental_use_pfor=True)
     return gradient, hessian, jacobian
+
+
+# One compiled _curvature per model configuration (shapes, order_by, weights): each
+# is traced once (and once more when N changes, which reduce_retracing then makes
+# dynamic), and models of many shapes, as in a sweep, trigger no retracing warning.
+_COMPILED: dict = {}
+
+
+def _compiled_curvature(shapes: tuple, order_by, weights_prior):
+    key = (shapes, order_by, weights_prior)
+    if key not in _COMPILED:
+        _COMPILED[key] = tf.function(_curvature, autograph=False, reduce_retracing=True)
+    return _COMPILED[key]
 
 
 def _mean_field_covariance(params: dict, order_by, weights_prior) -> np.ndarray:
@@ -291,7 +305,7 @@ def linear_response(model: BayesianGMM, X, *, sample_weights=None) -> LinearResp
     fixed = {name: value for name, value in params.items() if name not in free}
     theta = tf.concat([tf.reshape(params[name], [-1]) for name in free], axis=0)
     prior_params = model.priors.as_tensors(tf.float64)
-    gradient, hessian, jacobian = _curvature(
+    gradient, hessian, jacobian = _compiled_curvature(shapes, model.order_by, model.weights_prior)(
         theta,
         fixed,
         shapes,

@@ -9,6 +9,7 @@ import tensorflow as tf
 from scipy import special, stats
 
 import gmm
+from gmm.linear_response import NEWTON_STEP_WARNING
 
 
 def _single_gaussian(X, **fit_options):
@@ -189,7 +190,11 @@ def test_covariance_is_symmetric_and_matches_sds(overlapping_fit):
     np.testing.assert_allclose(
         result.covariance[np.ix_(weights, weights)].sum(axis=1), 0.0, atol=1e-12
     )
-    assert result.newton_step.max() < gmm.linear_response.__globals__["NEWTON_STEP_WARNING"]
+    assert result.newton_step.max() < NEWTON_STEP_WARNING
+    # q's own sds are those of model.posterior()'s distributions, the Dirichlet's included.
+    posterior = model.posterior()
+    for key in result.sds:
+        np.testing.assert_allclose(result.mean_field_sds[key], posterior[key].stddev(), rtol=1e-12)
 
 
 def test_bad_input_raises_before_any_work(overlapping_fit):
