@@ -191,7 +191,8 @@ def _curvature(theta, fixed, shapes, points, point_weights, prior_params, order_
 
 # One compiled _curvature per model configuration (shapes, order_by, weights): each
 # is traced once (and once more when N changes, which reduce_retracing then makes
-# dynamic), and models of many shapes, as in a sweep, trigger no retracing warning.
+# dynamic), so going back and forth between models of several shapes, as a sweep
+# does, traces nothing twice.
 _COMPILED: dict = {}
 
 
