@@ -29,11 +29,10 @@ import math
 
 import numpy as np
 import tensorflow as tf
-from scipy.special import digamma, logsumexp, softmax
+from scipy.special import betaln, digamma, gammaln, softmax
 
 from gmm import full
 from gmm._validation import check_data, check_sample_weight
-from gmm.elbo import kl_divergence
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -122,8 +121,11 @@ class MemoizedStatistics:
 
     def _batch_statistics(self, params: dict, rows: slice) -> Statistics:
         joint = self._joint(params, rows)
-        log_likelihood = logsumexp(joint, axis=-1)
-        responsibilities = np.exp(joint - log_likelihood[:, None])
+        largest = joint.max(axis=-1, keepdims=True)
+        unnormalised = np.exp(joint - largest)
+        total = unnormalised.sum(axis=-1, keepdims=True)
+        responsibilities = unnormalised / total
+        log_likelihood = (np.log(total) + largest)[:, 0]
         if self.weights is not None:
             responsibilities = responsibilities * self.weights[rows, None]
             log_likelihood = self.weights[rows] * log_likelihood
@@ -162,10 +164,10 @@ class MemoizedStatistics:
 
     def kl(self, params: dict) -> float:
         """KL(q || p) of the global factors at ``params``, nats."""
-        params = {name: tf.constant(np.asarray(v, np.float64)) for name, v in params.items()}
         if self.model.covariance == "full":
+            params = {name: tf.constant(np.asarray(v, np.float64)) for name, v in params.items()}
             return float(full.kl_divergence(params, self.priors))
-        return float(kl_divergence(params, self.priors, None, self.model.weights_prior))
+        return _diagonal_kl(params, self.model.priors, self.model.weights_prior)
 
     def elbo(self, params: dict) -> float:
         """The full-data ELBO at ``params``, nats per unit weight (standardised
@@ -304,3 +306,43 @@ def _normal_gamma_update(
     else:
         new["concentration"] = np.log(concentration0 + counts)
     return new
+
+
+def _diagonal_kl(params: dict, priors, weights_prior: str) -> float:
+    """KL(q || p) of the diagonal model's global factors, nats, in NumPy (the
+    closed forms of ``gmm.elbo.kl_divergence``): Normal means, Gamma
+    precisions, and the Dirichlet weights or the K - 1 Beta sticks."""
+    loc, scale = params["loc"], np.exp(params["loc_scale"])
+    shape, rate = np.exp(params["precision_shape"]), np.exp(params["precision_rate"])
+    loc0, scale0 = np.asarray(priors.loc_mean, np.float64), priors.loc_scale
+    shape0, rate0, alpha = priors.precision_shape, priors.precision_rate, priors.concentration
+    kl = np.sum(np.log(scale0 / scale) + (scale**2 + (loc - loc0) ** 2) / (2 * scale0**2) - 0.5)
+    kl += np.sum(
+        (shape - shape0) * digamma(shape)
+        - gammaln(shape)
+        + gammaln(shape0)
+        + shape0 * (np.log(rate) - np.log(rate0))
+        + shape * (rate0 - rate) / rate
+    )
+    if weights_prior == "dirichlet_process":  # each stick q(v_k) against Beta(1, alpha)
+        a, b = np.exp(params["stick_a"]), np.exp(params["stick_b"])
+        kl += np.sum(
+            betaln(1.0, alpha)
+            - betaln(a, b)
+            + (a - 1.0) * digamma(a)
+            + (b - alpha) * digamma(b)
+            + (1.0 - a + alpha - b) * digamma(a + b)
+        )
+    else:
+        concentration = np.exp(params["concentration"])
+        prior = np.full_like(concentration, alpha)
+        kl += (
+            gammaln(concentration.sum())
+            - gammaln(concentration).sum()
+            - gammaln(prior.sum())
+            + gammaln(prior).sum()
+            + np.sum(
+                (concentration - prior) * (digamma(concentration) - digamma(concentration.sum()))
+            )
+        )
+    return float(kl)

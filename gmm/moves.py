@@ -444,8 +444,6 @@ def _delete_proposals(memo, model, params, statistics, responsibilities, seed, t
 def _birth_proposals(memo, model, params, statistics, responsibilities, seed, threshold):
     """The largest components in use, each split by a 2-means on the points it
     holds most; the second half takes the emptiest component's place."""
-    from sklearn.cluster import KMeans
-
     counts = statistics.counts
     empty = np.flatnonzero(counts <= threshold * memo.total_weight)
     if empty.size == 0:
@@ -459,9 +457,9 @@ def _birth_proposals(memo, model, params, statistics, responsibilities, seed, th
         held = labels == component
         if held.sum() < 2 * (points.shape[1] + 1):
             continue
-        kmeans = KMeans(2, n_init=3, random_state=seed)
-        kmeans.fit(points[held], sample_weight=weights[held] * responsibilities[held, component])
-        half = kmeans.predict(points) == 1  # every point's share of the component, by side
+        centres = _two_means(points[held], weights[held] * responsibilities[held, component], seed)
+        # Every point's share of the component goes to the side of its nearer centre.
+        half = _nearest(points, centres) == 1
         share = weights * responsibilities[:, component]
         first, second = share * ~half, share * half
         proposal = Statistics(counts.copy(), statistics.sums.copy(), statistics.second.copy(), 0.0)
@@ -473,6 +471,27 @@ def _birth_proposals(memo, model, params, statistics, responsibilities, seed, th
             else:
                 proposal.second[k] = r @ np.square(points)
         yield memo.update(params, proposal), True
+
+
+def _nearest(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    return np.argmin(((points[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+
+
+def _two_means(points: np.ndarray, weights: np.ndarray, seed: int, steps: int = 30):
+    """Weighted 2-means (Lloyd's iterations from a k-means++ start drawn with
+    ``seed``): the two centres, ``[2, D]``."""
+    rng = np.random.default_rng(seed)
+    first = points[rng.choice(points.shape[0], p=weights / weights.sum())]
+    gaps = ((points - first) ** 2).sum(-1) * weights
+    second = points[rng.choice(points.shape[0], p=gaps / gaps.sum())]
+    centres = np.stack([first, second])
+    for _ in range(steps):
+        labels = _nearest(points, centres)
+        for side in range(2):
+            mass = weights[labels == side]
+            if mass.sum() > 0:
+                centres[side] = mass @ points[labels == side] / mass.sum()
+    return centres
 
 
 _PROPOSALS = {

@@ -12,6 +12,7 @@ must be kept, without depending on where a fit from k-means happens to stop.
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import unconstrained
 from scipy.special import betaln, digamma, gammaln, logsumexp
 
 import gmm
@@ -301,3 +302,36 @@ def test_moves_refuse_a_stream(three_clusters):
     with pytest.raises(ValueError, match="tf.data.Dataset"):
         gmm.fit(model, tf.data.Dataset.from_tensor_slices(X), moves=("merge",), progress=False)
     assert not model.is_fitted
+
+
+def test_the_dirichlet_process_fit_leaves_its_split_cluster():
+    """Issue 26's case on the seed post's data (N = 1000, data and fit seed 1,
+    truncation K = 8): the plain fit stops at a fixed point with one cluster
+    split over two components (4 above 1%). The default fit (moves="auto")
+    ends with 3 components in use, sorted by size, at a SciPy ELBO at least
+    that of NumPy CAVI started from the true labels (the better start), and
+    above the plain fit's."""
+    X, labels = gmm.data.seed_data(1000, seed=1)
+    plain = gmm.BayesianGMM(8, 2, weights=DP, dtype=tf.float64)
+    gmm.fit(plain, X, seed=1, progress=False, moves=None)
+    model = gmm.BayesianGMM(8, 2, weights=DP, dtype=tf.float64)
+    history = gmm.fit(model, X, seed=1, progress=False)
+    Z = np.asarray(model.transform.to_standard(X), np.float64)
+    better = gmm.reference.cavi(Z, np.eye(8)[labels], weights=DP, tol=1e-10, max_iter=5000)
+    reference_model = gmm.BayesianGMM(8, 2, weights=DP, dtype=tf.float64)
+    gmm.fit(reference_model, X, steps=1, progress=False, moves=None)
+    reference_model.assign_unconstrained(unconstrained(better))
+    plain_elbo, moved_elbo = numpy_elbo(plain, X), numpy_elbo(model, X)
+    better_elbo = numpy_elbo(reference_model, X)
+    weights = model.posterior_mean_weights()
+    print(
+        f"plain: {len(plain.effective_components())} in use, ELBO {plain_elbo:.4f}; moves "
+        f"{history.moves}: {len(model.effective_components())} in use, ELBO {moved_elbo:.4f}; "
+        f"CAVI from the true labels {better_elbo:.4f}; weights {np.round(weights, 4)}"
+    )
+    assert len(plain.effective_components()) > 3
+    np.testing.assert_array_equal(model.effective_components(), [0, 1, 2])
+    assert np.all(np.diff(weights) <= 1e-12)
+    assert moved_elbo >= better_elbo - 1e-6
+    assert moved_elbo > plain_elbo + 1e-3
+    assert sum(entry["accepted"] for entry in history.moves.values()) >= 1
