@@ -362,7 +362,12 @@ def check_fit_options(model, X, fit_options: dict, *, caller: str, fixed: dict) 
         field.name: fit_options.get(field.name, parameters[field.name].default)
         for field in dataclasses.fields(FitConfig)
     }
-    settings.update(fixed)
+    settings.update({name: value for name, value in fixed.items() if name in settings})
+    options = {**fit_options, **fixed}
+    _check_moves(
+        options.get("moves", "auto"), model, X, settings["steps"], settings["epochs"],
+        options.get("strategy"), settings["checkpoint_dir"], settings["missing"],
+    )  # fmt: skip
     strategy, config, _ = _configure(
         model, fit_options.get("strategy"), fit_options.get("callbacks", ()), **settings
     )
