@@ -125,16 +125,16 @@ def colors(n: int) -> list:
 
 # The colour-blind palette's entries in an order that keeps its near-twins apart: its
 # orange (1), vermilion (3) and brown (5) are hard to tell apart where ellipses overlap,
-# and so are its blue (0) and sky blue (9).
-_DISTINCT_ORDER = (0, 1, 2, 4, 7, 8, 9, 3, 6, 5)
+# and so are its blue (0) and sky blue (9); its grey (7), last, vanishes on grey points.
+_DISTINCT_ORDER = (0, 1, 2, 4, 8, 9, 3, 6, 5, 7)
 
 
 def distinct_colors(n: int) -> list:
     """``n`` colours of the project's palette for components drawn on top of each
-    other: up to 6 with no two of one hue family (blue, orange, green, purple, grey,
-    yellow), then the palette's sky blue, vermilion, pink and brown, then again.
-    The first three are ``colors(3)``, so a chapter's first three components keep
-    their colours."""
+    other: blue, orange, green, purple and yellow, no two of one hue family; then
+    the palette's sky blue, vermilion, pink, brown and grey, then again. The first
+    three are ``colors(3)``, so a chapter's first three components keep their
+    colours."""
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}.")
     palette = sns.color_palette(PALETTE, len(_DISTINCT_ORDER))
