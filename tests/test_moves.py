@@ -185,10 +185,10 @@ def test_full_covariance_merge_against_its_elbo(three_clusters):
     memo = MemoizedStatistics(model, X, batch_size=100)
     before = gmm.moves.full_data_elbo(model, X)
     assert memo.elbo(params) == pytest.approx(before, abs=1e-10)
-    report = gmm.moves.run_moves(model, X, ("merge", "delete", "birth"), max_rounds=2)
+    report = gmm.moves.run_moves(model, X, ("merge",), max_rounds=1)
     after = gmm.moves.full_data_elbo(model, X)
     print(f"full: ELBO {before:.5f} -> {after:.5f}, report {report}")
-    assert report.accepted["merge"] + report.accepted["delete"] >= 1
+    assert report.accepted["merge"] == 1
     assert after > before + 1e-4
     assert after - before == pytest.approx(sum(report.elbo_gain.values()), abs=1e-9)
     assert len(model.effective_components()) == 3
