@@ -35,7 +35,7 @@ from gmm.fitting import DivergenceError, History, fit
 from gmm.full import NormalWishartPriors
 from gmm.linear_response import LinearResponse, linear_response
 from gmm.model import BayesianGMM, NotFittedError
-from gmm.moves import delete_components
+from gmm.moves import delete_components, sort_components
 from gmm.priors import Priors
 
 __version__ = "0.1.0"
@@ -66,6 +66,7 @@ __all__ = [
     "psis",
     "reference",
     "seedpost",
+    "sort_components",
     "selection",
     "streaming",
 ]

@@ -80,6 +80,13 @@ class History:
       checks: how many checks compared two snapshots (0: none ran before the
         fit stopped). full_batch_from: the global step where the full-batch
         steps of a ``"minibatch+fixed_point"`` run began (else None).
+      moves: what the moves did (``fit``'s ``moves``; ``gmm.moves``):
+        ``{move: {"proposed": int, "accepted": int, "elbo_gain": float}}``,
+        the gain the rise of the full-data ELBO, nats per point, summed over
+        the kept moves of that type; None when no moves ran. With moves,
+        ``elbo``, ``steps`` and ``epochs`` cover the first fit and the refits
+        after kept moves, and ``converged``, ``stop_reason``, ``remaining``
+        and ``check`` are the last fit's. move_rounds: rounds of moves run.
     """
 
     elbo: np.ndarray
@@ -99,6 +106,8 @@ class History:
     check: str | None = None
     checks: int = 0
     full_batch_from: int | None = None
+    moves: dict | None = None
+    move_rounds: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -353,7 +362,12 @@ def check_fit_options(model, X, fit_options: dict, *, caller: str, fixed: dict) 
         field.name: fit_options.get(field.name, parameters[field.name].default)
         for field in dataclasses.fields(FitConfig)
     }
-    settings.update(fixed)
+    settings.update({name: value for name, value in fixed.items() if name in settings})
+    options = {**fit_options, **fixed}
+    _check_moves(
+        options.get("moves", "auto"), model, X, settings["steps"], settings["epochs"],
+        options.get("strategy"), settings["checkpoint_dir"], settings["missing"],
+    )  # fmt: skip
     strategy, config, _ = _configure(
         model, fit_options.get("strategy"), fit_options.get("callbacks", ()), **settings
     )
@@ -536,6 +550,7 @@ def fit(
     sample_weight=None,
     missing: str = "error",
     jit_compile: bool = False,
+    moves="auto",
 ) -> History:
     """Fits ``model``'s variational posterior to ``X`` by SVI.
 
@@ -646,6 +661,23 @@ def fit(
         within the noise, Adam 5.3 against 4.0 s). The step alone is
         3-4x faster under XLA at small batches (``throughput.txt``); in the
         loop most of that is lost to the cost of launching the compiled step.
+      moves: ``"auto"`` (default), None, or a sequence of ``"merge"``,
+        ``"delete"``, ``"birth"`` and ``"sort"`` (``gmm.moves.run_moves``):
+        at the end of the fit, each move proposes a changed q (two components
+        merged, one deleted, one split in two, the sticks sorted by size),
+        kept only where the exact full-data ELBO rises; after a round that
+        kept one the fit runs again from there (``warm_start``), for at most
+        ``gmm.moves.DEFAULT_MAX_ROUNDS`` rounds. ``History.moves`` reports
+        them. ``"auto"`` runs all four for ``weights="dirichlet_process"``,
+        where they help: coordinate ascent from k-means leaves a true cluster
+        split over two components there, and the sticks unsorted
+        (benchmarks/effective_components.py); for Dirichlet weights, streams,
+        a fixed budget (``steps``, ``epochs``), a ``strategy``, a
+        ``checkpoint_dir`` or ``missing="marginalize"`` it runs none, and the
+        fit is the plain one. An explicit list needs an in-memory ``X``
+        without missing values, a run to convergence, no ``strategy`` or
+        ``checkpoint_dir``, and ``order_by=None`` (``"sort"``: Dirichlet-process
+        weights); otherwise ValueError, before anything changes.
 
     Returns:
       a ``History``.
@@ -659,6 +691,7 @@ def fit(
     Any other error leaves the model exactly as it was before the call.
     """
     start_time = time.perf_counter()
+    move_kinds = _check_moves(moves, model, X, steps, epochs, strategy, checkpoint_dir, missing)
     strategy, config, callbacks = _configure(
         model,
         strategy,
@@ -771,7 +804,7 @@ def fit(
         )
     remaining = float(monitor.remaining) if checked else math.nan
     switched = monitor is not None and monitor.switched_at >= 0
-    return History(
+    history = History(
         elbo=np.concatenate(run.elbo_chunks),
         steps=steps_done,
         epochs=run.epochs_since(run.resumed_from),
@@ -789,6 +822,91 @@ def fit(
         check=None if monitor is None else monitor.check_name,
         checks=0 if monitor is None else monitor.checks,
         full_batch_from=monitor.switched_at if switched else None,
+    )
+    if not move_kinds:
+        return history
+    try:  # the moves and refits are part of the transaction
+        return _fit_with_moves(
+            model, X, history, move_kinds, start_time,
+            dict(
+                max_steps=max_steps, tol=tol, batch_size=batch_size,
+                learning_rate=learning_rate, estimator=estimator, algorithm=algorithm,
+                seed=seed, callbacks=callbacks, sample_weight=sample_weight,
+                jit_compile=jit_compile,
+            ),
+        )  # fmt: skip
+    except BaseException:
+        for variable, value in zip(model.variables, saved_state):
+            variable.assign(value)
+        raise
+
+
+def _check_moves(moves, model, X, steps, epochs, strategy, checkpoint_dir, missing) -> tuple:
+    """``fit``'s ``moves`` checked: the move names to run (empty: none).
+
+    Raises:
+      TypeError, ValueError: a bad value, or moves where they cannot run.
+    """
+    from gmm import moves as moves_lib
+
+    if moves is None:
+        return ()
+    if isinstance(moves, str) and moves == "auto":
+        applies = (
+            isinstance(model, BayesianGMM)
+            and model.weights_prior == "dirichlet_process"
+            and model.order_by is None
+            and not isinstance(X, tf.data.Dataset)
+            and steps is None
+            and epochs is None
+            and strategy is None
+            and checkpoint_dir is None
+            and missing == "error"
+        )
+        return moves_lib.AUTO_MOVES if applies else ()
+    if not isinstance(model, BayesianGMM):
+        raise TypeError(f"model must be a gmm.BayesianGMM, got {type(model).__name__}.")
+    kinds = moves_lib.check_moves(moves, model)
+    conditions = {
+        "X is a tf.data.Dataset (moves need the in-memory array)": isinstance(X, tf.data.Dataset),
+        "a fixed budget (steps or epochs; moves run at convergence)": steps is not None
+        or epochs is not None,
+        "a strategy": strategy is not None,
+        "a checkpoint_dir (each refit is a warm start)": checkpoint_dir is not None,
+        "missing='marginalize' (the moves' statistics need complete data)": missing != "error",
+    }
+    refused = [reason for reason, applies in conditions.items() if applies]
+    if refused:
+        raise ValueError(f"moves={moves!r} cannot run with {'; '.join(refused)}. Use moves=None.")
+    return kinds
+
+
+def _fit_with_moves(model, X, history, kinds, start_time, options) -> History:
+    """The moves at the end of a fit, with a warm-started refit after each
+    round that kept one; ``history`` extended with the refits and the report."""
+    from gmm import moves as moves_lib
+
+    histories = [history]
+
+    def refit():
+        histories.append(fit(model, X, warm_start=True, progress=False, moves=None, **options))
+
+    report = moves_lib.run_moves(
+        model, X, kinds, seed=options["seed"], sample_weight=options["sample_weight"],
+        max_rounds=moves_lib.DEFAULT_MAX_ROUNDS, refit=refit,
+    )  # fmt: skip
+    last = histories[-1]
+    return dataclasses.replace(
+        last,
+        elbo=np.concatenate([h.elbo for h in histories]),
+        steps=sum(h.steps for h in histories),
+        epochs=sum(h.epochs for h in histories),
+        steps_trained=sum(h.steps_trained for h in histories),
+        wall_time_s=time.perf_counter() - start_time,
+        moves=report.as_dict(),
+        move_rounds=report.rounds,
+        learning_rate=history.learning_rate,
+        algorithm=history.algorithm,
     )
 
 

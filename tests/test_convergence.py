@@ -201,7 +201,8 @@ def test_a_minibatch_fit_goes_on_to_the_full_batch_fixed_point(
         model = gmm.BayesianGMM(n_components, 5, dtype="float64", weights=weights_prior)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", gmm.ConvergenceWarning)
-            history = gmm.fit(model, X, batch_size=batch, progress=False)
+            # moves=None: this test is about the convergence check of one fit.
+            history = gmm.fit(model, X, batch_size=batch, progress=False, moves=None)
         return model, history, caught
 
     model, history, caught = fitted(batch_size)

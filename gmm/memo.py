@@ -1,0 +1,348 @@
+"""Memoized full-data statistics (Hughes and Sudderth 2013, "Memoized online
+variational inference for Dirichlet process mixture models"; bnpy's memoized VI).
+
+For an in-memory array the data split into batches, and each batch's
+sufficient statistics under q's optimal assignments q(z), the responsibilities
+r_nk, are cached: the counts sum_n r_nk, the sums sum_n r_nk x_n, and the sums
+of squares sum_n r_nk x_n**2 (diagonal covariances) or of outer products
+sum_n r_nk x_n x_n^T (full covariances), with each batch's data term. Their
+totals are the full-data statistics, so that
+
+- the full-data ELBO at q, the closed-form bound that ``gmm.fit`` maximises
+  (the data term with q(z) optimal, minus the KL of the global factors), is
+  exact: the cached data terms plus one KL, not a minibatch estimate;
+- one coordinate-ascent (CAVI) step of the global factors is the conjugate
+  update from the totals (``gmm.natural.update_from_statistics`` with rho = 1,
+  or its Normal-Wishart counterpart);
+- a move's proposal is built from statistics without a pass over the data:
+  a merge adds two components' rows, a split divides one row between two
+  components, a sort permutes the rows and recomputes the sticks.
+
+Everything is float64, in the model's standardised units, whatever the
+model's dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import tensorflow as tf
+from scipy.special import betaln, digamma, gammaln, softmax
+
+from gmm import full
+from gmm._validation import check_data, check_sample_weight
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+# Bounds the [batch, K, D] (full: [K, batch, D]) intermediates of one batch.
+_BATCH_ELEMENTS = 2_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Statistics:
+    """Full-data (or one batch's) sufficient statistics under q(z), float64.
+
+    Attributes:
+      counts: ``[K]`` sum_n w_n r_nk (expected points per component).
+      sums: ``[K, D]`` sum_n w_n r_nk x_n, standardised units.
+      second: ``[K, D]`` sum_n w_n r_nk x_n**2 (diagonal), or ``[K, D, D]``
+        sum_n w_n r_nk x_n x_n^T (full).
+      log_likelihood: sum_n w_n log sum_k exp(E[log w_k] + E[log N(x_n | k)]),
+        the data term of the closed-form bound, nats.
+    """
+
+    counts: np.ndarray
+    sums: np.ndarray
+    second: np.ndarray
+    log_likelihood: float
+
+    def __add__(self, other: Statistics) -> Statistics:
+        return Statistics(
+            self.counts + other.counts,
+            self.sums + other.sums,
+            self.second + other.second,
+            self.log_likelihood + other.log_likelihood,
+        )
+
+    def merged(self, keep: int, remove: int) -> Statistics:
+        """Component ``remove``'s statistics added to ``keep``'s, ``remove`` left empty."""
+        counts, sums, second = (a.copy() for a in (self.counts, self.sums, self.second))
+        for array in (counts, sums, second):
+            array[keep] += array[remove]
+            array[remove] = 0.0
+        return Statistics(counts, sums, second, self.log_likelihood)
+
+    def permuted(self, order: np.ndarray) -> Statistics:
+        """Components reordered: component ``i`` of the result is ``order[i]`` of this."""
+        return Statistics(
+            self.counts[order], self.sums[order], self.second[order], self.log_likelihood
+        )
+
+
+class MemoizedStatistics:
+    """An in-memory data set's per-batch sufficient statistics for ``model``.
+
+    Args:
+      model: a fitted ``BayesianGMM`` (its standardisation maps ``X``).
+      X: ``[N, D]`` data units, complete (no NaN).
+      sample_weight: ``[N]`` non-negative weights, or None (all 1).
+      batch_size: rows per cached batch (default: as many as keep a batch's
+        ``[B, K, D]`` intermediates near 2 million elements).
+
+    ``refresh(params)`` recomputes every batch's statistics at q = ``params``
+    and caches them; ``total`` is their sum; ``elbo(params)`` the exact
+    full-data ELBO per unit weight.
+    """
+
+    def __init__(self, model, X, sample_weight=None, batch_size: int | None = None):
+        data = check_data(X, n_features=model.n_features)
+        self.model = model
+        self.points = np.asarray(model.transform.to_standard(data), np.float64)
+        n, d = self.points.shape
+        self.weights = None if sample_weight is None else check_sample_weight(sample_weight, n)
+        self.total_weight = float(n if self.weights is None else self.weights.sum())
+        per_row = model.n_components * d * (d if model.covariance == "full" else 1)
+        size = batch_size or max(1, _BATCH_ELEMENTS // per_row)
+        self.batches = [slice(i, min(n, i + size)) for i in range(0, n, size)]
+        self.priors = model.priors.as_tensors(tf.float64)
+        self.cache: list[Statistics] = []
+        self.params = None
+
+    # -- per batch -------------------------------------------------------------------------------
+
+    def _joint(self, params: dict, rows: slice) -> np.ndarray:
+        """``[B, K]`` E[log w_k] + E[log N(x_n | component k)] for the batch's rows:
+        the per-component terms of ``gmm.elbo.expected_log_likelihood`` (diagonal)
+        or ``gmm.full.expected_log_likelihood``, in NumPy (a move tries many
+        proposals, and TensorFlow's eager overhead would dominate)."""
+        return _component_terms(params, self.points[rows], self.model)
+
+    def _batch_statistics(self, params: dict, rows: slice) -> Statistics:
+        joint = self._joint(params, rows)
+        largest = joint.max(axis=-1, keepdims=True)
+        unnormalised = np.exp(joint - largest)
+        total = unnormalised.sum(axis=-1, keepdims=True)
+        responsibilities = unnormalised / total
+        log_likelihood = (np.log(total) + largest)[:, 0]
+        if self.weights is not None:
+            responsibilities = responsibilities * self.weights[rows, None]
+            log_likelihood = self.weights[rows] * log_likelihood
+        x = self.points[rows]
+        if self.model.covariance == "full":
+            second = np.einsum("nk,nd,ne->kde", responsibilities, x, x)
+        else:
+            second = responsibilities.T @ np.square(x)
+        return Statistics(
+            responsibilities.sum(0), responsibilities.T @ x, second, float(log_likelihood.sum())
+        )
+
+    def responsibilities(self, params: dict) -> np.ndarray:
+        """``[N, K]`` q(z) at ``params`` (unweighted), batch by batch."""
+        return np.concatenate(
+            [softmax(self._joint(params, rows), axis=-1) for rows in self.batches]
+        )
+
+    # -- the full data ---------------------------------------------------------------------------
+
+    def refresh(self, params: dict) -> Statistics:
+        """Every batch's statistics at q = ``params`` (unconstrained, float64), cached;
+        returns their total."""
+        params = {name: np.asarray(v, np.float64) for name, v in params.items()}
+        self.cache = [self._batch_statistics(params, rows) for rows in self.batches]
+        self.params = params
+        return self.total
+
+    @property
+    def total(self) -> Statistics:
+        """The cached batches' statistics summed: the full data's."""
+        total = self.cache[0]
+        for statistics in self.cache[1:]:
+            total = total + statistics
+        return total
+
+    def kl(self, params: dict) -> float:
+        """KL(q || p) of the global factors at ``params``, nats."""
+        if self.model.covariance == "full":
+            params = {name: tf.constant(np.asarray(v, np.float64)) for name, v in params.items()}
+            return float(full.kl_divergence(params, self.priors))
+        return _diagonal_kl(params, self.model.priors, self.model.weights_prior)
+
+    def elbo(self, params: dict) -> float:
+        """The full-data ELBO at ``params``, nats per unit weight (standardised
+        units): the data term with q(z) optimal, from a refresh of every batch,
+        minus the KL. The same bound as ``gmm.moves.full_data_elbo``."""
+        total = self.refresh(params)
+        return (total.log_likelihood - self.kl(params)) / self.total_weight
+
+    def update(self, params: dict, statistics: Statistics) -> dict:
+        """One CAVI step of the global factors from ``statistics`` (their conjugate
+        update, in ``gmm.reference.cavi``'s order): new unconstrained ``params``,
+        NumPy float64."""
+        params = {name: np.asarray(v, np.float64) for name, v in params.items()}
+        if self.model.covariance == "full":
+            new = _normal_wishart_update(params, statistics, self.priors)
+        else:
+            new = _normal_gamma_update(params, statistics, self.priors, self.model.weights_prior)
+        return {name: np.asarray(value, np.float64) for name, value in new.items()}
+
+    def cavi(self, params: dict, steps: int) -> dict:
+        """``steps`` CAVI iterations from ``params`` (each a refresh of the cached
+        statistics and an ``update``); each never lowers the ELBO."""
+        for _ in range(steps):
+            params = self.update(params, self.refresh(params))
+        return params
+
+
+def _normal_wishart_update(params: dict, statistics: Statistics, prior_params: tuple) -> dict:
+    """The Normal-Wishart CAVI targets (Bishop 10.60-10.63) from full-data
+    statistics: ``gmm.full.natural_gradient_update`` with rho = 1, its scatter
+    about the new mean computed from the sums of outer products."""
+    loc_mean0, mean_precision0, dof0, expected_precision0, concentration0 = (
+        np.asarray(p, np.float64) for p in prior_params
+    )
+    counts, sums, second = statistics.counts, statistics.sums, statistics.second
+    d = sums.shape[1]
+    mean_precision = mean_precision0 + counts
+    loc = (mean_precision0 * loc_mean0 + sums) / mean_precision[:, None]
+    # sum_n r_nk (x_n - m)(x_n - m)^T = S2 - m s^T - s m^T + N m m^T.
+    scatter = (
+        second
+        - np.einsum("kd,ke->kde", loc, sums)
+        - np.einsum("kd,ke->kde", sums, loc)
+        + counts[:, None, None] * np.einsum("kd,ke->kde", loc, loc)
+    )
+    prior_offset = loc_mean0 - loc
+    scale_inverse = (
+        (dof0 / expected_precision0) * np.eye(d)
+        + mean_precision0 * np.einsum("kd,ke->kde", prior_offset, prior_offset)
+        + scatter
+    )
+    scale_inverse = 0.5 * (scale_inverse + np.swapaxes(scale_inverse, 1, 2))
+    dof = dof0 + counts
+    expected_precision = dof[:, None, None] * np.linalg.inv(scale_inverse)
+    expected_precision = 0.5 * (expected_precision + np.swapaxes(expected_precision, 1, 2))
+    new = full.pack(
+        loc, mean_precision, np.linalg.cholesky(expected_precision), dof, concentration0 + counts
+    )
+    return {name: np.asarray(value, np.float64) for name, value in new.items()}
+
+
+def _expected_log_weights(params: dict, weights_prior: str) -> np.ndarray:
+    """E_q[log w_k], ``[K]``: Dirichlet, or the sticks' (``gmm.family.expected_log_weights``)."""
+    if weights_prior == "dirichlet_process":
+        a, b = np.exp(params["stick_a"]), np.exp(params["stick_b"])
+        e_log_v = digamma(a) - digamma(a + b)
+        e_log_rest = digamma(b) - digamma(a + b)
+        before = np.concatenate([[0.0], np.cumsum(e_log_rest)])
+        return np.concatenate([e_log_v, [0.0]]) + before
+    concentration = np.exp(params["concentration"])
+    return digamma(concentration) - digamma(concentration.sum())
+
+
+def _component_terms(params: dict, points: np.ndarray, model) -> np.ndarray:
+    """``[B, K]`` E[log w_k] + E[log N(x_n | mu_k, Lambda_k^-1)] at unconstrained ``params``."""
+    d = points.shape[1]
+    if model.covariance == "full":
+        loc = params["loc"]
+        mean_precision = np.exp(params["mean_precision"])
+        tril = np.asarray(full.tril_from_vector(tf.constant(params["precision_tril"])))
+        dof = (d - 1.0) + np.exp(params["precision_dof"])
+        offsets = (1.0 - np.arange(1, d + 1)) / 2.0
+        expected_log_det = (
+            digamma(dof[:, None] / 2.0 + offsets).sum(-1)
+            + d * math.log(2.0)
+            + 2.0 * np.log(np.diagonal(tril, axis1=1, axis2=2)).sum(-1)
+            - d * np.log(dof)
+        )
+        # (x - m)^T L L^T (x - m) = |(x - m)^T L|^2, E[Lambda] = L L^T.
+        projected = np.einsum("nd,kde->nke", points, tril) - np.einsum("kd,kde->ke", loc, tril)
+        mahalanobis = np.square(projected).sum(-1)
+        terms = 0.5 * (expected_log_det - d * _LOG_2PI - d / mean_precision - mahalanobis)
+        return _expected_log_weights(params, "dirichlet") + terms
+    loc, loc_var = params["loc"], np.exp(2.0 * params["loc_scale"])
+    shape, rate = np.exp(params["precision_shape"]), np.exp(params["precision_rate"])
+    expected_precision = shape / rate
+    expected_log_precision = digamma(shape) - np.log(rate)
+    quadratic = (
+        np.square(points) @ expected_precision.T
+        - 2.0 * points @ (expected_precision * loc).T
+        + np.sum(expected_precision * (np.square(loc) + loc_var), axis=-1)
+    )
+    terms = 0.5 * (np.sum(expected_log_precision - _LOG_2PI, axis=-1) - quadratic)
+    return _expected_log_weights(params, model.weights_prior) + terms
+
+
+def _normal_gamma_update(
+    params: dict, statistics: Statistics, prior_params: tuple, weights_prior: str
+) -> dict:
+    """The diagonal model's CAVI step from full-data statistics:
+    ``gmm.natural.update_from_statistics`` with rho = 1 (the means' factors from
+    the current E[precision], then the precisions' from the updated means)."""
+    loc_mean0, loc_scale0, shape0, rate0, concentration0 = (
+        np.asarray(p, np.float64) for p in prior_params
+    )
+    counts, sums, sums_sq = statistics.counts, statistics.sums, statistics.second
+    expected_precision = np.exp(params["precision_shape"] - params["precision_rate"])
+    prior_precision = 1.0 / np.square(loc_scale0)
+    precision = prior_precision + expected_precision * counts[:, None]
+    mean = (loc_mean0 * prior_precision + expected_precision * sums) / precision
+    variance = 1.0 / precision
+    shape = shape0 + 0.5 * counts[:, None] * np.ones_like(mean)
+    rate = rate0 + 0.5 * (
+        sums_sq - 2.0 * mean * sums + counts[:, None] * (np.square(mean) + variance)
+    )
+    new = {
+        "loc": mean,
+        "loc_scale": -0.5 * np.log(precision),
+        "precision_shape": np.log(shape),
+        "precision_rate": np.log(rate),
+    }
+    if weights_prior == "dirichlet_process":
+        later = np.cumsum(counts[::-1])[::-1][1:]
+        new["stick_a"] = np.log(1.0 + counts[:-1])
+        new["stick_b"] = np.log(concentration0 + later)
+    else:
+        new["concentration"] = np.log(concentration0 + counts)
+    return new
+
+
+def _diagonal_kl(params: dict, priors, weights_prior: str) -> float:
+    """KL(q || p) of the diagonal model's global factors, nats, in NumPy (the
+    closed forms of ``gmm.elbo.kl_divergence``): Normal means, Gamma
+    precisions, and the Dirichlet weights or the K - 1 Beta sticks."""
+    loc, scale = params["loc"], np.exp(params["loc_scale"])
+    shape, rate = np.exp(params["precision_shape"]), np.exp(params["precision_rate"])
+    loc0, scale0 = np.asarray(priors.loc_mean, np.float64), priors.loc_scale
+    shape0, rate0, alpha = priors.precision_shape, priors.precision_rate, priors.concentration
+    kl = np.sum(np.log(scale0 / scale) + (scale**2 + (loc - loc0) ** 2) / (2 * scale0**2) - 0.5)
+    kl += np.sum(
+        (shape - shape0) * digamma(shape)
+        - gammaln(shape)
+        + gammaln(shape0)
+        + shape0 * (np.log(rate) - np.log(rate0))
+        + shape * (rate0 - rate) / rate
+    )
+    if weights_prior == "dirichlet_process":  # each stick q(v_k) against Beta(1, alpha)
+        a, b = np.exp(params["stick_a"]), np.exp(params["stick_b"])
+        kl += np.sum(
+            betaln(1.0, alpha)
+            - betaln(a, b)
+            + (a - 1.0) * digamma(a)
+            + (b - alpha) * digamma(b)
+            + (1.0 - a + alpha - b) * digamma(a + b)
+        )
+    else:
+        concentration = np.exp(params["concentration"])
+        prior = np.full_like(concentration, alpha)
+        kl += (
+            gammaln(concentration.sum())
+            - gammaln(concentration).sum()
+            - gammaln(prior.sum())
+            + gammaln(prior).sum()
+            + np.sum(
+                (concentration - prior) * (digamma(concentration) - digamma(concentration.sum()))
+            )
+        )
+    return float(kl)
