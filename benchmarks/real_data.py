@@ -5,8 +5,9 @@ each fold, ``gmm.fit`` with the given priors and scikit-learn's
 ``BayesianGaussianMixture(covariance_type="diag")`` (its best of ``n_init``
 restarts) are fitted to the training part and scored on the held-out part,
 both by their proper posterior predictive density (nats per point, data
-units; ``gmm.evaluate.sklearn_score`` for scikit-learn, whose own ``score`` is
-a plug-in log-likelihood and is printed for reference).
+units; ``gmm.evaluate.sklearn_score`` for scikit-learn, whose own ``score``,
+log sum_k exp(E_q[log w_k] + E_q[log N(x | mean_k, precision_k)]), is by Jensen's
+inequality a lower bound on that density and is printed for reference).
 
     python benchmarks/real_data.py                 # the defaults and the seed post's priors
     python benchmarks/real_data.py --seeds 5 --out benchmarks/results/real_data.txt

@@ -136,7 +136,7 @@ def sklearn_worker(n: int, data_seed: int, train_path: str) -> dict:
                 "epochs": float(estimator.n_iter_),
                 "steps": int(estimator.n_iter_),
                 "seconds": seconds,
-                # Its proper posterior predictive, as gmm's (its .score is a plug-in).
+                # Its proper posterior predictive, as gmm's (its .score: a Jensen lower bound).
                 "score": gmm.evaluate.sklearn_score(estimator, X_test),
             }
         ],

@@ -342,6 +342,57 @@ def sklearn_baseline(X, n_components: int, *, seed: int = 0, **options) -> Bayes
     return estimator.fit(data)
 
 
+def sklearn_matching_priors(priors, X) -> dict:
+    """scikit-learn ``BayesianGaussianMixture`` options whose priors match
+    ``priors`` (a ``gmm.Priors`` of a standardising diagonal model with the
+    Dirichlet weights) on the data ``X``, as closely as its Normal-Wishart allows.
+
+    gmm standardises each feature by its mean and its sd (``ddof=0``), so in
+    data units a precision of feature d has the prior Gamma(a, b * scale_d^2)
+    (a = ``precision_shape``, b = ``precision_rate``). With diagonal
+    covariances scikit-learn's Wishart(nu_0, W_0) prior is per feature
+    Gamma(nu_0 / 2, covariance_prior_d / 2) (its M-step,
+    ``_estimate_wishart_diag``, updates nu_0 + N_k and covariance_prior +
+    N_k S_k), so ``degrees_of_freedom_prior = 2 a`` and
+    ``covariance_prior = 2 b scale^2`` match it exactly; scikit-learn needs
+    2 a > D - 1. The Dirichlet weights match exactly. The mean's prior cannot:
+    scikit-learn's is conditional on the precision, Normal(mean_prior,
+    (mean_precision_prior * precision)^-1); ``mean_prior`` is gmm's prior mean
+    in data units and ``mean_precision_prior = b / (a loc_scale^2)`` gives it
+    gmm's sd ``loc_scale`` at the prior's mean precision a / b.
+
+    Args:
+      priors: a ``gmm.Priors`` with a scalar ``loc_mean``.
+      X: ``[N, D]`` the training data, data units.
+
+    Returns:
+      dict of ``BayesianGaussianMixture`` keyword arguments.
+    """
+    data = check_data(X)
+    if np.ndim(priors.loc_mean) != 0:
+        raise ValueError(
+            "sklearn_matching_priors needs exchangeable priors (a scalar priors.loc_mean): "
+            "scikit-learn has one prior mean for every component."
+        )
+    shape, rate = priors.precision_shape, priors.precision_rate
+    if 2 * shape <= data.shape[1] - 1:
+        raise ValueError(
+            f"priors.precision_shape is {shape:g}: scikit-learn's Wishart needs "
+            f"degrees_of_freedom_prior = 2 * precision_shape > D - 1 = {data.shape[1] - 1}; "
+            "use a larger precision_shape, or compare with scikit-learn's own priors."
+        )
+    scale = data.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)  # as gmm's standardisation treats a constant feature
+    return {
+        "weight_concentration_prior_type": "dirichlet_distribution",
+        "weight_concentration_prior": priors.concentration,
+        "mean_prior": data.mean(axis=0) + priors.loc_mean * scale,
+        "mean_precision_prior": rate / (shape * priors.loc_scale**2),
+        "degrees_of_freedom_prior": 2.0 * shape,
+        "covariance_prior": 2.0 * rate * scale**2,
+    }
+
+
 def sklearn_score_samples(estimator: BayesianGaussianMixture, X) -> np.ndarray:
     """The log posterior-predictive density of each point under a fitted
     scikit-learn ``BayesianGaussianMixture`` (``covariance_type`` ``"diag"`` or
@@ -422,7 +473,14 @@ def sklearn_score(estimator: BayesianGaussianMixture, X) -> float:
 
 
 def cross_validate(
-    X, n_components: int, *, priors=None, labels=None, folds: int = 5, seed: int = 0
+    X,
+    n_components: int,
+    *,
+    priors=None,
+    labels=None,
+    folds: int = 5,
+    seed: int = 0,
+    weights: str = "dirichlet",
 ):
     """K-fold held-out scores of ``gmm.fit`` (with ``priors``) and of
     scikit-learn's diagonal ``BayesianGaussianMixture`` (best of 5 starts),
@@ -432,11 +490,14 @@ def cross_validate(
     Args:
       X: ``[N, D]`` data, data units. priors: a ``gmm.Priors`` (default ``Priors()``).
       folds: number of folds; seed: the folds' shuffling and every fit's seed.
+      weights: the gmm model's prior on the weights (``BayesianGMM``'s ``weights``).
 
     Returns:
       dict of ``[folds]`` arrays: ``gmm``, ``sklearn`` (nats per held-out point),
-      ``sklearn_own_score`` (scikit-learn's plug-in ``score``), and with
-      ``labels`` ``gmm_ari`` and ``sklearn_ari``.
+      ``sklearn_own_score`` (scikit-learn's own ``score``: per point
+      log sum_k exp(E_q[log w_k] + E_q[log N(x | mean_k, precision_k)]), by
+      Jensen's inequality a lower bound on its predictive density, not a density),
+      and with ``labels`` ``gmm_ari`` and ``sklearn_ari``.
     """
     from sklearn.metrics import adjusted_rand_score
     from sklearn.model_selection import KFold
@@ -447,7 +508,7 @@ def cross_validate(
     data = check_data(X, min_points=n_components)
     rows = {"gmm": [], "sklearn": [], "sklearn_own_score": [], "gmm_ari": [], "sklearn_ari": []}
     for train, test in KFold(folds, shuffle=True, random_state=seed).split(data):
-        model = BayesianGMM(n_components, data.shape[1], priors=priors)
+        model = BayesianGMM(n_components, data.shape[1], priors=priors, weights=weights)
         fit(model, data[train], seed=seed, progress=False)
         baseline = sklearn_baseline(data[train], n_components, seed=seed, n_init=5)
         rows["gmm"].append(model.score(data[test]))
