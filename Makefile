@@ -84,7 +84,11 @@ test: venv ## Run the unit tests and the book check, then nbval over the noteboo
 test-unit: venv ## Run only the unit tests (fast)
 	$(BIN)/python -m pytest $(PYTEST_PARALLEL) tests -m "not notebooks and not book"
 
-test-latest: ## Unit tests against the newest release of every dependency, in .venv-latest
+# The subset: `make test` has already run everything with the locked versions, and
+# the slow tests (long fits to convergence) exercise the same library calls as the
+# quick ones; notebooks, book and slow tests are left out here.
+LATEST_TESTS ?= not notebooks and not book and not slow
+test-latest: ## Unit tests but the slow ones (-m "not slow") against the newest release of every dependency, in .venv-latest
 	$(check-python)
 	@test -x $(LATEST_VENV)/bin/python || $(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
@@ -95,7 +99,7 @@ test-latest: ## Unit tests against the newest release of every dependency, in .v
 	@$(LATEST_VENV)/bin/python -m pip list --format=freeze | grep -iE \
 	  '^(tensorflow|tensorflow-probability|tf[-_]keras|numpy|scipy|scikit-learn|pandas|matplotlib|arviz|arviz[-_]stats)==' \
 	  | tr '\n' ' '; echo
-	$(LATEST_VENV)/bin/python -m pytest $(PYTEST_PARALLEL) tests -m "not notebooks and not book" \
+	$(LATEST_VENV)/bin/python -m pytest $(PYTEST_PARALLEL) tests -m "$(LATEST_TESTS)" \
 	  -p no:cacheprovider
 
 test-properties: venv ## Property-based tests with a large example budget (a few minutes)
