@@ -34,6 +34,11 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "multiworker: runs worker processes of one fit on loopback (~1 min in all)"
     )
+    config.addinivalue_line(
+        "markers",
+        "slow: a long fit to convergence (10 s or more on an idle core); make test-latest "
+        "leaves these out, make test runs them",
+    )
 
 
 @pytest.fixture(scope="session")

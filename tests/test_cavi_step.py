@@ -86,6 +86,7 @@ def test_a_full_batch_step_of_size_1_is_one_cavi_iteration(case):
             )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_full_batch_steps_of_size_1_never_lower_the_elbo(case):
     """150 steps from a random-label start: -ELBO per point never rises by more
@@ -112,6 +113,7 @@ def test_full_batch_steps_of_size_1_never_lower_the_elbo(case):
     assert losses[-1] < losses[0] - 0.01
 
 
+@pytest.mark.slow
 def test_the_full_model_step_never_lowers_the_elbo():
     """The Normal-Wishart step (joint q of mean and precision, so its global update
     is one block) on correlated, overlapping clusters: -ELBO never rises."""

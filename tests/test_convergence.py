@@ -18,6 +18,7 @@ def triangle(separation: float) -> gmm.data.MixtureSpec:
     return gmm.data.MixtureSpec(weights=np.full(3, 1 / 3), locs=locs, scales=np.ones((3, 2)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("separation", [2.0, 1.5])
 def test_a_default_fit_on_overlapping_clusters_reaches_the_cavi_optimum(separation):
     """Here CAVI itself needs thousands of iterations (the optimum's contraction
@@ -77,6 +78,7 @@ def test_adam_runs_cosine_cycles_until_two_ends_agree(seed_data):
     assert history.remaining < history.tol  # full batch: the ends agree within tol
 
 
+@pytest.mark.slow
 def test_minibatch_natural_gradients_converge_on_more_points_than_one_batch():
     """The minibatch check is a heuristic: it stops near the optimum, within the
     noise of the last steps (measured: 360 steps, Gamma shapes 0.26% and means
@@ -172,6 +174,7 @@ def assert_at_a_cavi_fixed_point(model, X):
     return weight_move, mean_move
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "n_components, weights_prior, batch_size",
     # The Dirichlet process at K = 30, batches of 100 (the issue's second case): at
