@@ -33,6 +33,7 @@ from gmm import (
 from gmm.convergence import ConvergenceWarning
 from gmm.fitting import DivergenceError, History, fit
 from gmm.full import NormalWishartPriors
+from gmm.linear_response import LinearResponse, linear_response
 from gmm.model import BayesianGMM, NotFittedError
 from gmm.moves import delete_components
 from gmm.priors import Priors
@@ -56,6 +57,8 @@ __all__ = [
     "evaluate",
     "fit",
     "full",
+    "LinearResponse",
+    "linear_response",
     "mcmc",
     "moves",
     "natural",
