@@ -104,6 +104,10 @@ NAVIGATION = """
 :hidden:
 :caption: Reference
 
+docs/usage
+docs/design
+docs/results
+docs/book
 docs/instructor
 docs/api
 ```

@@ -4,12 +4,17 @@ the few plots more than one notebook draws.
 Every figure goes through ``savefig`` so the notebooks write to one folder
 (``figures/`` by default; ``set_figure_dir`` or the ``GMM_FIGURE_DIR``
 environment variable, which wins, point it elsewhere), with stable names
-prefixed by the notebook's number, at one DPI.
+prefixed by the notebook's number, at one DPI. Each file records the parameters
+of the run that wrote it (``figure_parameters``), so a test can tell a figure
+left over from another run (``--small``, another seed) from the notebook's own.
 """
 
 from __future__ import annotations
 
+import json
+import numbers
 import os
+import sys
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -28,6 +33,10 @@ PALETTE = "colorblind"
 DPI = 110  # figures/ files
 INLINE_DPI = 80  # figures shown in notebooks: keeps committed notebooks small
 _figure_dir: str | None = "figures"
+# The PNG text chunk that holds the run's parameters, and the one name not recorded
+# there: where figures go says nothing about what they show.
+PARAMETERS_KEY = "Parameters"
+_UNRECORDED = frozenset({"FIGURE_DIR"})
 
 
 def set_theme() -> None:
@@ -49,8 +58,47 @@ def figure_dir() -> str | None:
     return os.environ.get("GMM_FIGURE_DIR") or _figure_dir
 
 
+def _main_namespace() -> dict:
+    """The globals of the running notebook (IPython's user namespace: in a Jupyter
+    kernel ``__main__`` is the kernel's launcher) or else of ``__main__``."""
+    ipython_module = sys.modules.get("IPython")
+    shell = ipython_module.get_ipython() if ipython_module is not None else None
+    if shell is not None:
+        return shell.user_ns
+    return vars(sys.modules["__main__"]) if "__main__" in sys.modules else {}
+
+
+def figure_parameters() -> dict:
+    """The run's parameters as ``savefig`` records them: every upper-case global
+    of the running notebook (or script) bound to a number, string, bool or None,
+    except ``FIGURE_DIR``.
+
+    A notebook's parameters cell binds such names (``RANDOM_SEED = 0``,
+    ``N_POINTS = 3000``) and papermill's injected cell rebinds them, so these are
+    the values the notebook ran with. Returns ``{name: value}``, numbers as
+    Python ``int`` / ``float``.
+    """
+    namespace = _main_namespace()
+    found = {}
+    for name, value in namespace.items():
+        if not name.isupper() or name.startswith("_") or name in _UNRECORDED:
+            continue
+        if value is None or isinstance(value, (str, bool)):
+            found[name] = value
+        elif isinstance(value, numbers.Integral):
+            found[name] = int(value)
+        elif isinstance(value, numbers.Real):
+            found[name] = float(value)
+    return dict(sorted(found.items()))
+
+
 def savefig(name: str, fig=None) -> str | None:
     """Saves ``fig`` (default: the current figure) as ``<figure dir>/<name>.png``.
+
+    The PNG carries one text chunk, ``Parameters``: ``figure_parameters()`` as
+    JSON (tests/test_figures.py checks it against the notebook's parameters). It
+    carries no software stamp or date, so re-running an unchanged notebook
+    rewrites identical bytes.
 
     Args:
       name: a stable, plain file name without extension, e.g. ``"02_elbo_trace"``.
@@ -65,14 +113,33 @@ def savefig(name: str, fig=None) -> str | None:
         return None
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{name}.png")
-    # No "Software" stamp, so re-running an unchanged notebook rewrites identical bytes.
-    (fig or plt.gcf()).savefig(path, metadata={"Software": None})
+    metadata = {"Software": None, PARAMETERS_KEY: json.dumps(figure_parameters())}
+    (fig or plt.gcf()).savefig(path, metadata=metadata)
     return path
 
 
 def colors(n: int) -> list:
     """``n`` colours from the project's colour-blind-safe palette."""
     return sns.color_palette(PALETTE, n)
+
+
+# The colour-blind palette's entries in an order that keeps its near-twins apart: its
+# orange (1), vermilion (3) and brown (5) are hard to tell apart where ellipses overlap,
+# and so are its blue (0) and sky blue (9); its grey (7), last, vanishes on grey points.
+_DISTINCT_ORDER = (0, 1, 2, 4, 8, 9, 3, 6, 5, 7)
+
+
+def distinct_colors(n: int) -> list:
+    """``n`` colours of the project's palette for components drawn on top of each
+    other: blue, orange, green, purple and yellow, no two of one hue family; then
+    the palette's sky blue, vermilion, pink, brown and grey, then again. The first
+    three are ``colors(3)``, so a chapter's first three components keep their
+    colours."""
+    if n < 0:
+        raise ValueError(f"n must be non-negative, got {n}.")
+    palette = sns.color_palette(PALETTE, len(_DISTINCT_ORDER))
+    order = [_DISTINCT_ORDER[i % len(_DISTINCT_ORDER)] for i in range(n)]
+    return [palette[i] for i in order]
 
 
 def feature_label(d: int) -> str:
@@ -213,17 +280,26 @@ def covariance_ellipse(loc, covariance, *, n_sd: float = 2.0, **style) -> Ellips
     )
 
 
-def plot_covariances(ax, locs, covariances, dims=(0, 1), *, n_sd: float = 2.0, **style):
+def plot_covariances(
+    ax, locs, covariances, dims=(0, 1), *, n_sd: float = 2.0, component_colors=None, **style
+):
     """``n_sd``-sd ellipses and centres of components with full covariances,
     projected on features ``dims`` (the marginal covariance of those two).
 
     Args:
       locs: ``[K, D]`` means; covariances: ``[K, D, D]``, data units^2 (e.g.
-        ``model.posterior_parameters()["covariance_mean"]``); style: ``color``
-        (one for all; default one palette colour each), ``lw``, ``ls``, ``marker``.
+        ``model.posterior_parameters()["covariance_mean"]``); component_colors: one
+        colour per component (e.g. ``distinct_colors(K)`` where ellipses overlap);
+        style: ``color`` (one for all; default one palette colour each), ``lw``,
+        ``ls``, ``marker``.
     """
     dims = list(dims)
-    palette = colors(len(locs))
+    palette = colors(len(locs)) if component_colors is None else list(component_colors)
+    if len(palette) < len(locs):
+        raise ValueError(
+            f"component_colors must give one colour per component ({len(locs)}), "
+            f"got {len(palette)}."
+        )
     for k, (loc, covariance) in enumerate(zip(np.asarray(locs), np.asarray(covariances))):
         color = style.get("color", palette[k])
         ax.add_patch(
@@ -319,8 +395,10 @@ __all__ = [
     "colors",
     "covariance_ellipse",
     "density_grid",
+    "distinct_colors",
     "feature_label",
     "figure_dir",
+    "figure_parameters",
     "plot_components",
     "plot_covariances",
     "plot_densities",

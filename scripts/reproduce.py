@@ -8,7 +8,9 @@ In place (the default), each executed notebook replaces its source so the
 committed notebooks carry their outputs, with papermill's volatile metadata
 (timestamps, durations, local paths) stripped. ``--small`` runs each notebook
 with the small parameters its ``parameters`` cell lists under ``# small:`` (the
-tests use this). One progress line per notebook; a failure names the notebook
+tests use this). With ``--output-dir`` the figures go to its ``figures/`` folder
+unless ``--figure-dir`` names another, so figures/ only ever holds the in-place
+run's. One progress line per notebook; a failure names the notebook
 and the cell, and the exit status is non-zero.
 """
 
@@ -128,7 +130,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/[0-9]*.ipynb")
     parser.add_argument("--output-dir", type=Path, help="write executed copies here, not in place")
-    parser.add_argument("--figure-dir", type=Path, help="FIGURE_DIR for every notebook")
+    parser.add_argument(
+        "--figure-dir",
+        type=Path,
+        help="FIGURE_DIR for every notebook (default with --output-dir: its figures/ folder)",
+    )
     parser.add_argument("--small", action="store_true", help="use each notebook's small parameters")
     parser.add_argument(
         "-p",
@@ -145,6 +151,10 @@ def main(argv=None) -> int:
         print("No notebooks to run.", file=sys.stderr)
         return 1
     overrides = {name: parse_value(value) for name, value in args.parameter}
+    if args.figure_dir is None and args.output_dir is not None:
+        # Notebooks run elsewhere write their figures there too, never over figures/:
+        # the committed figures are the in-place run's (tests/test_figures.py).
+        args.figure_dir = args.output_dir / "figures"
     if args.figure_dir is not None:
         args.figure_dir.mkdir(parents=True, exist_ok=True)
         overrides["FIGURE_DIR"] = str(args.figure_dir.resolve())

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.book
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 CHAPTERS = [f"notebooks/{path.stem}.html" for path in NOTEBOOKS]
-PAGES = ["index.html", "README.html", *CHAPTERS, "docs/instructor.html", "docs/api.html"]
+DOCS = [f"docs/{path.stem}.html" for path in sorted((ROOT / "docs").glob("*.md"))]
+PAGES = ["index.html", "README.html", *CHAPTERS, *DOCS]
 PAGES += ["genindex.html", "py-modindex.html", "search.html"]  # Sphinx's own
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

@@ -106,6 +106,11 @@ def test_every_notebook_runs_with_small_parameters(tmp_path):
         for folder in (tmp_path / "out", tmp_path / "again")
     ]
     assert outputs[0] == outputs[1]
+    # ... and identical figure files: `make reproduce` leaves an unchanged figure unchanged.
+    again = sorted((tmp_path / "figures-again").glob("*.png"))
+    assert again and all(
+        png.read_bytes() == (tmp_path / "figures" / png.name).read_bytes() for png in again
+    )
 
 
 def joined_streams(outputs: list) -> list:
