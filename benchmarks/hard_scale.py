@@ -39,9 +39,11 @@ on the same ruler as scikit-learn's exact Student-t score. The reference is also
 reported with the old 256-draw Monte Carlo estimate (written as matrix products
 here for speed; the worker checks that estimator against ``model.score``'s once).
 
-Also: the throughput of each gmm training step (points x K x D per second,
-the marginal cost of a step of a warm-started fit at the method's batch size),
-next to a 2048^3 float32 matmul's GFLOP/s, measured in the same worker.
+Also: the throughput of each gmm training step (points x K x D per second at
+the method's batch size): the median of 7 timed calls of ``gmm.fit``'s
+compiled loop running 50 steps, divided by 50 (``benchmarks/step_timing.py``;
+tracing not timed), next to a 2048^3 float32 matmul's GFLOP/s, measured in the
+same worker.
 
     python benchmarks/hard_scale.py --reference-starts true-label \\
         --reference-max-steps 300 --sklearn-max-iter 150   # the committed full table
@@ -54,7 +56,11 @@ reference from the true labels alone, each reference run capped at 300 steps
 and scikit-learn at 150 iterations (1.5 times its default max_iter), to fit
 in about an hour on the project's 2-core machine; the file ends with its wall
 time. (A first attempt with two 1,000-step reference runs per seed had not
-finished seed 0's reference after 30 minutes there.) The reference runs take
+finished seed 0's reference after 30 minutes there.) That table predates the
+step timing above: its throughput lines are the difference of two warm-started
+fits' wall times (10 and 60 steps), and its Adam line came out negative, a
+failed measurement; the step-level figures of the current method are in
+``--quick`` runs and in benchmarks/results/throughput.txt. The reference runs take
 all N points in one step; the largest intermediates are [N, K] responsibilities.
 Running it on a GPU needs TensorFlow there.
 """
@@ -156,22 +162,6 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
         multiply(a, b).numpy()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
-
-
-def ms_per_step(X, n_components, algorithm, batch_size, short, long) -> float:
-    """Marginal ms per training step: warm-started fits of ``short`` and ``long``
-    steps, each twice, the faster kept; start and tracing excluded."""
-    import gmm
-
-    model = gmm.BayesianGMM(n_components, X.shape[1])
-    settings = dict(batch_size=batch_size, algorithm=algorithm, progress=False)
-    gmm.fit(model, X, steps=short, **settings)  # start, and trace the loop
-    times = {}
-    for steps in (short, long, short, long):
-        start = time.perf_counter()
-        gmm.fit(model, X, steps=steps, warm_start=True, **settings)
-        times[steps] = min(times.get(steps, np.inf), time.perf_counter() - start)
-    return 1e3 * (times[long] - times[short]) / (long - short)
 
 
 def load(folder: str, seed: int):
@@ -277,8 +267,15 @@ def gmm_worker(cfg: dict, seed: int, method: str, reference: float) -> dict:
         if reference - score <= TOLERANCE:
             break
     peak_mb = peak_memory_mb()
-    short, long = (5, 25) if cfg["quick"] else (10, 60)
-    step_ms = ms_per_step(X, cfg["k"], algorithm, batch_size, short, long)
+    from step_timing import compiled_step_ms  # benchmarks/, the script's folder
+
+    step_ms = compiled_step_ms(
+        gmm.BayesianGMM(cfg["k"], cfg["d"]),
+        X,
+        steps=20 if cfg["quick"] else 50,
+        batch_size=batch_size,
+        algorithm=algorithm,
+    )["ms"]
     return {
         "tries": tries,
         "peak_mb": peak_mb,
@@ -565,7 +562,10 @@ def main() -> int:
     elif not args.skip_sklearn:
         say("scikit-learn reached the target on no setting for every seed: no ratio")
     say()
-    say("training step throughput (marginal cost of a warm-started fit's step), median over seeds:")
+    say(
+        "training step throughput (median of 7 timed calls of the compiled loop, "
+        f"{20 if args.quick else 50} steps each, per step), median over seeds:"
+    )
     for method, (_, batch_size) in METHODS.items():
         rows = [results[method][s] for s in args.seeds]
         say(
