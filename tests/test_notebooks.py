@@ -72,7 +72,9 @@ def small_run_seed(path: Path) -> int:
 
 def test_each_seed_runs_half_the_notebooks():
     seeds = [small_run_seed(p) for p in NOTEBOOKS]
-    assert seeds[::2] == [1] * 5 and seeds[1::2] == [3] * 5
+    odd, even = seeds[::2], seeds[1::2]  # chapters 01, 03, ... and 02, 04, ...
+    assert odd == [1] * len(odd) and even == [3] * len(even)
+    assert len(odd) - len(even) in (0, 1)
 
 
 def test_every_committed_figure_belongs_to_a_notebook():
@@ -119,9 +121,9 @@ def test_a_notebook_run_twice_with_one_seed_gives_identical_outputs(tmp_path):
     ]
     assert outputs[0] == outputs[1]
     # ... and identical figure files: `make reproduce` leaves an unchanged figure unchanged.
-    again = sorted((tmp_path / "figures-again").glob("*.png"))
+    again = sorted((tmp_path / "again-figures").glob("*.png"))
     assert again and all(
-        png.read_bytes() == (tmp_path / "figures" / png.name).read_bytes() for png in again
+        png.read_bytes() == (tmp_path / "out-figures" / png.name).read_bytes() for png in again
     )
 
 
