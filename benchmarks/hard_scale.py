@@ -80,6 +80,8 @@ import time
 import warnings
 from pathlib import Path
 
+import sklearn_scorer  # benchmarks/, the script's folder
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
@@ -285,20 +287,6 @@ def gmm_worker(cfg: dict, seed: int, method: str, reference: float) -> dict:
     }
 
 
-def scorer(test_path: str) -> int:
-    """Reads paths of pickled scikit-learn estimators on stdin, writes each one's
-    held-out score (its proper posterior predictive, nats/point) on stdout."""
-    import gmm
-
-    X_test = np.load(test_path)
-    print("ready", flush=True)
-    for line in sys.stdin:
-        with open(line.strip(), "rb") as file:
-            estimator = pickle.load(file)
-        print(gmm.evaluate.sklearn_score(estimator, X_test), flush=True)
-    return 0
-
-
 def sklearn_worker(cfg: dict, seed: int, setting: str, reference: float) -> dict:
     """scikit-learn in chunks of iterations (warm_start), its clock paused for
     each score; NumPy and scikit-learn alone in this process."""
@@ -309,13 +297,7 @@ def sklearn_worker(cfg: dict, seed: int, setting: str, reference: float) -> dict
     X = np.load(os.path.join(cfg["folder"], f"X{seed}.npy"))
     test_path = os.path.join(cfg["folder"], f"T{seed}.npy")
     pickled = os.path.join(cfg["folder"], f"estimator{os.getpid()}.pkl")
-    score_process = subprocess.Popen(
-        [sys.executable, __file__, "--scorer", test_path],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert score_process.stdout.readline().strip() == "ready"
+    score_process = sklearn_scorer.start(test_path)
     estimator = BayesianGaussianMixture(
         n_components=cfg["k"],
         covariance_type="diag",
@@ -407,10 +389,7 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the output")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--scorer", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.scorer:
-        return scorer(args.scorer)
     if args.worker:
         name, *rest = json.loads(args.worker)
         workers = {

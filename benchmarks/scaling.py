@@ -64,6 +64,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import sklearn_scorer  # benchmarks/, the script's folder
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scaling.txt"
@@ -159,24 +161,6 @@ def worker(method: str, data_seed: int, folder: str) -> dict:
     }
 
 
-def scorer(test_path: str) -> int:
-    """Reads paths of pickled scikit-learn estimators on stdin, writes each one's
-    held-out score (its proper posterior predictive, nats/point) on stdout."""
-    import pickle
-
-    import numpy as np
-
-    import gmm
-
-    X_test = np.load(test_path)
-    print("ready", flush=True)
-    for line in sys.stdin:
-        with open(line.strip(), "rb") as file:
-            estimator = pickle.load(file)
-        print(gmm.evaluate.sklearn_score(estimator, X_test), flush=True)
-    return 0
-
-
 def sklearn_worker(data_seed: int, folder: str, best: float, max_iter: int) -> dict:
     """scikit-learn in warm-started chunks, the clock paused for each score (in a
     scorer process); NumPy and scikit-learn alone in this process. Where it
@@ -192,13 +176,7 @@ def sklearn_worker(data_seed: int, folder: str, best: float, max_iter: int) -> d
     load_start = load_average()
     X = np.load(os.path.join(folder, f"X{data_seed}.npy"))
     pickled = os.path.join(folder, f"estimator{os.getpid()}.pkl")
-    score_process = subprocess.Popen(
-        [sys.executable, __file__, "--scorer", os.path.join(folder, f"T{data_seed}.npy")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert score_process.stdout.readline().strip() == "ready"
+    score_process = sklearn_scorer.start(os.path.join(folder, f"T{data_seed}.npy"))
 
     def new_estimator():
         return BayesianGaussianMixture(
@@ -290,10 +268,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the output")
     parser.add_argument("--raw", type=Path, help="also write every worker's result as JSON here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--scorer", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.scorer:
-        return scorer(args.scorer)
     if args.worker:
         name, *rest = json.loads(args.worker)
         workers = {"gmm": worker, "sklearn": sklearn_worker, "baseline": baseline_worker}
