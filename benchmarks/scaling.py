@@ -320,7 +320,9 @@ def main() -> int:
             "in all"
         )
     say(
-        f"machine: {os.cpu_count()} CPU cores ({platform.machine()}), Python "
+        f"machine: {os.cpu_count()} CPU cores ({platform.machine()}; this run may use "
+        f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()}"
+        "), Python "
         f"{platform.python_version()}, gmm {gmm.__version__}; load average at the start "
         f"{os.getloadavg()[0]:.1f} (other processes' work slows every wall time below)"
     )
