@@ -66,21 +66,22 @@ TABLE = ROOT / "benchmarks" / "results" / "lr_map.txt"
 FIGURE = ROOT / "benchmarks" / "results" / "lr_map.png"
 
 K = 3
-# The committed grid, in blocks run in this order: (separations, sizes, dims, data seeds).
-# The full product (4 x 3 x 3 separations x N x D, 2 seeds) needs about 72 NUTS runs,
-# some hours on the loaded 2-core machine this ran on (one N = 1,000, D = 2 run took
-# 136 s there); CUT says what was left out.
+# The committed grid: separation 1-4 x N 100, 1,000, 10,000 x D 2, 5, 10, data seeds 0
+# and 1 (72 (cell, seed) pairs), listed in blocks from cheap to dear so that an
+# interrupted run leaves the small cells done (the N = 10,000 block runs separation
+# 4 first: its NUTS is the slowest where the clusters overlap). The table's "cut" line
+# lists the pairs of this grid that have no line yet.
 GRID = (
-    ((1.0, 2.0, 3.0, 4.0), (100, 1000), (2,), (0, 1)),
-    ((1.0, 2.0, 3.0, 4.0), (1000,), (5,), (0, 1)),
-    ((2.0,), (10_000,), (2,), (0,)),
-)
-CUT = (
-    "N = 10,000 only at separation 2, D = 2, one seed (its NUTS took 1,046 s on this machine "
-    "under a load average above 30); D = 5 only at N = 1,000; D = 10 not run"
+    ((1.0, 2.0, 3.0, 4.0), (100, 1000), (2, 5), (0, 1)),
+    ((1.0, 2.0, 3.0, 4.0), (100, 1000), (10,), (0, 1)),
+    ((4.0, 3.0, 2.0, 1.0), (10_000,), (2, 5, 10), (0, 1)),
 )
 QUICK = (((1.0, 3.0), (100, 1000), (2,), (0,)),)
 NUTS_SETTINGS = {"num_chains": 4, "num_results": 500, "num_burnin": 300, "max_tree_depth": 6}
+# Where those chains miss the convergence bar without switching labels, NUTS runs once more
+# with these longer chains (the maximum R-hat over 3 x (2D + 1) parameters is noisy at 500
+# draws per chain); the row records the draws per chain it kept.
+NUTS_LONGER = dict(NUTS_SETTINGS, num_results=2000, num_burnin=500)
 RHAT_MAX, ESS_MIN = 1.01, 400
 # Above this share of draws matched better by another labelling, NUTS crossed between
 # label modes: the relabelled draws are a doubtful reference (notebook 04).
@@ -143,9 +144,14 @@ def linear_response_sds(model, X):
     return {key: np.asarray(result.sds[key]) for key in KEYS}, time.perf_counter() - start
 
 
-def run_cell(separation: float, n: int, d: int, data_seed: int, previous=None) -> dict:
+def run_cell(
+    separation: float, n: int, d: int, data_seed: int, previous=None, longer: bool = False
+) -> dict:
     """One (cell, seed). With ``previous`` (its row without LRVB), the fit is
-    redone (deterministic: seed 0) and LRVB added; NUTS and PSIS are kept."""
+    redone (deterministic: seed 0) and LRVB added; NUTS and PSIS are kept.
+    NUTS runs with ``NUTS_SETTINGS``, and again with ``NUTS_LONGER`` where it
+    missed the bar without switching labels; ``longer``: with the longer chains
+    only (a row from before the retry existed)."""
     X = make_data(separation, n, d, data_seed)
     model = gmm.BayesianGMM(K, d, dtype=tf.float64)
     start = time.perf_counter()
@@ -162,13 +168,21 @@ def run_cell(separation: float, n: int, d: int, data_seed: int, previous=None) -
         lr_lists = None if lr is None else {k: lr[k].tolist() for k in KEYS}
         row["sds"] = dict(previous["sds"], lr=lr_lists)
         return row
-    draws = gmm.mcmc.sample(model, X, shuffle_labels=False, seed=data_seed, **NUTS_SETTINGS)
     pivot = model.posterior_parameters()["loc_mean"]
-    switched = gmm.evaluate.switching_rate(gmm.evaluate.alignment_permutations(pivot, draws.locs))
-    draws = draws.relabelled(pivot)
-    found = draws.diagnostics()
-    max_rhat = float(max(np.nanmax(v) for v in found["r_hat"].values()))
-    min_ess = float(min(np.nanmin(v) for v in found["ess_bulk"].values()))
+    nuts_s = 0.0
+    for settings in (NUTS_SETTINGS, NUTS_LONGER)[1 if longer else 0 :]:
+        draws = gmm.mcmc.sample(model, X, shuffle_labels=False, seed=data_seed, **settings)
+        nuts_s += draws.wall_time_s
+        switched = gmm.evaluate.switching_rate(
+            gmm.evaluate.alignment_permutations(pivot, draws.locs)
+        )
+        draws = draws.relabelled(pivot)
+        found = draws.diagnostics()
+        max_rhat = float(max(np.nanmax(v) for v in found["r_hat"].values()))
+        min_ess = float(min(np.nanmin(v) for v in found["ess_bulk"].values()))
+        converged = max_rhat <= RHAT_MAX and min_ess >= ESS_MIN
+        if converged or switched > SWITCHED:
+            break
     reference = nuts_sds(draws)
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -185,13 +199,14 @@ def run_cell(separation: float, n: int, d: int, data_seed: int, previous=None) -
         "fit_stop": history.stop_reason,
         "fit_s": fit_s,
         "lr_s": lr_s,
-        "nuts_s": draws.wall_time_s,
+        "nuts_s": nuts_s,
+        "nuts_results": settings["num_results"],
         "psis_s": psis_s,
         "nuts_max_rhat": max_rhat,
         "nuts_min_ess_bulk": min_ess,
         "nuts_divergences": int(draws.divergences.sum()),
         "nuts_switched": float(switched),
-        "nuts_converged": bool(max_rhat <= RHAT_MAX and min_ess >= ESS_MIN),
+        "nuts_converged": bool(converged),
         "khat": float(khat),
         "mean_field": summarise({k: mean_field[k] / reference[k] for k in KEYS}),
         "lr": None if lr is None else summarise({k: lr[k] / reference[k] for k in KEYS}),
@@ -202,6 +217,14 @@ def run_cell(separation: float, n: int, d: int, data_seed: int, previous=None) -
         },
     }
     return row
+
+
+def needs_longer_chains(row: dict) -> bool:
+    """A row from before the longer-chain retry whose NUTS missed the bar without
+    switching labels: a rerun redoes it with ``NUTS_LONGER``."""
+    return (
+        "nuts_results" not in row and not row["nuts_converged"] and row["nuts_switched"] <= SWITCHED
+    )
 
 
 def read_rows(path: Path) -> dict:
@@ -240,7 +263,7 @@ def table_lines(rows: list) -> list:
     head = (
         f"{'sep':>4} {'N':>6} {'D':>3} {'seed':>4} | {'MF/NUTS med':>11} {'worst':>6} "
         f"{'prec worst':>10} | {'LR/NUTS med':>11} {'worst':>6} {'prec worst':>10} | "
-        f"{'k-hat':>6} | {'R-hat':>6} {'ESS':>6} {'switch':>6} | "
+        f"{'k-hat':>6} | {'draws':>5} {'R-hat':>6} {'ESS':>6} {'switch':>6} | "
         f"{'fit s':>6} {'LR s':>6} {'NUTS s':>7} | NUTS"
     )
     lines = [head, "-" * len(head)]
@@ -252,7 +275,8 @@ def table_lines(rows: list) -> list:
             f"{fmt(mf['precisions']['worst']):>10} | "
             f"{fmt(lr['main'].get('median')):>11} {fmt(lr['main'].get('worst')):>6} "
             f"{fmt(lr['precisions'].get('worst')):>10} | "
-            f"{fmt(r['khat']):>6} | {r['nuts_max_rhat']:>6.3f} {r['nuts_min_ess_bulk']:>6.0f} "
+            f"{fmt(r['khat']):>6} | {r.get('nuts_results', NUTS_SETTINGS['num_results']):>5} "
+            f"{r['nuts_max_rhat']:>6.3f} {r['nuts_min_ess_bulk']:>6.0f} "
             f"{r['nuts_switched']:>6.2f} | {r['fit_s']:>6.1f} {fmt(r['lr_s'], '.1f'):>6} "
             f"{r['nuts_s']:>7.1f} | {status(r)}"
         )
@@ -334,7 +358,10 @@ def write_table(rows: list, path: Path, *, command: str, wall_s: float, cut: str
         "linear-response (LRVB) sds: K = 3, default diagonal model (Dirichlet weights,",
         "default priors, float64),",
         f"gmm.fit to convergence (tol {FIT_TOL:g}); NUTS {NUTS_SETTINGS}, chains started in the",
-        f"fit's labelling, draws relabelled to the fit's means; PSIS S = {PSIS_DRAWS}.",
+        f"fit's labelling, draws relabelled to the fit's means; PSIS S = {PSIS_DRAWS}. Where those",
+        "chains missed the bar below without switching labels, NUTS ran again with",
+        f"{NUTS_LONGER['num_results']} draws per chain after {NUTS_LONGER['num_burnin']} "
+        "adaptation steps ('draws': per chain, of the run kept).",
         f"NUTS converged: rank-normalised R-hat <= {RHAT_MAX} and bulk ESS >= {ESS_MIN} for every",
         "mean, sd and weight. 'switch': share of draws another labelling matched better;",
         f"above {SWITCHED} the cell is marked 'labels switched' (a doubtful reference).",
@@ -413,18 +440,27 @@ def main(argv=None) -> None:
     todo = [c for c in cells(grid) if args.only is None or cell_key(*c) == args.only]
     for cell in [] if args.table_only else todo:
         key = cell_key(*cell)
-        if key in done and (done[key]["lr"] is not None or not hasattr(gmm, "linear_response")):
+        retry = key in done and needs_longer_chains(done[key])
+        if retry and not args.fill_lr:
+            row = run_cell(*cell, longer=True)
+        elif key in done and (done[key]["lr"] is not None or not hasattr(gmm, "linear_response")):
             continue
-        if args.fill_lr and key not in done:
+        elif args.fill_lr and key not in done:
             continue
-        row = run_cell(*cell, previous=done.get(key))
+        else:
+            row = run_cell(*cell, previous=done.get(key))
         with args.results.open("a") as f:
             f.write(json.dumps(row) + "\n")
         done[key] = row
         print(table_lines([row])[-1], flush=True)
     keys = {cell_key(*c) for c in cells(grid)}
     rows = [r for k, r in done.items() if k in keys]
-    cut = CUT if not args.quick else "the --quick grid"
+    missing = [k for k in (cell_key(*c) for c in cells(grid)) if k not in done]
+    cut = f"{len(missing)} of {len(keys)} pairs not run" + (
+        f": {'; '.join(missing)}" if missing else ""
+    )
+    if args.quick:
+        cut = "the --quick grid; " + cut
     write_table(rows, args.table, command=command, wall_s=time.perf_counter() - start, cut=cut)
     write_figure(rows, args.figure)
     print(f"wrote {args.table} and {args.figure}")
