@@ -1,7 +1,7 @@
 """Where can you trust mean-field VI? A map of its posterior sds against NUTS's,
 with the PSIS k-hat and linear-response (LRVB) sds, over separation x N x D.
 
-For each cell (separation between the closest centres, in component sds; N
+For each cell (separation: the least distance allowed between centres, in component sds; N
 points; D features; K = 3) and each data seed: the truth
 ``gmm.data.random_mixture(3, D, separation=..., seed=data_seed)`` and N points
 from it (``sample(N, seed=data_seed)``); a default diagonal model with Dirichlet
@@ -310,7 +310,7 @@ def draw_map(rows: list):
             axes[0].plot([], [], marker, color="grey", label=f"D = {d}")
     axes[0].legend(frameon=False, fontsize="small")
     axes[0].set(
-        xlabel="separation (sds between closest centres)",
+        xlabel="separation (least distance allowed between centres, sds)",
         ylabel="mean-field sd / NUTS sd, worst",
         title="where mean-field fails",
     )
