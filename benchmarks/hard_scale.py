@@ -70,7 +70,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import platform
 import shlex
 import subprocess
@@ -313,11 +312,7 @@ def sklearn_worker(cfg: dict, seed: int, setting: str, reference: float) -> dict
         estimator.fit(X)
         seconds += time.perf_counter() - start
         iterations += estimator.n_iter_
-        with open(pickled, "wb") as file:
-            pickle.dump(estimator, file)
-        score_process.stdin.write(pickled + "\n")
-        score_process.stdin.flush()
-        score = float(score_process.stdout.readline())
+        score = sklearn_scorer.score(score_process, estimator, pickled)
         tries.append({"steps": iterations, "seconds": seconds, "score": score})
         done = estimator.converged_ or iterations >= cfg["sklearn_max_iter"]
         if reference - score <= TOLERANCE or done:

@@ -169,7 +169,6 @@ def sklearn_worker(data_seed: int, folder: str, best: float, max_iter: int) -> d
     """scikit-learn in warm-started chunks, the clock paused for each score (in a
     scorer process); NumPy and scikit-learn alone in this process. Where it
     reaches the target, the chunk schedule is replayed, unscored, to time it again."""
-    import pickle
     import warnings
 
     import numpy as np
@@ -197,11 +196,7 @@ def sklearn_worker(data_seed: int, folder: str, best: float, max_iter: int) -> d
         estimator.fit(X)
         seconds += time.perf_counter() - start
         iterations += estimator.n_iter_
-        with open(pickled, "wb") as file:
-            pickle.dump(estimator, file)
-        score_process.stdin.write(pickled + "\n")
-        score_process.stdin.flush()
-        score = float(score_process.stdout.readline())
+        score = sklearn_scorer.score(score_process, estimator, pickled)
         tries.append({"steps": iterations, "seconds": seconds, "score": score})
         if best - score <= TOLERANCE or estimator.converged_ or iterations >= max_iter:
             break

@@ -30,6 +30,16 @@ def start(test_path: str) -> subprocess.Popen:
     return process
 
 
+def score(process: subprocess.Popen, estimator, path: str) -> float:
+    """Pickles ``estimator`` to ``path`` and returns the held-out score (nats/point)
+    that ``process`` (from ``start``) computes for it."""
+    with open(path, "wb") as file:
+        pickle.dump(estimator, file)
+    process.stdin.write(path + "\n")
+    process.stdin.flush()
+    return float(process.stdout.readline())
+
+
 def main(test_path: str) -> int:
     import numpy as np
 
