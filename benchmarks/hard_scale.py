@@ -35,7 +35,11 @@ high-water mark, VmHWM):
   so that the worker's peak memory is scikit-learn's own.
 
 gmm's held-out score is q's exact posterior predictive (``BayesianGMM.score``),
-on the same ruler as scikit-learn's exact Student-t score. The reference is also
+on the same ruler as scikit-learn's exact Student-t score; a try counts as
+reaching the target only by that score. It takes about a minute here (a
+quadrature per point, component and feature), so each try is first screened by
+a 64-draw Monte Carlo score, and only tries within 0.03 nats/point of the
+reference by it (and the last) are scored exactly. The reference is also
 reported with the old 256-draw Monte Carlo estimate (written as matrix products
 here for speed; the worker checks that estimator against ``model.score``'s once).
 
@@ -89,11 +93,16 @@ import numpy as np  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "hard_scale.txt"
 TOLERANCE = 0.01  # nats per held-out point, below the reference
 NUM_SAMPLES = 32  # draws of q of the Monte Carlo score checked once against model.score
+# gmm's tries are screened by a Monte Carlo score from this many draws of q; only those
+# within TOLERANCE + SCREEN_MARGIN of the reference by it are scored exactly and can count
+# as reaching the target (at N = 10^6 the two scores agree to 1e-4: the reference line).
+SCREEN_SAMPLES, SCREEN_MARGIN = 64, 0.02
 BUDGETS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)  # epochs
 METHODS = {
-    # name: (algorithm, batch size)
-    "gmm, Adam": ("adam", 2_000),
-    "gmm, natural gradient": ("natural", 10_000),
+    # name: (algorithm, batch size, init)
+    "gmm, natural, k-means start": ("natural", 10_000, "kmeans++"),
+    "gmm, Adam, split-merge start": ("adam", 2_000, "split-merge"),
+    "gmm, natural, split-merge start": ("natural", 10_000, "split-merge"),
 }
 SKLEARN_SETTINGS = {
     # name: BayesianGaussianMixture options beyond covariance_type="diag"
@@ -247,7 +256,7 @@ def gmm_worker(cfg: dict, seed: int, method: str, reference: float) -> dict:
     import gmm
 
     warnings.simplefilter("ignore", gmm.ConvergenceWarning)
-    algorithm, batch_size = METHODS[method]
+    algorithm, batch_size, init = METHODS[method]
     X, _, X_test = load(cfg["folder"], seed)
     n = X.shape[0]
     batch_size = min(batch_size, n)
@@ -256,16 +265,27 @@ def gmm_worker(cfg: dict, seed: int, method: str, reference: float) -> dict:
         steps = max(1, round(epochs * n / batch_size))
         model = gmm.BayesianGMM(cfg["k"], cfg["d"])
         start = time.perf_counter()
-        gmm.fit(model, X, steps=steps, batch_size=batch_size, algorithm=algorithm, progress=False)
+        gmm.fit(
+            model, X, steps=steps, batch_size=batch_size, algorithm=algorithm, init=init,
+            progress=False,
+        )  # fmt: skip
         seconds = time.perf_counter() - start
-        score = heldout_score(model, X_test)
         if not tries:  # the fast Monte Carlo score is model.score's estimator: check once
             subset = X_test[:1000]
             fast = heldout_score(model, subset, num_samples=NUM_SAMPLES)
             slow = model.score(subset, num_samples=NUM_SAMPLES)
             assert abs(fast - slow) < 1e-6 * max(1.0, abs(slow)), (fast, slow)
-        tries.append({"epochs": epochs, "steps": steps, "seconds": seconds, "score": score})
-        if reference - score <= TOLERANCE:
+        # The exact score takes about a minute at K = D = 32 on 50,000 points (a
+        # quadrature per point, component and feature); a fit whose Monte Carlo
+        # score is far from the target is not given it (the last try always is).
+        screen = heldout_score(model, X_test, num_samples=SCREEN_SAMPLES)
+        exact = reference - screen <= TOLERANCE + SCREEN_MARGIN or epochs == BUDGETS[-1]
+        score = heldout_score(model, X_test) if exact else screen
+        tries.append(
+            {"epochs": epochs, "steps": steps, "seconds": seconds, "score": score,
+             "screen": screen, "exact": exact}
+        )  # fmt: skip
+        if exact and reference - score <= TOLERANCE:
             break
     peak_mb = peak_memory_mb()
     from step_timing import compiled_step_ms  # benchmarks/, the script's folder
@@ -348,11 +368,46 @@ def run_worker(*args) -> dict:
 
 
 def time_to_target(result: dict, reference: float) -> tuple[float | None, float]:
-    """(seconds of the first try within the target or None, the last try's gap)."""
+    """(seconds of the first try within the target or None, the last try's gap);
+    a gmm try counts only with its exact score (``exact``)."""
     for attempt in result["tries"]:
-        if reference - attempt["score"] <= TOLERANCE:
+        if attempt.get("exact", True) and reference - attempt["score"] <= TOLERANCE:
             return attempt["seconds"], reference - attempt["score"]
     return None, reference - result["tries"][-1]["score"]
+
+
+def seed_comparisons(results: dict, references: dict, seeds) -> list[str]:
+    """Per data seed, each gmm method's time to the target against scikit-learn's
+    fastest setting to the target; where no setting reached it, against the
+    time the first of them took to stop (its convergence or its cap)."""
+    lines = ["per data seed, scikit-learn's time / gmm's (above 1: gmm is faster):"]
+    for seed in seeds:
+        reference = references[seed]["reference"]
+        sklearn = {}
+        for setting in SKLEARN_SETTINGS:
+            seconds, _ = time_to_target(results[setting][seed], reference)
+            sklearn[setting] = seconds
+        reached = {name: t for name, t in sklearn.items() if t is not None}
+        if reached:
+            best = min(reached, key=reached.get)
+            theirs, what = reached[best], f"{best} reached the target in {reached[best]:.1f} s"
+        else:
+            stopped = {name: results[name][seed]["tries"][-1]["seconds"] for name in sklearn}
+            best = min(stopped, key=stopped.get)
+            theirs = stopped[best]
+            what = (
+                f"no setting reached the target; {best} stopped first, "
+                f"{'converged' if results[best][seed]['converged'] else 'at its cap'}, "
+                f"after {theirs:.1f} s"
+            )
+        ours = []
+        for method in METHODS:
+            seconds, _ = time_to_target(results[method][seed], reference)
+            ours.append(
+                f"{method} {theirs / seconds:.3g}" if seconds else f"{method} did not reach it"
+            )
+        lines.append(f"  data seed {seed}: {what}; " + "; ".join(ours))
+    return lines
 
 
 def main() -> int:
@@ -416,10 +471,12 @@ def main() -> int:
         f"score within {TOLERANCE} nats/point of the reference"
     )
     say(
-        "gmm: default priors and start (best of 10 k-means++ runs on a 20,000-point sample); "
-        "fits of " + ", ".join(f"{b:g}" for b in BUDGETS) + " epochs, each from scratch, until "
-        "one reaches the target; "
-        + "; ".join(f"{m}: {a}, batches of {b:,}" for m, (a, b) in METHODS.items())
+        "gmm: default priors; k-means start: the best of 10 k-means++ runs on a 20,000-point "
+        "sample (the default); split-merge start: that, then split-merge moves on the same "
+        "sample (init='split-merge'); fits of "
+        + ", ".join(f"{b:g}" for b in BUDGETS)
+        + " epochs, each from scratch, until one reaches the target; "
+        + "; ".join(f"{m}: {a}, batches of {b:,}" for m, (a, b, _) in METHODS.items())
         + "; scored by q's exact posterior predictive"
     )
     if not args.skip_sklearn:
@@ -497,7 +554,7 @@ def main() -> int:
     # reads back with pandas.read_csv(sep=r"\s{2,}").
     say()
     say(
-        f"{'method':24s}  {'reached':>7s}  {'median s':>8s}  {'range s':>13s}  "
+        f"{'method':32s}  {'reached':>7s}  {'median s':>8s}  {'range s':>13s}  "
         f"{'worst gap':>9s}  {'peak MB':>7s}"
     )
     medians = {}
@@ -514,7 +571,7 @@ def main() -> int:
         else:
             median, spread = "not reached", f"{len(times)} of {len(outcomes)}"
         say(
-            f"{method:24s}  {len(times):>3d}/{len(outcomes):<3d}  {median:>8s}  {spread:>13s}  "
+            f"{method:32s}  {len(times):>3d}/{len(outcomes):<3d}  {median:>8s}  {spread:>13s}  "
             f"{worst_gap:9.4f}  {peak:7.0f}"
         )
     say()
@@ -534,13 +591,16 @@ def main() -> int:
                     f"{sklearn_medians[best] / medians[method]:.2g} (above 1: gmm is faster)"
                 )
     elif not args.skip_sklearn:
-        say("scikit-learn reached the target on no setting for every seed: no ratio")
+        say("scikit-learn reached the target on no setting for every seed: no ratio of medians")
+    if not args.skip_sklearn:
+        for line in seed_comparisons(results, references, args.seeds):
+            say(line)
     say()
     say(
         "training step throughput (median of 7 timed calls of the compiled loop, "
         f"{20 if args.quick else 50} steps each, per step), median over seeds:"
     )
-    for method, (_, batch_size) in METHODS.items():
+    for method, (_, batch_size, _) in METHODS.items():
         rows = [results[method][s] for s in args.seeds]
         say(
             f"  {method}: batch {min(batch_size, args.n):,}, "

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from gmm import full
 from gmm._validation import check_positive_int, check_seed, tf_seed
 from gmm.family import (
     expected_log_weights,
@@ -252,6 +253,14 @@ def _gradient(
     return tape.gradient(loss, params)
 
 
+@tf.function(reduce_retracing=True)
+def _full_gradient(params, batch, n_total, prior_params):
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        loss = full.negative_elbo(params, batch, n_total, prior_params)
+    return tape.gradient(loss, params)
+
+
 def gradient_samples(model, X, *, estimator="expected", n_repeats=100, batch_size=500, seed=0):
     """Independent draws of the minibatch gradient of -ELBO at ``model``'s q,
     a fresh minibatch (and fresh Monte Carlo draws) each time: their spread is
@@ -259,6 +268,7 @@ def gradient_samples(model, X, *, estimator="expected", n_repeats=100, batch_siz
 
     Args:
       model: a fitted ``BayesianGMM``; X: ``[N, D]`` its training data, data units.
+      estimator: as in ``gmm.fit`` (``covariance="full"``: ``"expected"`` only).
 
     Returns:
       dict keyed by parameter name of ``[n_repeats, *shape]`` gradients with
@@ -266,8 +276,11 @@ def gradient_samples(model, X, *, estimator="expected", n_repeats=100, batch_siz
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
-    if model.covariance == "full":
-        raise ValueError("gradient_samples is not supported with covariance='full'.")
+    if model.covariance == "full" and estimator != "expected":
+        raise ValueError(
+            f"estimator={estimator!r} is not supported with covariance='full'; its one bound "
+            "is the closed-form 'expected'."
+        )
     points = model.standardized(X).numpy()
     batch_size = min(check_positive_int(batch_size, "batch_size"), points.shape[0])
     rng = np.random.default_rng(check_seed(seed))
@@ -276,6 +289,10 @@ def gradient_samples(model, X, *, estimator="expected", n_repeats=100, batch_siz
     draws = []
     for repeat in range(check_positive_int(n_repeats, "n_repeats")):
         batch = points[rng.choice(points.shape[0], batch_size, replace=False)]
+        if model.covariance == "full":
+            grads = _full_gradient(params, tf.constant(batch), tf.constant(points.shape[0]), priors)
+            draws.append({name: value.numpy() for name, value in grads.items()})
+            continue
         grads = _gradient(
             params,
             tf.constant(batch),

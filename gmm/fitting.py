@@ -87,6 +87,10 @@ class History:
         ``elbo``, ``steps`` and ``epochs`` cover the first fit and the refits
         after kept moves, and ``converged``, ``stop_reason``, ``remaining``
         and ``check`` are the last fit's. move_rounds: rounds of moves run.
+      start_moves: for ``init="split-merge"``, what its moves did on the
+        k-means sample, as ``moves`` (the gain is the sample's ELBO, per unit
+        weight); None otherwise (and on the workers of a multi-worker fit
+        other than the chief).
     """
 
     elbo: np.ndarray
@@ -108,6 +112,7 @@ class History:
     full_batch_from: int | None = None
     moves: dict | None = None
     move_rounds: int = 0
+    start_moves: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +174,14 @@ class FitConfig:
         ):
             if s[name] not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {s[name]!r}.")
+        if s["init"] == "split-merge" and (model.order_by is not None or s["missing"] != "error"):
+            why = (
+                "an ordered model (order_by) ties each component to its rank, which merging "
+                "and splitting would break"
+                if model.order_by is not None
+                else "its moves' statistics need complete points (missing='marginalize')"
+            )
+            raise ValueError(f"init='split-merge' is not supported here: {why}. Use 'kmeans++'.")
         default_rate = 1.0 if s["algorithm"] == "natural" else 0.05
         rate = default_rate if s["learning_rate"] is None else s["learning_rate"]
         rate = check_positive(rate, "learning_rate")
@@ -387,17 +400,19 @@ def check_fit_options(model, X, fit_options: dict, *, caller: str, fixed: dict) 
     )
 
 
-def _start(model, source, config, checkpointer) -> tuple[int, list, object, dict]:
+def _start(model, source, config, checkpointer) -> tuple[int, list, object, dict, dict | None]:
     """Sets the model's starting state: resumed from a checkpoint, continued
     (``warm_start``: the global step, the schedule and Adam's moments carry
-    on), or standardised and initialised afresh. Returns ``(global step,
-    ELBO trace so far, Adam state, the convergence monitor's saved arrays)``."""
+    on), or standardised and initialised afresh (for ``init="split-merge"``,
+    k-means then ``gmm.moves.split_merge_start``). Returns ``(global step,
+    ELBO trace so far, Adam state, the convergence monitor's saved arrays,
+    the start's moves as ``History.start_moves`` holds them or None)``."""
     resumed = checkpointer.resume() if checkpointer is not None else None
     if resumed is not None:
         done, elbo = resumed
-        return done, [elbo], model.adam.state(), checkpointer.monitor_arrays
+        return done, [elbo], model.adam.state(), checkpointer.monitor_arrays, None
     if config.warm_start and model.is_fitted:
-        return int(model.steps_trained.numpy()), [], model.adam.state(), {}
+        return int(model.steps_trained.numpy()), [], model.adam.state(), {}, None
     if model.standardize:
         model.transform.set(source.mean, source.std)
     else:
@@ -411,8 +426,17 @@ def _start(model, source, config, checkpointer) -> tuple[int, list, object, dict
         n_points=source.total_weight if source.weighted else source.n_points,
         sample_weight=source.sample_weights,
     )
+    start_moves = None
+    if config.init == "split-merge":
+        from gmm import moves as moves_lib
+
+        report = moves_lib.split_merge_start(
+            model, source.sample, sample_weight=source.sample_weights,
+            total_weight=source.total_weight, seed=config.seed,
+        )  # fmt: skip
+        start_moves = report.as_dict()
     model.steps_trained.assign(0)
-    return 0, [], adam_init(model.unconstrained_parameters()), {}
+    return 0, [], adam_init(model.unconstrained_parameters()), {}, start_moves
 
 
 def _check_workers_agree(collective, model, config, weighted: bool = False) -> None:
@@ -449,9 +473,9 @@ def _start_from_chief(model, source, config, checkpointer, collective):
     """``_start`` on the chief of a multi-worker fit (which alone reads the
     checkpoint and runs k-means), its whole result broadcast to every worker:
     all start from the same bits, whatever their disks hold."""
-    payload = None
+    payload, start_moves = None, None
     if collective.is_chief:
-        done, elbo, adam, monitor_arrays = _start(model, source, config, checkpointer)
+        done, elbo, adam, monitor_arrays, start_moves = _start(model, source, config, checkpointer)
         payload = {
             "done": np.array(done),
             "elbo": np.concatenate(elbo) if elbo else np.zeros(0),
@@ -469,7 +493,7 @@ def _start_from_chief(model, source, config, checkpointer, collective):
     ]
     monitor_arrays = {k: v for k, v in received.items() if k.startswith("monitor_")}
     elbo = [received["elbo"]] if received["elbo"].size else []
-    return int(received["done"]), elbo, AdamState(*moments), monitor_arrays
+    return int(received["done"]), elbo, AdamState(*moments), monitor_arrays, start_moves
 
 
 def _loop_data(model, source, seed_tensor, done):
@@ -597,7 +621,13 @@ def fit(
         exchangeable model, ``"expected"`` estimator) or ``"adam"``.
         Default: ``"natural"`` where it applies, else ``"adam"`` (so for
         ``covariance="full"`` with NaN in the data, ``"adam"``).
-      init: ``"kmeans++"`` or ``"prior"`` (``gmm.init.initial_q``).
+      init: ``"kmeans++"`` or ``"prior"`` (``gmm.init.initial_q``), or
+        ``"split-merge"``: k-means++, then split-merge moves on the k-means
+        sample (``gmm.moves.split_merge_start``), each kept only where the
+        sample's ELBO rises; for K fixed at the number of clusters, where
+        k-means ends with one component on two clusters and two on one
+        (benchmarks/hard_scale.py). Not with ``order_by`` or missing values.
+        ``History.start_moves`` reports it.
       warm_start: continue from the model's current state if it was fitted
         (the global step, the step-size schedule and Adam's moments carry on).
       seed: in [0, 2**32): the initialisation, the shuffling and the draws.
@@ -822,6 +852,7 @@ def fit(
         check=None if monitor is None else monitor.check_name,
         checks=0 if monitor is None else monitor.checks,
         full_batch_from=monitor.switched_at if switched else None,
+        start_moves=run.start_moves,
     )
     if not move_kinds:
         return history
@@ -926,7 +957,7 @@ class _Run:
             start = _start(model, source, config, checkpointer)
         else:
             start = _start_from_chief(model, source, config, checkpointer, collective)
-        self.done, self.elbo_chunks, adam, monitor_arrays = start
+        self.done, self.elbo_chunks, adam, monitor_arrays, self.start_moves = start
         # Steps are counted globally: a warm start continues the schedule where it stopped.
         self.first = self.done if continuing else 0
         self.resumed_from = self.done

@@ -374,6 +374,39 @@ def kl_divergence(params: dict, prior_params: tuple):
     return tf.reduce_sum(locs_kl) + tf.reduce_sum(wishart_kl) + weights_kl
 
 
+def log_prior(locs, precisions, weights, prior_params):
+    """Log prior density (standardised units) of ``[..., K, D]`` locs,
+    ``[..., K, D, D]`` precision matrices and ``[..., K]`` weights (the
+    density on the first K - 1), ``[...]`` nats::
+
+        sum_k [log N(mu_k | m0, (beta0 Lambda_k)^-1) + log Wishart(Lambda_k | W0, nu0)]
+          + log Dirichlet(w | concentration0),
+
+    log Wishart(Lambda | W0, nu0) = (nu0 - D - 1) / 2 log det Lambda
+    - tr(W0^-1 Lambda) / 2 + log B(W0, nu0) (Bishop B.78), W0 = (p0 / nu0) I.
+    """
+    loc_mean0, mean_precision0, dof0, expected_precision0, concentration0 = prior_params
+    d = _dimension(locs)
+    cholesky = tf.linalg.cholesky(precisions)
+    log_det = 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(cholesky)), axis=-1)
+    # (mu - m0)^T Lambda (mu - m0) = |L^T (mu - m0)|^2 with L L^T = Lambda.
+    offset = tf.einsum("...kd,...kde->...ke", locs - loc_mean0, cholesky)
+    locs_term = 0.5 * (
+        d * tf.math.log(mean_precision0 / (2.0 * math.pi))
+        + log_det
+        - mean_precision0 * tf.reduce_sum(offset**2, axis=-1)
+    )
+    log_normaliser = (
+        -dof0 / 2.0 * d * tf.math.log(expected_precision0 / dof0)
+        - dof0 * d / 2.0 * math.log(2.0)
+        - _log_multivariate_gamma(dof0 / 2.0 * tf.ones_like(log_det), locs)
+    )
+    trace = tf.linalg.trace(precisions) * dof0 / expected_precision0
+    wishart_term = (dof0 - d - 1.0) / 2.0 * log_det - trace / 2.0 + log_normaliser
+    weights_prior = family.dirichlet_weights(concentration0 * tf.ones_like(weights))
+    return tf.reduce_sum(locs_term + wishart_term, axis=-1) + weights_prior.log_prob(weights)
+
+
 def negative_elbo(
     params,
     batch,

@@ -16,7 +16,8 @@ from gmm.evaluate import match_components
 from gmm.ordered import inverse_start
 from gmm.priors import Priors
 
-INITS = ("kmeans++", "prior")
+# "split-merge": k-means++, then gmm.moves.split_merge_start (gmm.fit runs it).
+INITS = ("kmeans++", "prior", "split-merge")
 # Points that k-means initialises from; larger data sets are subsampled.
 SAMPLE_SIZE = 20_000
 

@@ -464,12 +464,17 @@ class BayesianGMM(tf.Module):
         return np.flatnonzero(self.posterior_mean_weights() > threshold)
 
     def log_prior(self, locs, precisions, weights) -> tf.Tensor:
-        """Log prior density (standardised units) at ``[..., K, D]`` locs and
-        precisions and ``[..., K]`` weights; ``[...]`` nats (see ``gmm.elbo.log_prior``).
-        Diagonal model only."""
-        if self.covariance == "full":
-            raise ValueError("log_prior is not supported with covariance='full'.")
+        """Log prior density (standardised units) at ``[..., K, D]`` locs,
+        precisions (``[..., K, D]`` per-feature precisions, or for
+        ``covariance="full"`` ``[..., K, D, D]`` precision matrices) and
+        ``[..., K]`` weights; ``[...]`` nats (``gmm.elbo.log_prior``,
+        ``gmm.full.log_prior``)."""
         as_tensor = lambda a: tf.convert_to_tensor(a, self.dtype)  # noqa: E731
+        if self.covariance == "full":
+            return full.log_prior(
+                as_tensor(locs), as_tensor(precisions), as_tensor(weights),
+                self.priors.as_tensors(self.dtype),
+            )  # fmt: skip
         return log_prior(
             as_tensor(locs),
             as_tensor(precisions),

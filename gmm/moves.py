@@ -1,5 +1,5 @@
-"""Moves that take q out of a local optimum: delete, merge, birth (split) and
-sort, each accepted only when the full-data ELBO rises (Hughes and Sudderth
+"""Moves that take q out of a local optimum: delete, merge, birth (split),
+split-merge and sort, each accepted only when the full-data ELBO rises (Hughes and Sudderth
 2013, "Memoized online variational inference for Dirichlet process mixture
 models", whose bnpy makes such moves; sort moves for stick-breaking weights
 after Kurihara, Welling and Teh 2007).
@@ -17,6 +17,13 @@ move does:
   from the sum of their statistics;
 - birth: a component's points split by a local 2-means into two components,
   the second taking an empty one's place;
+- split-merge (K fixed, no empty component needed): two components merged and
+  a third split into the one freed (Ueda, Nakano, Ghahramani and Hinton 2000,
+  "SMEM algorithm for mixture models"). With K = 32 clusters, k-means often
+  ends with one component on two clusters and two on one; SVI keeps that
+  (benchmarks/hard_scale.py), and this move undoes it. ``init="split-merge"``
+  in ``gmm.fit`` runs it on the k-means sample before training
+  (``split_merge_start``);
 - sort (Dirichlet-process weights only): the components permuted by their
   expected number of points, largest first, and the sticks updated. The
   stick-breaking prior is not exchangeable: it expects weights that fall with
@@ -24,7 +31,7 @@ move does:
 
 ``delete_components`` runs delete moves, each refitted to convergence;
 ``run_moves`` (which ``gmm.fit(..., moves=...)`` calls at convergence) runs
-any of the four on the memoized statistics of ``gmm.memo``: each proposal is
+any of them on the memoized statistics of ``gmm.memo``: each proposal is
 built from the full-data statistics, refined by a few CAVI iterations, and
 kept only if its exact full-data ELBO is higher than the current q's.
 """
@@ -295,9 +302,9 @@ def _delete_moves(model, data, threshold, min_gain, seed, fit_options) -> Delete
 
 # -- merge, birth, delete and sort moves on memoized statistics ----------------------------------
 
-MOVES = ("merge", "delete", "birth", "sort")
+MOVES = ("merge", "delete", "birth", "split-merge", "sort")
 # What moves="auto" runs in gmm.fit (Dirichlet-process weights only), in this order.
-AUTO_MOVES = MOVES
+AUTO_MOVES = ("merge", "delete", "birth", "sort")
 # A move is kept when the full-data ELBO rises by more than this, nats per point.
 DEFAULT_MIN_GAIN = 1e-4
 # CAVI iterations that refine each proposal (and, for the comparison, the current q).
@@ -307,6 +314,10 @@ DEFAULT_MAX_ROUNDS = 5
 # Most merge pairs and births proposed per round.
 _MAX_MERGE_PAIRS = 10
 _MAX_BIRTHS = 3
+# Split-merge moves proposed per round: merge pairs x components to split.
+_MAX_SPLIT_MERGE_PAIRS, _MAX_SPLITS = 3, 3
+# The split-merge start (``init="split-merge"``): CAVI iterations per proposal, most rounds.
+START_REFINE_STEPS, START_MAX_ROUNDS = 10, 16
 
 
 @dataclasses.dataclass
@@ -450,27 +461,97 @@ def _birth_proposals(memo, model, params, statistics, responsibilities, seed, th
         return
     slot = int(empty[np.argmin(counts[empty])])
     used = _in_use(statistics, memo.total_weight, threshold)
-    points = memo.points
-    weights = np.ones(points.shape[0]) if memo.weights is None else memo.weights
     labels = np.argmax(responsibilities, axis=1)
     for component in used[np.argsort(-counts[used], kind="stable")][:_MAX_BIRTHS]:
+        proposal = _split(memo, statistics, responsibilities, labels, component, slot, seed)
+        if proposal is not None:
+            yield memo.update(params, proposal), True
+
+
+def _split(memo, statistics, responsibilities, labels, component, slot, seed):
+    """``statistics`` with ``component``'s share of every point divided by a
+    2-means on the points it holds most (``labels``): the share of the points
+    nearer the second centre goes to ``slot``. None when it holds too few
+    points to split."""
+    points = memo.points
+    weights = np.ones(points.shape[0]) if memo.weights is None else memo.weights
+    held = labels == component
+    if held.sum() < 2 * (points.shape[1] + 1):
+        return None
+    centres = _two_means(points[held], weights[held] * responsibilities[held, component], seed)
+    # Every point's share of the component goes to the side of its nearer centre.
+    half = _nearest(points, centres) == 1
+    share = weights * responsibilities[:, component]
+    counts, sums, second = (
+        a.copy() for a in (statistics.counts, statistics.sums, statistics.second)
+    )
+    for k, r in ((component, share * ~half), (slot, share * half)):
+        counts[k] = r.sum()
+        sums[k] = r @ points
+        if memo.model.covariance == "full":
+            second[k] = np.einsum("n,nd,ne->de", r, points, points)
+        else:
+            second[k] = r @ np.square(points)
+    return Statistics(counts, sums, second, 0.0)
+
+
+def _split_gains(memo, responsibilities, labels, components, seed) -> np.ndarray:
+    """How much better two diagonal Gaussians fit than one, for each of
+    ``components``' points (those it holds most) split by a 2-means: the rise of
+    the weighted classification log-likelihood (each side's maximum-likelihood
+    Gaussian and share), nats; -inf where a side is too small. A cheap ranking
+    of which component holds two clusters; the move itself is judged by the ELBO."""
+    points = memo.points
+    weights = np.ones(points.shape[0]) if memo.weights is None else memo.weights
+    n_features = points.shape[1]
+
+    def fit_term(x, w):  # the maximised log-likelihood of one diagonal Gaussian, less constants
+        mass = w.sum()
+        mean = w @ x / mass
+        variance = w @ np.square(x - mean) / mass + 1e-6
+        return -0.5 * mass * np.log(variance).sum()
+
+    gains = np.full(len(components), -np.inf)
+    for i, component in enumerate(components):
         held = labels == component
-        if held.sum() < 2 * (points.shape[1] + 1):
+        if held.sum() < 2 * (n_features + 1):
             continue
-        centres = _two_means(points[held], weights[held] * responsibilities[held, component], seed)
-        # Every point's share of the component goes to the side of its nearer centre.
-        half = _nearest(points, centres) == 1
-        share = weights * responsibilities[:, component]
-        first, second = share * ~half, share * half
-        proposal = Statistics(counts.copy(), statistics.sums.copy(), statistics.second.copy(), 0.0)
-        for k, r in ((component, first), (slot, second)):
-            proposal.counts[k] = r.sum()
-            proposal.sums[k] = r @ points
-            if model.covariance == "full":
-                proposal.second[k] = np.einsum("n,nd,ne->de", r, points, points)
-            else:
-                proposal.second[k] = r @ np.square(points)
-        yield memo.update(params, proposal), True
+        x, w = points[held], weights[held] * responsibilities[held, component]
+        side = _nearest(x, _two_means(x, w, seed)) == 1
+        masses = np.array([w[~side].sum(), w[side].sum()])
+        if masses.min() < n_features + 1:
+            continue
+        halves = fit_term(x[~side], w[~side]) + fit_term(x[side], w[side])
+        gains[i] = halves - fit_term(x, w) + masses @ np.log(masses / masses.sum())
+    return gains
+
+
+def _split_merge_proposals(memo, model, params, statistics, responsibilities, seed, threshold):
+    """For K fixed: two components merged (the most correlated responsibilities
+    first), which frees the higher index, and a third split into it (those
+    whose points two Gaussians fit best first): Ueda et al. (2000)'s
+    split-and-merge, which moves a component from where it splits one cluster
+    to where it holds two. Birth moves need an empty component; this one does
+    not."""
+    used = _in_use(statistics, memo.total_weight, threshold)
+    if used.size < 3:
+        return
+    correlation = np.corrcoef(responsibilities[:, used].T)
+    pairs = [(correlation[i, j], used[i], used[j]) for i in range(used.size) for j in range(i)]
+    pairs.sort(key=lambda pair: -pair[0])  # stable: ties keep their order
+    labels = np.argmax(responsibilities, axis=1)
+    gains = _split_gains(memo, responsibilities, labels, used, seed)
+    ranked = np.argsort(-gains, kind="stable")
+    splits = [int(used[i]) for i in ranked[:_MAX_SPLITS] if gains[i] > 0]
+    for _, a, b in pairs[:_MAX_SPLIT_MERGE_PAIRS]:
+        keep, free = min(a, b), max(a, b)
+        merged = statistics.merged(keep, free)
+        for component in splits:
+            if component in (keep, free):
+                continue
+            proposal = _split(memo, merged, responsibilities, labels, component, free, seed)
+            if proposal is not None:
+                yield memo.update(params, proposal), True
 
 
 def _nearest(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -498,6 +579,7 @@ _PROPOSALS = {
     "merge": _merge_proposals,
     "delete": _delete_proposals,
     "birth": _birth_proposals,
+    "split-merge": _split_merge_proposals,
     "sort": _sort_proposals,
 }
 
@@ -515,15 +597,17 @@ def run_moves(
     max_rounds: int = 1,
     refit=None,
 ) -> MoveReport:
-    """Merge, delete, birth and sort moves on a fitted ``model``, in place, on
-    the memoized full-data statistics of ``gmm.memo``.
+    """Merge, delete, birth, split-merge and sort moves on a fitted ``model``,
+    in place, on the memoized full-data statistics of ``gmm.memo``.
 
     Each round tries the move types in the order given. A move type builds its
     proposals from the statistics at the current q (merge: pairs of
     components in use, the most correlated responsibilities first; delete:
     components in use, smallest first; birth: the largest components, each
     split by a 2-means on its points into itself and the emptiest component;
-    sort: one permutation, largest first), refines each by ``refine_steps``
+    split-merge: the three merge pairs most correlated, each with the three
+    components whose split fits best, split into the component the merge
+    frees; sort: one permutation, largest first), refines each by ``refine_steps``
     CAVI iterations (sort: none), and keeps the first whose exact full-data
     ELBO beats the current q's, refined alike, by more than ``min_gain``; at
     most one move per type and round. After a round that kept a move,
@@ -645,3 +729,37 @@ def sort_components(model, X, *, sample_weight=None, min_gain: float = 0.0) -> M
             report.elbo_gain["sort"] = value - current
             report.elbo_after = value
     return report
+
+
+def split_merge_start(
+    model, sample, *, sample_weight=None, total_weight=None, seed=0
+) -> MoveReport:
+    """Split-merge moves on ``model``'s starting q, in place, judged on the
+    k-means sample it started from: ``gmm.fit(..., init="split-merge")``'s start.
+
+    Each point of ``sample`` stands for ``total_weight / (its weight sum)`` of
+    the data (times its own weight), so that the sample's statistics, and every
+    CAVI step taken from them, are on the full data's scale. Rounds of
+    ``"split-merge"`` moves (``run_moves``; ``START_REFINE_STEPS`` CAVI
+    iterations per proposal, at most ``START_MAX_ROUNDS`` rounds, components
+    with at most 0.1% of the points counted empty) run until one keeps none;
+    q is left at the last kept proposal (the k-means start when none was kept).
+
+    Args:
+      model: a ``BayesianGMM`` whose standardisation and starting q are set.
+      sample: ``[n, D]`` the k-means sample, data units, complete.
+      sample_weight: ``[n]`` its weights, or None. total_weight: the data's
+        size (its total weight), or None for ``n``.
+      seed: the 2-means' seed.
+
+    Returns:
+      a ``MoveReport`` whose ELBOs are the sample's, per unit weight.
+    """
+    n = sample.shape[0]
+    weights = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    scale = (n if total_weight is None else total_weight) / weights.sum()
+    memo = MemoizedStatistics(model, sample, weights * scale)
+    return _run_moves(
+        memo, model, ("split-merge",), check_seed(seed), DEFAULT_MIN_GAIN, 1e-3,
+        START_REFINE_STEPS, START_MAX_ROUNDS, refit=None,
+    )  # fmt: skip

@@ -375,8 +375,6 @@ def test_clear_errors_for_bad_and_unsupported_settings(correlated):
         gmm.mcmc.sample(model, X)
     with pytest.raises(ValueError, match="not supported with covariance='full'"):
         gmm.psis.psis_khat(model, X)
-    with pytest.raises(ValueError, match="not supported with covariance='full'"):
-        model.log_prior(np.zeros((3, 2)), np.ones((3, 2)), np.full(3, 1 / 3))
 
 
 def test_other_sizes_share_the_compiled_loop_and_agree_with_cavi(correlated):
@@ -820,3 +818,82 @@ def test_raw_scale_refusal_does_not_point_to_a_refused_algorithm():
     model = gmm.BayesianGMM(2, 5, covariance="full", standardize=False)
     with pytest.raises(ValueError, match=r"Use standardize=True\.$"):
         gmm.fit(model, X, missing="marginalize", algorithm="adam", progress=False)
+
+
+@pytest.mark.parametrize("n_components, n_features", [(3, 2), (2, 4), (1, 3)])
+def test_full_log_prior_is_scipys_normal_wishart_and_dirichlet(n_components, n_features):
+    """model.log_prior for covariance='full' at random locs, precision matrices
+    and weights (a batch of two draws), against SciPy's multivariate normal
+    N(m0, (beta0 Lambda_k)^-1), Wishart(nu0, W0 = p0 / nu0 I) and Dirichlet
+    densities, with priors other than the defaults."""
+    from scipy import stats
+
+    priors = gmm.NormalWishartPriors(
+        loc_mean=0.3, mean_precision=0.7, dof=n_features + 1.5, expected_precision=4.0,
+        concentration=2.5,
+    )  # fmt: skip
+    model = gmm.BayesianGMM(
+        n_components, n_features, covariance="full", priors=priors, dtype=tf.float64
+    )
+    rng = np.random.default_rng(n_components * 10 + n_features)
+    locs = rng.normal(size=(2, n_components, n_features))
+    factors = rng.normal(size=(2, n_components, n_features, n_features))
+    precisions = factors @ np.swapaxes(factors, -1, -2) + n_features * np.eye(n_features)
+    weights = rng.dirichlet(np.ones(n_components), size=2)
+    got = model.log_prior(locs, precisions, weights).numpy()
+    nu0, scale0 = priors.dof, priors.expected_precision / priors.dof * np.eye(n_features)
+    expected = []
+    for draw in range(2):
+        total = (
+            0.0
+            if n_components == 1
+            else stats.dirichlet.logpdf(weights[draw], np.full(n_components, 2.5))
+        )
+        for k in range(n_components):
+            covariance = np.linalg.inv(priors.mean_precision * precisions[draw, k])
+            total += stats.multivariate_normal.logpdf(
+                locs[draw, k], np.full(n_features, 0.3), covariance
+            )
+            total += stats.wishart.logpdf(precisions[draw, k], df=nu0, scale=scale0)
+        expected.append(total)
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+def test_full_gradient_samples_vanish_on_average_at_the_numpy_cavi_optimum(correlated):
+    """gmm.elbo.gradient_samples for covariance='full', at q set to the NumPy
+    CAVI optimum (gmm.reference.cavi_full, float64): the full-batch gradient of
+    -ELBO is zero there (a CAVI fixed point is a stationary point); minibatch
+    gradients scatter around it, their mean within 4 standard errors of 0.
+    Away from the optimum the full-batch gradient is not 0."""
+    X, _, _, _, fitted, _, _ = correlated
+    model = gmm.BayesianGMM(3, 2, covariance="full", dtype=tf.float64)
+    gmm.fit(model, X, steps=1, progress=False)  # the standardisation
+    Z = model.transform.to_standard(X)
+    labels = np.argmax(fitted.predict_proba(X), axis=1)
+    exact = gmm.reference.cavi_full(Z, np.eye(3)[labels], **vars(model.priors), tol=1e-13)
+    model.assign_unconstrained(
+        gmm.full.pack(
+            tf.constant(exact["loc_mean"]),
+            tf.constant(exact["mean_precision"]),
+            tf.linalg.cholesky(exact["dof"][:, None, None] * exact["precision_scale"]),
+            tf.constant(exact["dof"]),
+            tf.constant(exact["concentration"]),
+        )
+    )
+    whole = gmm.elbo.gradient_samples(model, X, n_repeats=1, batch_size=X.shape[0])
+    assert set(whole) == set(gmm.full.PARAMETER_NAMES)
+    for name, gradient in whole.items():
+        np.testing.assert_allclose(gradient, 0.0, atol=1e-7, err_msg=name)
+    draws = gmm.elbo.gradient_samples(model, X, n_repeats=200, batch_size=50, seed=3)
+    for name, gradient in draws.items():
+        assert gradient.shape == (200, *whole[name].shape[1:])
+        spread = gradient.std(axis=0)
+        assert spread.max() > 1e-5, name  # minibatches disagree
+        assert np.all(np.abs(gradient.mean(axis=0)) <= 4 * spread / np.sqrt(200) + 1e-9), name
+    model.assign_unconstrained(
+        {**model.unconstrained_parameters(tf.float64), "loc": tf.constant(exact["loc_mean"] + 0.1)}
+    )
+    moved = gmm.elbo.gradient_samples(model, X, n_repeats=1, batch_size=X.shape[0])
+    assert np.abs(moved["loc"]).max() > 1e-3
+    with pytest.raises(ValueError, match="not supported with covariance='full'"):
+        gmm.elbo.gradient_samples(model, X, estimator="per_point", n_repeats=2)
