@@ -374,37 +374,103 @@ def kl_divergence(params: dict, prior_params: tuple):
     return tf.reduce_sum(locs_kl) + tf.reduce_sum(wishart_kl) + weights_kl
 
 
-def log_prior(locs, precisions, weights, prior_params):
-    """Log prior density (standardised units) of ``[..., K, D]`` locs,
-    ``[..., K, D, D]`` precision matrices and ``[..., K]`` weights (the
-    density on the first K - 1), ``[...]`` nats::
+def normal_wishart_log_density(locs, precisions, loc, mean_precision, scale_tril, dof):
+    """log N(mu | m, (beta Lambda)^-1) + log Wishart(Lambda | W, nu), nats, at
+    ``locs`` ``[..., D]`` and precision matrices ``precisions`` ``[..., D, D]``
+    for m ``[..., D]``, beta ``[...]``, W = S S^T given by its Cholesky factor
+    S (``scale_tril``, ``[..., D, D]``) and nu ``[...]``, all broadcasting::
 
-        sum_k [log N(mu_k | m0, (beta0 Lambda_k)^-1) + log Wishart(Lambda_k | W0, nu0)]
-          + log Dirichlet(w | concentration0),
+        log Wishart(Lambda | W, nu) = (nu - D - 1) / 2 log det Lambda
+            - tr(W^-1 Lambda) / 2 - nu / 2 log det W - nu D / 2 log 2 - log Gamma_D(nu / 2)
 
-    log Wishart(Lambda | W0, nu0) = (nu0 - D - 1) / 2 log det Lambda
-    - tr(W0^-1 Lambda) / 2 + log B(W0, nu0) (Bishop B.78), W0 = (p0 / nu0) I.
+    (Bishop B.78-B.79), with tr(W^-1 Lambda) = |S^-1 C|^2 for Lambda = C C^T.
     """
-    loc_mean0, mean_precision0, dof0, expected_precision0, concentration0 = prior_params
     d = _dimension(locs)
     cholesky = tf.linalg.cholesky(precisions)
     log_det = 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(cholesky)), axis=-1)
-    # (mu - m0)^T Lambda (mu - m0) = |L^T (mu - m0)|^2 with L L^T = Lambda.
-    offset = tf.einsum("...kd,...kde->...ke", locs - loc_mean0, cholesky)
-    locs_term = 0.5 * (
-        d * tf.math.log(mean_precision0 / (2.0 * math.pi))
+    # (mu - m)^T Lambda (mu - m) = |C^T (mu - m)|^2.
+    offset = tf.einsum("...d,...de->...e", locs - loc, cholesky)
+    normal = 0.5 * (
+        d * tf.math.log(mean_precision / (2.0 * math.pi))
         + log_det
-        - mean_precision0 * tf.reduce_sum(offset**2, axis=-1)
+        - mean_precision * tf.reduce_sum(offset**2, axis=-1)
     )
-    log_normaliser = (
-        -dof0 / 2.0 * d * tf.math.log(expected_precision0 / dof0)
-        - dof0 * d / 2.0 * math.log(2.0)
-        - _log_multivariate_gamma(dof0 / 2.0 * tf.ones_like(log_det), locs)
+    shape = tf.broadcast_dynamic_shape(tf.shape(cholesky), tf.shape(scale_tril))
+    solved = tf.linalg.triangular_solve(
+        tf.broadcast_to(scale_tril, shape), tf.broadcast_to(cholesky, shape), lower=True
     )
-    trace = tf.linalg.trace(precisions) * dof0 / expected_precision0
-    wishart_term = (dof0 - d - 1.0) / 2.0 * log_det - trace / 2.0 + log_normaliser
+    log_det_scale = 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(scale_tril)), axis=-1)
+    wishart = (
+        (dof - d - 1.0) / 2.0 * log_det
+        - tf.reduce_sum(solved**2, axis=[-2, -1]) / 2.0
+        - dof / 2.0 * log_det_scale
+        - dof * d / 2.0 * math.log(2.0)
+        - _log_multivariate_gamma(dof / 2.0 * tf.ones_like(log_det), locs)
+    )
+    return normal + wishart
+
+
+def log_prior(locs, precisions, weights, prior_params):
+    """Log prior density (standardised units) of ``[..., K, D]`` locs,
+    ``[..., K, D, D]`` precision matrices and ``[..., K]`` weights (the
+    density on the first K - 1), ``[...]`` nats: sum_k log N(mu_k | m0,
+    (beta0 Lambda_k)^-1) + log Wishart(Lambda_k | W0, nu0), W0 = (p0 / nu0) I,
+    plus log Dirichlet(w | concentration0)."""
+    loc_mean0, mean_precision0, dof0, expected_precision0, concentration0 = prior_params
+    eye = tf.eye(tf.shape(locs)[-1], dtype=locs.dtype)
+    components = normal_wishart_log_density(
+        locs,
+        precisions,
+        loc_mean0,
+        mean_precision0,
+        tf.sqrt(expected_precision0 / dof0) * eye,
+        dof0,
+    )
     weights_prior = family.dirichlet_weights(concentration0 * tf.ones_like(weights))
-    return tf.reduce_sum(locs_term + wishart_term, axis=-1) + weights_prior.log_prob(weights)
+    return tf.reduce_sum(components, axis=-1) + weights_prior.log_prob(weights)
+
+
+def component_log_q(params: dict, locs, precisions, weights):
+    """q's factors, component against component: ``[S, K_j, K_k]`` with entry
+    ``[s, j, k]`` = log q_j(mu = locs[s, k], Lambda = precisions[s, k]) +
+    (alpha_j - 1) log weights[s, k], for draws ``[S, K, D]``, ``[S, K, D, D]``
+    and ``[S, K]`` (as ``gmm.psis.component_log_densities`` for the diagonal
+    model): log q(theta) is the Dirichlet's constant plus the diagonal's sum, and
+    q at theta relabelled by sigma the sum of the entries [j, sigma(j)]."""
+    loc, mean_precision, precision_tril, dof, concentration = unpack(params)
+    # q(Lambda_j) is Wishart(W_j, nu_j) with nu_j W_j = L_j L_j^T: S_j = L_j / sqrt(nu_j).
+    scale_tril = precision_tril / tf.sqrt(dof)[:, None, None]
+    pairs = normal_wishart_log_density(
+        locs[:, None, :, :],
+        precisions[:, None, :, :, :],
+        loc[None, :, None, :],
+        mean_precision[None, :, None],
+        scale_tril[None, :, None, :, :],
+        dof[None, :, None],
+    )
+    return pairs + (concentration - 1.0)[None, :, None] * tf.math.log(weights)[:, None, :]
+
+
+def log_joint(data, locs, precisions, weights, prior_params):
+    """log p(theta, X) for the full model: ``log_prior`` plus sum_n log sum_k
+    w_k N(x_n | mu_k, Lambda_k^-1), at ``[..., K, D]`` locs, ``[..., K, D, D]``
+    precision matrices and ``[..., K]`` weights, ``data`` ``[N, D]``
+    (standardised units); ``[...]`` nats (``gmm.elbo.log_joint``'s counterpart)."""
+    d = _dimension(locs)
+    cholesky = tf.linalg.cholesky(precisions)  # [..., K, D, D]
+    half_log_det = tf.reduce_sum(tf.math.log(tf.linalg.diag_part(cholesky)), axis=-1)
+    # |C^T (x - mu)|^2 for every point: [..., N, K].
+    projected = (
+        tf.einsum("nd,...kde->...nke", data, cholesky)
+        - tf.einsum("...kd,...kde->...ke", locs, cholesky)[..., None, :, :]
+    )
+    log_normal = half_log_det[..., None, :] - 0.5 * (
+        d * math.log(2.0 * math.pi) + tf.reduce_sum(projected**2, axis=-1)
+    )
+    log_likelihood = tf.reduce_sum(
+        tf.reduce_logsumexp(log_normal + tf.math.log(weights)[..., None, :], axis=-1), axis=-1
+    )
+    return log_prior(locs, precisions, weights, prior_params) + log_likelihood
 
 
 def negative_elbo(

@@ -27,6 +27,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy.special import logsumexp
 
+from gmm import full
 from gmm._validation import check_data, check_positive_int, check_seed, tf_seed
 from gmm.elbo import log_joint
 from gmm.family import variational_distributions
@@ -62,7 +63,8 @@ class PSISResult:
       log_ratios: ``[S]`` the raw log p(theta_s, X) - log q(theta_s) before
         smoothing, nats, in standardised units (see ``psis_khat``).
       draws: the S draws, in data units: ``locs`` ``[S, K, D]``, ``precisions``
-        ``[S, K, D]`` (1 / data units^2), ``weights`` ``[S, K]``; with
+        ``[S, K, D]`` (1 / data units^2; precision matrices ``[S, K, D, D]`` for
+        ``covariance="full"``), ``weights`` ``[S, K]``; with
         ``log_weights`` they give importance-corrected posterior expectations of
         label-invariant quantities (e.g. the predictive density);
         ``posterior_summary()`` gives the importance-corrected means and sds.
@@ -109,13 +111,19 @@ class PSISResult:
 
         Returns:
           dict of arrays, data units: ``loc_mean``, ``loc_sd`` and ``std_mean``,
-          ``std_sd`` (the component sd precision^-1/2) ``[K, D]``;
+          ``std_sd`` (the component sd precision^-1/2; for full covariances
+          the square root of the covariance's diagonal) ``[K, D]``;
           ``weight_mean``, ``weight_sd`` ``[K]``.
         """
         weights = self.importance_weights
+        precisions = self.draws["precisions"]
+        if precisions.ndim == 4:  # covariance="full": the sds are sqrt(diag(Lambda^-1))
+            stds = np.sqrt(np.diagonal(np.linalg.inv(precisions), axis1=-2, axis2=-1))
+        else:
+            stds = precisions**-0.5
         draws = {
             "loc": self.draws["locs"],
-            "std": self.draws["precisions"] ** -0.5,
+            "std": stds,
             "weight": self.draws["weights"],
         }
         summary = {}
@@ -215,12 +223,18 @@ def component_log_densities(q: dict, locs, precisions, weights) -> tf.Tensor:
 def symmetrized_log_q(q: dict, locs, precisions, weights) -> np.ndarray:
     """log q_sym(theta) = log (1/K!) sum_sigma q(sigma theta), the mean-field q
     averaged over all K! relabellings of its components, at ``[S]`` draws."""
-    n_components = int(locs.shape[-2])
     concentration = q["weights"].concentration
     constant = float(
         tf.math.lgamma(tf.reduce_sum(concentration)) - tf.reduce_sum(tf.math.lgamma(concentration))
     )
     pairs = component_log_densities(q, locs, precisions, weights).numpy()
+    return _symmetrized(pairs, constant)
+
+
+def _symmetrized(pairs: np.ndarray, constant: float) -> np.ndarray:
+    """constant + log perm(exp(pairs)) - log K! per draw: q_sym from the
+    component-against-component matrix of q's factors (``[S, K, K]``)."""
+    n_components = pairs.shape[-1]
     chunk = max(1, _CHUNK_ELEMENTS // (1 << n_components))
     permanent = np.concatenate(
         [log_permanent(pairs[start : start + chunk]) for start in range(0, len(pairs), chunk)]
@@ -242,15 +256,29 @@ def plain_log_q(q: dict, locs, precisions, weights, order_by: int | None) -> np.
 
 # Graph mode: about four times faster than eager here, the trace shared by every call.
 _log_joint_graph = tf.function(log_joint, reduce_retracing=True)
+_full_log_joint_graph = tf.function(full.log_joint, reduce_retracing=True)
 
 
 def joint_log_density(model, data: np.ndarray, locs, precisions, weights) -> np.ndarray:
     """``gmm.elbo.log_joint`` (the NUTS reference's target) at ``[S]`` draws, in
     chunks of draws; ``data`` ``[N, D]`` and the draws in standardised units."""
     priors = model.priors.as_tensors(tf.float64)
-    n_points, (n_draws, n_components, n_features) = data.shape[0], locs.shape
+    n_points, (n_draws, n_components, n_features) = data.shape[0], locs.shape[:3]
     chunk = max(1, _CHUNK_ELEMENTS // (n_points * n_components * n_features))
     points = tf.constant(data, tf.float64)
+    if model.covariance == "full":
+        return np.concatenate(
+            [
+                _full_log_joint_graph(
+                    points,
+                    locs[start : start + chunk],
+                    precisions[start : start + chunk],
+                    weights[start : start + chunk],
+                    priors,
+                ).numpy()
+                for start in range(0, n_draws, chunk)
+            ]
+        )
     return np.concatenate(
         [
             _log_joint_graph(
@@ -300,7 +328,8 @@ def importance_log_ratios(model, X, locs, precisions, weights, *, symmetrize=Non
 
     Args:
       model: a fitted ``BayesianGMM``; X: ``[N, D]`` its data, data units.
-      locs, precisions: ``[S, K, D]``; weights: ``[S, K]``; standardised units.
+      locs, precisions: ``[S, K, D]`` (precisions ``[S, K, D, D]`` matrices for
+        ``covariance="full"``); weights: ``[S, K]``; standardised units.
 
     Returns:
       ``[S]`` float64, nats.
@@ -310,6 +339,17 @@ def importance_log_ratios(model, X, locs, precisions, weights, *, symmetrize=Non
     locs, precisions, weights = (
         tf.convert_to_tensor(a, tf.float64) for a in (locs, precisions, weights)
     )
+    if model.covariance == "full":
+        params = model.unconstrained_parameters(tf.float64)
+        pairs = full.component_log_q(params, locs, precisions, weights).numpy()
+        concentration = np.exp(params["concentration"].numpy())
+        constant = math.lgamma(concentration.sum()) - sum(map(math.lgamma, concentration))
+        log_q = (
+            _symmetrized(pairs, constant)
+            if symmetrize
+            else constant + np.trace(pairs, axis1=-2, axis2=-1)
+        )
+        return joint_log_density(model, data, locs, precisions, weights) - log_q
     q = variational_distributions(
         model.unconstrained_parameters(tf.float64), model.order_by, model.weights_prior
     )
@@ -328,7 +368,8 @@ def psis_khat(model, X, *, n_draws: int = 2000, seed: int = 0, symmetrize=None) 
     The target is the model's joint density with the assignments summed out,
     log p(theta, X) = log prior(theta) + sum_n log sum_k w_k Normal(x_n | loc_k,
     precision_k^-1/2): ``gmm.elbo.log_joint``, the density the NUTS reference
-    samples. Everything is computed in the standardised units q and the priors
+    samples (for ``covariance="full"``, ``gmm.full.log_joint`` with precision
+    matrices, and q's factors the Normal-Wisharts of ``gmm.full.component_log_q``). Everything is computed in the standardised units q and the priors
     live in (the data standardised by ``model.transform``). In data units every
     log density shifts by a constant (the Jacobians of the fixed affine maps of
     the data and of the parameters), the same for every draw, so k-hat, the ESS
@@ -386,20 +427,18 @@ def psis_khat(model, X, *, n_draws: int = 2000, seed: int = 0, symmetrize=None) 
       NotFittedError; ValueError: ``symmetrize=True`` for a model without the
         symmetry, or a symmetrised q with K > 12.
     """
-    if model.covariance == "full":
-        raise ValueError(
-            "gmm.psis.psis_khat is not supported with covariance='full' (its q and target "
-            "densities are the diagonal model's)."
-        )
     model._check_fitted()
     n_draws, seed = check_positive_int(n_draws, "n_draws"), check_seed(seed)
     if n_draws < 10:
         raise ValueError(f"n_draws must be at least 10 to fit a Pareto tail, got {n_draws}.")
     symmetrize = _check_symmetrize(model, symmetrize)
     params = model.unconstrained_parameters(tf.float64)
-    locs, precisions, weights = draw_parameters(
-        params, tf.constant(n_draws), tf_seed(seed, 11), model.order_by, model.weights_prior
-    )
+    if model.covariance == "full":
+        locs, precisions, weights = full.draw_parameters(params, n_draws, tf_seed(seed, 11))
+    else:
+        locs, precisions, weights = draw_parameters(
+            params, tf.constant(n_draws), tf_seed(seed, 11), model.order_by, model.weights_prior
+        )
     # The weight of a component emptied by a sparse Dirichlet (concentration
     # ~0.001 under q and the prior alike) is often below 1e-308 and underflows
     # to 0, where both log densities are infinite. Raised to 1e-300, both move by
@@ -415,6 +454,11 @@ def psis_khat(model, X, *, n_draws: int = 2000, seed: int = 0, symmetrize=None) 
         )
     log_weights, khat = pareto_smoothed_log_weights(log_ratios)
     transform = model.transform
+    if model.covariance == "full":  # Lambda_data = diag(1 / scale) Lambda diag(1 / scale)
+        scale = transform.arrays()[1]
+        precisions_in_data = precisions.numpy() / (scale[:, None] * scale[None, :])
+    else:
+        precisions_in_data = transform.precisions_to_data(precisions.numpy())
     return PSISResult(
         khat=khat,
         ess=float(1.0 / np.exp(logsumexp(2.0 * log_weights))),
@@ -423,7 +467,7 @@ def psis_khat(model, X, *, n_draws: int = 2000, seed: int = 0, symmetrize=None) 
         log_ratios=log_ratios,
         draws={
             "locs": transform.point_to_data(locs.numpy()),
-            "precisions": transform.precisions_to_data(precisions.numpy()),
+            "precisions": precisions_in_data,
             "weights": weights.numpy(),
         },
         symmetrized=symmetrize,
