@@ -89,8 +89,9 @@ class History:
         and ``check`` are the last fit's. move_rounds: rounds of moves run.
       start_moves: for ``init="split-merge"``, what its moves did on the
         k-means sample, as ``moves`` (the gain is the sample's ELBO, per unit
-        weight); None otherwise (and on the workers of a multi-worker fit
-        other than the chief).
+        weight, from the k-means start: ``gmm.moves.split_merge_start``); None
+        otherwise, and where no new start was made (a warm start, a fit resumed
+        from a checkpoint) or on a multi-worker fit's workers but the chief.
     """
 
     elbo: np.ndarray
@@ -179,7 +180,8 @@ class FitConfig:
                 "an ordered model (order_by) ties each component to its rank, which merging "
                 "and splitting would break"
                 if model.order_by is not None
-                else "its moves' statistics need complete points (missing='marginalize')"
+                else "with missing='marginalize' (even for data without NaN) its moves' "
+                "statistics would need complete points"
             )
             raise ValueError(f"init='split-merge' is not supported here: {why}. Use 'kmeans++'.")
         default_rate = 1.0 if s["algorithm"] == "natural" else 0.05
@@ -692,13 +694,15 @@ def fit(
         3-4x faster under XLA at small batches (``throughput.txt``); in the
         loop most of that is lost to the cost of launching the compiled step.
       moves: ``"auto"`` (default), None, or a sequence of ``"merge"``,
-        ``"delete"``, ``"birth"`` and ``"sort"`` (``gmm.moves.run_moves``):
-        at the end of the fit, each move proposes a changed q (two components
-        merged, one deleted, one split in two, the sticks sorted by size),
+        ``"delete"``, ``"birth"``, ``"split-merge"`` and ``"sort"``
+        (``gmm.moves.run_moves``): at the end of the fit, each move proposes a
+        changed q (two components merged, one deleted, one split in two, one
+        merge and one split together, the sticks sorted by size),
         kept only where the exact full-data ELBO rises; after a round that
         kept one the fit runs again from there (``warm_start``), for at most
         ``gmm.moves.DEFAULT_MAX_ROUNDS`` rounds. ``History.moves`` reports
-        them. ``"auto"`` runs all four for ``weights="dirichlet_process"``,
+        them. ``"auto"`` runs merge, delete, birth and sort for
+        ``weights="dirichlet_process"``,
         where they help: coordinate ascent from k-means leaves a true cluster
         split over two components there, and the sticks unsorted
         (benchmarks/effective_components.py); for Dirichlet weights, streams,
@@ -936,6 +940,7 @@ def _fit_with_moves(model, X, history, kinds, start_time, options) -> History:
         wall_time_s=time.perf_counter() - start_time,
         moves=report.as_dict(),
         move_rounds=report.rounds,
+        start_moves=history.start_moves,
         learning_rate=history.learning_rate,
         algorithm=history.algorithm,
     )

@@ -369,8 +369,9 @@ def psis_khat(model, X, *, n_draws: int = 2000, seed: int = 0, symmetrize=None) 
     log p(theta, X) = log prior(theta) + sum_n log sum_k w_k Normal(x_n | loc_k,
     precision_k^-1/2): ``gmm.elbo.log_joint``, the density the NUTS reference
     samples (for ``covariance="full"``, ``gmm.full.log_joint`` with precision
-    matrices, and q's factors the Normal-Wisharts of ``gmm.full.component_log_q``). Everything is computed in the standardised units q and the priors
-    live in (the data standardised by ``model.transform``). In data units every
+    matrices, and q's factors the Normal-Wisharts of ``gmm.full.component_log_q``).
+    Everything is computed in the standardised units q and the priors live in
+    (the data standardised by ``model.transform``). In data units every
     log density shifts by a constant (the Jacobians of the fixed affine maps of
     the data and of the parameters), the same for every draw, so k-hat, the ESS
     and the normalised weights do not depend on the units.

@@ -177,3 +177,39 @@ def test_a_failing_split_merge_start_leaves_the_model_unchanged(three_clusters, 
     with pytest.raises(RuntimeError, match="injected split-merge"):
         gmm.fit(model, X, steps=3, progress=False, init="split-merge")
     assert_unchanged(model, before)
+
+
+def test_split_merge_leaves_a_cluster_of_identical_points_alone():
+    """A cluster of 300 identical rows (a stuck sensor) beside four real ones:
+    no 2-means can split it, so the start's moves skip it instead of failing,
+    and run_moves too (a new user's report: NaN probabilities before)."""
+    X, _ = gmm.data.random_mixture(4, 3, separation=4, seed=1).sample(3000)
+    stuck = np.concatenate([X, np.tile([[30.0, 30.0, 30.0]], (300, 1))])
+    model = gmm.BayesianGMM(5, 3)
+    history = gmm.fit(model, stuck, steps=5, progress=False, init="split-merge")
+    assert history.start_moves["split-merge"]["proposed"] >= 0
+    assert np.isfinite(gmm.moves.full_data_elbo(model, stuck))
+    gmm.moves.run_moves(model, stuck, ("split-merge",))
+
+
+def test_start_moves_are_reported_alongside_the_end_of_fit_moves(three_clusters):
+    """With Dirichlet-process weights moves='auto' also runs at the end of the
+    fit; History keeps the start's report beside theirs."""
+    X, _ = three_clusters
+    model = gmm.BayesianGMM(6, 2, weights=DP)
+    history = gmm.fit(model, X, progress=False, init="split-merge")
+    assert history.moves is not None and history.start_moves is not None
+    assert set(history.start_moves) == {"split-merge"}
+
+
+def test_split_merge_start_checks_its_arguments(three_clusters):
+    X, _ = three_clusters
+    ordered = gmm.BayesianGMM(3, 2, order_by=0)
+    gmm.fit(ordered, X, steps=1, progress=False)
+    with pytest.raises(ValueError, match="order_by"):
+        gmm.moves.split_merge_start(ordered, X)
+    model = fresh(X, 3)
+    with pytest.raises(ValueError, match="sample_weight"):
+        gmm.moves.split_merge_start(model, X, sample_weight=-np.ones(len(X)))
+    with pytest.raises(ValueError, match="total_weight"):
+        gmm.moves.split_merge_start(model, X, total_weight=-5)
