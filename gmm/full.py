@@ -383,7 +383,8 @@ def normal_wishart_log_density(locs, precisions, loc, mean_precision, scale_tril
         log Wishart(Lambda | W, nu) = (nu - D - 1) / 2 log det Lambda
             - tr(W^-1 Lambda) / 2 - nu / 2 log det W - nu D / 2 log 2 - log Gamma_D(nu / 2)
 
-    (Bishop B.78-B.79), with tr(W^-1 Lambda) = |S^-1 C|^2 for Lambda = C C^T.
+    (Bishop B.78-B.79), with tr(W^-1 Lambda) the sum of the squared entries of
+    S^-1 C for Lambda = C C^T.
     """
     d = _dimension(locs)
     cholesky = tf.linalg.cholesky(precisions)
