@@ -129,13 +129,15 @@ def relabel(values: np.ndarray, perms: np.ndarray) -> np.ndarray:
     """Post-hoc relabelling: reorders the component axis of each draw.
 
     Args:
-      values: ``[..., K]`` or ``[..., K, D]`` per-draw parameters (weights,
-        or locs and precisions).
+      values: ``[..., K]``, ``[..., K, D]`` or ``[..., K, D, D]`` per-draw
+        parameters (weights, locs and precisions, or precision matrices).
       perms: ``[..., K]`` from ``alignment_permutations``.
 
     Returns:
       ``values`` with each draw's components in the pivot's order.
     """
+    if values.ndim == perms.ndim + 2:
+        return np.take_along_axis(values, perms[..., None, None], axis=-3)
     if values.ndim == perms.ndim + 1:
         return np.take_along_axis(values, perms[..., None], axis=-2)
     return np.take_along_axis(values, perms, axis=-1)

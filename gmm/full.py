@@ -452,11 +452,10 @@ def component_log_q(params: dict, locs, precisions, weights):
     return pairs + (concentration - 1.0)[None, :, None] * tf.math.log(weights)[:, None, :]
 
 
-def log_joint(data, locs, precisions, weights, prior_params):
-    """log p(theta, X) for the full model: ``log_prior`` plus sum_n log sum_k
-    w_k N(x_n | mu_k, Lambda_k^-1), at ``[..., K, D]`` locs, ``[..., K, D, D]``
-    precision matrices and ``[..., K]`` weights, ``data`` ``[N, D]``
-    (standardised units); ``[...]`` nats (``gmm.elbo.log_joint``'s counterpart)."""
+def mixture_log_density(data, locs, precisions, weights):
+    """log sum_k w_k N(x_n | mu_k, Lambda_k^-1) for each point, ``[..., N]``
+    nats, at ``[..., K, D]`` locs, ``[..., K, D, D]`` precision matrices and
+    ``[..., K]`` weights; ``data`` ``[N, D]`` in the units of the draws."""
     d = _dimension(locs)
     cholesky = tf.linalg.cholesky(precisions)  # [..., K, D, D]
     half_log_det = tf.reduce_sum(tf.math.log(tf.linalg.diag_part(cholesky)), axis=-1)
@@ -468,9 +467,16 @@ def log_joint(data, locs, precisions, weights, prior_params):
     log_normal = half_log_det[..., None, :] - 0.5 * (
         d * math.log(2.0 * math.pi) + tf.reduce_sum(projected**2, axis=-1)
     )
-    log_likelihood = tf.reduce_sum(
-        tf.reduce_logsumexp(log_normal + tf.math.log(weights)[..., None, :], axis=-1), axis=-1
-    )
+    return tf.reduce_logsumexp(log_normal + tf.math.log(weights)[..., None, :], axis=-1)
+
+
+def log_joint(data, locs, precisions, weights, prior_params):
+    """log p(theta, X) for the full model: ``log_prior`` plus sum_n log sum_k
+    w_k N(x_n | mu_k, Lambda_k^-1), at ``[..., K, D]`` locs, ``[..., K, D, D]``
+    precision matrices and ``[..., K]`` weights, ``data`` ``[N, D]``
+    (standardised units); ``[...]`` nats (``gmm.elbo.log_joint``'s counterpart:
+    the target of ``gmm.mcmc.sample`` and ``gmm.psis``)."""
+    log_likelihood = tf.reduce_sum(mixture_log_density(data, locs, precisions, weights), axis=-1)
     return log_prior(locs, precisions, weights, prior_params) + log_likelihood
 
 

@@ -24,7 +24,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy import stats
+from scipy.special import logsumexp
 
+from gmm import full
 from gmm._quiet import native_stderr_silenced
 from gmm._validation import (
     check_bool,
@@ -49,7 +51,9 @@ class MCMCResult:
     """Draws from the posterior, in data units.
 
     Attributes:
-      locs, precisions: ``[draws, chains, K, D]``; weights: ``[draws, chains, K]``.
+      locs, precisions: ``[draws, chains, K, D]`` (precisions: precision
+        matrices ``[draws, chains, K, D, D]`` for ``covariance="full"``);
+        weights: ``[draws, chains, K]``.
       accept_rate: ``[chains]`` share of accepted NUTS proposals after burn-in.
       step_size: ``[chains]`` adapted leapfrog step size.
       leapfrogs_per_draw: ``[chains]`` mean leapfrog steps per kept draw (cost).
@@ -69,7 +73,10 @@ class MCMCResult:
 
     @property
     def stds(self) -> np.ndarray:
-        """Component standard deviations, ``[draws, chains, K, D]``, data units."""
+        """Component standard deviations, ``[draws, chains, K, D]``, data units
+        (for precision matrices, the square roots of the covariances' diagonals)."""
+        if self.precisions.ndim == self.locs.ndim + 1:
+            return np.sqrt(np.diagonal(np.linalg.inv(self.precisions), axis1=-2, axis2=-1))
         return self.precisions**-0.5
 
     def relabelled(self, pivot_locs: np.ndarray) -> MCMCResult:
@@ -128,6 +135,12 @@ class MCMCResult:
         """
         points = check_data(X, n_features=self.locs.shape[-1])
         flat = lambda a: a.reshape(-1, *a.shape[2:])  # noqa: E731  [draws * chains, ...]
+        if self.precisions.ndim == self.locs.ndim + 1:  # precision matrices
+            per_draw = full.mixture_log_density(
+                tf.constant(points),
+                *(tf.constant(flat(a)) for a in (self.locs, self.precisions, self.weights)),
+            ).numpy()  # [S, N]
+            return logsumexp(per_draw, axis=0) - np.log(per_draw.shape[0])
         return predictive(points, flat(self.locs), flat(self.precisions), flat(self.weights))[0]
 
     def score(self, X) -> float:
@@ -135,8 +148,10 @@ class MCMCResult:
         return float(self.score_samples(X).mean())
 
 
-def _target(data, prior_params, order_by, weights_prior):
+def _target(data, prior_params, order_by, weights_prior, covariance="diag"):
     def target(locs, precisions, weights):  # each with a leading chain axis
+        if covariance == "full":
+            return full.log_joint(data, locs, precisions, weights, prior_params)
         return log_joint(data, locs, precisions, weights, prior_params, order_by, weights_prior)
 
     return target
@@ -153,16 +168,24 @@ def _run_nuts(
     order_by,
     max_tree_depth,
     weights_prior="dirichlet",
+    covariance="diag",
 ):
+    # Precision matrices: L L^T from a vector filling a lower triangle with a
+    # positive diagonal, so every state is positive-definite.
+    precision_bijector = (
+        tfb.Chain([tfb.CholeskyOuterProduct(), tfb.FillScaleTriL(tfb.Exp(), diag_shift=None)])
+        if covariance == "full"
+        else tfb.Exp()
+    )
     bijectors = [
         tfb.Identity() if order_by is None else AscendingColumn(order_by),
-        tfb.Exp(),
+        precision_bijector,
         tfb.SoftmaxCentered(),
     ]
     kernel = tfp.mcmc.DualAveragingStepSizeAdaptation(
         tfp.mcmc.TransformedTransitionKernel(
             tfp.mcmc.NoUTurnSampler(
-                _target(data, prior_params, order_by, weights_prior),
+                _target(data, prior_params, order_by, weights_prior, covariance),
                 step_size=0.05,
                 max_tree_depth=max_tree_depth,
             ),
@@ -217,11 +240,6 @@ def sample(
       seed: seeds the starts and the sampler.
     """
     start = time.perf_counter()
-    if model.covariance == "full":
-        raise ValueError(
-            "gmm.mcmc.sample is not supported with covariance='full' (its target is the "
-            "diagonal model's); compare a full-covariance fit with gmm.reference.cavi_full."
-        )
     model._check_fitted()
     data = check_data(X, n_features=model.n_features, min_points=model.n_components)
     num_chains = check_positive_int(num_chains, "num_chains")
@@ -232,9 +250,7 @@ def sample(
     shuffle_labels = check_bool(shuffle_labels, "shuffle_labels")
     transform = model.transform
     scale = transform.arrays()[1]
-    q = model.posterior_parameters()
-    centres, centre_sds = transform.to_standard(q["loc_mean"]), q["loc_sd"] / scale
-    precisions = q["precision_shape"] / q["precision_rate"] * scale**2  # standardised units
+    centres, centre_sds, precisions = _q_centre(model)
     weights = model.posterior_mean_weights()
     rng = np.random.default_rng(seed)
     starts = []
@@ -251,7 +267,8 @@ def sample(
     initial_state = [tf.constant(np.stack(parts), dtype) for parts in zip(*starts)]
     # The prior mean as [K, D] whether or not it is shared, so both priors share one trace.
     prior_params = list(model.priors.as_tensors(dtype))
-    prior_params[0] = tf.broadcast_to(prior_params[0], centres.shape)
+    if model.covariance != "full":
+        prior_params[0] = tf.broadcast_to(prior_params[0], centres.shape)
     with native_stderr_silenced():  # XLA's compile-time log lines
         (locs, precisions, weights), (accepted, step_size, leapfrogs, diverged) = _run_nuts(
             initial_state,
@@ -263,10 +280,16 @@ def sample(
             model.order_by,
             check_positive_int(max_tree_depth, "max_tree_depth"),
             model.weights_prior,
+            model.covariance,
         )
+    precisions = precisions.numpy()
+    if model.covariance == "full":  # Lambda_data = diag(1 / scale) Lambda diag(1 / scale)
+        precisions_in_data = precisions / (scale[:, None] * scale[None, :])
+    else:
+        precisions_in_data = transform.precisions_to_data(precisions)
     return MCMCResult(
         locs=transform.point_to_data(locs.numpy()),
-        precisions=transform.precisions_to_data(precisions.numpy()),
+        precisions=precisions_in_data,
         weights=weights.numpy().astype(np.float64),
         accept_rate=accepted.numpy().mean(axis=0),
         step_size=step_size.numpy()[-1],
@@ -274,6 +297,25 @@ def sample(
         divergences=diverged.numpy().sum(axis=0),
         wall_time_s=time.perf_counter() - start,
     )
+
+
+def _q_centre(model):
+    """Where the chains start, in standardised units: q's means ``[K, D]``,
+    their sds ``[K, D]``, and q's mean precisions (``[K, D]``, or ``[K, D, D]``
+    matrices for ``covariance="full"``)."""
+    if model.covariance == "full":
+        loc, beta, tril, _, _ = (
+            np.asarray(a) for a in full.unpack(model.unconstrained_parameters(tf.float64))
+        )
+        precisions = tril @ np.swapaxes(tril, -1, -2)  # E_q[Lambda] = L L^T
+        # mu | Lambda ~ N(m, (beta Lambda)^-1): sds about sqrt(diag(E[Lambda]^-1) / beta).
+        variances = np.diagonal(np.linalg.inv(precisions), axis1=-2, axis2=-1) / beta[:, None]
+        return loc, np.sqrt(variances), precisions
+    transform = model.transform
+    scale = transform.arrays()[1]
+    q = model.posterior_parameters()
+    centres, centre_sds = transform.to_standard(q["loc_mean"]), q["loc_sd"] / scale
+    return centres, centre_sds, q["precision_shape"] / q["precision_rate"] * scale**2
 
 
 def potential_scale_reduction(draws: np.ndarray) -> np.ndarray:

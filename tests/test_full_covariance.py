@@ -371,8 +371,6 @@ def test_clear_errors_for_bad_and_unsupported_settings(correlated):
     one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
     with pytest.raises(ValueError, match="not supported with covariance='full'"):
         gmm.fit(model, X, algorithm="natural", strategy=one_device, progress=False)
-    with pytest.raises(ValueError, match="not supported with covariance='full'"):
-        gmm.mcmc.sample(model, X)
 
 
 def test_other_sizes_share_the_compiled_loop_and_agree_with_cavi(correlated):
@@ -990,3 +988,32 @@ def test_full_psis_khat_separates_a_good_q_from_a_narrow_one():
     narrow = gmm.psis.psis_khat(model, X, n_draws=1000, seed=1)
     print("narrow k-hat", narrow.khat)
     assert narrow.khat > 0.7
+
+
+def test_full_nuts_agrees_with_the_numpy_cavi_on_separated_clusters():
+    """gmm.mcmc.sample for covariance='full' (precision matrices through a
+    Cholesky bijector) on the seed post's three separated clusters, N = 300:
+    the chains mix (rank-normalised R-hat below 1.05), and after relabelling
+    the posterior means of the means, sds and weights agree with the NumPy CAVI
+    of gmm.reference.cavi_full (a separate implementation; the mean-field q
+    is close to the posterior here, PSIS k-hat 0.24 on these data) within
+    data units (means 0.05, sds 0.1) and 0.02 (weights); the NUTS predictive scores
+    held-out points within 0.02 nats of q's."""
+    X, _ = gmm.data.seed_data(300, seed=0)
+    X_test, _ = gmm.data.seed_data(2000, seed=1)
+    model = gmm.BayesianGMM(3, 2, covariance="full", dtype=tf.float64)
+    gmm.fit(model, X, progress=False)
+    result = gmm.mcmc.sample(model, X, num_chains=2, num_results=300, num_burnin=300, seed=2)
+    assert result.precisions.shape == (300, 2, 3, 2, 2)
+    pivot = model.posterior_parameters()["loc_mean"]
+    relabelled = result.relabelled(pivot)
+    r_hat = relabelled.diagnostics()["r_hat"]
+    print({name: float(values.max()) for name, values in r_hat.items()})
+    assert all(values.max() < 1.05 for values in r_hat.values())
+    nuts = relabelled.summary()
+    exact = gmm.full.posterior_summary(gmm.evaluate.reference_posterior(model, X))
+    print(nuts["loc_mean"], exact["loc_mean"], nuts["weight_mean"], exact["weight_mean"])
+    np.testing.assert_allclose(nuts["loc_mean"], exact["loc_mean"], atol=0.05)
+    np.testing.assert_allclose(nuts["std_mean"], exact["std_mean"], atol=0.1)
+    np.testing.assert_allclose(nuts["weight_mean"], exact["weight_mean"], atol=0.02)
+    assert abs(result.score(X_test) - model.score(X_test)) < 0.02
