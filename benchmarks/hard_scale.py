@@ -57,14 +57,12 @@ same worker.
 
 The committed full table (benchmarks/results/hard_scale.txt) ran with the
 reference from the true labels alone, each reference run capped at 300 steps
-and scikit-learn at 150 iterations (1.5 times its default max_iter), to fit
-in about an hour on the project's 2-core machine; the file ends with its wall
-time. (A first attempt with two 1,000-step reference runs per seed had not
-finished seed 0's reference after 30 minutes there.) That table predates the
-step timing above: its throughput lines are the difference of two warm-started
-fits' wall times (10 and 60 steps), and its Adam line came out negative, a
-failed measurement; the step-level figures of the current method are in
-``--quick`` runs and in benchmarks/results/throughput.txt. The reference runs take
+and scikit-learn at 150 iterations (1.5 times its default max_iter), pinned to
+one core of the project's 2-core machine (``taskset -c 1``): 1.9 hours, most
+of it the reference runs, scikit-learn's 150 iterations and the exact scores;
+the file ends with its wall time. (A first attempt with two 1,000-step
+reference runs per seed had not finished seed 0's reference after 30 minutes
+there.) The reference runs take
 all N points in one step; the largest intermediates are [N, K] responsibilities.
 Running it on a GPU needs TensorFlow there.
 """
