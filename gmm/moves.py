@@ -429,16 +429,23 @@ def _in_use(statistics, total_weight, threshold) -> np.ndarray:
     return np.flatnonzero(statistics.counts > threshold * total_weight)
 
 
+def _correlated_pairs(responsibilities: np.ndarray, used: np.ndarray) -> list:
+    """Pairs ``(a, b)`` of the components ``used``, their responsibilities'
+    correlation over the points highest first (ties keep their order)."""
+    correlation = np.corrcoef(responsibilities[:, used].T)
+    pairs = [(correlation[i, j], used[i], used[j]) for i in range(used.size) for j in range(i)]
+    pairs.sort(key=lambda pair: -pair[0])  # stable
+    return [(a, b) for _, a, b in pairs]
+
+
 def _merge_proposals(memo, model, params, statistics, responsibilities, seed, threshold):
     """Pairs of components in use, the most correlated responsibilities first,
     each merged into the lower index from the sum of their statistics."""
     used = _in_use(statistics, memo.total_weight, threshold)
     if used.size < 2:
         return
-    correlation = np.corrcoef(responsibilities[:, used].T)
-    pairs = [(correlation[i, j], used[i], used[j]) for i in range(used.size) for j in range(i)]
-    pairs.sort(key=lambda pair: -pair[0])  # stable: ties keep their order
-    for _, a, b in pairs[:_MAX_MERGE_PAIRS]:
+    pairs = _correlated_pairs(responsibilities, used)
+    for a, b in pairs[:_MAX_MERGE_PAIRS]:
         keep, remove = min(a, b), max(a, b)
         yield memo.update(params, statistics.merged(keep, remove)), True
 
@@ -541,14 +548,12 @@ def _split_merge_proposals(memo, model, params, statistics, responsibilities, se
     used = _in_use(statistics, memo.total_weight, threshold)
     if used.size < 3:
         return
-    correlation = np.corrcoef(responsibilities[:, used].T)
-    pairs = [(correlation[i, j], used[i], used[j]) for i in range(used.size) for j in range(i)]
-    pairs.sort(key=lambda pair: -pair[0])  # stable: ties keep their order
+    pairs = _correlated_pairs(responsibilities, used)
     labels = np.argmax(responsibilities, axis=1)
     gains = _split_gains(memo, responsibilities, labels, used, seed)
     ranked = np.argsort(-gains, kind="stable")
     splits = [int(used[i]) for i in ranked[:_MAX_SPLITS] if gains[i] > 0]
-    for _, a, b in pairs[:_MAX_SPLIT_MERGE_PAIRS]:
+    for a, b in pairs[:_MAX_SPLIT_MERGE_PAIRS]:
         keep, free = min(a, b), max(a, b)
         merged = statistics.merged(keep, free)
         for component in splits:

@@ -267,29 +267,14 @@ def joint_log_density(model, data: np.ndarray, locs, precisions, weights) -> np.
     chunk = max(1, _CHUNK_ELEMENTS // (n_points * n_components * n_features))
     points = tf.constant(data, tf.float64)
     if model.covariance == "full":
-        return np.concatenate(
-            [
-                _full_log_joint_graph(
-                    points,
-                    locs[start : start + chunk],
-                    precisions[start : start + chunk],
-                    weights[start : start + chunk],
-                    priors,
-                ).numpy()
-                for start in range(0, n_draws, chunk)
-            ]
+        joint = lambda *draws: _full_log_joint_graph(points, *draws, priors)  # noqa: E731
+    else:
+        joint = lambda *draws: _log_joint_graph(  # noqa: E731
+            points, *draws, priors, model.order_by, model.weights_prior
         )
     return np.concatenate(
         [
-            _log_joint_graph(
-                points,
-                locs[start : start + chunk],
-                precisions[start : start + chunk],
-                weights[start : start + chunk],
-                priors,
-                model.order_by,
-                model.weights_prior,
-            ).numpy()
+            joint(*(a[start : start + chunk] for a in (locs, precisions, weights))).numpy()
             for start in range(0, n_draws, chunk)
         ]
     )
