@@ -249,7 +249,6 @@ def sample(
     seed = check_seed(seed)
     shuffle_labels = check_bool(shuffle_labels, "shuffle_labels")
     transform = model.transform
-    scale = transform.arrays()[1]
     centres, centre_sds, precisions = _q_centre(model)
     weights = model.posterior_mean_weights()
     rng = np.random.default_rng(seed)
@@ -283,8 +282,8 @@ def sample(
             model.covariance,
         )
     precisions = precisions.numpy()
-    if model.covariance == "full":  # Lambda_data = diag(1 / scale) Lambda diag(1 / scale)
-        precisions_in_data = precisions / (scale[:, None] * scale[None, :])
+    if model.covariance == "full":
+        precisions_in_data = transform.precision_matrices_to_data(precisions)
     else:
         precisions_in_data = transform.precisions_to_data(precisions)
     return MCMCResult(

@@ -440,9 +440,8 @@ def psis_khat(model, X, *, n_draws: int = 2000, seed: int = 0, symmetrize=None) 
         )
     log_weights, khat = pareto_smoothed_log_weights(log_ratios)
     transform = model.transform
-    if model.covariance == "full":  # Lambda_data = diag(1 / scale) Lambda diag(1 / scale)
-        scale = transform.arrays()[1]
-        precisions_in_data = precisions.numpy() / (scale[:, None] * scale[None, :])
+    if model.covariance == "full":
+        precisions_in_data = transform.precision_matrices_to_data(precisions.numpy())
     else:
         precisions_in_data = transform.precisions_to_data(precisions.numpy())
     return PSISResult(

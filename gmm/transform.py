@@ -72,6 +72,12 @@ class Standardization(tf.Module):
         """Precision values (``[..., D]``) from standardised to data units."""
         return np.asarray(precisions, np.float64) / self.arrays()[1] ** 2
 
+    def precision_matrices_to_data(self, precisions):
+        """Precision matrices (``[..., D, D]``) from standardised to data units:
+        Lambda_data = diag(1 / scale) Lambda diag(1 / scale)."""
+        scale = self.arrays()[1]
+        return np.asarray(precisions, np.float64) / (scale[:, None] * scale[None, :])
+
     def locs_to_data(self, locs: tfd.Distribution, ordered: bool) -> tfd.Distribution:
         """q(locs) (float64) in data units: an affine map of each mean."""
         if not ordered:
