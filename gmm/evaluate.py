@@ -17,6 +17,7 @@ from sklearn.cluster import KMeans
 from sklearn.mixture import BayesianGaussianMixture
 
 from gmm import reference
+from gmm import weights as weights_part
 from gmm._validation import check_data, check_sample_weight, refuse_with_full_covariance
 from gmm.full import log_gamma_ratio
 
@@ -50,13 +51,7 @@ def posterior_summary(params: dict) -> dict:
     log_ratio = np.where(shape > 0.5, stable, gammaln(shape - 0.5) - gammaln(shape))
     std_mean = np.sqrt(rate) * np.exp(log_ratio)
     variance_mean = np.where(shape > 1, rate / np.maximum(shape - 1, 1e-12), np.inf)
-    if "stick_a" in params:
-        weight_mean, weight_sd = stick_weight_moments(params["stick_a"], params["stick_b"])
-    else:
-        concentration = params["concentration"]
-        total = concentration.sum()
-        weight_mean = concentration / total
-        weight_sd = np.sqrt(concentration * (total - concentration) / (total**2 * (total + 1)))
+    weight_mean, weight_sd = weights_part.moments(params)
     return {
         "loc_mean": params["loc_mean"],
         "loc_sd": params["loc_sd"],
@@ -65,22 +60,6 @@ def posterior_summary(params: dict) -> dict:
         "weight_mean": weight_mean,
         "weight_sd": weight_sd,
     }
-
-
-def stick_weight_moments(stick_a, stick_b) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sd (``[K]`` each) of the weights broken off K - 1 independent
-    sticks v_k ~ Beta(stick_a[k], stick_b[k]) (``[K - 1]`` each), the K-th
-    weight the stick left; exact."""
-    a, b = np.asarray(stick_a, np.float64), np.asarray(stick_b, np.float64)
-    total = a + b
-
-    def moment(stick, rest):  # E[w_k^m] from E[v^m] and E[(1 - v)^m]
-        left = np.concatenate([[1.0], np.cumprod(rest)])
-        return np.concatenate([stick, [1.0]]) * left
-
-    mean = moment(a / total, b / total)
-    second = moment(a * (a + 1) / (total * (total + 1)), b * (b + 1) / (total * (total + 1)))
-    return mean, np.sqrt(np.maximum(second - mean**2, 0.0))
 
 
 def match_components(reference_locs: np.ndarray, locs: np.ndarray) -> np.ndarray:
@@ -197,8 +176,6 @@ def reference_posterior(
     filled = np.nan_to_num(standardized, nan=0.0)
     kmeans = KMeans(model.n_components, n_init=3, random_state=seed)
     labels = kmeans.fit_predict(filled, sample_weight=weights)
-    if model.covariance == "full":
-        return _reference_posterior_full(model, standardized, labels, max_iter, weights)
     if model.weights_prior == "dirichlet_process":
         # The stick-breaking prior is not exchangeable (the sticks' order is part of
         # the optimum, and a permuted solution is another one), so the k-means
@@ -206,6 +183,8 @@ def reference_posterior(
         fitted_locs = model.transform.to_standard(model.posterior_parameters()["loc_mean"])
         perm = match_components(fitted_locs, kmeans.cluster_centers_)
         labels = np.argsort(perm)[labels]
+    if model.covariance == "full":
+        return _reference_posterior_full(model, standardized, labels, max_iter, weights)
     exact = reference.cavi(
         standardized,
         np.eye(model.n_components)[labels],
@@ -239,6 +218,7 @@ def _reference_posterior_full(model, standardized, labels, max_iter, weights=Non
         **vars(model.priors),
         max_iter=max_iter,
         sample_weight=weights,
+        weights=model.weights_prior,
     )
     shift, scale = model.transform.arrays()
     in_data_units = with_covariance_mean(
@@ -248,6 +228,8 @@ def _reference_posterior_full(model, standardized, labels, max_iter, weights=Non
             precision_scale=exact["precision_scale"] / scale[:, None] / scale[None, :],
         )
     )
+    if model.weights_prior == "dirichlet_process":  # (already in the model's order)
+        return in_data_units
     perm = match_components(model.posterior_parameters()["loc_mean"], in_data_units["loc_mean"])
     aligned = permute_parameters(in_data_units, perm)
     aligned["responsibilities"] = in_data_units["responsibilities"][:, perm]
@@ -291,12 +273,6 @@ def sklearn_posterior(estimator: BayesianGaussianMixture) -> dict:
     ``gmm.full.posterior_summary`` reads: W = (nu * ``covariances_``)^-1, since
     scikit-learn's ``covariances_`` is W^-1 / nu.
     """
-    is_process = estimator.weight_concentration_prior_type == "dirichlet_process"
-    if estimator.covariance_type == "full" and is_process:
-        raise ValueError(
-            "sklearn_posterior reads a Dirichlet process with covariance_type='diag' only, "
-            "as gmm fits it."
-        )
     if estimator.covariance_type == "full":
         from gmm.full import with_covariance_mean
 
@@ -307,8 +283,8 @@ def sklearn_posterior(estimator: BayesianGaussianMixture) -> dict:
                 "mean_precision": estimator.mean_precision_,
                 "dof": dof,
                 "precision_scale": np.linalg.inv(estimator.covariances_ * dof[:, None, None]),
-                "concentration": estimator.weight_concentration_,
             }
+            | _sklearn_weights(estimator)
         )
     if estimator.covariance_type != "diag":
         raise ValueError(

@@ -5,7 +5,8 @@ Model (K components, D features, standardised units; Bishop 2006, section 10.2):
 
     Lambda_k         ~ Wishart(W0, nu0),  W0 = (expected_precision / nu0) * I
     mu_k | Lambda_k  ~ Normal(m0, (beta0 * Lambda_k)^-1)
-    weights          ~ Dirichlet(concentration * ones(K))
+    weights          ~ Dirichlet(concentration * ones(K)), or the Dirichlet process's
+                       sticks (``gmm.weights``, shared with the diagonal model)
     x_n | z_n = k    ~ Normal(mu_k, Lambda_k^-1)
 
 Why the Normal-Wishart prior: it is conjugate to the Gaussian likelihood in
@@ -18,7 +19,8 @@ is like for like (``sklearn_prior_options`` gives its matching priors).
 
 Variational family: q(mu_k, Lambda_k) Normal-Wishart(m_k, beta_k, W_k, nu_k)
 per component (mean and precision *jointly*, the conjugate mean field of
-Bishop's VB-GMM), times Dirichlet(alpha) over the weights. Unconstrained
+Bishop's VB-GMM), times q(weights) (``gmm.weights``: Dirichlet(alpha), or Beta
+sticks for the Dirichlet process). Unconstrained
 parameters, in the order the training loop keeps them (``PARAMETER_NAMES``)::
 
     loc             [K, D]          m_k, as is
@@ -28,7 +30,8 @@ parameters, in the order the training loop keeps them (``PARAMETER_NAMES``)::
                                     (``tfb.FillScaleTriL``) with its diagonal
                                     stored as logs
     precision_dof   [K]             log(nu_k - (D - 1))
-    concentration   [K]             log alpha_k
+    concentration   [K]             log alpha_k (or stick_a, stick_b [K - 1]:
+                                    the Dirichlet process's, ``gmm.weights``)
 
 Positive-definiteness holds by construction: a lower-triangular matrix with a
 positive (exp) diagonal is the Cholesky factor of a positive-definite matrix
@@ -55,13 +58,21 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy.special import gammaln
 
-from gmm import family
+from gmm import weights as weights_part
 from gmm._validation import check_positive
 
 tfd = tfp.distributions
 
 COVARIANCES = ("diag", "full")
-PARAMETER_NAMES = ("loc", "mean_precision", "precision_tril", "precision_dof", "concentration")
+COMPONENT_NAMES = ("loc", "mean_precision", "precision_tril", "precision_dof")
+PARAMETER_NAMES = (*COMPONENT_NAMES, "concentration")
+
+
+def parameter_names(weights_prior: str = "dirichlet") -> tuple[str, ...]:
+    """q's unconstrained parameters' names: the components', then the weights'."""
+    return (*COMPONENT_NAMES, *weights_part.NAMES[weights_prior])
+
+
 # Parameters stored as they are (every other one is the log of a positive number).
 UNBOUNDED_PARAMETERS = ("loc", "precision_tril")
 # Bounds the [rows, K, d] intermediates of ``predictive`` at about 16 MB of float64 each.
@@ -162,31 +173,33 @@ def _offsets(like):
 
 
 def unpack(params: dict):
-    """q's constrained parameters from the unconstrained ``params``.
+    """The components' constrained parameters from q's unconstrained ``params``
+    (the weights' are ``gmm.weights``').
 
     Returns:
-      ``(loc [K, D], mean_precision [K], precision_tril [K, D, D], dof [K],
-      concentration [K])``: precision_tril is the Cholesky factor of E_q[Lambda]
-      = dof * W.
+      ``(loc [K, D], mean_precision [K], precision_tril [K, D, D], dof [K])``:
+      precision_tril is the Cholesky factor of E_q[Lambda] = dof * W.
     """
     return (
         params["loc"],
         tf.exp(params["mean_precision"]),
         tril_from_vector(params["precision_tril"]),
         (_dimension(params["loc"]) - 1.0) + tf.exp(params["precision_dof"]),
-        tf.exp(params["concentration"]),
     )
 
 
-def pack(loc, mean_precision, precision_tril, dof, concentration) -> dict:
-    """The inverse of ``unpack`` (tensors or arrays of one float dtype)."""
+def pack(loc, mean_precision, precision_tril, dof, weights) -> dict:
+    """The inverse of ``unpack`` (tensors or arrays of one float dtype), with the
+    weights' positive parameters ``weights``: a dict (``gmm.weights.conjugate_update``'s),
+    or the Dirichlet's concentration ``[K]``."""
+    if not isinstance(weights, dict):
+        weights = {"concentration": weights}
     return {
         "loc": loc,
         "mean_precision": tf.math.log(mean_precision),
         "precision_tril": vector_from_tril(precision_tril),
         "precision_dof": tf.math.log(dof - (_dimension(loc) - 1.0)),
-        "concentration": tf.math.log(concentration),
-    }
+    } | {name: tf.math.log(value) for name, value in weights.items()}
 
 
 def _log_multivariate_gamma(a, like):
@@ -235,7 +248,7 @@ def expected_log_likelihood(params: dict, batch, *, per_component: bool = False,
                         - 1/2 (D / beta + nu (x - m)^T W (x - m)).
 
     Args:
-      params: unconstrained parameters (``PARAMETER_NAMES``).
+      params: unconstrained parameters (``parameter_names``).
       batch: ``[B, D]`` standardised points.
       per_component: return the ``[B, K]`` terms before the log-sum-exp.
       mask: None (every coordinate observed), or ``[B, D]`` 1 where observed
@@ -247,10 +260,10 @@ def expected_log_likelihood(params: dict, batch, *, per_component: bool = False,
     Returns:
       ``[B]`` nats (``[B, K]`` with ``per_component``).
     """
-    loc, mean_precision, precision_tril, dof, concentration = unpack(params)
+    loc, mean_precision, precision_tril, dof = unpack(params)
     d = _dimension(loc)
-    expected_log_weights = tf.math.digamma(concentration) - tf.math.digamma(
-        tf.reduce_sum(concentration)
+    expected_log_weights = weights_part.expected_log_weights(
+        weights_part.variational_weights(params)
     )
     component_terms = 0.5 * (
         _expected_log_det(precision_tril, dof)
@@ -336,10 +349,10 @@ def kl_divergence(params: dict, prior_params: tuple):
       - nu D / 2 + nu / 2 tr(W0^-1 W),
 
     log B(W, nu) = -nu / 2 log det W - nu D / 2 log 2 - log Gamma_D(nu / 2) the
-    Wishart's normaliser (Bishop B.79); plus the Dirichlet's KL.
+    Wishart's normaliser (Bishop B.79); plus the weights' KL (``gmm.weights.kl``).
     """
     loc_mean0, mean_precision0, dof0, expected_precision0, concentration0 = prior_params
-    loc, mean_precision, precision_tril, dof, concentration = unpack(params)
+    loc, mean_precision, precision_tril, dof = unpack(params)
     d = _dimension(loc)
     ratio = mean_precision0 / mean_precision
     # nu (m - m0)^T W (m - m0) = |L^T (m - m0)|^2 with L L^T = nu W.
@@ -368,9 +381,7 @@ def kl_divergence(params: dict, prior_params: tuple):
         - dof * d / 2.0
         + dof / 2.0 * trace
     )
-    # K = 1: one weight, 1 with certainty (KL 0); TFP's Dirichlet needs K >= 2.
-    prior_weights = family.dirichlet_weights(concentration0 * tf.ones_like(concentration))
-    weights_kl = family.weights_kl(family.dirichlet_weights(concentration), prior_weights)
+    weights_kl = weights_part.kl(params, concentration0)
     return tf.reduce_sum(locs_kl) + tf.reduce_sum(wishart_kl) + weights_kl
 
 
@@ -411,12 +422,12 @@ def normal_wishart_log_density(locs, precisions, loc, mean_precision, scale_tril
     return normal + wishart
 
 
-def log_prior(locs, precisions, weights, prior_params):
+def log_prior(locs, precisions, weights, prior_params, weights_prior="dirichlet"):
     """Log prior density (standardised units) of ``[..., K, D]`` locs,
     ``[..., K, D, D]`` precision matrices and ``[..., K]`` weights (the
     density on the first K - 1), ``[...]`` nats: sum_k log N(mu_k | m0,
     (beta0 Lambda_k)^-1) + log Wishart(Lambda_k | W0, nu0), W0 = (p0 / nu0) I,
-    plus log Dirichlet(w | concentration0)."""
+    plus the weights' (``gmm.weights.prior_weights`` of ``weights_prior``)."""
     loc_mean0, mean_precision0, dof0, expected_precision0, concentration0 = prior_params
     eye = tf.eye(tf.shape(locs)[-1], dtype=locs.dtype)
     components = normal_wishart_log_density(
@@ -427,18 +438,17 @@ def log_prior(locs, precisions, weights, prior_params):
         tf.sqrt(expected_precision0 / dof0) * eye,
         dof0,
     )
-    weights_prior = family.dirichlet_weights(concentration0 * tf.ones_like(weights))
-    return tf.reduce_sum(components, axis=-1) + weights_prior.log_prob(weights)
+    prior = weights_part.prior_weights(concentration0, tf.shape(weights)[-1:], weights_prior)
+    return tf.reduce_sum(components, axis=-1) + prior.log_prob(weights)
 
 
-def component_log_q(params: dict, locs, precisions, weights):
-    """q's factors, component against component: ``[S, K_j, K_k]`` with entry
-    ``[s, j, k]`` = log q_j(mu = locs[s, k], Lambda = precisions[s, k]) +
-    (alpha_j - 1) log weights[s, k], for draws ``[S, K, D]``, ``[S, K, D, D]``
-    and ``[S, K]`` (as ``gmm.psis.component_log_densities`` for the diagonal
-    model): log q(theta) is the Dirichlet's constant plus the diagonal's sum, and
-    q at theta relabelled by sigma the sum of the entries [j, sigma(j)]."""
-    loc, mean_precision, precision_tril, dof, concentration = unpack(params)
+def component_log_q(params: dict, locs, precisions):
+    """q's component factors, component against component: ``[S, K_j, K_k]``
+    with entry ``[s, j, k]`` = log q_j(mu = locs[s, k], Lambda = precisions[s, k])
+    for draws ``[S, K, D]`` and ``[S, K, D, D]``: the diagonal's sum is log q of
+    the components at theta, and the sum of the entries [j, sigma(j)] that at
+    theta relabelled by sigma (the weights' factor is ``gmm.weights``')."""
+    loc, mean_precision, precision_tril, dof = unpack(params)
     # q(Lambda_j) is Wishart(W_j, nu_j) with nu_j W_j = L_j L_j^T: S_j = L_j / sqrt(nu_j).
     scale_tril = precision_tril / tf.sqrt(dof)[:, None, None]
     pairs = normal_wishart_log_density(
@@ -449,7 +459,7 @@ def component_log_q(params: dict, locs, precisions, weights):
         scale_tril[None, :, None, :, :],
         dof[None, :, None],
     )
-    return pairs + (concentration - 1.0)[None, :, None] * tf.math.log(weights)[:, None, :]
+    return pairs
 
 
 def mixture_log_density(data, locs, precisions, weights):
@@ -470,14 +480,14 @@ def mixture_log_density(data, locs, precisions, weights):
     return tf.reduce_logsumexp(log_normal + tf.math.log(weights)[..., None, :], axis=-1)
 
 
-def log_joint(data, locs, precisions, weights, prior_params):
+def log_joint(data, locs, precisions, weights, prior_params, weights_prior="dirichlet"):
     """log p(theta, X) for the full model: ``log_prior`` plus sum_n log sum_k
     w_k N(x_n | mu_k, Lambda_k^-1), at ``[..., K, D]`` locs, ``[..., K, D, D]``
     precision matrices and ``[..., K]`` weights, ``data`` ``[N, D]``
     (standardised units); ``[...]`` nats (``gmm.elbo.log_joint``'s counterpart:
     the target of ``gmm.mcmc.sample`` and ``gmm.psis``)."""
     log_likelihood = tf.reduce_sum(mixture_log_density(data, locs, precisions, weights), axis=-1)
-    return log_prior(locs, precisions, weights, prior_params) + log_likelihood
+    return log_prior(locs, precisions, weights, prior_params, weights_prior) + log_likelihood
 
 
 def negative_elbo(
@@ -552,7 +562,7 @@ def natural_gradient_update(
     at ``params``, from the same per-point terms as the step).
     """
     loc_mean0, mean_precision0, dof0, expected_precision0, concentration0 = prior_params
-    loc, mean_precision, precision_tril, dof, concentration = unpack(params)
+    loc, mean_precision, precision_tril, dof = unpack(params)
     dtype = loc.dtype
     identity = tf.eye(tf.shape(loc)[-1], dtype=dtype)
 
@@ -573,7 +583,6 @@ def natural_gradient_update(
         / new_mean_precision[:, None]
     )
     new_dof = blend(dof, dof0 + counts)
-    new_concentration = blend(concentration, concentration0 + counts)
 
     # W_old^-1 = nu (L L^T)^-1.
     scale_inverse = dof[:, None, None] * tf.linalg.cholesky_solve(
@@ -601,13 +610,8 @@ def natural_gradient_update(
         tf.broadcast_to(identity, tf.shape(new_scale_inverse)),
     )
     expected_precision = 0.5 * (expected_precision + tf.linalg.matrix_transpose(expected_precision))
-    new = pack(
-        new_loc,
-        new_mean_precision,
-        tf.linalg.cholesky(expected_precision),
-        new_dof,
-        new_concentration,
-    )
+    new = pack(new_loc, new_mean_precision, tf.linalg.cholesky(expected_precision), new_dof, {})
+    new |= weights_part.blended_update(params, counts, concentration0, rho)
     new = {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}
     if not return_loss:
         return new
@@ -628,6 +632,7 @@ def initial_params(
     seed: int = 0,
     n_points: float | None = None,
     sample_weight: np.ndarray | None = None,
+    weights_prior: str = "dirichlet",
 ) -> dict:
     """q's starting unconstrained parameters (float64 NumPy) from standardised
     data ``Z`` (``[n, D]``): ``"kmeans++"`` sets each component's q to the
@@ -639,7 +644,9 @@ def initial_params(
     ``Z`` samples, to which the counts are scaled. ``sample_weight`` (``[n]``)
     weighs the points (k-means, sizes, centres and scatter). NaN in ``Z`` are
     missing values: k-means as in ``gmm.init.kmeans_start``, and each
-    cluster's scatter sees them at its centre (adding nothing), a start only."""
+    cluster's scatter sees them at its centre (adding nothing), a start only.
+    For the Dirichlet process (``weights_prior``) the clusters are put in order
+    of decreasing size, as its prior expects, and the sticks take their counts."""
     n_features = Z.shape[1]
     weights = np.ones(Z.shape[0]) if sample_weight is None else sample_weight
     observed = ~np.isnan(Z)
@@ -660,6 +667,9 @@ def initial_params(
             scatter[k] = (weights[labels == k, None] * members).T @ members
         counts_scale = 1.0 if n_points is None else n_points / weights.sum()
         counts, scatter = counts * counts_scale, scatter * counts_scale
+        if weights_prior == "dirichlet_process":
+            order = np.argsort(-counts, kind="stable")
+            centres, counts, scatter = centres[order], counts[order], scatter[order]
     identity = np.eye(n_features)
     scale_inverse = priors.dof / priors.expected_precision * identity + scatter
     dof = priors.dof + counts
@@ -670,9 +680,9 @@ def initial_params(
         tf.constant(priors.mean_precision + counts, tf.float64),
         tf.constant(tril, tf.float64),
         tf.constant(dof, tf.float64),
-        tf.constant(priors.concentration + counts, tf.float64),
+        weights_part.conjugate_update(counts, priors.concentration, weights_prior),
     )
-    return {name: value.numpy() for name, value in params.items()}
+    return {name: np.asarray(value, np.float64) for name, value in params.items()}
 
 
 # -- draws, prediction and summaries ------------------------------------------------------------
@@ -691,7 +701,7 @@ def draw_parameters(params: dict, num_samples: int, seed):
     D - 1 < nu < D, which q allows. Then mu | Lambda ~ Normal(m, (beta
     Lambda)^-1) = m + C^-T eps / sqrt(beta).
     """
-    loc, mean_precision, precision_tril, dof, concentration = unpack(params)
+    loc, mean_precision, precision_tril, dof = unpack(params)
     n_components, n_features = loc.shape
     chi2_seed, lower_seed, normal_seed, weight_seed = tfp.random.split_seed(seed, n=4)
     dtype = loc.dtype
@@ -714,7 +724,7 @@ def draw_parameters(params: dict, num_samples: int, seed):
     offsets = tf.linalg.triangular_solve(cholesky, noise[..., None], adjoint=True)[..., 0]
     locs = loc + offsets / tf.sqrt(mean_precision)[:, None]
     precisions = tf.matmul(cholesky, cholesky, transpose_b=True)
-    weights = family.dirichlet_weights(concentration).sample(num_samples, seed=weight_seed)
+    weights = weights_part.variational_weights(params).sample(num_samples, seed=weight_seed)
     return locs, precisions, weights
 
 
@@ -722,10 +732,8 @@ def predictive_parameters(params: dict) -> tuple[np.ndarray, ...]:
     """The posterior predictive of each component, a multivariate Student-t
     (Bishop 10.81-10.82), in the units of ``params``: ``(weights [K], loc
     [K, D], shape [K, D, D], dof [K])`` with dof = nu + 1 - D, shape matrix
-    (1 + beta) / (dof beta) W^-1, and the weights E_q[w] = alpha / sum alpha."""
-    loc, mean_precision, precision_tril, dof, concentration = (
-        np.asarray(a, np.float64) for a in unpack(params)
-    )
+    (1 + beta) / (dof beta) W^-1, and the weights E_q[w] (``gmm.weights.moments``)."""
+    loc, mean_precision, precision_tril, dof = (np.asarray(a, np.float64) for a in unpack(params))
     n_features = loc.shape[-1]
     t_dof = dof + 1.0 - n_features
     # (1 + beta) / (dof beta) nu W^-1 = (1 + 1 / beta) (nu / dof) E[Lambda]^-1, in
@@ -734,7 +742,8 @@ def predictive_parameters(params: dict) -> tuple[np.ndarray, ...]:
     factor = (1.0 + 1.0 / mean_precision) * (dof / t_dof)
     expected_covariance = np.linalg.inv(precision_tril @ precision_tril.transpose(0, 2, 1))
     shape = factor[:, None, None] * expected_covariance
-    return concentration / concentration.sum(), loc, shape, t_dof
+    weight_mean, _ = weights_part.moments(weights_part.positive_parameters(params))
+    return weight_mean, loc, shape, t_dof
 
 
 # Stirling's series for log Gamma(z): B_2k / (2k (2k - 1)), k = 1..7.
@@ -870,12 +879,11 @@ def posterior_parameters(params: dict, shift: np.ndarray, scale: np.ndarray) -> 
     ``loc_mean`` ``[K, D]``, ``mean_precision`` ``[K]`` (beta, unit-free),
     ``dof`` ``[K]`` (nu), ``precision_scale`` ``[K, D, D]`` (W, 1 / data
     units^2: Lambda_x = S^-1 Lambda_z S^-1 for S = diag(scale), and a Wishart
-    scale maps alike) and ``concentration`` ``[K]``; plus ``covariance_mean``
+    scale maps alike) and the weights' (``concentration`` ``[K]``, or ``stick_a``,
+    ``stick_b`` ``[K - 1]`` for the Dirichlet process); plus ``covariance_mean``
     ``[K, D, D]``, E_q[Lambda^-1] = W^-1 / (nu - D - 1) in data units^2 (every
     entry inf where nu <= D + 1: the expectation diverges there)."""
-    loc, mean_precision, precision_tril, dof, concentration = (
-        np.asarray(a, np.float64) for a in unpack(params)
-    )
+    loc, mean_precision, precision_tril, dof = (np.asarray(a, np.float64) for a in unpack(params))
     expected_precision = precision_tril @ precision_tril.transpose(0, 2, 1)
     inverse_scale = 1.0 / np.asarray(scale, np.float64)
     precision_scale = (
@@ -887,8 +895,8 @@ def posterior_parameters(params: dict, shift: np.ndarray, scale: np.ndarray) -> 
             "mean_precision": mean_precision,
             "dof": dof,
             "precision_scale": precision_scale,
-            "concentration": concentration,
         }
+        | weights_part.positive_parameters(params)
     )
 
 
@@ -928,8 +936,7 @@ def posterior_summary(params: dict) -> dict:
         (excess + 1) * psi**2 + (excess - 1) * diagonal[:, :, None] * diagonal[:, None, :]
     ) / (excess * (excess - 1) ** 2 * (excess - 3))
     covariance_mean = psi / (excess - 1)
-    concentration = params["concentration"]
-    total = concentration.sum()
+    weight_mean, weight_sd = weights_part.moments(params)
     return {
         "loc_mean": params["loc_mean"],
         "loc_sd": np.sqrt(
@@ -938,8 +945,8 @@ def posterior_summary(params: dict) -> dict:
         "covariance_mean": covariance_mean,
         "covariance_sd": np.sqrt(covariance_var),
         "std_mean": np.sqrt(np.diagonal(covariance_mean, axis1=-2, axis2=-1)),
-        "weight_mean": concentration / total,
-        "weight_sd": np.sqrt(concentration * (total - concentration) / (total**2 * (total + 1))),
+        "weight_mean": weight_mean,
+        "weight_sd": weight_sd,
     }
 
 
@@ -949,12 +956,17 @@ def sklearn_prior_options(model) -> dict:
     so its standardisation is set): mean_prior = shift + scale * m0,
     mean_precision_prior = beta0, degrees_of_freedom_prior = nu0 and
     covariance_prior = W0^-1 = S (nu0 / expected_precision) S (scikit-learn's
-    covariance_prior is Bishop's W0^-1), with the Dirichlet weights."""
+    covariance_prior is Bishop's W0^-1), with the model's weights prior (for the
+    Dirichlet process scikit-learn's truncation keeps a K-th stick, renormalised;
+    gmm's K-th weight is the stick left)."""
     priors = model.priors
     shift, scale = model.transform.arrays()
+    process = model.weights_prior == "dirichlet_process"
     return {
         "covariance_type": "full",
-        "weight_concentration_prior_type": "dirichlet_distribution",
+        "weight_concentration_prior_type": (
+            "dirichlet_process" if process else "dirichlet_distribution"
+        ),
         "weight_concentration_prior": priors.concentration,
         "mean_prior": shift + scale * priors.loc_mean,
         "mean_precision_prior": priors.mean_precision,

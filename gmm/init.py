@@ -11,6 +11,7 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
 
 from gmm import full
+from gmm import weights as weights_part
 from gmm.convergence import ConvergenceWarning
 from gmm.evaluate import match_components
 from gmm.ordered import inverse_start
@@ -221,13 +222,7 @@ def initial_q(
         "precision_shape": np.broadcast_to(priors.precision_shape + counts[:, None] / 2, loc.shape),
         "precision_rate": priors.precision_rate + counts[:, None] / 2 * spread,
     }
-    if weights_prior == "dirichlet_process":
-        later_counts = np.cumsum(counts[::-1])[::-1][1:]  # sum_{j>k} N_j, k < K
-        return start | {
-            "stick_a": 1.0 + counts[:-1],
-            "stick_b": priors.concentration + later_counts,
-        }
-    return start | {"concentration": priors.concentration + counts}
+    return start | weights_part.conjugate_update(counts, priors.concentration, weights_prior)
 
 
 def initialize(
@@ -244,6 +239,7 @@ def initialize(
             seed=seed,
             n_points=n_points,
             sample_weight=sample_weight,
+            weights_prior=model.weights_prior,
         )
         model.assign_unconstrained(start)
         return

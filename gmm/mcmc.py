@@ -151,7 +151,7 @@ class MCMCResult:
 def _target(data, prior_params, order_by, weights_prior, covariance="diag"):
     def target(locs, precisions, weights):  # each with a leading chain axis
         if covariance == "full":
-            return full.log_joint(data, locs, precisions, weights, prior_params)
+            return full.log_joint(data, locs, precisions, weights, prior_params, weights_prior)
         return log_joint(data, locs, precisions, weights, prior_params, order_by, weights_prior)
 
     return target
@@ -303,7 +303,7 @@ def _q_centre(model):
     their sds ``[K, D]``, and q's mean precisions (``[K, D]``, or ``[K, D, D]``
     matrices for ``covariance="full"``)."""
     if model.covariance == "full":
-        loc, beta, tril, _, _ = (
+        loc, beta, tril, _ = (
             np.asarray(a) for a in full.unpack(model.unconstrained_parameters(tf.float64))
         )
         precisions = tril @ np.swapaxes(tril, -1, -2)  # E_q[Lambda] = L L^T

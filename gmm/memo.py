@@ -29,9 +29,10 @@ import math
 
 import numpy as np
 import tensorflow as tf
-from scipy.special import betaln, digamma, gammaln, softmax
+from scipy.special import digamma, gammaln, softmax
 
 from gmm import full
+from gmm import weights as weights_part
 from gmm._validation import check_data, check_sample_weight
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -182,7 +183,7 @@ class MemoizedStatistics:
         NumPy float64."""
         params = {name: np.asarray(v, np.float64) for name, v in params.items()}
         if self.model.covariance == "full":
-            new = _normal_wishart_update(params, statistics, self.priors)
+            new = _normal_wishart_update(params, statistics, self.priors, self.model.weights_prior)
         else:
             new = _normal_gamma_update(params, statistics, self.priors, self.model.weights_prior)
         return {name: np.asarray(value, np.float64) for name, value in new.items()}
@@ -195,7 +196,9 @@ class MemoizedStatistics:
         return params
 
 
-def _normal_wishart_update(params: dict, statistics: Statistics, prior_params: tuple) -> dict:
+def _normal_wishart_update(
+    params: dict, statistics: Statistics, prior_params: tuple, weights_prior: str
+) -> dict:
     """The Normal-Wishart CAVI targets (Bishop 10.60-10.63) from full-data
     statistics: ``gmm.full.natural_gradient_update`` with rho = 1, its scatter
     about the new mean computed from the sums of outer products."""
@@ -223,22 +226,9 @@ def _normal_wishart_update(params: dict, statistics: Statistics, prior_params: t
     dof = dof0 + counts
     expected_precision = dof[:, None, None] * np.linalg.inv(scale_inverse)
     expected_precision = 0.5 * (expected_precision + np.swapaxes(expected_precision, 1, 2))
-    new = full.pack(
-        loc, mean_precision, np.linalg.cholesky(expected_precision), dof, concentration0 + counts
-    )
+    weights = weights_part.conjugate_update(counts, concentration0, weights_prior)
+    new = full.pack(loc, mean_precision, np.linalg.cholesky(expected_precision), dof, weights)
     return {name: np.asarray(value, np.float64) for name, value in new.items()}
-
-
-def _expected_log_weights(params: dict, weights_prior: str) -> np.ndarray:
-    """E_q[log w_k], ``[K]``: Dirichlet, or the sticks' (``gmm.family.expected_log_weights``)."""
-    if weights_prior == "dirichlet_process":
-        a, b = np.exp(params["stick_a"]), np.exp(params["stick_b"])
-        e_log_v = digamma(a) - digamma(a + b)
-        e_log_rest = digamma(b) - digamma(a + b)
-        before = np.concatenate([[0.0], np.cumsum(e_log_rest)])
-        return np.concatenate([e_log_v, [0.0]]) + before
-    concentration = np.exp(params["concentration"])
-    return digamma(concentration) - digamma(concentration.sum())
 
 
 def _component_terms(params: dict, points: np.ndarray, model) -> np.ndarray:
@@ -260,7 +250,7 @@ def _component_terms(params: dict, points: np.ndarray, model) -> np.ndarray:
         projected = np.einsum("nd,kde->nke", points, tril) - np.einsum("kd,kde->ke", loc, tril)
         mahalanobis = np.square(projected).sum(-1)
         terms = 0.5 * (expected_log_det - d * _LOG_2PI - d / mean_precision - mahalanobis)
-        return _expected_log_weights(params, "dirichlet") + terms
+        return weights_part.numpy_expected_log_weights(params) + terms
     loc, loc_var = params["loc"], np.exp(2.0 * params["loc_scale"])
     shape, rate = np.exp(params["precision_shape"]), np.exp(params["precision_rate"])
     expected_precision = shape / rate
@@ -271,7 +261,7 @@ def _component_terms(params: dict, points: np.ndarray, model) -> np.ndarray:
         + np.sum(expected_precision * (np.square(loc) + loc_var), axis=-1)
     )
     terms = 0.5 * (np.sum(expected_log_precision - _LOG_2PI, axis=-1) - quadratic)
-    return _expected_log_weights(params, model.weights_prior) + terms
+    return weights_part.numpy_expected_log_weights(params) + terms
 
 
 def _normal_gamma_update(
@@ -299,13 +289,8 @@ def _normal_gamma_update(
         "precision_shape": np.log(shape),
         "precision_rate": np.log(rate),
     }
-    if weights_prior == "dirichlet_process":
-        later = np.cumsum(counts[::-1])[::-1][1:]
-        new["stick_a"] = np.log(1.0 + counts[:-1])
-        new["stick_b"] = np.log(concentration0 + later)
-    else:
-        new["concentration"] = np.log(concentration0 + counts)
-    return new
+    weights = weights_part.conjugate_update(counts, concentration0, weights_prior)
+    return new | weights_part.unconstrained(weights)
 
 
 def _diagonal_kl(params: dict, priors, weights_prior: str) -> float:
@@ -324,25 +309,5 @@ def _diagonal_kl(params: dict, priors, weights_prior: str) -> float:
         + shape0 * (np.log(rate) - np.log(rate0))
         + shape * (rate0 - rate) / rate
     )
-    if weights_prior == "dirichlet_process":  # each stick q(v_k) against Beta(1, alpha)
-        a, b = np.exp(params["stick_a"]), np.exp(params["stick_b"])
-        kl += np.sum(
-            betaln(1.0, alpha)
-            - betaln(a, b)
-            + (a - 1.0) * digamma(a)
-            + (b - alpha) * digamma(b)
-            + (1.0 - a + alpha - b) * digamma(a + b)
-        )
-    else:
-        concentration = np.exp(params["concentration"])
-        prior = np.full_like(concentration, alpha)
-        kl += (
-            gammaln(concentration.sum())
-            - gammaln(concentration).sum()
-            - gammaln(prior.sum())
-            + gammaln(prior).sum()
-            + np.sum(
-                (concentration - prior) * (digamma(concentration) - digamma(concentration.sum()))
-            )
-        )
+    kl += weights_part.numpy_kl(params, alpha)
     return float(kl)

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from gmm import checkpoint, full, predict
+from gmm import weights as weights_part
 from gmm._validation import (
     check_bool,
     check_data,
@@ -29,7 +30,6 @@ from gmm._validation import (
 from gmm.elbo import log_prior
 from gmm.family import (
     WEIGHTS_PRIORS,
-    dirichlet_weights,
     expected_weights,
     loc_moments,
     parameter_names,
@@ -109,11 +109,6 @@ def _check_construction(
     n_components = check_positive_int(n_components, "n_components")
     if not isinstance(weights, str) or weights not in WEIGHTS_PRIORS:
         raise ValueError(f"weights must be one of {WEIGHTS_PRIORS}, got {weights!r}.")
-    if weights == "dirichlet_process" and covariance == "full":
-        raise ValueError(
-            "weights='dirichlet_process' is supported with covariance='diag' only; use the "
-            "sparse Dirichlet (weights='dirichlet', a small priors.concentration) for 'full'."
-        )
     n_features = check_positive_int(n_features, "n_features")
     covariance, priors = _check_covariance(covariance, priors, order_by, n_features)
     try:
@@ -272,14 +267,17 @@ class BayesianGMM(tf.Module):
             tf.fill([K], tf.constant(priors.mean_precision, tf.float64)),
             tf.eye(D, batch_shape=[K], dtype=tf.float64) * np.sqrt(priors.expected_precision),
             tf.fill([K], tf.constant(priors.dof, tf.float64)),
-            tf.fill([K], tf.constant(priors.concentration, tf.float64)),
+            weights_part.conjugate_update(np.zeros(K), priors.concentration, self.weights_prior),
         )
         as_variable = lambda name: tf.Variable(tf.cast(start[name], self.dtype))  # noqa: E731
         self.loc = as_variable("loc")
         self.log_mean_precision = as_variable("mean_precision")
         self.precision_tril = as_variable("precision_tril")
         self.log_precision_dof = as_variable("precision_dof")
-        self.log_concentration = as_variable("concentration")
+        if self.weights_prior == "dirichlet_process":
+            self.log_stick_a, self.log_stick_b = as_variable("stick_a"), as_variable("stick_b")
+        else:
+            self.log_concentration = as_variable("concentration")
 
     # -- configuration and parameters -------------------------------------------
 
@@ -306,19 +304,19 @@ class BayesianGMM(tf.Module):
         return int(self.steps_trained.numpy()) > 0
 
     def _variables_by_name(self) -> dict:
+        if self.weights_prior == "dirichlet_process":
+            weight_variables = (self.log_stick_a, self.log_stick_b)
+        else:
+            weight_variables = (self.log_concentration,)
         if self.covariance == "full":
             variables = (
                 self.loc,
                 self.log_mean_precision,
                 self.precision_tril,
                 self.log_precision_dof,
-                self.log_concentration,
+                *weight_variables,
             )
-            return dict(zip(full.PARAMETER_NAMES, variables))
-        if self.weights_prior == "dirichlet_process":
-            weight_variables = (self.log_stick_a, self.log_stick_b)
-        else:
-            weight_variables = (self.log_concentration,)
+            return dict(zip(full.parameter_names(self.weights_prior), variables))
         variables = (
             self.loc,
             self.log_loc_scale,
@@ -397,7 +395,7 @@ class BayesianGMM(tf.Module):
             "precisions": tfd.WishartTriL(
                 df=dof, scale_tril=np.linalg.cholesky(params["precision_scale"])
             ),
-            "weights": dirichlet_weights(tf.constant(params["concentration"])),
+            "weights": weights_part.variational_weights(self.unconstrained_parameters(tf.float64)),
         }
 
     def posterior_parameters(self) -> dict:
@@ -408,8 +406,8 @@ class BayesianGMM(tf.Module):
         q(v_k) = Beta(stick_a[k], stick_b[k])) instead of ``concentration``.
 
         For ``covariance="full"``, ``gmm.full.posterior_parameters``: ``loc_mean``,
-        ``mean_precision``, ``dof``, ``precision_scale`` (W, ``[K, D, D]``),
-        ``concentration`` and ``covariance_mean`` (``[K, D, D]``, data units^2)."""
+        ``mean_precision``, ``dof``, ``precision_scale`` (W, ``[K, D, D]``), the
+        weights' as above and ``covariance_mean`` (``[K, D, D]``, data units^2)."""
         params = self.unconstrained_parameters(tf.float64)
         if self.covariance == "full":
             return full.posterior_parameters(params, *self.transform.arrays())
@@ -473,7 +471,7 @@ class BayesianGMM(tf.Module):
         if self.covariance == "full":
             return full.log_prior(
                 as_tensor(locs), as_tensor(precisions), as_tensor(weights),
-                self.priors.as_tensors(self.dtype),
+                self.priors.as_tensors(self.dtype), self.weights_prior,
             )  # fmt: skip
         return log_prior(
             as_tensor(locs),

@@ -44,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from gmm import full
+from gmm import weights as weights_part
 from gmm._validation import (
     check_data,
     check_positive,
@@ -132,12 +133,7 @@ def full_data_elbo(model, X, sample_weight=None, missing: str = "error") -> floa
 def _point_counts(params: dict, model) -> np.ndarray:
     """q's expected number of points per component, ``[K]``, read off the
     weights' parameters (exact at a coordinate-ascent fixed point)."""
-    concentration = model.priors.concentration
-    if model.weights_prior == "dirichlet_process":
-        a, b = np.exp(params["stick_a"]), np.exp(params["stick_b"])
-        last = b[-1:] - concentration if a.size else np.zeros(1)
-        return np.maximum(np.concatenate([a - 1.0, last]), 0.0)
-    return np.maximum(np.exp(params["concentration"]) - concentration, 0.0)
+    return weights_part.point_counts(params, model.priors.concentration)
 
 
 def without_component(model, component: int, params: dict | None = None) -> dict:
@@ -159,31 +155,23 @@ def without_component(model, component: int, params: dict | None = None) -> dict
             np.array([priors.mean_precision]),
             np.eye(d)[None] * np.sqrt(priors.expected_precision),
             np.array([priors.dof]),
-            np.array([priors.concentration]),
+            {},
         )
-        for name in ("loc", "mean_precision", "precision_tril", "precision_dof"):
+        for name in full.COMPONENT_NAMES:
             params[name][component] = np.asarray(prior[name])[0]
-        counts = _point_counts(params, model)
-        counts[component] = 0.0
-        params["concentration"] = np.log(priors.concentration + counts)
-        return params
-    params["loc"][component] = (
-        priors.loc_mean
-        if priors.exchangeable
-        else (np.broadcast_to(np.asarray(priors.loc_mean), params["loc"].shape)[component])
-    )
-    params["loc_scale"][component] = np.log(priors.loc_scale)
-    params["precision_shape"][component] = np.log(priors.precision_shape)
-    params["precision_rate"][component] = np.log(priors.precision_rate)
+    else:
+        params["loc"][component] = (
+            priors.loc_mean
+            if priors.exchangeable
+            else (np.broadcast_to(np.asarray(priors.loc_mean), params["loc"].shape)[component])
+        )
+        params["loc_scale"][component] = np.log(priors.loc_scale)
+        params["precision_shape"][component] = np.log(priors.precision_shape)
+        params["precision_rate"][component] = np.log(priors.precision_rate)
     counts = _point_counts(params, model)
     counts[component] = 0.0
-    if model.weights_prior == "dirichlet_process":
-        later = np.cumsum(counts[::-1])[::-1][1:]
-        params["stick_a"] = np.log(1.0 + counts[:-1])
-        params["stick_b"] = np.log(priors.concentration + later)
-    else:
-        params["concentration"] = np.log(priors.concentration + counts)
-    return params
+    weights = weights_part.conjugate_update(counts, priors.concentration, model.weights_prior)
+    return params | weights_part.unconstrained(weights)
 
 
 # Options that delete_components sets itself on each inner fit, or that cannot
@@ -398,17 +386,8 @@ def _numpy_params(model) -> dict:
 
 def _per_component_names(model) -> tuple[str, ...]:
     if model.covariance == "full":
-        return ("loc", "mean_precision", "precision_tril", "precision_dof")
+        return full.COMPONENT_NAMES
     return ("loc", "loc_scale", "precision_shape", "precision_rate")
-
-
-def _sticks(counts: np.ndarray, concentration: float) -> dict:
-    """The sticks' CAVI update from per-component counts ``[K]`` (log a, log b)."""
-    later = np.cumsum(counts[::-1])[::-1][1:]
-    return {
-        "stick_a": np.log(1.0 + counts[:-1]),
-        "stick_b": np.log(concentration + later),
-    }
 
 
 def _sort_proposals(memo, model, params, statistics, responsibilities, seed, threshold):
@@ -421,7 +400,10 @@ def _sort_proposals(memo, model, params, statistics, responsibilities, seed, thr
     proposal = {name: np.array(value) for name, value in params.items()}
     for name in _per_component_names(model):
         proposal[name] = proposal[name][order]
-    proposal |= _sticks(counts[order], model.priors.concentration)
+    sticks = weights_part.conjugate_update(
+        counts[order], model.priors.concentration, "dirichlet_process"
+    )
+    proposal |= weights_part.unconstrained(sticks)
     yield proposal, False  # no refinement: the same clusters, on sorted sticks
 
 

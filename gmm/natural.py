@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from gmm import weights as weights_part
 from gmm.elbo import expected_log_likelihood, kl_divergence
 from gmm.family import loc_moments, variational_distributions
 
@@ -182,18 +183,7 @@ def update_from_statistics(
         "precision_shape": tf.math.log(blend(shape, shape_hat)),
         "precision_rate": tf.math.log(blend(rate, rate_hat)),
     }
-    if weights_prior == "dirichlet_process":
-        # Stick k takes the points of component k against those of every later one.
-        later_counts = tf.math.cumsum(counts, reverse=True, exclusive=True)[:-1]
-        for name, target in (
-            ("stick_a", 1.0 + counts[:-1]),
-            ("stick_b", concentration0 + later_counts),
-        ):
-            new[name] = tf.math.log(blend(tf.exp(params[name]), target))
-    else:
-        new["concentration"] = tf.math.log(
-            blend(tf.exp(params["concentration"]), concentration0 + counts)
-        )
+    new |= weights_part.blended_update(params, counts, concentration0, rho)
     # A compiled loop may see the priors with a relaxed (unknown) shape; the
     # parameters keep theirs.
     return {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}

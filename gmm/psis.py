@@ -28,6 +28,7 @@ import tensorflow_probability as tfp
 from scipy.special import logsumexp
 
 from gmm import full
+from gmm import weights as weights_part
 from gmm._validation import check_data, check_positive_int, check_seed, tf_seed
 from gmm.elbo import log_joint
 from gmm.family import variational_distributions
@@ -267,7 +268,9 @@ def joint_log_density(model, data: np.ndarray, locs, precisions, weights) -> np.
     chunk = max(1, _CHUNK_ELEMENTS // (n_points * n_components * n_features))
     points = tf.constant(data, tf.float64)
     if model.covariance == "full":
-        joint = lambda *draws: _full_log_joint_graph(points, *draws, priors)  # noqa: E731
+        joint = lambda *draws: _full_log_joint_graph(  # noqa: E731
+            points, *draws, priors, model.weights_prior
+        )
     else:
         joint = lambda *draws: _log_joint_graph(  # noqa: E731
             points, *draws, priors, model.order_by, model.weights_prior
@@ -326,14 +329,15 @@ def importance_log_ratios(model, X, locs, precisions, weights, *, symmetrize=Non
     )
     if model.covariance == "full":
         params = model.unconstrained_parameters(tf.float64)
-        pairs = full.component_log_q(params, locs, precisions, weights).numpy()
-        concentration = np.exp(params["concentration"].numpy())
-        constant = math.lgamma(concentration.sum()) - sum(map(math.lgamma, concentration))
-        log_q = (
-            _symmetrized(pairs, constant)
-            if symmetrize
-            else constant + np.trace(pairs, axis1=-2, axis2=-1)
-        )
+        pairs = full.component_log_q(params, locs, precisions).numpy()
+        if symmetrize:  # (Dirichlet weights: its density's factors join the pairs)
+            concentration = np.exp(params["concentration"].numpy())
+            constant = math.lgamma(concentration.sum()) - sum(map(math.lgamma, concentration))
+            pairs = pairs + (concentration - 1.0)[None, :, None] * np.log(weights)[:, None, :]
+            log_q = _symmetrized(pairs, constant)
+        else:
+            weights_log_q = weights_part.variational_weights(params).log_prob(weights).numpy()
+            log_q = np.trace(pairs, axis1=-2, axis2=-1) + weights_log_q
         return joint_log_density(model, data, locs, precisions, weights) - log_q
     q = variational_distributions(
         model.unconstrained_parameters(tf.float64), model.order_by, model.weights_prior

@@ -143,6 +143,7 @@ def cavi_full(
     max_iter: int = 2000,
     tol: float = 1e-10,
     sample_weight: np.ndarray | None = None,
+    weights: str = "dirichlet",
 ) -> dict:
     """CAVI for the full-covariance model (Normal-Wishart prior and q; Bishop,
     PRML 10.2, eqs. 10.46-10.63 as printed there), from initial
@@ -157,12 +158,17 @@ def cavi_full(
       max_iter, tol: as ``cavi``.
       sample_weight: ``[N]`` non-negative weights: point n counts ``w_n`` times
         in every statistic (None: all 1).
+      weights: the weights prior, as ``cavi``'s (``"dirichlet_process"``: the
+        sticks' Beta updates of Blei and Jordan 2006 instead of 10.58).
 
     Returns:
       dict with ``loc_mean`` (m, ``[K, D]``), ``mean_precision`` (beta, ``[K]``),
       ``dof`` (nu, ``[K]``), ``precision_scale`` (W, ``[K, D, D]``),
-      ``concentration`` (``[K]``), ``responsibilities`` and ``n_iter``.
+      ``concentration`` (``[K]``; for the Dirichlet process ``stick_a`` and
+      ``stick_b``, ``[K - 1]``), ``responsibilities`` and ``n_iter``.
     """
+    if weights not in ("dirichlet", "dirichlet_process"):
+        raise ValueError(f"weights must be 'dirichlet' or 'dirichlet_process', got {weights!r}.")
     X = np.asarray(X, dtype=np.float64)
     resp = np.asarray(responsibilities, dtype=np.float64)
     n_features = X.shape[1]
@@ -178,7 +184,11 @@ def cavi_full(
         xbar = (weighted_resp.T @ X) / Nk[:, None]
         diff = X[:, None, :] - xbar[None]  # [N, K, D]
         Sk = np.einsum("nk,nkd,nke->kde", weighted_resp, diff, diff) / Nk[:, None, None]
-        alpha = concentration + Nk
+        if weights == "dirichlet":
+            weight_params = [concentration + Nk]
+        else:  # stick k: the points of component k against those of all later ones
+            later = Nk[::-1].cumsum()[::-1][1:]
+            weight_params = [1 + Nk[:-1], concentration + later]
         beta = mean_precision + Nk
         m = (mean_precision * m0 + Nk[:, None] * xbar) / beta[:, None]
         d0 = xbar - m0
@@ -193,7 +203,10 @@ def cavi_full(
         nu = nu0 + Nk
 
         # E-step (10.64-10.67, 10.46, 10.49).
-        e_log_pi = digamma(alpha) - digamma(alpha.sum())
+        if weights == "dirichlet":
+            e_log_pi = digamma(weight_params[0]) - digamma(weight_params[0].sum())
+        else:
+            e_log_pi = _stick_expected_log_weights(*weight_params)
         i = np.arange(1, n_features + 1)
         e_log_det = (
             digamma((nu[:, None] + 1 - i) / 2).sum(1)
@@ -206,7 +219,7 @@ def cavi_full(
         resp = np.exp(log_rho - logsumexp(log_rho, axis=1, keepdims=True))
 
         # W's entries relative to its largest (off-diagonal entries may be ~0).
-        current = (np.concatenate([m.ravel(), beta, nu, alpha]), W)
+        current = (np.concatenate([m.ravel(), beta, nu, *weight_params]), W)
         if previous is not None:
             vector_change = np.abs(current[0] - previous[0]) / (np.abs(previous[0]) + 1e-12)
             matrix_change = np.abs(W - previous[1]).max(axis=(1, 2)) / np.abs(W).max(axis=(1, 2))
@@ -218,7 +231,12 @@ def cavi_full(
         "mean_precision": beta,
         "dof": nu,
         "precision_scale": W,
-        "concentration": alpha,
+        **dict(
+            zip(
+                ["concentration"] if weights == "dirichlet" else ["stick_a", "stick_b"],
+                weight_params,
+            )
+        ),
         "responsibilities": resp,
         "n_iter": n_iter,
     }

@@ -24,3 +24,19 @@ def unconstrained(summary: dict) -> dict:
 def remove_at_random(X, fraction, seed):
     """``gmm.data.remove_at_random`` (MCAR holes, one value kept per row)."""
     return gmm.data.remove_at_random(X, fraction, seed=seed)
+
+
+def assert_agrees_with_full_cavi(model, exact):
+    """The bars of tests/test_correctness.py's diagonal check: means within 0.05,
+    component sds within 0.03 (and every covariance entry too), the spread of q
+    (sds of the means, of the covariances and of the weights) within a factor of
+    2, weights within 0.01."""
+    fit = gmm.full.posterior_summary(model.posterior_parameters())
+    reference = gmm.full.posterior_summary(exact)
+    np.testing.assert_allclose(fit["loc_mean"], reference["loc_mean"], atol=0.05)
+    np.testing.assert_allclose(fit["std_mean"], reference["std_mean"], atol=0.03)
+    np.testing.assert_allclose(fit["covariance_mean"], reference["covariance_mean"], atol=0.03)
+    for spread in ("loc_sd", "covariance_sd", "weight_sd"):
+        ratio = fit[spread] / reference[spread]
+        assert np.all((ratio > 0.5) & (ratio < 2)), (spread, ratio)
+    np.testing.assert_allclose(fit["weight_mean"], reference["weight_mean"], atol=0.01)

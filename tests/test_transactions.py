@@ -180,7 +180,7 @@ def test_full_data_elbo_of_a_full_covariance_model_against_monte_carlo():
     )
     elbo = gmm.moves.full_data_elbo(model, X)
     # q's Normal-Wishart (m, beta, L with L L^T = E_q[Lambda] = nu W, nu), read off the model.
-    loc, mean_precision, tril, dof, _ = (
+    loc, mean_precision, tril, dof = (
         np.asarray(a) for a in gmm.full.unpack(model.unconstrained_parameters(tf.float64))
     )
     m, beta, L, nu = loc[0], mean_precision[0], tril[0], dof[0]

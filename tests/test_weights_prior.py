@@ -232,7 +232,6 @@ def test_one_component_is_a_single_gaussian():
         ({"weights": "pitman_yor"}, "weights must be one of"),
         ({"weights": None}, "weights must be one of"),
         ({"weights": DP, "n_components": -1}, "n_components"),
-        ({"weights": DP, "covariance": "full"}, "covariance='diag' only"),
     ],
 )
 def test_bad_settings_raise_value_error(arguments, message):
