@@ -254,10 +254,10 @@ def _gradient(
 
 
 @tf.function(reduce_retracing=True)
-def _full_gradient(params, batch, n_total, prior_params):
+def _full_gradient(params, batch, n_total, prior_params, estimator, seed):
     with tf.GradientTape() as tape:
         tape.watch(params)
-        loss = full.negative_elbo(params, batch, n_total, prior_params)
+        loss = full.negative_elbo(params, batch, n_total, prior_params, estimator, seed)
     return tape.gradient(loss, params)
 
 
@@ -268,7 +268,7 @@ def gradient_samples(model, X, *, estimator="expected", n_repeats=100, batch_siz
 
     Args:
       model: a fitted ``BayesianGMM``; X: ``[N, D]`` its training data, data units.
-      estimator: as in ``gmm.fit`` (``covariance="full"``: ``"expected"`` only).
+      estimator: as in ``gmm.fit``.
 
     Returns:
       dict keyed by parameter name of ``[n_repeats, *shape]`` gradients with
@@ -276,11 +276,6 @@ def gradient_samples(model, X, *, estimator="expected", n_repeats=100, batch_siz
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
-    if model.covariance == "full" and estimator != "expected":
-        raise ValueError(
-            f"estimator={estimator!r} is not supported with covariance='full'; its one bound "
-            "is the closed-form 'expected'."
-        )
     points = model.standardized(X).numpy()
     batch_size = min(check_positive_int(batch_size, "batch_size"), points.shape[0])
     rng = np.random.default_rng(check_seed(seed))
@@ -290,7 +285,14 @@ def gradient_samples(model, X, *, estimator="expected", n_repeats=100, batch_siz
     for repeat in range(check_positive_int(n_repeats, "n_repeats")):
         batch = points[rng.choice(points.shape[0], batch_size, replace=False)]
         if model.covariance == "full":
-            grads = _full_gradient(params, tf.constant(batch), tf.constant(points.shape[0]), priors)
+            grads = _full_gradient(
+                params,
+                tf.constant(batch),
+                tf.constant(points.shape[0]),
+                priors,
+                estimator,
+                tf_seed(seed, repeat),
+            )
             draws.append({name: value.numpy() for name, value in grads.items()})
             continue
         grads = _gradient(

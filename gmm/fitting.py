@@ -188,11 +188,6 @@ class FitConfig:
         rate = default_rate if s["learning_rate"] is None else s["learning_rate"]
         rate = check_positive(rate, "learning_rate")
         s["learning_rate"] = check_in_dtype(rate, "learning_rate", model.dtype.as_numpy_dtype)
-        if model.covariance == "full" and s["estimator"] != "expected":
-            raise ValueError(
-                f"estimator={s['estimator']!r} is not supported with covariance='full'; "
-                "use the closed-form 'expected' bound."
-            )
         if s["algorithm"] == "natural":
             if model.order_by is not None:
                 raise ValueError(
@@ -336,11 +331,6 @@ def _check_source(model, source, config, strategy, algorithm, learning_rate):
             source.weights, source.total_weight, model.dtype.as_numpy_dtype,
             "sample_weight" if source.weights is not None else "X's weights",
         )  # fmt: skip
-    if strategy is not None and (source.weighted or source.missing):
-        raise ValueError(
-            "strategy is supported for unweighted, complete data only (no sample_weight, "
-            "no missing values)."
-        )
     continuing = config.warm_start and model.is_fitted
     budget = config.total_steps(source)
     _check_data_fits_model(model, source, continuing, config.algorithm)

@@ -505,11 +505,14 @@ def negative_elbo(
     the same arguments as ``gmm.elbo.negative_elbo`` (``n_total`` the total
     weight W with sample ``weights`` ``[B]``, rescaled to mean 1 over the data
     set: the bound is then per unit weight; ``mask`` ``[B, D]`` as in
-    ``expected_log_likelihood``); only the closed-form ``"expected"`` bound
-    (``FitConfig`` refuses the others)."""
-    del seed, order_by  # no Monte Carlo draws; no ordered model
+    ``expected_log_likelihood``): ``"expected"``, the closed form, or
+    ``"per_point"`` (``sampled_log_likelihood``, with ``seed``)."""
+    del order_by  # no ordered model
     kl = kl_divergence(params, prior_params)
-    log_likelihood = expected_log_likelihood(params, batch, mask=mask)
+    if estimator == "per_point":
+        log_likelihood = sampled_log_likelihood(params, batch, seed, mask)
+    else:
+        log_likelihood = expected_log_likelihood(params, batch, mask=mask)
     if weights is not None:
         log_likelihood = weights * log_likelihood
     return kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood)
@@ -685,6 +688,39 @@ def initial_params(
     return {name: np.asarray(value, np.float64) for name, value in params.items()}
 
 
+def sampled_log_likelihood(params: dict, batch, seed, mask=None):
+    """One draw of every global parameter per point (``draw_parameters``), the
+    assignment summed out: ``[B]`` nats, unbiased for the collapsed bound's data
+    term, as ``gmm.elbo.sampled_log_likelihood`` for the diagonal model. The
+    draws are reparameterised: the Normal by location and scale, Bartlett's
+    chi-squares through TensorFlow's implicit Gamma gradients, the weights
+    through TFP's. With ``mask`` (``[B, D]``, 1 observed) each point's density
+    is the marginal of its observed coordinates: the covariance's observed
+    block, the missing coordinates set to a unit variance at the mean, whose
+    N(0 | 0, 1) factors are then taken back out."""
+    locs, precisions, weights = draw_parameters(params, tf.shape(batch)[0], seed)
+    if mask is None:
+        cholesky = tf.linalg.cholesky(precisions)  # [B, K, D, D]
+        half_log_det = tf.reduce_sum(tf.math.log(tf.linalg.diag_part(cholesky)), axis=-1)
+        projected = tf.einsum("bd,bkde->bke", batch, cholesky) - tf.einsum(
+            "bkd,bkde->bke", locs, cholesky
+        )
+        log_normal = half_log_det - 0.5 * (
+            _dimension(batch) * _LOG_2PI + tf.reduce_sum(projected**2, axis=-1)
+        )
+    else:
+        observed = mask[:, None, :]  # [B, 1, D]
+        covariance = tf.linalg.inv(precisions)
+        blocked = covariance * observed[..., :, None] * observed[..., None, :] + tf.linalg.diag(
+            1.0 - observed * tf.ones_like(locs)
+        )
+        points = tf.where(observed > 0.5, batch[:, None, :], locs)
+        log_normal = tfd.MultivariateNormalTriL(locs, tf.linalg.cholesky(blocked)).log_prob(
+            points
+        ) + 0.5 * _LOG_2PI * tf.reduce_sum(1.0 - mask, axis=-1, keepdims=True)
+    return tf.reduce_logsumexp(tf.math.log(weights) + log_normal, axis=-1)
+
+
 # -- draws, prediction and summaries ------------------------------------------------------------
 
 
@@ -702,7 +738,8 @@ def draw_parameters(params: dict, num_samples: int, seed):
     Lambda)^-1) = m + C^-T eps / sqrt(beta).
     """
     loc, mean_precision, precision_tril, dof = unpack(params)
-    n_components, n_features = loc.shape
+    # (Shapes read at run time: the compiled loop's trace is shared across model sizes.)
+    n_components, n_features = tf.unstack(tf.shape(loc))
     chi2_seed, lower_seed, normal_seed, weight_seed = tfp.random.split_seed(seed, n=4)
     dtype = loc.dtype
     chi2_dof = dof[:, None] - tf.range(n_features, dtype=dtype)  # [K, D]

@@ -192,8 +192,6 @@ def from_dataset(
         raise ValueError(
             f"X has {stats.n_points} points, fewer than the {n_components} components."
         )
-    if weighted and replicas > 1:
-        raise ValueError("strategy is supported for unweighted data only.")
     points_spec = dataset.element_spec[0] if weighted else dataset.element_spec
     if replicas > 1 and points_spec.shape[0] is None:
         raise ValueError(

@@ -109,35 +109,33 @@ def epoch_permutation(seed, epoch, n_points):
     return tf.argsort(tf.random.stateless_uniform([n_points], epoch_seed))
 
 
-def across_replicas(strategy, batch, per_replica):
-    """Sums ``per_replica(points, replica)`` (a nest of tensors) over every
-    replica of ``strategy``, this process's ``batch`` split evenly among its
-    own replicas (``replica``: the global replica id, an int32 scalar). With
+def across_replicas(strategy, batch: Batch, per_replica):
+    """Sums ``per_replica(batch_slice, replica)`` (a nest of tensors) over every
+    replica of ``strategy``, this process's ``batch`` (a ``Batch``: points,
+    and sample weights and mask where given) split evenly among its own
+    replicas (``replica``: the global replica id, an int32 scalar). With
     several workers the sum runs over all of them: every replica gets the
     same result."""
     local_replicas = len(strategy.extended.worker_devices)
-    slices = tf.reshape(batch, [local_replicas, -1, tf.shape(batch)[-1]])
+    split = (
+        lambda a: tf.reshape(  # noqa: E731  [replicas, B / replicas, ...]
+            a, tf.concat([[local_replicas, -1], tf.shape(a)[1:]], axis=0)
+        )
+    )
+    slices = Batch(*(None if a is None else split(a) for a in batch))
 
     def replica_step(slices):
         context = tf.distribute.get_replica_context()
         replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
         # Global replica ids run worker by worker, so this is the replica's
         # place among its own process's.
-        points = tf.gather(slices, replica % local_replicas)
-        return context.all_reduce(tf.distribute.ReduceOp.SUM, per_replica(points, replica))
+        own = Batch(
+            *(None if a is None else tf.gather(a, replica % local_replicas) for a in slices)
+        )
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, per_replica(own, replica))
 
     # After the all-reduce every replica holds the same sums; take the first's.
     return strategy.experimental_local_results(strategy.run(replica_step, args=(slices,)))[0]
-
-
-def _refuse_weights_and_masks(batch):
-    """A strategy's replicas see ``batch.points`` only: ``FitConfig`` and
-    ``fit`` refuse sample weights and missing values with one; this guards
-    the traced graph against a caller that did not."""
-    if batch.weights is not None or batch.mask is not None:
-        raise ValueError(
-            "sample weights and missing values are not supported with a tf.distribute strategy"
-        )
 
 
 def _share(points, global_batch_size):
@@ -151,11 +149,10 @@ def loss_and_gradient(
     params, batch, n_points, prior_params, rule: Rule, seed, strategy=None, global_batch_size=None
 ):
     """-ELBO per point on ``batch`` (a ``Batch``) and its gradient; with a
-    ``tf.distribute`` strategy (unweighted, complete data: the strategy sees
-    ``batch.points`` only) each replica takes an equal slice of this
-    process's batch, and the losses (each weighted by its share of the
-    ``global_batch_size`` points of the step, over all workers) and gradients
-    are summed across replicas."""
+    ``tf.distribute`` strategy each replica takes an equal slice of this
+    process's batch (its points, weights and mask), and the losses (each
+    weighted by its share of the ``global_batch_size`` points of the step,
+    over all workers) and gradients are summed across replicas."""
 
     def local(params, batch, weight, draw_seed):
         with tf.GradientTape() as tape:
@@ -188,16 +185,17 @@ def loss_and_gradient(
 
     if strategy is None:
         return local(params, batch, 1.0, seed)
-    _refuse_weights_and_masks(batch)
-
     if global_batch_size is None:  # one process: its batch is the whole step
         global_batch_size = tf.shape(batch.points)[0]
 
-    def per_replica(points, replica):
+    def per_replica(own, replica):
+        # With sample weights each replica's mean loss is over its points, the
+        # weights rescaled to mean 1 over the data set: share-weighted, the sum
+        # is the step's mean, as in one process.
         draw_seed = tf.random.experimental.stateless_fold_in(seed, replica)
-        return local(params, Batch(points), _share(points, global_batch_size), draw_seed)
+        return local(params, own, _share(own.points, global_batch_size), draw_seed)
 
-    return across_replicas(strategy, batch.points, per_replica)
+    return across_replicas(strategy, batch, per_replica)
 
 
 def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, strategy):
@@ -237,19 +235,20 @@ def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, stra
                 )
             return loss, new, state
 
-        _refuse_weights_and_masks(batch)
         step_points = tf.shape(points)[0] if global_batch_size is None else global_batch_size
 
-        def per_replica(points, replica):
+        def per_replica(own, replica):
+            # Sums over the replica's points (weighted, and per observed value
+            # with a mask), which add up to the whole step's.
             *statistics, log_likelihood = natural.sufficient_statistics(
-                params, points, rule.weights_prior
+                params, own.points, rule.weights_prior, own.weights, own.mask
             )
             return (*statistics, tf.reduce_sum(log_likelihood))
 
         # (Diagonal model only: FitConfig refuses covariance="full" here.)
         # The statistics of the whole step's points, summed over replicas and workers;
         # the loss (-ELBO per point, as negative_elbo's) from the same per-point terms.
-        *statistics, log_likelihood = across_replicas(strategy, points, per_replica)
+        *statistics, log_likelihood = across_replicas(strategy, batch, per_replica)
         dtype = schedule.learning_rate.dtype
         kl = kl_divergence(params, prior_params, None, rule.weights_prior)
         loss = kl / tf.cast(n_points, dtype) - log_likelihood / tf.cast(step_points, dtype)

@@ -185,10 +185,10 @@ class BayesianGMM(tf.Module):
       covariance: ``"diag"`` (default: independent Normal means and Gamma
         precisions per feature, ``priors`` a ``gmm.Priors``) or ``"full"``
         (a Normal-Wishart prior and q per component, ``priors`` a
-        ``gmm.NormalWishartPriors``; see ``gmm.full``). With ``"full"``,
-        ``order_by``, ``weights="dirichlet_process"``, the ``"per_point"``
-        estimator, ``gmm.mcmc``, ``gmm.psis`` and ``log_prior`` are not
-        supported (they raise), and data with NaN need ``algorithm="adam"``.
+        ``gmm.NormalWishartPriors``; see ``gmm.full``). Either weights prior
+        goes with either (``gmm.weights``). With ``"full"``, ``order_by`` and
+        the ``"per_point"`` estimator are not supported (they raise), and data
+        with NaN need ``algorithm="adam"``.
       name: the module's name.
 
     Attributes:
@@ -201,8 +201,8 @@ class BayesianGMM(tf.Module):
       weights_prior: ``"dirichlet"`` or ``"dirichlet_process"``.
       For ``covariance="full"`` the attributes are instead ``loc`` (``[K, D]``),
       ``log_mean_precision`` (``[K]``), ``precision_tril`` (``[K, D(D+1)/2]``),
-      ``log_precision_dof`` (``[K]``) and ``log_concentration``: the entries of
-      ``gmm.full.PARAMETER_NAMES``.
+      ``log_precision_dof`` (``[K]``) and the weights' as above: the entries of
+      ``gmm.full.parameter_names(weights_prior)``.
       transform: the ``Standardization`` between data and fitted units, set by ``fit``.
       steps_trained: optimisation steps taken so far (the global step a
         ``warm_start`` fit continues from).

@@ -187,20 +187,11 @@ def test_weighted_minibatches_reach_the_weighted_optimum(source):
     assert fitted["concentration"].sum() == pytest.approx(weights.sum() + 3, rel=0.03)
 
 
-def test_weights_with_a_strategy_or_on_a_dataset_argument_are_refused(small_data):
+def test_weights_as_a_dataset_argument_are_refused(small_data):
     model = gmm.BayesianGMM(2, 2)
     dataset = tf.data.Dataset.from_tensor_slices(small_data.astype(np.float32)).batch(20)
     with pytest.raises(ValueError, match="second component"):
         gmm.fit(model, dataset, sample_weight=np.ones(60), progress=False)
-    with pytest.raises(ValueError, match="strategy"):
-        gmm.fit(
-            model,
-            small_data,
-            sample_weight=np.ones(60),
-            algorithm="adam",
-            strategy=tf.distribute.OneDeviceStrategy("/cpu:0"),
-            progress=False,
-        )
 
 
 def test_a_checkpoint_belongs_to_its_weights(small_data, tmp_path):

@@ -219,3 +219,67 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_one_device():
         [sys.executable, "-c", MIRRORED], capture_output=True, text=True, timeout=300
     )
     assert "MIRRORED OK" in result.stdout, result.stdout + result.stderr
+
+
+MIRRORED_WEIGHTED_MISSING = textwrap.dedent(
+    """
+    import numpy as np
+    import tensorflow as tf
+    import gmm
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    strategy = tf.distribute.MirroredStrategy(devices)
+    rng = np.random.default_rng(0)
+    X, _ = gmm.data.seed_data(2000)
+    X = X * np.array([3.0, 0.5]) + 10.0  # another scale
+    weights = rng.uniform(0.0, 3.0, X.shape[0])
+    X_missing = X.copy()
+    X_missing[rng.random(X.shape) < 0.15] = np.nan
+    X_missing[np.isnan(X_missing).all(axis=1), 0] = X[np.isnan(X_missing).all(axis=1), 0]
+    cases = [
+        ("diag", "adam", dict(sample_weight=weights)),
+        ("diag", "natural", dict(sample_weight=weights)),
+        ("diag", "adam", dict(missing="marginalize")),
+        ("diag", "natural", dict(missing="marginalize", sample_weight=weights)),
+        ("full", "adam", dict(missing="marginalize", sample_weight=weights)),
+    ]
+    for covariance, algorithm, data_options in cases:
+        points = X_missing if "missing" in data_options else X
+        settings = dict(steps=150, batch_size=400, algorithm=algorithm, progress=False)
+        single = gmm.BayesianGMM(3, 2, covariance=covariance)
+        mirrored = gmm.BayesianGMM(3, 2, covariance=covariance)
+        gmm.fit(single, points, **settings, **data_options)
+        gmm.fit(mirrored, points, strategy=strategy, **settings, **data_options)
+        for name, value in single.unconstrained_parameters().items():
+            other = mirrored.unconstrained_parameters()[name]
+            np.testing.assert_allclose(
+                other, value, rtol=1e-4, atol=1e-4,
+                err_msg=f"{covariance} {algorithm} {sorted(data_options)} {name}",
+            )
+        # And not the unweighted, complete fit: the weights and the mask reached the replicas.
+        plain = gmm.BayesianGMM(3, 2, covariance=covariance)
+        gmm.fit(plain, X, strategy=strategy, **settings)
+        assert not np.allclose(
+            plain.unconstrained_parameters()["loc"],
+            mirrored.unconstrained_parameters()["loc"],
+            atol=1e-3,
+        )
+    print("WEIGHTED MISSING OK")
+    """
+)
+
+
+def test_mirrored_strategy_with_sample_weights_and_missing_values_matches_one_device():
+    """Sample weights and missing values (the mask) with a strategy of two
+    replicas: each replica takes its slice of the points, weights and mask,
+    and the fit equals the fit without a strategy (Adam and natural
+    gradients, diagonal; Adam, full covariances), on data at another scale."""
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_WEIGHTED_MISSING],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert "WEIGHTED MISSING OK" in result.stdout, result.stdout + result.stderr
