@@ -165,8 +165,6 @@ class FitConfig:
             # needs no tuning on the defaults, and invariance to the parameterisation, so
             # that on raw (unstandardised) data they reach the optimum at any scale.
             natural_ok = model.order_by is None and s["estimator"] == "expected"
-            # gmm.full's conjugate step runs in one process, without a strategy.
-            natural_ok = natural_ok and not (model.covariance == "full" and strategy is not None)
             s["algorithm"] = "natural" if natural_ok else "adam"
         for name, choices in (
             ("algorithm", ALGORITHMS),
@@ -195,11 +193,6 @@ class FitConfig:
                 )
             if s["estimator"] != "expected":
                 raise ValueError("algorithm='natural' uses the 'expected' bound; drop estimator.")
-            if model.covariance == "full" and strategy is not None:
-                raise ValueError(
-                    "algorithm='natural' with a strategy is not supported with "
-                    "covariance='full'; use algorithm='adam'."
-                )
         if s["steps"] is not None and s["epochs"] is not None:
             raise ValueError("Give steps or epochs, not both.")
         if s["steps"] is not None:

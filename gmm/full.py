@@ -564,20 +564,49 @@ def natural_gradient_update(
     ``return_loss``, ``(loss, params)``, the loss this module's ``negative_elbo``
     at ``params``, from the same per-point terms as the step).
     """
-    loc_mean0, mean_precision0, dof0, expected_precision0, concentration0 = prior_params
-    loc, mean_precision, precision_tril, dof = unpack(params)
-    dtype = loc.dtype
-    identity = tf.eye(tf.shape(loc)[-1], dtype=dtype)
+    scale = tf.cast(n_total, batch.dtype) / tf.cast(tf.shape(batch)[0], batch.dtype)
+    *statistics, log_likelihood = sufficient_statistics(params, batch, weights)
+    new = update_from_statistics(params, statistics, scale, prior_params, rho)
+    if not return_loss:
+        return new
+    kl = kl_divergence(params, prior_params)
+    loss = kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood)
+    return loss, new
 
+
+def sufficient_statistics(params: dict, batch, weights=None) -> tuple:
+    """A minibatch's statistics under its optimal q(z), unscaled sums over its
+    points (so that several replicas' add up to their union's):
+    ``(counts [K], sums [K, D], scatter [K, D, D], log_likelihood [B])`` with
+    scatter = sum_n r_nk (x_n - m_k)(x_n - m_k)^T about q's *current* means m_k
+    (the same for every replica; about them nothing large cancels in float32)
+    and each point's data term (times its sample weight, ``weights`` ``[B]``)."""
+    loc = params["loc"]
     per_point = expected_log_likelihood(params, batch, per_component=True)  # [B, K]
     responsibilities = tf.nn.softmax(per_point, axis=-1)
     log_likelihood = tf.reduce_logsumexp(per_point, axis=-1)  # [B]
     if weights is not None:
         responsibilities = responsibilities * weights[:, None]
         log_likelihood = weights * log_likelihood
-    scale = tf.cast(n_total, dtype) / tf.cast(tf.shape(batch)[0], dtype)
-    counts = scale * tf.reduce_sum(responsibilities, axis=0)  # [K]
-    sums = scale * tf.matmul(responsibilities, batch, transpose_a=True)  # [K, D]
+    # sum_n r_nk (x_n - m_k)(x_n - m_k)^T as one batched [K, D, B] @ [K, B, D] product.
+    centred = batch[None, :, :] - loc[:, None, :]  # [K, B, D]
+    weighted = tf.transpose(responsibilities)[:, :, None] * centred
+    return (
+        tf.reduce_sum(responsibilities, axis=0),
+        tf.matmul(responsibilities, batch, transpose_a=True),
+        tf.matmul(weighted, centred, transpose_a=True),
+        log_likelihood,
+    )
+
+
+def update_from_statistics(params: dict, statistics, scale, prior_params: tuple, rho) -> dict:
+    """The natural-gradient step (``natural_gradient_update``'s blend) from
+    ``sufficient_statistics`` ``(counts, sums, scatter)``, summed over every
+    replica's share of the step and scaled by ``scale`` = N / B."""
+    loc_mean0, mean_precision0, dof0, expected_precision0, concentration0 = prior_params
+    loc, mean_precision, precision_tril, dof = unpack(params)
+    identity = tf.eye(tf.shape(loc)[-1], dtype=loc.dtype)
+    counts, sums, scatter_old = (scale * statistic for statistic in statistics)
 
     blend = lambda old, new: (1.0 - rho) * old + rho * new  # noqa: E731
     new_mean_precision = blend(mean_precision, mean_precision0 + counts)
@@ -596,10 +625,16 @@ def natural_gradient_update(
         old_offset[:, :, None] * old_offset[:, None, :]
     )
     prior_offset = loc_mean0 - new_loc
-    # sum_n r_nk (x_n - m_k)(x_n - m_k)^T as one batched [K, D, B] @ [K, B, D] product.
-    centred = batch[None, :, :] - new_loc[:, None, :]  # [K, B, D]
-    weighted = tf.transpose(responsibilities)[:, :, None] * centred
-    scatter = scale * tf.matmul(weighted, centred, transpose_a=True)
+    # The scatter about the new means from that about the old: with c = sum_n r_nk
+    # (x_n - m_old) and d = m_new - m_old, S_new = S_old - d c^T - c d^T + N d d^T.
+    shift = new_loc - loc
+    about_old = sums - counts[:, None] * loc
+    scatter = (
+        scatter_old
+        - shift[:, :, None] * about_old[:, None, :]
+        - about_old[:, :, None] * shift[:, None, :]
+        + counts[:, None, None] * (shift[:, :, None] * shift[:, None, :])
+    )
     target_part = (
         (dof0 / expected_precision0) * identity
         + mean_precision0 * (prior_offset[:, :, None] * prior_offset[:, None, :])
@@ -615,12 +650,8 @@ def natural_gradient_update(
     expected_precision = 0.5 * (expected_precision + tf.linalg.matrix_transpose(expected_precision))
     new = pack(new_loc, new_mean_precision, tf.linalg.cholesky(expected_precision), new_dof, {})
     new |= weights_part.blended_update(params, counts, concentration0, rho)
-    new = {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}
-    if not return_loss:
-        return new
-    kl = kl_divergence(params, prior_params)
-    loss = kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood)
-    return loss, new
+    # A compiled loop may see the priors with a relaxed (unknown) shape; the parameters keep theirs.
+    return {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}
 
 
 # -- where q starts --------------------------------------------------------------------------------

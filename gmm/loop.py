@@ -240,22 +240,30 @@ def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, stra
         def per_replica(own, replica):
             # Sums over the replica's points (weighted, and per observed value
             # with a mask), which add up to the whole step's.
-            *statistics, log_likelihood = natural.sufficient_statistics(
-                params, own.points, rule.weights_prior, own.weights, own.mask
-            )
+            if rule.covariance == "full":  # (no mask: fit refuses natural steps there)
+                *statistics, log_likelihood = full.sufficient_statistics(
+                    params, own.points, own.weights
+                )
+            else:
+                *statistics, log_likelihood = natural.sufficient_statistics(
+                    params, own.points, rule.weights_prior, own.weights, own.mask
+                )
             return (*statistics, tf.reduce_sum(log_likelihood))
 
-        # (Diagonal model only: FitConfig refuses covariance="full" here.)
         # The statistics of the whole step's points, summed over replicas and workers;
         # the loss (-ELBO per point, as negative_elbo's) from the same per-point terms.
         *statistics, log_likelihood = across_replicas(strategy, batch, per_replica)
         dtype = schedule.learning_rate.dtype
-        kl = kl_divergence(params, prior_params, None, rule.weights_prior)
-        loss = kl / tf.cast(n_points, dtype) - log_likelihood / tf.cast(step_points, dtype)
         scale = tf.cast(n_points, dtype) / tf.cast(step_points, dtype)
-        new = natural.update_from_statistics(
-            params, statistics, scale, prior_params, rho, rule.weights_prior
-        )
+        if rule.covariance == "full":
+            kl = full.kl_divergence(params, prior_params)
+            new = full.update_from_statistics(params, statistics, scale, prior_params, rho)
+        else:
+            kl = kl_divergence(params, prior_params, None, rule.weights_prior)
+            new = natural.update_from_statistics(
+                params, statistics, scale, prior_params, rho, rule.weights_prior
+            )
+        loss = kl / tf.cast(n_points, dtype) - log_likelihood / tf.cast(step_points, dtype)
         return loss, new, state
 
     return natural_gradient if rule.algorithm == "natural" else adam

@@ -244,6 +244,8 @@ MIRRORED_WEIGHTED_MISSING = textwrap.dedent(
         ("diag", "adam", dict(missing="marginalize")),
         ("diag", "natural", dict(missing="marginalize", sample_weight=weights)),
         ("full", "adam", dict(missing="marginalize", sample_weight=weights)),
+        ("full", "natural", dict(sample_weight=weights)),
+        ("full", "natural", dict()),
     ]
     for covariance, algorithm, data_options in cases:
         points = X_missing if "missing" in data_options else X
@@ -258,6 +260,8 @@ MIRRORED_WEIGHTED_MISSING = textwrap.dedent(
                 other, value, rtol=1e-4, atol=1e-4,
                 err_msg=f"{covariance} {algorithm} {sorted(data_options)} {name}",
             )
+        if not data_options:
+            continue
         # And not the unweighted, complete fit: the weights and the mask reached the replicas.
         plain = gmm.BayesianGMM(3, 2, covariance=covariance)
         gmm.fit(plain, X, strategy=strategy, **settings)
@@ -275,7 +279,8 @@ def test_mirrored_strategy_with_sample_weights_and_missing_values_matches_one_de
     """Sample weights and missing values (the mask) with a strategy of two
     replicas: each replica takes its slice of the points, weights and mask,
     and the fit equals the fit without a strategy (Adam and natural
-    gradients, diagonal; Adam, full covariances), on data at another scale."""
+    gradients, diagonal and full covariances; full covariances' natural step
+    sums the replicas' scatter matrices), on data at another scale."""
     result = subprocess.run(
         [sys.executable, "-c", MIRRORED_WEIGHTED_MISSING],
         capture_output=True,
