@@ -35,8 +35,9 @@ from gmm.fitting import DivergenceError, History, fit
 from gmm.full import NormalWishartPriors
 from gmm.linear_response import LinearResponse, linear_response
 from gmm.model import BayesianGMM, NotFittedError
-from gmm.moves import delete_components, sort_components
+from gmm.moves import sort_components
 from gmm.priors import Priors
+from gmm.selection import delete_components
 
 __version__ = "0.1.0"
 

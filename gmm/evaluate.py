@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import special, stats
-from scipy.optimize import linear_sum_assignment
 from scipy.special import gammaln
 from sklearn.cluster import KMeans
 from sklearn.mixture import BayesianGaussianMixture
@@ -19,7 +18,17 @@ from sklearn.mixture import BayesianGaussianMixture
 from gmm import reference
 from gmm import weights as weights_part
 from gmm._validation import check_data, check_sample_weight, refuse_with_full_covariance
-from gmm.full import log_gamma_ratio
+from gmm.data import MixtureSpec
+from gmm.fitting import fit
+from gmm.full import log_gamma_ratio, with_covariance_mean
+from gmm.labels import (  # noqa: F401 (re-exported: evaluate's public helpers)
+    alignment_permutations,
+    match_components,
+    permute_parameters,
+    relabel,
+    switching_rate,
+)
+from gmm.model import BayesianGMM
 
 # Re-exported (the "as" form): the diagnostic of q lives in gmm.psis, and is found here too.
 from gmm.psis import PSISResult as PSISResult
@@ -59,74 +68,6 @@ def posterior_summary(params: dict) -> dict:
         "std_sd": np.sqrt(np.maximum(variance_mean - std_mean**2, 0.0)),
         "weight_mean": weight_mean,
         "weight_sd": weight_sd,
-    }
-
-
-def match_components(reference_locs: np.ndarray, locs: np.ndarray) -> np.ndarray:
-    """The relabelling of ``locs`` that best matches ``reference_locs``.
-
-    Solves the assignment problem on squared distances between component means
-    (scipy's ``linear_sum_assignment``).
-
-    Args:
-      reference_locs, locs: ``[K, D]`` component means.
-
-    Returns:
-      ``[K]`` int permutation ``perm`` such that ``locs[perm]`` lines up with
-      ``reference_locs``.
-    """
-    cost = ((reference_locs[:, None, :] - locs[None, :, :]) ** 2).sum(-1)
-    rows, cols = linear_sum_assignment(cost)
-    return cols[np.argsort(rows)]
-
-
-def alignment_permutations(reference_locs: np.ndarray, locs: np.ndarray) -> np.ndarray:
-    """``match_components`` for many fits or draws at once.
-
-    Args:
-      reference_locs: ``[K, D]`` the labelling to align to (a pivot).
-      locs: ``[..., K, D]`` component means of restarts or MCMC draws.
-
-    Returns:
-      ``[..., K]`` int: for each, the permutation that aligns it to the pivot.
-    """
-    flat = locs.reshape(-1, *locs.shape[-2:])
-    perms = np.stack([match_components(reference_locs, one) for one in flat])
-    return perms.reshape(*locs.shape[:-2], locs.shape[-2])
-
-
-def switching_rate(perms: np.ndarray) -> float:
-    """Share of fits or draws whose labels are permuted relative to the pivot.
-
-    Args:
-      perms: ``[..., K]`` from ``alignment_permutations``.
-    """
-    return float((perms != np.arange(perms.shape[-1])).any(axis=-1).mean())
-
-
-def relabel(values: np.ndarray, perms: np.ndarray) -> np.ndarray:
-    """Post-hoc relabelling: reorders the component axis of each draw.
-
-    Args:
-      values: ``[..., K]``, ``[..., K, D]`` or ``[..., K, D, D]`` per-draw
-        parameters (weights, locs and precisions, or precision matrices).
-      perms: ``[..., K]`` from ``alignment_permutations``.
-
-    Returns:
-      ``values`` with each draw's components in the pivot's order.
-    """
-    if values.ndim == perms.ndim + 2:
-        return np.take_along_axis(values, perms[..., None, None], axis=-3)
-    if values.ndim == perms.ndim + 1:
-        return np.take_along_axis(values, perms[..., None], axis=-2)
-    return np.take_along_axis(values, perms, axis=-1)
-
-
-def permute_parameters(params: dict, perm: np.ndarray) -> dict:
-    """``params`` with components reordered by ``perm`` (``[K]`` int)."""
-    return {
-        key: value[perm] if np.ndim(value) and key != "n_iter" else value
-        for key, value in params.items()
     }
 
 
@@ -210,8 +151,6 @@ def reference_posterior(
 def _reference_posterior_full(model, standardized, labels, max_iter, weights=None) -> dict:
     """``reference_posterior`` for a full-covariance model: CAVI in standardised
     units, mapped to data units as ``gmm.full.posterior_parameters`` maps q."""
-    from gmm.full import with_covariance_mean
-
     exact = reference.cavi_full(
         standardized,
         np.eye(model.n_components)[labels],
@@ -239,8 +178,6 @@ def _reference_posterior_full(model, standardized, labels, max_iter, weights=Non
 def sklearn_mixture(estimator: BayesianGaussianMixture):
     """A fitted diagonal scikit-learn mixture as a ``gmm.data.MixtureSpec``
     (its point estimates), for plotting and scoring side by side."""
-    from gmm.data import MixtureSpec
-
     return MixtureSpec(
         weights=estimator.weights_,
         locs=estimator.means_,
@@ -274,8 +211,6 @@ def sklearn_posterior(estimator: BayesianGaussianMixture) -> dict:
     scikit-learn's ``covariances_`` is W^-1 / nu.
     """
     if estimator.covariance_type == "full":
-        from gmm.full import with_covariance_mean
-
         dof = estimator.degrees_of_freedom_
         return with_covariance_mean(
             {
@@ -479,9 +414,6 @@ def cross_validate(
     """
     from sklearn.metrics import adjusted_rand_score
     from sklearn.model_selection import KFold
-
-    from gmm.fitting import fit
-    from gmm.model import BayesianGMM
 
     data = check_data(X, min_points=n_components)
     rows = {"gmm": [], "sklearn": [], "sklearn_own_score": [], "gmm_ari": [], "sklearn_ari": []}

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from gmm import callbacks as callback_lib
 from gmm import checkpoint, convergence, distributed, init, inputs, natural, streaming
+from gmm import moves as moves_lib
 from gmm._validation import (
     check_bool,
     check_in_dtype,
@@ -413,8 +414,6 @@ def _start(model, source, config, checkpointer) -> tuple[int, list, object, dict
     )
     start_moves = None
     if config.init == "split-merge":
-        from gmm import moves as moves_lib
-
         report = moves_lib.split_merge_start(
             model, source.sample, sample_weight=source.sample_weights,
             total_weight=source.total_weight, seed=config.seed,
@@ -865,8 +864,6 @@ def _check_moves(moves, model, X, steps, epochs, strategy, checkpoint_dir, missi
     Raises:
       TypeError, ValueError: a bad value, or moves where they cannot run.
     """
-    from gmm import moves as moves_lib
-
     if moves is None:
         return ()
     if isinstance(moves, str) and moves == "auto":
@@ -902,8 +899,6 @@ def _check_moves(moves, model, X, steps, epochs, strategy, checkpoint_dir, missi
 def _fit_with_moves(model, X, history, kinds, start_time, options) -> History:
     """The moves at the end of a fit, with a warm-started refit after each
     round that kept one; ``history`` extended with the refits and the report."""
-    from gmm import moves as moves_lib
-
     histories = [history]
 
     def refit():

@@ -518,6 +518,39 @@ def negative_elbo(
     return kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood)
 
 
+def sampled_log_likelihood(params: dict, batch, seed, mask=None):
+    """One draw of every global parameter per point (``draw_parameters``), the
+    assignment summed out: ``[B]`` nats, unbiased for the collapsed bound's data
+    term, as ``gmm.elbo.sampled_log_likelihood`` for the diagonal model. The
+    draws are reparameterised: the Normal by location and scale, Bartlett's
+    chi-squares through TensorFlow's implicit Gamma gradients, the weights
+    through TFP's. With ``mask`` (``[B, D]``, 1 observed) each point's density
+    is the marginal of its observed coordinates: the covariance's observed
+    block, the missing coordinates set to a unit variance at the mean, whose
+    N(0 | 0, 1) factors are then taken back out."""
+    locs, precisions, weights = draw_parameters(params, tf.shape(batch)[0], seed)
+    if mask is None:
+        cholesky = tf.linalg.cholesky(precisions)  # [B, K, D, D]
+        half_log_det = tf.reduce_sum(tf.math.log(tf.linalg.diag_part(cholesky)), axis=-1)
+        projected = tf.einsum("bd,bkde->bke", batch, cholesky) - tf.einsum(
+            "bkd,bkde->bke", locs, cholesky
+        )
+        log_normal = half_log_det - 0.5 * (
+            _dimension(batch) * _LOG_2PI + tf.reduce_sum(projected**2, axis=-1)
+        )
+    else:
+        observed = mask[:, None, :]  # [B, 1, D]
+        covariance = tf.linalg.inv(precisions)
+        blocked = covariance * observed[..., :, None] * observed[..., None, :] + tf.linalg.diag(
+            1.0 - observed * tf.ones_like(locs)
+        )
+        points = tf.where(observed > 0.5, batch[:, None, :], locs)
+        log_normal = tfd.MultivariateNormalTriL(locs, tf.linalg.cholesky(blocked)).log_prob(
+            points
+        ) + 0.5 * _LOG_2PI * tf.reduce_sum(1.0 - mask, axis=-1, keepdims=True)
+    return tf.reduce_logsumexp(tf.math.log(weights) + log_normal, axis=-1)
+
+
 # -- natural gradients -------------------------------------------------------------------------
 
 
@@ -652,104 +685,6 @@ def update_from_statistics(params: dict, statistics, scale, prior_params: tuple,
     new |= weights_part.blended_update(params, counts, concentration0, rho)
     # A compiled loop may see the priors with a relaxed (unknown) shape; the parameters keep theirs.
     return {name: tf.ensure_shape(value, params[name].shape) for name, value in new.items()}
-
-
-# -- where q starts --------------------------------------------------------------------------------
-
-
-def initial_params(
-    Z: np.ndarray,
-    n_components: int,
-    priors: NormalWishartPriors,
-    *,
-    method: str = "kmeans++",
-    seed: int = 0,
-    n_points: float | None = None,
-    sample_weight: np.ndarray | None = None,
-    weights_prior: str = "dirichlet",
-) -> dict:
-    """q's starting unconstrained parameters (float64 NumPy) from standardised
-    data ``Z`` (``[n, D]``): ``"kmeans++"`` sets each component's q to the
-    conjugate update given its k-means cluster (its size, centre and scatter),
-    as ``gmm.init.initial_q`` does for the diagonal model; ``"prior"`` puts the
-    means at random data points and everything else at the prior.
-
-    ``n_points``: the size (total weight, with sample weights) of the data set
-    ``Z`` samples, to which the counts are scaled. ``sample_weight`` (``[n]``)
-    weighs the points (k-means, sizes, centres and scatter). NaN in ``Z`` are
-    missing values: k-means as in ``gmm.init.kmeans_start``, and each
-    cluster's scatter sees them at its centre (adding nothing), a start only.
-    For the Dirichlet process (``weights_prior``) the clusters are put in order
-    of decreasing size, as its prior expects, and the sticks take their counts."""
-    n_features = Z.shape[1]
-    weights = np.ones(Z.shape[0]) if sample_weight is None else sample_weight
-    observed = ~np.isnan(Z)
-    filled = np.where(observed, Z, 0.0)
-    scatter = np.zeros((n_components, n_features, n_features))
-    if method == "prior":
-        rng = np.random.default_rng(seed)
-        rows = rng.choice(np.flatnonzero(weights > 0), n_components, replace=False)
-        centres = filled[rows]
-        counts = np.zeros(n_components)
-    else:
-        from gmm.init import kmeans_start  # gmm.init imports this module
-
-        labels, centres = kmeans_start(Z, n_components, seed, sample_weight)
-        counts = np.bincount(labels, weights=weights, minlength=n_components).astype(float)
-        for k in np.flatnonzero(counts > 0):
-            members = np.where(observed, filled, centres[k])[labels == k] - centres[k]
-            scatter[k] = (weights[labels == k, None] * members).T @ members
-        counts_scale = 1.0 if n_points is None else n_points / weights.sum()
-        counts, scatter = counts * counts_scale, scatter * counts_scale
-        if weights_prior == "dirichlet_process":
-            order = np.argsort(-counts, kind="stable")
-            centres, counts, scatter = centres[order], counts[order], scatter[order]
-    identity = np.eye(n_features)
-    scale_inverse = priors.dof / priors.expected_precision * identity + scatter
-    dof = priors.dof + counts
-    expected_precision = dof[:, None, None] * np.linalg.inv(scale_inverse)
-    tril = np.linalg.cholesky(0.5 * (expected_precision + expected_precision.transpose(0, 2, 1)))
-    params = pack(
-        tf.constant(centres, tf.float64),
-        tf.constant(priors.mean_precision + counts, tf.float64),
-        tf.constant(tril, tf.float64),
-        tf.constant(dof, tf.float64),
-        weights_part.conjugate_update(counts, priors.concentration, weights_prior),
-    )
-    return {name: np.asarray(value, np.float64) for name, value in params.items()}
-
-
-def sampled_log_likelihood(params: dict, batch, seed, mask=None):
-    """One draw of every global parameter per point (``draw_parameters``), the
-    assignment summed out: ``[B]`` nats, unbiased for the collapsed bound's data
-    term, as ``gmm.elbo.sampled_log_likelihood`` for the diagonal model. The
-    draws are reparameterised: the Normal by location and scale, Bartlett's
-    chi-squares through TensorFlow's implicit Gamma gradients, the weights
-    through TFP's. With ``mask`` (``[B, D]``, 1 observed) each point's density
-    is the marginal of its observed coordinates: the covariance's observed
-    block, the missing coordinates set to a unit variance at the mean, whose
-    N(0 | 0, 1) factors are then taken back out."""
-    locs, precisions, weights = draw_parameters(params, tf.shape(batch)[0], seed)
-    if mask is None:
-        cholesky = tf.linalg.cholesky(precisions)  # [B, K, D, D]
-        half_log_det = tf.reduce_sum(tf.math.log(tf.linalg.diag_part(cholesky)), axis=-1)
-        projected = tf.einsum("bd,bkde->bke", batch, cholesky) - tf.einsum(
-            "bkd,bkde->bke", locs, cholesky
-        )
-        log_normal = half_log_det - 0.5 * (
-            _dimension(batch) * _LOG_2PI + tf.reduce_sum(projected**2, axis=-1)
-        )
-    else:
-        observed = mask[:, None, :]  # [B, 1, D]
-        covariance = tf.linalg.inv(precisions)
-        blocked = covariance * observed[..., :, None] * observed[..., None, :] + tf.linalg.diag(
-            1.0 - observed * tf.ones_like(locs)
-        )
-        points = tf.where(observed > 0.5, batch[:, None, :], locs)
-        log_normal = tfd.MultivariateNormalTriL(locs, tf.linalg.cholesky(blocked)).log_prob(
-            points
-        ) + 0.5 * _LOG_2PI * tf.reduce_sum(1.0 - mask, axis=-1, keepdims=True)
-    return tf.reduce_logsumexp(tf.math.log(weights) + log_normal, axis=-1)
 
 
 # -- draws, prediction and summaries ------------------------------------------------------------

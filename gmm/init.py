@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
 from gmm import full
 from gmm import weights as weights_part
 from gmm.convergence import ConvergenceWarning
-from gmm.evaluate import match_components
+from gmm.labels import match_components
 from gmm.ordered import inverse_start
 from gmm.priors import Priors
 
@@ -225,13 +225,73 @@ def initial_q(
     return start | weights_part.conjugate_update(counts, priors.concentration, weights_prior)
 
 
+def initial_full_q(
+    Z: np.ndarray,
+    n_components: int,
+    priors: full.NormalWishartPriors,
+    *,
+    method: str = "kmeans++",
+    seed: int = 0,
+    n_points: float | None = None,
+    sample_weight: np.ndarray | None = None,
+    weights_prior: str = "dirichlet",
+) -> dict:
+    """q's starting unconstrained parameters (float64 NumPy) from standardised
+    data ``Z`` (``[n, D]``): ``"kmeans++"`` sets each component's q to the
+    conjugate update given its k-means cluster (its size, centre and scatter),
+    as ``initial_q`` does for the diagonal model; ``"prior"`` puts the
+    means at random data points and everything else at the prior.
+
+    ``n_points``: the size (total weight, with sample weights) of the data set
+    ``Z`` samples, to which the counts are scaled. ``sample_weight`` (``[n]``)
+    weighs the points (k-means, sizes, centres and scatter). NaN in ``Z`` are
+    missing values: k-means as in ``kmeans_start``, and each
+    cluster's scatter sees them at its centre (adding nothing), a start only.
+    For the Dirichlet process (``weights_prior``) the clusters are put in order
+    of decreasing size, as its prior expects, and the sticks take their counts."""
+    n_features = Z.shape[1]
+    weights = np.ones(Z.shape[0]) if sample_weight is None else sample_weight
+    observed = ~np.isnan(Z)
+    filled = np.where(observed, Z, 0.0)
+    scatter = np.zeros((n_components, n_features, n_features))
+    if method == "prior":
+        rng = np.random.default_rng(seed)
+        rows = rng.choice(np.flatnonzero(weights > 0), n_components, replace=False)
+        centres = filled[rows]
+        counts = np.zeros(n_components)
+    else:
+        labels, centres = kmeans_start(Z, n_components, seed, sample_weight)
+        counts = np.bincount(labels, weights=weights, minlength=n_components).astype(float)
+        for k in np.flatnonzero(counts > 0):
+            members = np.where(observed, filled, centres[k])[labels == k] - centres[k]
+            scatter[k] = (weights[labels == k, None] * members).T @ members
+        counts_scale = 1.0 if n_points is None else n_points / weights.sum()
+        counts, scatter = counts * counts_scale, scatter * counts_scale
+        if weights_prior == "dirichlet_process":
+            order = np.argsort(-counts, kind="stable")
+            centres, counts, scatter = centres[order], counts[order], scatter[order]
+    identity = np.eye(n_features)
+    scale_inverse = priors.dof / priors.expected_precision * identity + scatter
+    dof = priors.dof + counts
+    expected_precision = dof[:, None, None] * np.linalg.inv(scale_inverse)
+    tril = np.linalg.cholesky(0.5 * (expected_precision + expected_precision.transpose(0, 2, 1)))
+    params = full.pack(
+        tf.constant(centres, tf.float64),
+        tf.constant(priors.mean_precision + counts, tf.float64),
+        tf.constant(tril, tf.float64),
+        tf.constant(dof, tf.float64),
+        weights_part.conjugate_update(counts, priors.concentration, weights_prior),
+    )
+    return {name: np.asarray(value, np.float64) for name, value in params.items()}
+
+
 def initialize(
     model, Z: np.ndarray, *, method="kmeans++", seed=0, n_points=None, sample_weight=None
 ) -> None:
     """Sets ``model``'s q from standardised data ``Z`` (``[n, D]``) with ``initial_q``
-    (``gmm.full.initial_params`` for ``covariance="full"``)."""
+    (``initial_full_q`` for ``covariance="full"``)."""
     if model.covariance == "full":
-        start = full.initial_params(
+        start = initial_full_q(
             Z,
             model.n_components,
             model.priors,

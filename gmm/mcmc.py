@@ -37,7 +37,7 @@ from gmm._validation import (
     tf_seed,
 )
 from gmm.elbo import log_joint
-from gmm.evaluate import alignment_permutations, relabel
+from gmm.labels import alignment_permutations, relabel
 from gmm.model import BayesianGMM
 from gmm.ordered import AscendingColumn
 from gmm.predict import predictive

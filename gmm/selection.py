@@ -16,7 +16,7 @@ from gmm._validation import check_data, check_positive, check_positive_int, chec
 from gmm.convergence import ConvergenceWarning
 from gmm.fitting import check_fit_options, fit
 from gmm.model import BayesianGMM
-from gmm.moves import full_data_elbo
+from gmm.moves import full_data_elbo, without_component
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,3 +161,138 @@ def sweep_components(
         )  # fmt: skip
     columns = [np.array(column) for column in zip(*rows)]
     return ComponentSweep(*columns)
+
+
+# -- delete moves: a component taken out and the fit run again ---------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DeleteResult:
+    """What ``delete_components`` did.
+
+    Attributes:
+      deleted: the components taken out, in the order they were (indices of
+        the model's components; their q is back at the prior, their weight ~0).
+      elbo_before, elbo_after: the full-data ELBO before and after, nats per
+        point, in the model's fitted (standardised) units.
+      tried: how many delete moves were tried (each one a fit to convergence).
+    """
+
+    deleted: tuple[int, ...]
+    elbo_before: float
+    elbo_after: float
+    tried: int
+
+
+# Options that delete_components sets itself on each inner fit, or that cannot
+# apply to it: each move continues the model in memory (warm_start=True), which
+# gmm.fit cannot combine with a checkpoint folder.
+_REFUSED_FIT_OPTIONS = ("warm_start", "progress", "checkpoint_dir", "checkpoint_every")
+
+
+def _check_fit_options(model, data: np.ndarray, seed: int, fit_options: dict) -> None:
+    """``gmm.fit``'s own checks of ``fit_options`` for the warm-started fits of
+    ``delete_components``, without fitting, so that a bad option is refused
+    before any component is reset.
+
+    Raises:
+      TypeError: an option ``gmm.fit`` does not take, or a value of the wrong type.
+      ValueError: a refused option (``_REFUSED_FIT_OPTIONS``) or a bad value.
+    """
+    refused = [name for name in _REFUSED_FIT_OPTIONS if name in fit_options]
+    if refused:
+        raise ValueError(
+            f"delete_components does not take {' or '.join(refused)}: each move is a "
+            "warm-started fit of the model in memory (warm_start=True, progress=False), which "
+            "gmm.fit cannot combine with a checkpoint folder. Drop the option."
+        )
+    fixed = {"warm_start": True, "progress": False, "seed": seed, "moves": None}
+    check_fit_options(model, data, fit_options, caller="delete_components", fixed=fixed)
+
+
+def delete_components(
+    model,
+    X,
+    *,
+    threshold: float = 0.01,
+    min_gain: float = 1e-4,
+    seed: int = 0,
+    **fit_options,
+) -> DeleteResult:
+    """Delete moves on a fitted ``model``, in place: each component with
+    posterior mean weight above ``threshold``, smallest first, is reset to the
+    prior with no points and the fit run to convergence again
+    (``gmm.fit(..., warm_start=True)``); the move is kept if the full-data ELBO
+    rose by more than ``min_gain`` nats per point, else the model is put back.
+    After a kept move the remaining components are tried again; it stops when
+    none is kept, or one component is left. Works for both covariances
+    (``"diag"`` and ``"full"``).
+
+    The call is a transaction, like ``gmm.fit``: every argument is checked
+    before anything changes, and any exception in a move (a
+    ``DivergenceError``, an error in a callback, ``KeyboardInterrupt``) puts
+    back everything the model holds (q, the standardisation,
+    ``steps_trained``, Adam's moments) as it was before the call, and is
+    raised again.
+
+    Args:
+      model: a fitted ``BayesianGMM``, fitted to ``X``.
+      X: ``[N, D]`` its training data, data units (in memory).
+      threshold: components at or below this posterior mean weight are empty
+        already and not tried.
+      min_gain: the rise of the ELBO (nats per point) that a move must bring.
+      seed, fit_options: passed to each ``gmm.fit`` (e.g. ``max_steps``;
+        ``sample_weight`` and ``missing`` weigh and mask the ELBO too). Not
+        ``warm_start``, ``progress``, ``checkpoint_dir`` or
+        ``checkpoint_every`` (each fit is warm-started in memory).
+
+    Returns:
+      a ``DeleteResult``. Costs one fit to convergence per move tried.
+
+    Raises:
+      ValueError, TypeError: bad arguments, before the model changes.
+    """
+    model._check_fitted()
+    threshold, min_gain = (
+        check_positive(threshold, "threshold"),
+        check_positive(min_gain, "min_gain"),
+    )
+    seed = check_seed(seed)
+    missing = fit_options.get("missing", "error")
+    data = check_data(X, n_features=model.n_features, missing=missing)
+    _check_fit_options(model, data, seed, fit_options)
+    snapshot = [variable.numpy() for variable in model.variables]
+    try:  # a transaction: any exception puts back everything the model holds
+        return _delete_moves(model, data, threshold, min_gain, seed, fit_options)
+    except BaseException:
+        for variable, value in zip(model.variables, snapshot, strict=True):
+            variable.assign(value)
+        raise
+
+
+def _delete_moves(model, data, threshold, min_gain, seed, fit_options) -> DeleteResult:
+    """``delete_components``' moves on checked arguments (it restores the model on failure)."""
+    sample_weight = fit_options.get("sample_weight")
+    missing = fit_options.get("missing", "error")
+    elbo_before = current = full_data_elbo(model, data, sample_weight, missing)
+    deleted, tried = [], 0
+    while True:
+        weights = model.posterior_mean_weights()
+        candidates = [k for k in np.argsort(weights, kind="stable") if weights[k] > threshold]
+        if len(candidates) < 2:
+            break
+        for component in candidates:
+            saved = [variable.numpy() for variable in model.variables]
+            model.assign_unconstrained(without_component(model, int(component)))
+            fit(model, data, warm_start=True, seed=seed, progress=False, moves=None, **fit_options)
+            tried += 1
+            proposed = full_data_elbo(model, data, sample_weight, missing)
+            if proposed > current + min_gain:
+                deleted.append(int(component))
+                current = proposed
+                break
+            for variable, value in zip(model.variables, saved):
+                variable.assign(value)
+        else:
+            break
+    return DeleteResult(tuple(deleted), elbo_before, current, tried)

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from gmm._validation import check_data, check_missing, check_positive_int, check_seed
+from gmm.checkpoint import check_path
 
 
 @dataclasses.dataclass
@@ -385,8 +386,6 @@ def write_npy_shards(
     shard_size = check_positive_int(shard_size, "shard_size")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     seed = check_seed(seed)
-    from gmm.checkpoint import check_path
-
     directory = check_path(directory, "directory")
     os.makedirs(directory, exist_ok=True)
     paths = []
@@ -438,8 +437,6 @@ def npy_shards_dataset(
         it is given here too). inf, and a row with no observed value, are
         errors either way.
     """
-    from gmm.checkpoint import check_path
-
     pattern = check_path(pattern, "pattern")
     if os.path.isdir(pattern):  # a folder's name is literal, even "run[1]"
         pattern = os.path.join(glob.escape(pattern), "*.npy")
