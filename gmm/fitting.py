@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from gmm import callbacks as callback_lib
-from gmm import checkpoint, convergence, distributed, init, inputs, natural, streaming
+from gmm import checkpoint, convergence, distributed, init, inputs, natural, streaming, support
 from gmm import moves as moves_lib
 from gmm._validation import (
     check_bool,
@@ -154,12 +154,6 @@ class FitConfig:
         s["warm_start"] = check_bool(s["warm_start"], "warm_start")
         s["progress"] = check_bool(s["progress"], "progress")
         s["jit_compile"] = check_bool(s.get("jit_compile", False), "jit_compile")
-        if s["jit_compile"] and strategy is not None:
-            raise ValueError(
-                "jit_compile=True compiles one process's step with XLA; it is not supported "
-                "with a tf.distribute strategy (the replicas' all-reduce runs outside XLA). "
-                "Drop strategy or jit_compile."
-            )
         if s["algorithm"] is None:
             # Natural gradients, where they exist (the exchangeable model, the closed-form
             # bound): full-batch steps that are CAVI iterations, a step-size schedule that
@@ -174,26 +168,10 @@ class FitConfig:
         ):
             if s[name] not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {s[name]!r}.")
-        if s["init"] == "split-merge" and (model.order_by is not None or s["missing"] != "error"):
-            why = (
-                "an ordered model (order_by) ties each component to its rank, which merging "
-                "and splitting would break"
-                if model.order_by is not None
-                else "with missing='marginalize' (even for data without NaN) its moves' "
-                "statistics would need complete points"
-            )
-            raise ValueError(f"init='split-merge' is not supported here: {why}. Use 'kmeans++'.")
         default_rate = 1.0 if s["algorithm"] == "natural" else 0.05
         rate = default_rate if s["learning_rate"] is None else s["learning_rate"]
         rate = check_positive(rate, "learning_rate")
         s["learning_rate"] = check_in_dtype(rate, "learning_rate", model.dtype.as_numpy_dtype)
-        if s["algorithm"] == "natural":
-            if model.order_by is not None:
-                raise ValueError(
-                    "algorithm='natural' needs the exchangeable model (order_by=None)."
-                )
-            if s["estimator"] != "expected":
-                raise ValueError("algorithm='natural' uses the 'expected' bound; drop estimator.")
         if s["steps"] is not None and s["epochs"] is not None:
             raise ValueError("Give steps or epochs, not both.")
         if s["steps"] is not None:
@@ -220,6 +198,17 @@ class FitConfig:
                 "with dtype=tf.float64 for a tighter tol."
             )
         s["missing"] = check_missing(s["missing"])
+        support.check(
+            covariance=model.covariance,
+            weights=model.weights_prior,
+            order_by=model.order_by,
+            algorithm=s["algorithm"],
+            estimator=s["estimator"],
+            jit_compile=s["jit_compile"],
+            strategy=_strategy_kind(strategy),
+            init=s["init"],
+            marginalize=s["missing"] != "error",
+        )
         if s["checkpoint_every"] is not None:
             s["checkpoint_every"] = check_positive_int(s["checkpoint_every"], "checkpoint_every")
             if s["checkpoint_dir"] is None:
@@ -292,6 +281,13 @@ def _check_data_fits_model(model, source: inputs.Source, continuing: bool, algor
             )
 
 
+def _strategy_kind(strategy) -> str | None:
+    """None, "one process" or "multi-worker" (``gmm.support``'s fact)."""
+    if strategy is None:
+        return None
+    return "multi-worker" if distributed.is_multi_worker(strategy) else "one process"
+
+
 def _configure(model, strategy, callbacks, **settings):
     """``fit``'s settings checked: ``(strategy, FitConfig, callbacks)``, the
     default strategy as None and the callbacks as a tuple."""
@@ -314,12 +310,9 @@ def _check_source(model, source, config, strategy, algorithm, learning_rate):
         if algorithm is None:  # the default chooses what works: Adam (no natural step here)
             rate = 0.05 if learning_rate is None else config.learning_rate
             config = dataclasses.replace(config, algorithm="adam", learning_rate=rate)
-    if source.missing and model.covariance == "full" and config.algorithm == "natural":
-        raise ValueError(
-            "X has missing values: with covariance='full' pass algorithm='adam' (the marginal "
-            "likelihood of a point's observed coordinates is not conjugate to the "
-            "Normal-Wishart, so the natural-gradient step has no closed form)."
-        )
+    support.check(
+        algorithm=config.algorithm, covariance=model.covariance, missing_data=source.missing
+    )
     if source.weighted:  # sums of weights beyond the dtype's range: refused, not mis-fitted
         check_weights_in_dtype(
             source.weights, source.total_weight, model.dtype.as_numpy_dtype,

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from gmm import init, streaming
+from gmm import init, streaming, support
 from gmm._validation import check_data, check_sample_weight
 
 # With batch_size=None, in-memory data sets up to this many points are fitted
@@ -346,12 +346,12 @@ def prepare(
     ``replicas`` (each process's share across its own)."""
     if collective is not None:
         weighted_stream = isinstance(X, tf.data.Dataset) and isinstance(X.element_spec, tuple)
-        if sample_weight is not None or weighted_stream or missing != "error":
-            # (fit has checked that every worker's settings agree: all refuse alike.)
-            raise ValueError(
-                "A multi-worker fit takes unweighted, complete data only: no sample_weight, "
-                "no (points, weights) stream, no missing='marginalize'."
-            )
+        # (fit has checked that every worker's settings agree: all refuse alike.)
+        support.check(
+            strategy="multi-worker",
+            weighted=sample_weight is not None or weighted_stream,
+            marginalize=missing != "error",
+        )
         if isinstance(X, tf.data.Dataset):
             source = from_worker_stream(X, n_features, n_components, batch_size, seed, collective)
         else:

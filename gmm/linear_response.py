@@ -65,6 +65,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from gmm import support
 from gmm._validation import check_data, check_sample_weight
 from gmm.convergence import ConvergenceWarning
 from gmm.elbo import expected_log_likelihood, kl_divergence
@@ -281,11 +282,7 @@ def linear_response(model: BayesianGMM, X, *, sample_weights=None) -> LinearResp
     """
     if not isinstance(model, BayesianGMM):
         raise TypeError(f"model must be a gmm.BayesianGMM, got {type(model).__name__}.")
-    if model.covariance == "full":
-        raise ValueError(
-            "gmm.linear_response supports covariance='diag' only: the Normal-Wishart q of "
-            "covariance='full' has no closed-form bound here to differentiate."
-        )
+    support.check(analysis="linear_response", covariance=model.covariance)
     model._check_fitted()
     points = check_data(X, n_features=model.n_features)
     if sample_weights is None:

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from gmm import checkpoint, full, predict
+from gmm import checkpoint, full, predict, support
 from gmm import weights as weights_part
 from gmm._validation import (
     check_bool,
@@ -64,11 +64,7 @@ def _check_covariance(covariance, priors, order_by, n_features):
             "covariance='full' takes priors=gmm.NormalWishartPriors(...) (a Normal-Wishart "
             f"prior), got {type(priors).__name__}."
         )
-    if order_by is not None:
-        raise ValueError(
-            "order_by is not supported with covariance='full' (the ordered model is diagonal); "
-            "use covariance='diag' to order the components."
-        )
+    support.check(covariance=covariance, order_by=order_by)
     return covariance, priors.for_features(n_features)
 
 

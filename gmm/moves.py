@@ -30,7 +30,8 @@ move does:
   k, so the same clusters on sorted sticks cost less KL.
 
 ``gmm.selection.delete_components`` runs delete moves, each refitted to
-convergence (it needs ``gmm.fit``, which runs this module's moves); ``run_moves`` (which ``gmm.fit(..., moves=...)`` calls at convergence) runs
+convergence (it needs ``gmm.fit``, which runs this module's moves);
+``run_moves`` (which ``gmm.fit(..., moves=...)`` calls at convergence) runs
 any of them on the memoized statistics of ``gmm.memo``: each proposal is
 built from the full-data statistics, refined by a few CAVI iterations, and
 kept only if its exact full-data ELBO is higher than the current q's.
@@ -43,7 +44,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from gmm import full
+from gmm import full, support
 from gmm import weights as weights_part
 from gmm._validation import (
     check_data,
@@ -232,18 +233,7 @@ def check_moves(moves, model) -> tuple[str, ...]:
         raise ValueError(
             f"moves must name each of {MOVES} at most once (or be None or 'auto'), got {moves!r}."
         )
-    if model.order_by is not None:
-        raise ValueError(
-            "moves are not supported with order_by: the ordered model's prior ties each "
-            "component to its rank, which merging, splitting or reordering components would "
-            "break. Use moves=None."
-        )
-    if "sort" in kinds and model.weights_prior != "dirichlet_process":
-        raise ValueError(
-            "moves='sort' needs weights='dirichlet_process': under the exchangeable Dirichlet "
-            "the components' order carries no information and sorting leaves the ELBO as it is. "
-            "Drop 'sort'."
-        )
+    support.check(moves=kinds, order_by=model.order_by, weights=model.weights_prior)
     return kinds
 
 

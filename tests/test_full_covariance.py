@@ -340,7 +340,7 @@ def test_checkpoint_round_trip(correlated, tmp_path):
 def test_clear_errors_for_bad_and_unsupported_settings():
     with pytest.raises(ValueError, match="covariance must be one of"):
         gmm.BayesianGMM(3, 2, covariance="spherical")
-    with pytest.raises(ValueError, match="order_by is not supported with covariance='full'"):
+    with pytest.raises(ValueError, match="order_by with covariance='full' is not supported"):
         gmm.BayesianGMM(3, 2, covariance="full", order_by=0)
     with pytest.raises(TypeError, match="NormalWishartPriors"):
         gmm.BayesianGMM(3, 2, covariance="full", priors=gmm.Priors())

@@ -282,7 +282,11 @@ def test_sort_components(three_clusters):
         ({"moves": "split"}, ValueError, "moves must name"),
         ({"moves": ("merge", "merge")}, ValueError, "moves must name"),
         ({"moves": 3}, TypeError, "moves must be None"),
-        ({"moves": ("sort",)}, ValueError, "needs weights='dirichlet_process'"),
+        (
+            {"moves": ("sort",)},
+            ValueError,
+            "moves='sort' with weights='dirichlet' is not supported",
+        ),
         ({"moves": ("merge",), "steps": 5}, ValueError, "fixed budget"),
         ({"moves": ("merge",), "missing": "marginalize"}, ValueError, "complete data"),
     ],

@@ -1,0 +1,149 @@
+"""What goes with what. A model is one kind of components (diagonal, full, or
+diagonal with ordered means) and one kind of weights (Dirichlet or Dirichlet
+process), fitted by one update rule (Adam or natural gradients), with or
+without a ``tf.distribute`` strategy, sample weights and missing values; these
+compose freely except for the combinations in ``LIMITS``. Each is refused here,
+in one place and one message format, with the reason it cannot work, and what
+to do instead.
+
+Each limit reads some of these facts, and is checked wherever all of them are
+known (the model's construction, ``gmm.fit``'s settings, its data):
+
+    covariance     "diag" or "full"
+    weights        "dirichlet" or "dirichlet_process"
+    order_by       None or a feature index
+    algorithm      "adam" or "natural"
+    estimator      "expected" or "per_point"
+    strategy       None, "one process" or "multi-worker"
+    jit_compile    bool
+    missing_data   bool: the data hold NaN (with missing="marginalize")
+    marginalize    bool: missing="marginalize" was asked for
+    weighted       bool: sample weights (or a stream of (points, weights))
+    init           "kmeans++", "prior" or "split-merge"
+    moves          a tuple of move names (``gmm.moves.MOVES``)
+    analysis       the name of a post-fit analysis, e.g. "linear_response"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Limit:
+    """One refused combination.
+
+    Attributes:
+      what: the combination, as the user wrote it.
+      needs: the facts it reads.
+      applies: whether the facts are this combination.
+      why: the reason it cannot work.
+      instead: what to do.
+    """
+
+    what: str
+    needs: tuple[str, ...]
+    applies: Callable[[dict], bool]
+    why: str
+    instead: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.what} is not supported: {self.why}. {self.instead}"
+
+
+LIMITS = (
+    Limit(
+        "order_by with covariance='full'",
+        ("covariance", "order_by"),
+        lambda f: f["covariance"] == "full" and f["order_by"] is not None,
+        "the ordered model's change of variables (gmm.ordered) is one of per-feature Normal "
+        "means, and the Normal-Wishart ties each mean to its precision matrix",
+        "Use covariance='diag' to order the components.",
+    ),
+    Limit(
+        "algorithm='natural' with order_by",
+        ("algorithm", "order_by"),
+        lambda f: f["algorithm"] == "natural" and f["order_by"] is not None,
+        "the natural step needs the exchangeable model: ordered means have no conjugate "
+        "complete conditional",
+        "Use algorithm='adam'.",
+    ),
+    Limit(
+        "algorithm='natural' with estimator='per_point'",
+        ("algorithm", "estimator"),
+        lambda f: f["algorithm"] == "natural" and f["estimator"] != "expected",
+        "the natural step is the coordinate-ascent update of the closed-form 'expected' bound",
+        "Drop estimator.",
+    ),
+    Limit(
+        "algorithm='natural' with missing values and covariance='full'",
+        ("algorithm", "covariance", "missing_data"),
+        lambda f: f["algorithm"] == "natural" and f["covariance"] == "full" and f["missing_data"],
+        "the marginal likelihood of a point's observed coordinates is not conjugate to the "
+        "Normal-Wishart, so the natural-gradient step has no closed form",
+        "Pass algorithm='adam'.",
+    ),
+    Limit(
+        "jit_compile=True with a tf.distribute strategy",
+        ("jit_compile", "strategy"),
+        lambda f: f["jit_compile"] and f["strategy"] is not None,
+        "XLA compiles one process's step, and the replicas' all-reduce runs outside it",
+        "Drop strategy or jit_compile.",
+    ),
+    Limit(
+        "A multi-worker fit with sample weights or missing values",
+        ("strategy", "weighted", "marginalize"),
+        lambda f: f["strategy"] == "multi-worker" and (f["weighted"] or f["marginalize"]),
+        "each worker standardises, starts and counts its own shard, and the shards' "
+        "weighted and per-feature statistics are not gathered across workers",
+        "Fit in one process (a one-process strategy takes both).",
+    ),
+    Limit(
+        "init='split-merge' with order_by",
+        ("init", "order_by"),
+        lambda f: f["init"] == "split-merge" and f["order_by"] is not None,
+        "an ordered model ties each component to its rank, which merging and splitting would break",
+        "Use init='kmeans++'.",
+    ),
+    Limit(
+        "init='split-merge' with missing='marginalize'",
+        ("init", "marginalize"),
+        lambda f: f["init"] == "split-merge" and f["marginalize"],
+        "its moves' statistics need complete points (even for data without NaN)",
+        "Use init='kmeans++'.",
+    ),
+    Limit(
+        "moves with order_by",
+        ("moves", "order_by"),
+        lambda f: bool(f["moves"]) and f["order_by"] is not None,
+        "the ordered model's prior ties each component to its rank, which merging, splitting "
+        "or reordering components would break",
+        "Use moves=None.",
+    ),
+    Limit(
+        "moves='sort' with weights='dirichlet'",
+        ("moves", "weights"),
+        lambda f: "sort" in f["moves"] and f["weights"] != "dirichlet_process",
+        "under the exchangeable Dirichlet the components' order carries no information, and "
+        "sorting leaves the ELBO as it is",
+        "Drop 'sort', or use weights='dirichlet_process'.",
+    ),
+    Limit(
+        "gmm.linear_response with covariance='full'",
+        ("analysis", "covariance"),
+        lambda f: f["analysis"] == "linear_response" and f["covariance"] == "full",
+        "its Hessian is written for the diagonal model's parameters (Normal means, Gamma "
+        "precisions); the Normal-Wishart's is not implemented",
+        "Use covariance='diag'.",
+    ),
+)
+
+
+def check(**facts) -> None:
+    """Raises ``ValueError`` with the first limit of ``LIMITS`` whose facts are
+    all in ``facts`` and that applies to them; returns None otherwise."""
+    for limit in LIMITS:
+        if set(limit.needs) <= facts.keys() and limit.applies(facts):
+            raise ValueError(limit.message)
