@@ -22,8 +22,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from gmm import distributed, full, natural
-from gmm.elbo import kl_divergence, negative_elbo
+from gmm import components, distributed, full, natural
 from gmm.optim import AdamState, adam_update, cosine_learning_rate
 
 # Stream ids folded into the seed, so batches and Monte Carlo draws never share one.
@@ -154,33 +153,22 @@ def loss_and_gradient(
     weighted by its share of the ``global_batch_size`` points of the step,
     over all workers) and gradients are summed across replicas."""
 
+    part = components.of(rule.covariance, rule.order_by)
+
     def local(params, batch, weight, draw_seed):
         with tf.GradientTape() as tape:
             tape.watch(params)
-            if rule.covariance == "full":
-                loss = weight * full.negative_elbo(
-                    params,
-                    batch.points,
-                    n_points,
-                    prior_params,
-                    rule.estimator,
-                    draw_seed,
-                    weights=batch.weights,
-                    mask=batch.mask,
-                )
-            else:
-                loss = weight * negative_elbo(
-                    params,
-                    batch.points,
-                    n_points,
-                    prior_params,
-                    rule.estimator,
-                    draw_seed,
-                    rule.order_by,
-                    rule.weights_prior,
-                    batch.weights,
-                    batch.mask,
-                )
+            loss = weight * part.negative_elbo(
+                params,
+                batch.points,
+                n_points,
+                prior_params,
+                rule.estimator,
+                draw_seed,
+                rule.weights_prior,
+                batch.weights,
+                batch.mask,
+            )
         return loss, tape.gradient(loss, params)
 
     if strategy is None:
@@ -212,27 +200,15 @@ def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, stra
         )
         return (loss, *adam_update(params, grads, state, step, rate))
 
+    part = components.of(rule.covariance, rule.order_by)
+
     def natural_gradient(params, state, batch, step, seed):
         points, weights, mask = batch
         rho = natural.step_size(schedule.learning_rate, step, schedule.decay)
-        if strategy is None:
-            # The covariance model's own conjugate step (gmm.full for "full").
-            if rule.covariance == "full":  # (fit refuses a mask here: no closed-form step)
-                loss, new = full.natural_gradient_update(
-                    params, points, n_points, prior_params, rho, weights, return_loss=True
-                )
-            else:
-                loss, new = natural.natural_gradient_update(
-                    params,
-                    points,
-                    n_points,
-                    prior_params,
-                    rho,
-                    rule.weights_prior,
-                    weights,
-                    mask,
-                    return_loss=True,
-                )
+        if strategy is None:  # the components' own conjugate step
+            loss, new = part.natural_step(
+                params, points, n_points, prior_params, rho, rule.weights_prior, weights, mask
+            )
             return loss, new, state
 
         step_points = tf.shape(points)[0] if global_batch_size is None else global_batch_size
@@ -240,14 +216,9 @@ def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, stra
         def per_replica(own, replica):
             # Sums over the replica's points (weighted, and per observed value
             # with a mask), which add up to the whole step's.
-            if rule.covariance == "full":  # (no mask: fit refuses natural steps there)
-                *statistics, log_likelihood = full.sufficient_statistics(
-                    params, own.points, own.weights
-                )
-            else:
-                *statistics, log_likelihood = natural.sufficient_statistics(
-                    params, own.points, rule.weights_prior, own.weights, own.mask
-                )
+            *statistics, log_likelihood = part.sufficient_statistics(
+                params, own.points, rule.weights_prior, own.weights, own.mask
+            )
             return (*statistics, tf.reduce_sum(log_likelihood))
 
         # The statistics of the whole step's points, summed over replicas and workers;
@@ -255,14 +226,10 @@ def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, stra
         *statistics, log_likelihood = across_replicas(strategy, batch, per_replica)
         dtype = schedule.learning_rate.dtype
         scale = tf.cast(n_points, dtype) / tf.cast(step_points, dtype)
-        if rule.covariance == "full":
-            kl = full.kl_divergence(params, prior_params)
-            new = full.update_from_statistics(params, statistics, scale, prior_params, rho)
-        else:
-            kl = kl_divergence(params, prior_params, None, rule.weights_prior)
-            new = natural.update_from_statistics(
-                params, statistics, scale, prior_params, rho, rule.weights_prior
-            )
+        kl = part.kl_divergence(params, prior_params, rule.weights_prior)
+        new = part.update_from_statistics(
+            params, statistics, scale, prior_params, rho, rule.weights_prior
+        )
         loss = kl / tf.cast(n_points, dtype) - log_likelihood / tf.cast(step_points, dtype)
         return loss, new, state
 

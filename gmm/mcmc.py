@@ -36,10 +36,8 @@ from gmm._validation import (
     check_seed,
     tf_seed,
 )
-from gmm.elbo import log_joint
 from gmm.labels import alignment_permutations, relabel
 from gmm.model import BayesianGMM
-from gmm.ordered import AscendingColumn
 from gmm.predict import predictive
 
 tfd = tfp.distributions
@@ -148,11 +146,9 @@ class MCMCResult:
         return float(self.score_samples(X).mean())
 
 
-def _target(data, prior_params, order_by, weights_prior, covariance="diag"):
+def _target(data, prior_params, part, weights_prior):
     def target(locs, precisions, weights):  # each with a leading chain axis
-        if covariance == "full":
-            return full.log_joint(data, locs, precisions, weights, prior_params, weights_prior)
-        return log_joint(data, locs, precisions, weights, prior_params, order_by, weights_prior)
+        return part.log_joint(data, locs, precisions, weights, prior_params, weights_prior)
 
     return target
 
@@ -165,27 +161,15 @@ def _run_nuts(
     seed,
     num_results,
     num_burnin,
-    order_by,
+    part,
     max_tree_depth,
     weights_prior="dirichlet",
-    covariance="diag",
 ):
-    # Precision matrices: L L^T from a vector filling a lower triangle with a
-    # positive diagonal, so every state is positive-definite.
-    precision_bijector = (
-        tfb.Chain([tfb.CholeskyOuterProduct(), tfb.FillScaleTriL(tfb.Exp(), diag_shift=None)])
-        if covariance == "full"
-        else tfb.Exp()
-    )
-    bijectors = [
-        tfb.Identity() if order_by is None else AscendingColumn(order_by),
-        precision_bijector,
-        tfb.SoftmaxCentered(),
-    ]
+    bijectors = [part.loc_bijector(), part.precision_bijector(), tfb.SoftmaxCentered()]
     kernel = tfp.mcmc.DualAveragingStepSizeAdaptation(
         tfp.mcmc.TransformedTransitionKernel(
             tfp.mcmc.NoUTurnSampler(
-                _target(data, prior_params, order_by, weights_prior, covariance),
+                _target(data, prior_params, part, weights_prior),
                 step_size=0.05,
                 max_tree_depth=max_tree_depth,
             ),
@@ -276,16 +260,11 @@ def sample(
             tf_seed(seed, 7),
             num_results,
             num_burnin,
-            model.order_by,
+            model.components,
             check_positive_int(max_tree_depth, "max_tree_depth"),
             model.weights_prior,
-            model.covariance,
         )
-    precisions = precisions.numpy()
-    if model.covariance == "full":
-        precisions_in_data = transform.precision_matrices_to_data(precisions)
-    else:
-        precisions_in_data = transform.precisions_to_data(precisions)
+    precisions_in_data = model.components.precisions_to_data(transform, precisions.numpy())
     return MCMCResult(
         locs=transform.point_to_data(locs.numpy()),
         precisions=precisions_in_data,

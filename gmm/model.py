@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from gmm import checkpoint, full, predict, support
+from gmm import components as component_parts
 from gmm import weights as weights_part
 from gmm._validation import (
     check_bool,
@@ -27,7 +28,6 @@ from gmm._validation import (
     check_seed,
     tf_seed,
 )
-from gmm.elbo import log_prior
 from gmm.family import (
     WEIGHTS_PRIORS,
     expected_weights,
@@ -233,6 +233,8 @@ class BayesianGMM(tf.Module):
         ) = _check_construction(
             n_components, n_features, priors, standardize, dtype, order_by, covariance, weights
         )
+        # The observation model's part (gmm.components): what differs between kinds.
+        self.components = component_parts.of(self.covariance, self.order_by)
         self.transform = Standardization(self.n_features)
         self.steps_trained = tf.Variable(0, dtype=tf.int64, trainable=False)
         if self.covariance == "full":
@@ -464,17 +466,11 @@ class BayesianGMM(tf.Module):
         ``[..., K]`` weights; ``[...]`` nats (``gmm.elbo.log_prior``,
         ``gmm.full.log_prior``)."""
         as_tensor = lambda a: tf.convert_to_tensor(a, self.dtype)  # noqa: E731
-        if self.covariance == "full":
-            return full.log_prior(
-                as_tensor(locs), as_tensor(precisions), as_tensor(weights),
-                self.priors.as_tensors(self.dtype), self.weights_prior,
-            )  # fmt: skip
-        return log_prior(
+        return self.components.log_prior(
             as_tensor(locs),
             as_tensor(precisions),
             as_tensor(weights),
             self.priors.as_tensors(self.dtype),
-            self.order_by,
             self.weights_prior,
         )
 

@@ -30,9 +30,7 @@ from scipy.special import logsumexp
 from gmm import full
 from gmm import weights as weights_part
 from gmm._validation import check_data, check_positive_int, check_seed, tf_seed
-from gmm.elbo import log_joint
 from gmm.family import variational_distributions
-from gmm.predict import draw_parameters
 
 tfd = tfp.distributions
 
@@ -256,8 +254,9 @@ def plain_log_q(q: dict, locs, precisions, weights, order_by: int | None) -> np.
 
 
 # Graph mode: about four times faster than eager here, the trace shared by every call.
-_log_joint_graph = tf.function(log_joint, reduce_retracing=True)
-_full_log_joint_graph = tf.function(full.log_joint, reduce_retracing=True)
+@tf.function(reduce_retracing=True)
+def _log_joint_graph(part, *arguments):
+    return part.log_joint(*arguments)
 
 
 def joint_log_density(model, data: np.ndarray, locs, precisions, weights) -> np.ndarray:
@@ -267,14 +266,9 @@ def joint_log_density(model, data: np.ndarray, locs, precisions, weights) -> np.
     n_points, (n_draws, n_components, n_features) = data.shape[0], locs.shape[:3]
     chunk = max(1, _CHUNK_ELEMENTS // (n_points * n_components * n_features))
     points = tf.constant(data, tf.float64)
-    if model.covariance == "full":
-        joint = lambda *draws: _full_log_joint_graph(  # noqa: E731
-            points, *draws, priors, model.weights_prior
-        )
-    else:
-        joint = lambda *draws: _log_joint_graph(  # noqa: E731
-            points, *draws, priors, model.order_by, model.weights_prior
-        )
+    joint = lambda *draws: _log_joint_graph(  # noqa: E731
+        model.components, points, *draws, priors, model.weights_prior
+    )
     return np.concatenate(
         [
             joint(*(a[start : start + chunk] for a in (locs, precisions, weights))).numpy()
@@ -423,12 +417,9 @@ def psis_khat(model, X, *, n_draws: int = 2000, seed: int = 0, symmetrize=None) 
         raise ValueError(f"n_draws must be at least 10 to fit a Pareto tail, got {n_draws}.")
     symmetrize = _check_symmetrize(model, symmetrize)
     params = model.unconstrained_parameters(tf.float64)
-    if model.covariance == "full":
-        locs, precisions, weights = full.draw_parameters(params, n_draws, tf_seed(seed, 11))
-    else:
-        locs, precisions, weights = draw_parameters(
-            params, tf.constant(n_draws), tf_seed(seed, 11), model.order_by, model.weights_prior
-        )
+    locs, precisions, weights = model.components.draw_parameters(
+        params, n_draws, tf_seed(seed, 11), model.weights_prior
+    )
     # The weight of a component emptied by a sparse Dirichlet (concentration
     # ~0.001 under q and the prior alike) is often below 1e-308 and underflows
     # to 0, where both log densities are infinite. Raised to 1e-300, both move by
@@ -444,10 +435,7 @@ def psis_khat(model, X, *, n_draws: int = 2000, seed: int = 0, symmetrize=None) 
         )
     log_weights, khat = pareto_smoothed_log_weights(log_ratios)
     transform = model.transform
-    if model.covariance == "full":
-        precisions_in_data = transform.precision_matrices_to_data(precisions.numpy())
-    else:
-        precisions_in_data = transform.precisions_to_data(precisions.numpy())
+    precisions_in_data = model.components.precisions_to_data(transform, precisions.numpy())
     return PSISResult(
         khat=khat,
         ess=float(1.0 / np.exp(logsumexp(2.0 * log_weights))),

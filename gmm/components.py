@@ -1,0 +1,157 @@
+"""The observation model, one part per kind of components, with one set of
+methods, so that the training loop, the draws, NUTS and PSIS call a part
+instead of asking which covariance the model has:
+
+    Diagonal(order_by)  Normal means and Gamma precisions per feature
+                        (``gmm.family``, ``gmm.elbo``, ``gmm.natural``,
+                        ``gmm.predict``); ``order_by``: ordered means
+                        (``gmm.ordered``)
+    Full()              a Normal-Wishart per component (``gmm.full``)
+
+A part is frozen and hashable (a compiled loop may key its trace on it). The
+weights are ``gmm.weights``' part, read off q's parameters; ``weights_prior``
+is passed where the diagonal model's functions take it by name.
+
+Every method's arguments and returns are those of the module functions it
+calls; ``locs`` and ``precisions`` are ``[..., K, D]`` for the diagonal model
+and ``[..., K, D]``, ``[..., K, D, D]`` (precision matrices) for the full one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from gmm import elbo, full, natural, predict
+from gmm.ordered import AscendingColumn
+
+tfb = tfp.bijectors
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagonal:
+    """Diagonal covariances; ``order_by`` None, or the feature whose means ascend."""
+
+    order_by: int | None = None
+    name = "diag"
+
+    def negative_elbo(self, params, batch, n_total, prior_params, estimator, seed, weights_prior,
+                      weights=None, mask=None):  # fmt: skip
+        return elbo.negative_elbo(
+            params, batch, n_total, prior_params, estimator, seed, self.order_by, weights_prior,
+            weights, mask,
+        )  # fmt: skip
+
+    def kl_divergence(self, params, prior_params, weights_prior):
+        return elbo.kl_divergence(params, prior_params, self.order_by, weights_prior)
+
+    def natural_step(self, params, batch, n_total, prior_params, rho, weights_prior, weights,
+                     mask):  # fmt: skip
+        """``(loss, new params)`` of one natural-gradient step."""
+        return natural.natural_gradient_update(
+            params, batch, n_total, prior_params, rho, weights_prior, weights, mask,
+            return_loss=True,
+        )  # fmt: skip
+
+    def sufficient_statistics(self, params, batch, weights_prior, weights, mask):
+        return natural.sufficient_statistics(params, batch, weights_prior, weights, mask)
+
+    def update_from_statistics(self, params, statistics, scale, prior_params, rho, weights_prior):
+        return natural.update_from_statistics(
+            params, statistics, scale, prior_params, rho, weights_prior
+        )
+
+    def draw_parameters(self, params, num_samples: int, seed, weights_prior):
+        return predict.draw_parameters(
+            params, tf.constant(num_samples), seed, self.order_by, weights_prior
+        )
+
+    def sample_points(self, locs, precisions, weights, component_seed, noise_seed):
+        return predict.sample_points(locs, precisions, weights, component_seed, noise_seed)
+
+    def log_prior(self, locs, precisions, weights, prior_params, weights_prior):
+        return elbo.log_prior(locs, precisions, weights, prior_params, self.order_by, weights_prior)
+
+    def log_joint(self, data, locs, precisions, weights, prior_params, weights_prior):
+        return elbo.log_joint(
+            data, locs, precisions, weights, prior_params, self.order_by, weights_prior
+        )
+
+    def loc_bijector(self) -> tfb.Bijector:
+        """Unconstrained values to the means (NUTS's state): ordered ones ascend."""
+        return tfb.Identity() if self.order_by is None else AscendingColumn(self.order_by)
+
+    def precision_bijector(self) -> tfb.Bijector:
+        """Unconstrained values to positive precisions (NUTS's state)."""
+        return tfb.Exp()
+
+    def precisions_to_data(self, transform, precisions):
+        return transform.precisions_to_data(precisions)
+
+
+@dataclasses.dataclass(frozen=True)
+class Full:
+    """Full covariances (a Normal-Wishart per component)."""
+
+    name = "full"
+
+    def negative_elbo(self, params, batch, n_total, prior_params, estimator, seed, weights_prior,
+                      weights=None, mask=None):  # fmt: skip
+        del weights_prior  # read off params
+        return full.negative_elbo(
+            params, batch, n_total, prior_params, estimator, seed, weights=weights, mask=mask
+        )
+
+    def kl_divergence(self, params, prior_params, weights_prior):
+        del weights_prior
+        return full.kl_divergence(params, prior_params)
+
+    def natural_step(self, params, batch, n_total, prior_params, rho, weights_prior, weights,
+                     mask):  # fmt: skip
+        """``(loss, new params)``; no ``mask`` (``gmm.support`` refuses natural
+        steps with missing values here: no closed form)."""
+        del weights_prior, mask
+        return full.natural_gradient_update(
+            params, batch, n_total, prior_params, rho, weights, return_loss=True
+        )
+
+    def sufficient_statistics(self, params, batch, weights_prior, weights, mask):
+        del weights_prior, mask
+        return full.sufficient_statistics(params, batch, weights)
+
+    def update_from_statistics(self, params, statistics, scale, prior_params, rho, weights_prior):
+        del weights_prior
+        return full.update_from_statistics(params, statistics, scale, prior_params, rho)
+
+    def draw_parameters(self, params, num_samples: int, seed, weights_prior):
+        del weights_prior
+        return full.draw_parameters(params, num_samples, seed)
+
+    def sample_points(self, locs, precisions, weights, component_seed, noise_seed):
+        return full.sample_points(locs, precisions, weights, component_seed, noise_seed)
+
+    def log_prior(self, locs, precisions, weights, prior_params, weights_prior):
+        return full.log_prior(locs, precisions, weights, prior_params, weights_prior)
+
+    def log_joint(self, data, locs, precisions, weights, prior_params, weights_prior):
+        return full.log_joint(data, locs, precisions, weights, prior_params, weights_prior)
+
+    def loc_bijector(self) -> tfb.Bijector:
+        return tfb.Identity()
+
+    def precision_bijector(self) -> tfb.Bijector:
+        """Unconstrained vectors to precision matrices L L^T, L filling a lower
+        triangle with a positive diagonal: every state is positive-definite."""
+        return tfb.Chain(
+            [tfb.CholeskyOuterProduct(), tfb.FillScaleTriL(tfb.Exp(), diag_shift=None)]
+        )
+
+    def precisions_to_data(self, transform, precisions):
+        return transform.precision_matrices_to_data(precisions)
+
+
+def of(covariance: str, order_by: int | None = None) -> Diagonal | Full:
+    """The part for ``BayesianGMM``'s ``covariance`` (``"diag"`` or ``"full"``)."""
+    return Full() if covariance == "full" else Diagonal(order_by)
