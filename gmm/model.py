@@ -563,8 +563,9 @@ class BayesianGMM(tf.Module):
         self._check_fitted()
         n, seed = check_positive_int(n, "n"), check_seed(seed)
         theta_seed, component_seed, noise_seed = tfp.random.split_seed(tf_seed(seed, 1), n=3)
-        sample_points = full.sample_points if self.covariance == "full" else predict.sample_points
-        points, components = sample_points(*_draws(self, n, theta_seed), component_seed, noise_seed)
+        points, components = self.components.sample_points(
+            *_draws(self, n, theta_seed), component_seed, noise_seed
+        )
         return self.transform.point_to_data(points), components
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -660,11 +661,7 @@ def parameters_are_finite(params: dict) -> bool:
 def _draws(model: BayesianGMM, num_samples: int, seed):
     """``num_samples`` draws of (locs, precisions, weights) from q, float64."""
     params = model.unconstrained_parameters(tf.float64)
-    if model.covariance == "full":
-        return full.draw_parameters(params, num_samples, seed)
-    return predict.draw_parameters(
-        params, tf.constant(num_samples), seed, model.order_by, model.weights_prior
-    )
+    return model.components.draw_parameters(params, num_samples, seed, model.weights_prior)
 
 
 def _predictive(model: BayesianGMM, X, num_samples, seed, features, missing="error"):
