@@ -103,7 +103,7 @@ def test_interrupt_after_a_kept_move_puts_back_the_model_from_before_the_call(
     model, X = overfitted
     before, transform_before = state(model), model.transform.arrays()
     calls, kept = [], []
-    real_fit = gmm.moves.fit
+    real_fit = gmm.selection.fit
 
     def fit_then_interrupt(m, *args, **kwargs):
         calls.append(1)
@@ -112,7 +112,7 @@ def test_interrupt_after_a_kept_move_puts_back_the_model_from_before_the_call(
             raise KeyboardInterrupt
         return real_fit(m, *args, **kwargs)
 
-    monkeypatch.setattr(gmm.moves, "fit", fit_then_interrupt)
+    monkeypatch.setattr(gmm.selection, "fit", fit_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         gmm.delete_components(model, X)
     # When the second fit started, the first move had been kept: 3 components
