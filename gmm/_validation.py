@@ -134,18 +134,6 @@ def check_missing(missing) -> str:
     return missing
 
 
-def refuse_with_full_covariance(covariance: str, what: str) -> None:
-    """What needs a closed-form coordinate-ascent step with missing values
-    (the NumPy CAVI reference) exists for diagonal covariances only: raises
-    ``ValueError`` naming ``what`` with ``covariance="full"``."""
-    if covariance == "full":
-        raise ValueError(
-            f"{what} is not supported with covariance='full' here (with missing values the "
-            "full-covariance model has no closed-form coordinate-ascent step; fit it with "
-            "algorithm='adam')."
-        )
-
-
 def check_sample_weight(sample_weight, n_points: int, name: str = "sample_weight") -> np.ndarray:
     """Returns ``sample_weight`` as a float64 ``[N]`` array after checking it.
 

@@ -15,9 +15,9 @@ from scipy.special import gammaln
 from sklearn.cluster import KMeans
 from sklearn.mixture import BayesianGaussianMixture
 
-from gmm import reference
+from gmm import reference, support
 from gmm import weights as weights_part
-from gmm._validation import check_data, check_sample_weight, refuse_with_full_covariance
+from gmm._validation import check_data, check_sample_weight
 from gmm.data import MixtureSpec
 from gmm.fitting import fit
 from gmm.full import log_gamma_ratio, with_covariance_mean
@@ -107,8 +107,11 @@ def reference_posterior(
       ``reference.cavi_full``.
     """
     data = check_data(X, n_features=model.n_features, missing=missing)
-    if model.covariance == "full" and missing != "error":
-        refuse_with_full_covariance(model.covariance, f"missing={missing!r}")
+    support.check(
+        analysis="reference_posterior",
+        covariance=model.covariance,
+        marginalize=missing != "error",
+    )
     weights = None
     if sample_weight is not None:
         weights = check_sample_weight(sample_weight, data.shape[0])

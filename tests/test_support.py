@@ -98,6 +98,14 @@ TRIGGERS = {
     "moves='sort' with weights='dirichlet'": lambda X: gmm.fit(
         gmm.BayesianGMM(2, 2), X, moves=("sort",), progress=False
     ),
+    "gmm.evaluate.reference_posterior with missing='marginalize' and covariance='full'": (
+        lambda X: gmm.evaluate.reference_posterior(
+            gmm.BayesianGMM(2, 2, covariance="full"), X, missing="marginalize"
+        )
+    ),
+    "gmm.linear_response with covariance='full'": lambda X: gmm.linear_response(
+        gmm.BayesianGMM(2, 2, covariance="full"), X
+    ),
 }
 
 
