@@ -746,7 +746,7 @@ def test_missing_values_with_full_covariances_errors(correlated, small_data):
     X = small_data.copy()
     X[4, 0] = np.nan
     model = gmm.BayesianGMM(2, 2, covariance="full")
-    with pytest.raises(ValueError, match="pass algorithm='adam'"):
+    with pytest.raises(ValueError, match="Pass algorithm='adam'"):
         gmm.fit(model, X, missing="marginalize", algorithm="natural", progress=False)
     assert not model.is_fitted
     empty = small_data.copy()

@@ -249,7 +249,7 @@ def test_full_default_algorithm_fits_data_with_missing_values(data):
     assert history.algorithm == "adam"
     assert np.isfinite(model.score(X, missing="marginalize"))
     before = state(model)
-    with pytest.raises(ValueError, match="pass algorithm='adam'"):
+    with pytest.raises(ValueError, match="Pass algorithm='adam'"):
         gmm.fit(model, X, progress=False, missing="marginalize", algorithm="natural")
     assert_unchanged(before, model)
 
