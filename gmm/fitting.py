@@ -585,8 +585,9 @@ def fit(
         window at the optimum, so the check could never hold; build the
         model with ``dtype=tf.float64`` for a tighter tol), 1e-12 for float64.
       batch_size: points per step. Default: all of them for in-memory data of
-        at most 10,000 points (in one process, or in all of a multi-worker
-        fit's shards), else 500. A dataset of batches keeps its own.
+        at most 10,000 points (in one process without a strategy of several
+        replicas, or in all of a multi-worker fit's shards), else 500. A
+        dataset of batches keeps its own.
       learning_rate: Adam's peak learning rate, cosine-decayed to 0 (default
         0.05, a relative step on the log-parameters); for ``"natural"``, the
         scale of ``rho_t = learning_rate * (1 + t) ** -0.7`` (default 1), a
@@ -622,7 +623,11 @@ def fit(
         (Adam) or sufficient statistics (natural gradients) are summed. A
         ``MultiWorkerMirroredStrategy`` over several processes takes each
         one's own rows as ``X`` (an array: its shard); only the chief writes
-        ``checkpoint_dir`` and shows progress (``gmm.distributed``).
+        ``checkpoint_dir`` and shows progress (``gmm.distributed``). With a
+        strategy, a minibatch fit to convergence does not switch to
+        full-batch steps at the end (as it does without one), so its natural
+        gradients stop at the minibatch check: pass ``batch_size`` equal to N
+        for full-batch steps throughout.
       callbacks: callables ``callback(model, step, elbo)`` run after each chunk.
       sample_weight: ``[N]`` non-negative finite weights of the rows of an
         in-memory ``X`` (None: all 1). Each point's terms count its weight:
@@ -636,7 +641,7 @@ def fit(
         covariances; data with no NaN fit exactly as with ``"error"``).
         A row with no observed value is an error (even at sample weight 0:
         drop such rows first), and so is inf either way.
-        A stream's points may hold NaN too. Not with a ``strategy``. With
+        A stream's points may hold NaN too. With
         ``covariance="full"``, data with missing values need
         ``algorithm="adam"`` (the natural-gradient step has no closed form
         there): the default (None) then chooses Adam, with its default

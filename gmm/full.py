@@ -528,9 +528,10 @@ def sampled_log_likelihood(params: dict, batch, seed, mask=None):
     is the marginal of its observed coordinates: the covariance's observed
     block, the missing coordinates set to a unit variance at the mean, whose
     N(0 | 0, 1) factors are then taken back out."""
-    locs, precisions, weights = draw_parameters(params, tf.shape(batch)[0], seed)
+    # The drawn precisions' own Cholesky factors C (Lambda = C C^T), not a
+    # factorisation of their product, which float32 loses for a nearly empty component.
+    locs, cholesky, weights = _draw_factors(params, tf.shape(batch)[0], seed)  # C: [B, K, D, D]
     if mask is None:
-        cholesky = tf.linalg.cholesky(precisions)  # [B, K, D, D]
         half_log_det = tf.reduce_sum(tf.math.log(tf.linalg.diag_part(cholesky)), axis=-1)
         projected = tf.einsum("bd,bkde->bke", batch, cholesky) - tf.einsum(
             "bkd,bkde->bke", locs, cholesky
@@ -539,15 +540,23 @@ def sampled_log_likelihood(params: dict, batch, seed, mask=None):
             _dimension(batch) * _LOG_2PI + tf.reduce_sum(projected**2, axis=-1)
         )
     else:
-        observed = mask[:, None, :]  # [B, 1, D]
-        covariance = tf.linalg.inv(precisions)
-        blocked = covariance * observed[..., :, None] * observed[..., None, :] + tf.linalg.diag(
-            1.0 - observed * tf.ones_like(locs)
+        # In float64: Lambda^-1 = C^-T C^-1 is huge for a nearly empty component,
+        # past what float32's Cholesky factorisation of its observed block holds.
+        as64 = lambda a: tf.cast(a, tf.float64)  # noqa: E731
+        cholesky64, locs64, observed = as64(cholesky), as64(locs), as64(mask)[:, None, :]
+        inverse = tf.linalg.triangular_solve(
+            cholesky64,
+            tf.broadcast_to(tf.eye(tf.shape(locs)[-1], dtype=tf.float64), tf.shape(cholesky)),
         )
-        points = tf.where(observed > 0.5, batch[:, None, :], locs)
-        log_normal = tfd.MultivariateNormalTriL(locs, tf.linalg.cholesky(blocked)).log_prob(
+        covariance = tf.matmul(inverse, inverse, transpose_a=True)
+        blocked = covariance * observed[..., :, None] * observed[..., None, :] + tf.linalg.diag(
+            1.0 - observed * tf.ones_like(locs64)
+        )
+        points = tf.where(observed > 0.5, as64(batch)[:, None, :], locs64)
+        log_normal = tfd.MultivariateNormalTriL(locs64, tf.linalg.cholesky(blocked)).log_prob(
             points
-        ) + 0.5 * _LOG_2PI * tf.reduce_sum(1.0 - mask, axis=-1, keepdims=True)
+        ) + 0.5 * _LOG_2PI * tf.reduce_sum(1.0 - observed, axis=-1)
+        log_normal = tf.cast(log_normal, locs.dtype)
     return tf.reduce_logsumexp(tf.math.log(weights) + log_normal, axis=-1)
 
 
@@ -703,6 +712,13 @@ def draw_parameters(params: dict, num_samples: int, seed):
     D - 1 < nu < D, which q allows. Then mu | Lambda ~ Normal(m, (beta
     Lambda)^-1) = m + C^-T eps / sqrt(beta).
     """
+    locs, cholesky, weights = _draw_factors(params, num_samples, seed)
+    return locs, tf.matmul(cholesky, cholesky, transpose_b=True), weights
+
+
+def _draw_factors(params: dict, num_samples: int, seed):
+    """``draw_parameters`` with each precision matrix as its Cholesky factor C
+    (``[S, K, D, D]``, Lambda = C C^T) rather than the product."""
     loc, mean_precision, precision_tril, dof = unpack(params)
     # (Shapes read at run time: the compiled loop's trace is shared across model sizes.)
     n_components, n_features = tf.unstack(tf.shape(loc))
@@ -712,6 +728,10 @@ def draw_parameters(params: dict, num_samples: int, seed):
     chi2 = 2.0 * tf.random.stateless_gamma(
         [num_samples, n_components, n_features], chi2_seed, alpha=chi2_dof / 2.0, dtype=dtype
     )
+    # With nu near D - 1 (a component q has emptied) the last chi-square's shape is
+    # tiny and a float32 draw can underflow to 0: a singular C. Kept above the
+    # smallest normal number, where it stays a draw far out in the tail.
+    chi2 = tf.maximum(chi2, np.finfo(dtype.as_numpy_dtype).tiny)
     below = tf.linalg.band_part(
         tf.random.stateless_normal(
             [num_samples, n_components, n_features, n_features], lower_seed, dtype=dtype
@@ -726,9 +746,8 @@ def draw_parameters(params: dict, num_samples: int, seed):
     )
     offsets = tf.linalg.triangular_solve(cholesky, noise[..., None], adjoint=True)[..., 0]
     locs = loc + offsets / tf.sqrt(mean_precision)[:, None]
-    precisions = tf.matmul(cholesky, cholesky, transpose_b=True)
     weights = weights_part.variational_weights(params).sample(num_samples, seed=weight_seed)
-    return locs, precisions, weights
+    return locs, cholesky, weights
 
 
 def predictive_parameters(params: dict) -> tuple[np.ndarray, ...]:
@@ -929,16 +948,23 @@ def posterior_summary(params: dict) -> dict:
       Var(Sigma_ij) = ((nu - D + 1) P_ij^2 + (nu - D - 1) P_ii P_jj) /
       ((nu - D) (nu - D - 1)^2 (nu - D - 3)) for P = W^-1), ``std_mean``
       (``[K, D]``, sqrt of the diagonal of ``covariance_mean``), ``weight_mean``,
-      ``weight_sd`` (``[K]``). Needs nu > D + 3 for the sds.
+      ``weight_sd`` (``[K]``). inf where a moment diverges (nu <= D + 1 for
+      the means, nu <= D + 3 for the sds).
     """
     dof, n_features = params["dof"], params["loc_mean"].shape[-1]
     psi = np.linalg.inv(params["precision_scale"])
     excess = (dof - n_features)[:, None, None]
     diagonal = np.diagonal(psi, axis1=-2, axis2=-1)
-    covariance_var = (
-        (excess + 1) * psi**2 + (excess - 1) * diagonal[:, :, None] * diagonal[:, None, :]
-    ) / (excess * (excess - 1) ** 2 * (excess - 3))
-    covariance_mean = psi / (excess - 1)
+    # The moments exist for nu > D + 1 (means) and nu > D + 3 (sds); elsewhere (a
+    # component q has emptied, nu near the prior's D) they diverge: inf, as in
+    # ``with_covariance_mean``, not the formula's negative values.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        covariance_var = (
+            (excess + 1) * psi**2 + (excess - 1) * diagonal[:, :, None] * diagonal[:, None, :]
+        ) / (excess * (excess - 1) ** 2 * (excess - 3))
+        covariance_mean = psi / (excess - 1)
+    covariance_mean = np.where(excess > 1, covariance_mean, np.inf)
+    covariance_var = np.where(excess > 3, covariance_var, np.inf)
     weight_mean, weight_sd = weights_part.moments(params)
     return {
         "loc_mean": params["loc_mean"],

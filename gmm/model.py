@@ -182,9 +182,9 @@ class BayesianGMM(tf.Module):
         precisions per feature, ``priors`` a ``gmm.Priors``) or ``"full"``
         (a Normal-Wishart prior and q per component, ``priors`` a
         ``gmm.NormalWishartPriors``; see ``gmm.full``). Either weights prior
-        goes with either (``gmm.weights``). With ``"full"``, ``order_by`` and
-        the ``"per_point"`` estimator are not supported (they raise), and data
-        with NaN need ``algorithm="adam"``.
+        goes with either (``gmm.weights``). With ``"full"``, ``order_by`` is
+        not supported (it raises), and data with NaN need ``algorithm="adam"``
+        (``gmm.support.LIMITS`` lists every refused combination).
       name: the module's name.
 
     Attributes:

@@ -257,6 +257,8 @@ def delete_components(
         check_positive(threshold, "threshold"),
         check_positive(min_gain, "min_gain"),
     )
+    if threshold >= 1:  # a weight above it would be the whole of the weights
+        raise ValueError(f"threshold must be in (0, 1), got {threshold!r}.")
     seed = check_seed(seed)
     missing = fit_options.get("missing", "error")
     data = check_data(X, n_features=model.n_features, missing=missing)

@@ -6,6 +6,8 @@ gmm.reference.cavi_full with the sticks' Beta updates (Blei and Jordan 2006),
 SciPy's densities, and scikit-learn's fitted Dirichlet-process mixture.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -281,3 +283,37 @@ def test_full_per_point_fit_scores_like_the_closed_form_fit():
         scores.append(model.score(X_test))
     assert history.algorithm == "natural"
     assert abs(scores[0] - scores[1]) < 0.005, scores
+
+
+def test_full_per_point_fit_survives_an_emptying_float32_component():
+    """K = 4 on three tilted clusters (weights 0.7, 0.2, 0.1), float32,
+    estimator="per_point": a new user's fit diverged at step 644 as the surplus
+    component emptied (the drawn precisions' Cholesky factors were recomputed
+    from their product, which float32 loses); the draws' own factors keep every
+    step finite."""
+    rng = np.random.default_rng(2)
+    labels = rng.choice(3, 800, p=[0.7, 0.2, 0.1])
+    centres = np.array([[0.0, 0.0, 0.0], [3.0, 2.0, 0.0], [0.0, 4.0, 4.0]])
+    covariance = np.array([[1.0, 0.8, 0.3], [0.8, 1.0, 0.2], [0.3, 0.2, 1.0]])
+    X = centres[labels] + rng.multivariate_normal(np.zeros(3), covariance, size=800)
+    model = gmm.BayesianGMM(4, 3, covariance="full")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gmm.ConvergenceWarning)
+        history = gmm.fit(model, X, seed=1, estimator="per_point", max_steps=1000, progress=False)
+    assert history.steps == 1000 and model.parameters_are_finite()
+    assert np.isfinite(model.score(X))
+
+
+def test_full_posterior_summary_is_inf_where_a_moment_diverges(dp_full):
+    """An emptied component (nu at the prior's D): its covariance mean and sds
+    are inf, not the formula's negative values, and no warning is raised."""
+    _, model, _, _ = dp_full
+    params = model.posterior_parameters()
+    params["dof"] = params["dof"].copy()
+    params["dof"][-1] = 2.0  # D: E[Sigma] diverges
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        summary = gmm.full.posterior_summary(params)
+    assert np.isinf(summary["covariance_mean"][-1]).all()
+    assert np.isinf(summary["covariance_sd"][-1]).all() and np.isinf(summary["loc_sd"][-1]).all()
+    assert np.isfinite(summary["covariance_mean"][:-1]).all()
