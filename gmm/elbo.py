@@ -22,7 +22,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from gmm import full
 from gmm._validation import check_positive_int, check_seed, tf_seed
 from gmm.family import (
     expected_log_weights,
@@ -242,22 +241,14 @@ def log_joint(
 
 
 @tf.function(reduce_retracing=True)
-def _gradient(
-    params, batch, n_total, prior_params, estimator, seed, order_by=None, weights_prior="dirichlet"
-):
+def _gradient(part, params, batch, n_total, prior_params, estimator, seed, weights_prior):
+    """The gradient of -ELBO through the model's components part
+    (``gmm.components``, hashable: one trace per kind)."""
     with tf.GradientTape() as tape:
         tape.watch(params)
-        loss = negative_elbo(
-            params, batch, n_total, prior_params, estimator, seed, order_by, weights_prior
+        loss = part.negative_elbo(
+            params, batch, n_total, prior_params, estimator, seed, weights_prior
         )
-    return tape.gradient(loss, params)
-
-
-@tf.function(reduce_retracing=True)
-def _full_gradient(params, batch, n_total, prior_params, estimator, seed):
-    with tf.GradientTape() as tape:
-        tape.watch(params)
-        loss = full.negative_elbo(params, batch, n_total, prior_params, estimator, seed)
     return tape.gradient(loss, params)
 
 
@@ -284,25 +275,14 @@ def gradient_samples(model, X, *, estimator="expected", n_repeats=100, batch_siz
     draws = []
     for repeat in range(check_positive_int(n_repeats, "n_repeats")):
         batch = points[rng.choice(points.shape[0], batch_size, replace=False)]
-        if model.covariance == "full":
-            grads = _full_gradient(
-                params,
-                tf.constant(batch),
-                tf.constant(points.shape[0]),
-                priors,
-                estimator,
-                tf_seed(seed, repeat),
-            )
-            draws.append({name: value.numpy() for name, value in grads.items()})
-            continue
         grads = _gradient(
+            model.components,
             params,
             tf.constant(batch),
             tf.constant(points.shape[0]),
             priors,
             estimator,
             tf_seed(seed, repeat),
-            model.order_by,
             model.weights_prior,
         )
         draws.append({name: value.numpy() for name, value in grads.items()})

@@ -40,3 +40,14 @@ def assert_agrees_with_full_cavi(model, exact):
         ratio = fit[spread] / reference[spread]
         assert np.all((ratio > 0.5) & (ratio < 2)), (spread, ratio)
     np.testing.assert_allclose(fit["weight_mean"], reference["weight_mean"], atol=0.01)
+
+
+def assert_full_natural_step_keeps(params: dict, Z, priors) -> None:
+    """A full-batch natural step of size 0.3 or 1 from ``params`` (a CAVI optimum of
+    the full-covariance model on ``Z``) moves no parameter (1e-6 relative)."""
+    for rho in (0.3, 1.0):
+        stepped = gmm.full.natural_gradient_update(
+            params, tf.constant(Z), Z.shape[0], priors, tf.constant(rho, tf.float64)
+        )
+        for name in params:
+            np.testing.assert_allclose(stepped[name], params[name], rtol=1e-6, atol=1e-8)
