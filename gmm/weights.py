@@ -235,12 +235,6 @@ def blended_update(params: dict, counts, concentration, rho) -> dict:
     }
 
 
-def _numpy_tail_sum(values, axis=-1, reverse=True, exclusive=True):
-    """``tf.math.cumsum(..., reverse=True, exclusive=True)`` of a 1-d array, in NumPy."""
-    del axis, reverse, exclusive
-    return np.concatenate([np.cumsum(values[::-1])[::-1][1:], np.zeros(1)])
-
-
 def conjugate_update(counts, concentration, kind: str, cumsum=None) -> dict:
     """q(weights)'s coordinate-ascent update given the expected ``counts`` ``[K]``
     of points per component, positive parameters keyed by ``NAMES[kind]``:
@@ -249,8 +243,8 @@ def conjugate_update(counts, concentration, kind: str, cumsum=None) -> dict:
     NumPy by default; ``cumsum=tf.math.cumsum`` for tensors. Zero counts give
     the prior's parameters."""
     if kind == "dirichlet_process":
-        if cumsum is None:
-            later = _numpy_tail_sum(np.asarray(counts, np.float64))[:-1]
+        if cumsum is None:  # sum_{j>k} N_j for k < K
+            later = np.cumsum(np.asarray(counts, np.float64)[::-1])[::-1][1:]
         else:
             later = cumsum(counts, reverse=True, exclusive=True)[:-1]
         return {"stick_a": 1.0 + counts[:-1], "stick_b": concentration + later}
