@@ -47,6 +47,16 @@ def check_data(
         observed value.
     """
     missing = check_missing(missing)
+    array = _as_real_array(X, name)
+    _check_shape(array, name, n_features, min_points)
+    array = array.astype(np.float64, copy=False)
+    _check_values(array, name, missing)
+    return array
+
+
+def _as_real_array(X, name: str) -> np.ndarray:
+    """``X`` (a tensor, a masked array, a pandas object, nested lists, an
+    array) as a NumPy array of ints or floats, NaN for pandas' missing values."""
     if hasattr(X, "numpy") and callable(X.numpy):  # tf.Tensor
         X = X.numpy()
     if np.ma.isMaskedArray(X):
@@ -68,6 +78,11 @@ def check_data(
         raise ValueError(f"{name} could not be read as a 2-D array: {error}") from None
     if array.dtype.kind not in "iuf":
         raise TypeError(f"{name} must hold real numbers (int or float), got dtype {array.dtype}.")
+    return array
+
+
+def _check_shape(array, name: str, n_features: int | None, min_points: int) -> None:
+    """Refuses anything but ``[N, D]`` with ``N >= min_points`` and ``D == n_features``."""
     if array.ndim != 2:
         if array.ndim == 1 and n_features not in (None, 1) and array.size == n_features:
             hint = "a single point? use X.reshape(1, -1)"
@@ -90,7 +105,11 @@ def check_data(
             f"{name} has {array.shape[0]} points, fewer than the {min_points} needed "
             "(one per mixture component at least)."
         )
-    array = array.astype(np.float64, copy=False)
+
+
+def _check_values(array, name: str, missing: str) -> None:
+    """Refuses inf, NaN unless ``missing="marginalize"`` (then rows with no
+    observed value), and values whose squares overflow float64."""
     finite = np.isfinite(array)
     if not finite.all():
         if missing == "error":
@@ -124,7 +143,6 @@ def check_data(
             f"{name} has values beyond +-{MAX_ABS_VALUE:g} (first at row {row}), whose squares "
             "overflow; rescale the data."
         )
-    return array
 
 
 def check_missing(missing) -> str:

@@ -15,19 +15,25 @@ is passed where the diagonal model's functions take it by name.
 Every method's arguments and returns are those of the module functions it
 calls; ``locs`` and ``precisions`` are ``[..., K, D]`` for the diagonal model
 and ``[..., K, D]``, ``[..., K, D, D]`` (precision matrices) for the full one.
+``BayesianGMM`` asks its part for the names of q's parameters, their start at
+the prior and q in data units (``posterior``, ``posterior_parameters``), so the
+model class holds no branch on the covariance for them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from gmm import elbo, full, natural, predict
+from gmm import elbo, family, full, natural, predict
+from gmm import weights as weights_part
 from gmm.ordered import AscendingColumn
 
 tfb = tfp.bijectors
+tfd = tfp.distributions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +96,51 @@ class Diagonal:
     def precisions_to_data(self, transform, precisions):
         return transform.precisions_to_data(precisions)
 
+    def parameter_names(self, weights_prior: str) -> tuple[str, ...]:
+        """The keys of q's unconstrained parameters (``gmm.family``)."""
+        return family.parameter_names(weights_prior)
+
+    def initial_parameters(self, n_components, n_features, priors, weights_prior, dtype) -> dict:
+        """q at the prior, means at 0: unconstrained parameters in ``dtype`` (the
+        logs taken in it)."""
+        shape = [n_components, n_features]
+        positive = {
+            name: tf.fill(shape, tf.constant(getattr(priors, name), dtype))
+            for name in ("loc_scale", "precision_shape", "precision_rate")
+        }
+        counts = np.zeros(n_components)  # no points yet: the weights' prior
+        for name, value in weights_part.conjugate_update(
+            counts, priors.concentration, weights_prior
+        ).items():  # fmt: skip
+            positive[name] = tf.constant(value, dtype)
+        return {"loc": tf.zeros(shape, dtype)} | {
+            name: tf.math.log(value) for name, value in positive.items()
+        }
+
+    def posterior(self, params, transform, weights_prior) -> dict:
+        """q in data units (``BayesianGMM.posterior``) from float64 ``params``."""
+        q = family.variational_distributions(params, self.order_by, weights_prior)
+        precisions = q["precisions"]
+        return {
+            "locs": transform.locs_to_data(q["locs"], ordered=self.order_by is not None),
+            "precisions": tfd.Gamma(
+                precisions.concentration, transform.rate_to_data(precisions.rate)
+            ),
+            "weights": q["weights"],
+        }
+
+    def posterior_parameters(self, params, transform, weights_prior) -> dict:
+        """q's summary parameters in data units (``BayesianGMM.posterior_parameters``)."""
+        mean, variance = (np.asarray(m) for m in family.loc_moments(params, self.order_by))
+        positive = {k: tf.exp(v).numpy() for k, v in params.items() if k != "loc"}
+        summary = {
+            "loc_mean": transform.point_to_data(mean),
+            "loc_sd": transform.sd_to_data(np.sqrt(variance)),
+            "precision_shape": positive["precision_shape"],
+            "precision_rate": transform.rate_to_data(positive["precision_rate"]),
+        }
+        return summary | {name: positive[name] for name in weights_part.NAMES[weights_prior]}
+
 
 @dataclasses.dataclass(frozen=True)
 class Full:
@@ -150,6 +201,51 @@ class Full:
 
     def precisions_to_data(self, transform, precisions):
         return transform.precision_matrices_to_data(precisions)
+
+    def parameter_names(self, weights_prior: str) -> tuple[str, ...]:
+        """The keys of q's unconstrained parameters (``gmm.full``)."""
+        return full.parameter_names(weights_prior)
+
+    def initial_parameters(self, n_components, n_features, priors, weights_prior, dtype) -> dict:
+        """q at the prior, means at 0: unconstrained parameters (float64, then
+        cast to ``dtype``)."""
+        K, D = n_components, n_features
+        start = full.pack(
+            tf.zeros([K, D], tf.float64),
+            tf.fill([K], tf.constant(priors.mean_precision, tf.float64)),
+            tf.eye(D, batch_shape=[K], dtype=tf.float64) * np.sqrt(priors.expected_precision),
+            tf.fill([K], tf.constant(priors.dof, tf.float64)),
+            weights_part.conjugate_update(np.zeros(K), priors.concentration, weights_prior),
+        )
+        return {name: tf.cast(start[name], dtype) for name in self.parameter_names(weights_prior)}
+
+    def posterior(self, params, transform, weights_prior) -> dict:
+        """q in data units (``BayesianGMM.posterior``) from float64 ``params``:
+        each mean's marginal a multivariate Student-t, the precisions Wishart."""
+        summary = self.posterior_parameters(params, transform, weights_prior)
+        dof, n_features = summary["dof"], summary["loc_mean"].shape[-1]
+        # mu's marginal: Student-t(nu - D + 1, m, W^-1 / (beta (nu - D + 1))).
+        t_dof = dof - n_features + 1
+        shape = (
+            np.linalg.inv(summary["precision_scale"])
+            / (summary["mean_precision"] * t_dof)[:, None, None]
+        )
+        return {
+            "locs": tfd.MultivariateStudentTLinearOperator(
+                df=t_dof,
+                loc=summary["loc_mean"],
+                scale=tf.linalg.LinearOperatorLowerTriangular(np.linalg.cholesky(shape)),
+            ),
+            "precisions": tfd.WishartTriL(
+                df=dof, scale_tril=np.linalg.cholesky(summary["precision_scale"])
+            ),
+            "weights": weights_part.variational_weights(params),
+        }
+
+    def posterior_parameters(self, params, transform, weights_prior) -> dict:
+        """``gmm.full.posterior_parameters`` in data units."""
+        del weights_prior  # read off params
+        return full.posterior_parameters(params, *transform.arrays())
 
 
 def of(covariance: str, order_by: int | None = None) -> Diagonal | Full:

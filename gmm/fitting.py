@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -172,31 +173,7 @@ class FitConfig:
         rate = default_rate if s["learning_rate"] is None else s["learning_rate"]
         rate = check_positive(rate, "learning_rate")
         s["learning_rate"] = check_in_dtype(rate, "learning_rate", model.dtype.as_numpy_dtype)
-        if s["steps"] is not None and s["epochs"] is not None:
-            raise ValueError("Give steps or epochs, not both.")
-        if s["steps"] is not None:
-            s["steps"] = check_positive_int(s["steps"], "steps")
-        if s["epochs"] is not None:
-            s["epochs"] = check_positive_int(s["epochs"], "epochs")
-        fixed_budget = s["steps"] is not None or s["epochs"] is not None
-        if s["max_steps"] is None:
-            s["max_steps"] = DEFAULT_MAX_STEPS
-        elif fixed_budget:
-            raise ValueError("max_steps caps a fit that runs to convergence; drop steps/epochs.")
-        s["max_steps"] = check_positive_int(s["max_steps"], "max_steps")
-        if s["max_steps"] > MAX_STEPS:
-            raise ValueError(f"max_steps must be at most {MAX_STEPS:,}, got {s['max_steps']:,}.")
-        s["tol"] = check_positive(s["tol"], "tol")
-        min_tol = convergence.MIN_TOL[model.dtype.name]
-        if not fixed_budget and s["tol"] < min_tol:
-            # Rounding moves q's parameters by about 1e-4 per window at a float32
-            # fixed point: a smaller tol would run to max_steps and warn, untruly.
-            raise ValueError(
-                f"tol={s['tol']:g} is below what a {model.dtype.name} model's convergence "
-                f"check can resolve ({min_tol:g}: rounding moves its parameters by about "
-                f"that much at the optimum). Use tol >= {min_tol:g}, or build the model "
-                "with dtype=tf.float64 for a tighter tol."
-            )
+        _check_budget(s, model.dtype.name)
         s["missing"] = check_missing(s["missing"])
         support.check(
             covariance=model.covariance,
@@ -209,18 +186,7 @@ class FitConfig:
             init=s["init"],
             marginalize=s["missing"] != "error",
         )
-        if s["checkpoint_every"] is not None:
-            s["checkpoint_every"] = check_positive_int(s["checkpoint_every"], "checkpoint_every")
-            if s["checkpoint_dir"] is None:
-                raise ValueError("checkpoint_every needs a checkpoint_dir to write to.")
-        if s["checkpoint_dir"] is not None:
-            if s["warm_start"]:
-                raise ValueError(
-                    "warm_start continues the model in memory; it cannot be combined with "
-                    "checkpoint_dir (resuming from the folder already continues a fit)."
-                )
-            s["checkpoint_dir"] = checkpoint.check_path(s["checkpoint_dir"], "checkpoint_dir")
-            checkpoint.check_writable(s["checkpoint_dir"])
+        _check_checkpointing(s)
         return cls(**s)
 
     @property
@@ -249,6 +215,53 @@ class FitConfig:
             "batch_size": batch_size,
             **{n: getattr(self, n) for n in names},
         }
+
+
+def _check_budget(s: dict, dtype_name: str) -> None:
+    """``FitConfig.create``'s checks of ``steps``, ``epochs``, ``max_steps`` and
+    ``tol`` in the settings ``s``, in place (``max_steps`` defaulted)."""
+    if s["steps"] is not None and s["epochs"] is not None:
+        raise ValueError("Give steps or epochs, not both.")
+    if s["steps"] is not None:
+        s["steps"] = check_positive_int(s["steps"], "steps")
+    if s["epochs"] is not None:
+        s["epochs"] = check_positive_int(s["epochs"], "epochs")
+    fixed_budget = s["steps"] is not None or s["epochs"] is not None
+    if s["max_steps"] is None:
+        s["max_steps"] = DEFAULT_MAX_STEPS
+    elif fixed_budget:
+        raise ValueError("max_steps caps a fit that runs to convergence; drop steps/epochs.")
+    s["max_steps"] = check_positive_int(s["max_steps"], "max_steps")
+    if s["max_steps"] > MAX_STEPS:
+        raise ValueError(f"max_steps must be at most {MAX_STEPS:,}, got {s['max_steps']:,}.")
+    s["tol"] = check_positive(s["tol"], "tol")
+    min_tol = convergence.MIN_TOL[dtype_name]
+    if not fixed_budget and s["tol"] < min_tol:
+        # Rounding moves q's parameters by about 1e-4 per window at a float32
+        # fixed point: a smaller tol would run to max_steps and warn, untruly.
+        raise ValueError(
+            f"tol={s['tol']:g} is below what a {dtype_name} model's convergence "
+            f"check can resolve ({min_tol:g}: rounding moves its parameters by about "
+            f"that much at the optimum). Use tol >= {min_tol:g}, or build the model "
+            "with dtype=tf.float64 for a tighter tol."
+        )
+
+
+def _check_checkpointing(s: dict) -> None:
+    """``FitConfig.create``'s checks of ``checkpoint_dir`` and ``checkpoint_every``
+    in the settings ``s``, in place (the folder made writable)."""
+    if s["checkpoint_every"] is not None:
+        s["checkpoint_every"] = check_positive_int(s["checkpoint_every"], "checkpoint_every")
+        if s["checkpoint_dir"] is None:
+            raise ValueError("checkpoint_every needs a checkpoint_dir to write to.")
+    if s["checkpoint_dir"] is not None:
+        if s["warm_start"]:
+            raise ValueError(
+                "warm_start continues the model in memory; it cannot be combined with "
+                "checkpoint_dir (resuming from the folder already continues a fit)."
+            )
+        s["checkpoint_dir"] = checkpoint.check_path(s["checkpoint_dir"], "checkpoint_dir")
+        checkpoint.check_writable(s["checkpoint_dir"])
 
 
 def _check_data_fits_model(model, source: inputs.Source, continuing: bool, algorithm: str) -> None:
@@ -704,123 +717,152 @@ def fit(
         the folder, and the failed write left nothing behind.
     Any other error leaves the model exactly as it was before the call.
     """
+    # Every argument by name (before any other local): checked once, and passed on to refits.
+    options = dict(locals())
     start_time = time.perf_counter()
     move_kinds = _check_moves(moves, model, X, steps, epochs, strategy, checkpoint_dir, missing)
-    strategy, config, callbacks = _configure(
-        model,
-        strategy,
-        callbacks,
-        steps=steps,
-        epochs=epochs,
-        max_steps=max_steps,
-        tol=tol,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        estimator=estimator,
-        algorithm=algorithm,
-        init=init,
-        warm_start=warm_start,
-        seed=seed,
-        progress=progress,
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_every=checkpoint_every,
-        missing=missing,
-        jit_compile=jit_compile,
-    )
-    replicas = 1 if strategy is None else strategy.num_replicas_in_sync
-    if isinstance(X, tf.data.Dataset) and config.checkpoint_dir is not None:
-        raise ValueError("checkpoint_dir needs in-memory data; X is a tf.data.Dataset.")
-    if isinstance(X, tf.data.Dataset):
-        if sample_weight is not None:
-            raise ValueError(
-                "sample_weight weighs the rows of an in-memory X; a tf.data.Dataset carries "
-                "its weights as a second component, (points, weights)."
-            )
+    settings = {field.name: options[field.name] for field in dataclasses.fields(FitConfig)}
+    strategy, config, callbacks = _configure(model, strategy, callbacks, **settings)
+    _check_stream_options(X, config, sample_weight)
     # Several processes: X is this worker's shard, and the set-up runs collectives.
-    collective = distributed.Collective(strategy) if distributed.is_multi_worker(strategy) else None
-    if collective is not None:
-        weighted = sample_weight is not None or (
-            isinstance(X, tf.data.Dataset) and isinstance(X.element_spec, tuple)
-        )
-        _check_workers_agree(collective, model, config, weighted)
-        if not collective.is_chief:
-            config = dataclasses.replace(config, progress=False)
+    collective, config = _collective(model, X, strategy, config, sample_weight)
+    replicas = 1 if strategy is None else strategy.num_replicas_in_sync
     source = inputs.prepare(
-        X,
-        model.n_features,
-        model.n_components,
-        config.batch_size,
-        config.seed,
-        replicas,
-        collective,
-        sample_weight=sample_weight,
-        missing=config.missing,
-    )
+        X, model.n_features, model.n_components, config.batch_size, config.seed, replicas,
+        collective, sample_weight=sample_weight, missing=config.missing,
+    )  # fmt: skip
     config, budget = _check_source(model, source, config, strategy, algorithm, learning_rate)
-    checkpointer = None
-    if config.checkpoint_dir is not None:
-        data_identity = None
-        if collective is not None:  # every worker takes part; only the chief writes
-            digests = collective.shard_digests(source.array)
-            data_identity = {"shape": [source.n_points, model.n_features], "shards": digests}
-        if collective is None or collective.is_chief:
-            checkpointer = callback_lib.TrainingCheckpoint(
-                config.checkpoint_dir,
-                model,
-                config.settings(budget, source.batch_size),
-                source.array,
-                data_identity,
-                source.weights,
-            )
+    checkpointer = _checkpointer(model, source, config, budget, collective)
     saved_state = [variable.numpy() for variable in model.variables]
-    try:  # a transaction: any error but a divergence puts the model back as it was
+    with _restored_on_error(model, saved_state):
         run = _Run(
             model, source, config, budget, strategy, checkpointer, callbacks, saved_state,
             collective,
         )  # fmt: skip
         run.train()
+    history = _history(run, source, config, start_time)
+    if not move_kinds:
+        return history
+    with _restored_on_error(model, saved_state):  # the moves and refits are part of it
+        refit_options = {name: options[name] for name in _REFIT_OPTIONS}
+        refit_options["callbacks"] = callbacks
+        return _fit_with_moves(model, X, history, move_kinds, start_time, refit_options)
+
+
+# What a refit after a round of moves takes from the fit's own arguments.
+_REFIT_OPTIONS = (
+    "max_steps", "tol", "batch_size", "learning_rate", "estimator", "algorithm", "seed",
+    "sample_weight", "jit_compile",
+)  # fmt: skip
+
+
+def _check_stream_options(X, config, sample_weight) -> None:
+    """Refuses what needs the rows of an in-memory ``X`` when it is a dataset."""
+    if not isinstance(X, tf.data.Dataset):
+        return
+    if config.checkpoint_dir is not None:
+        raise ValueError("checkpoint_dir needs in-memory data; X is a tf.data.Dataset.")
+    if sample_weight is not None:
+        raise ValueError(
+            "sample_weight weighs the rows of an in-memory X; a tf.data.Dataset carries "
+            "its weights as a second component, (points, weights)."
+        )
+
+
+def _collective(model, X, strategy, config, sample_weight):
+    """``(collective, config)``: the workers' collectives of a multi-worker
+    strategy (None in one process), after checking that every worker fits the
+    same model the same way; only the chief shows progress."""
+    if not distributed.is_multi_worker(strategy):
+        return None, config
+    collective = distributed.Collective(strategy)
+    weighted = sample_weight is not None or (
+        isinstance(X, tf.data.Dataset) and isinstance(X.element_spec, tuple)
+    )
+    _check_workers_agree(collective, model, config, weighted)
+    if not collective.is_chief:
+        config = dataclasses.replace(config, progress=False)
+    return collective, config
+
+
+def _checkpointer(model, source, config, budget, collective):
+    """The ``TrainingCheckpoint`` of ``config.checkpoint_dir`` (None without one,
+    and on every worker but the chief, though every worker helps identify the data)."""
+    if config.checkpoint_dir is None:
+        return None
+    data_identity = None
+    if collective is not None:
+        digests = collective.shard_digests(source.array)
+        data_identity = {"shape": [source.n_points, model.n_features], "shards": digests}
+    if collective is not None and not collective.is_chief:
+        return None
+    return callback_lib.TrainingCheckpoint(
+        config.checkpoint_dir,
+        model,
+        config.settings(budget, source.batch_size),
+        source.array,
+        data_identity,
+        source.weights,
+    )
+
+
+@contextlib.contextmanager
+def _restored_on_error(model, saved_state):
+    """A transaction: any error but a divergence (whose state the error keeps
+    for inspection) puts the model's variables back to ``saved_state``."""
+    try:
+        yield
     except DivergenceError:
         raise
     except BaseException:
         for variable, value in zip(model.variables, saved_state):
             variable.assign(value)
         raise
-    # This call's steps: those since the resume, for a fit resumed from a checkpoint.
-    steps_done = run.done - run.resumed_from
+
+
+def _warn_not_converged(monitor, config) -> None:
+    """``ConvergenceWarning`` for a run to convergence stopped at ``max_steps``,
+    saying what its last check measured."""
+    checked = monitor.checks > 0
+    if checked and monitor.mode == "minibatch":
+        # The heuristic measures the last window's change, not a distance to the optimum.
+        measured = (
+            f"the last minibatch window moved q by {monitor.remaining:.3g}, tol "
+            f"{convergence.MINIBATCH_FACTOR} x {config.tol:g}; a change, not a distance "
+            "to the optimum"
+        )
+    elif checked:
+        measured = (
+            f"the last check ({monitor.check_name}) estimated {monitor.remaining:.3g} "
+            f"still to go, tol {config.tol:g}"
+        )
+    else:
+        measured = (
+            "no convergence check compared two snapshots before it stopped, so nothing "
+            f"was measured (checks every {convergence.WINDOW_STEPS}+ steps)"
+        )
+    warnings.warn(
+        f"fit stopped at max_steps={config.max_steps:,} before its convergence check held "
+        f"({measured}; see gmm.convergence): q may be far from the optimum. Continue "
+        "with warm_start=True, or raise max_steps.",
+        convergence.ConvergenceWarning,
+        stacklevel=4,  # _warn_not_converged, _history, fit, fit's caller
+    )
+
+
+def _history(run, source, config, start_time) -> History:
+    """The ``History`` of a finished run (warning if it stopped unconverged)."""
     monitor = run.monitor
     converged = None if monitor is None else run.converged
     stop_reason = "budget" if monitor is None else ("converged" if converged else "max_steps")
-    checked = monitor is not None and monitor.checks > 0
     if stop_reason == "max_steps":
-        if checked and monitor.mode == "minibatch":
-            # The heuristic measures the last window's change, not a distance to the optimum.
-            measured = (
-                f"the last minibatch window moved q by {monitor.remaining:.3g}, tol "
-                f"{convergence.MINIBATCH_FACTOR} x {config.tol:g}; a change, not a distance "
-                "to the optimum"
-            )
-        elif checked:
-            measured = (
-                f"the last check ({monitor.check_name}) estimated {monitor.remaining:.3g} "
-                f"still to go, tol {config.tol:g}"
-            )
-        else:
-            measured = (
-                "no convergence check compared two snapshots before it stopped, so nothing "
-                f"was measured (checks every {convergence.WINDOW_STEPS}+ steps)"
-            )
-        warnings.warn(
-            f"fit stopped at max_steps={config.max_steps:,} before its convergence check held "
-            f"({measured}; see gmm.convergence): q may be far from the optimum. Continue "
-            "with warm_start=True, or raise max_steps.",
-            convergence.ConvergenceWarning,
-            stacklevel=2,
-        )
-    remaining = float(monitor.remaining) if checked else math.nan
+        _warn_not_converged(monitor, config)
+    checked = monitor is not None and monitor.checks > 0
     switched = monitor is not None and monitor.switched_at >= 0
-    history = History(
+    return History(
         elbo=np.concatenate(run.elbo_chunks),
-        steps=steps_done,
+        # This call's steps: those since the resume, for a fit resumed from a checkpoint.
+        steps=run.done - run.resumed_from,
         epochs=run.epochs_since(run.resumed_from),
         batch_size=source.batch_size,
         learning_rate=config.learning_rate,
@@ -830,7 +872,7 @@ def fit(
         algorithm=config.algorithm,
         converged=converged,
         stop_reason=stop_reason,
-        remaining=remaining,
+        remaining=float(monitor.remaining) if checked else math.nan,
         tol=config.tol,
         steps_trained=run.done - run.first,
         check=None if monitor is None else monitor.check_name,
@@ -838,22 +880,6 @@ def fit(
         full_batch_from=monitor.switched_at if switched else None,
         start_moves=run.start_moves,
     )
-    if not move_kinds:
-        return history
-    try:  # the moves and refits are part of the transaction
-        return _fit_with_moves(
-            model, X, history, move_kinds, start_time,
-            dict(
-                max_steps=max_steps, tol=tol, batch_size=batch_size,
-                learning_rate=learning_rate, estimator=estimator, algorithm=algorithm,
-                seed=seed, callbacks=callbacks, sample_weight=sample_weight,
-                jit_compile=jit_compile,
-            ),
-        )  # fmt: skip
-    except BaseException:
-        for variable, value in zip(model.variables, saved_state):
-            variable.assign(value)
-        raise
 
 
 def _check_moves(moves, model, X, steps, epochs, strategy, checkpoint_dir, missing) -> tuple:

@@ -1,7 +1,7 @@
 """Full covariances: the Normal-Wishart model, its variational family, the ELBO
 and the natural-gradient step (``BayesianGMM(..., covariance="full")``).
 
-Model (K components, D features, standardised units; Bishop 2006, section 10.2):
+Model (K components, D features, standardised units; Bishop 2006, section 10.2)::
 
     Lambda_k         ~ Wishart(W0, nu0),  W0 = (expected_precision / nu0) * I
     mu_k | Lambda_k  ~ Normal(m0, (beta0 * Lambda_k)^-1)

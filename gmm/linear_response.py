@@ -251,6 +251,54 @@ def _mean_field_covariance(params: dict, order_by, weights_prior) -> np.ndarray:
     return covariance
 
 
+def _check_size(shapes: tuple, n_components: int, n_features: int) -> None:
+    """Refuses more than ``MAX_PARAMETERS`` unconstrained parameters (``shapes``:
+    ``(name, shape)`` pairs): the dense Hessian would not fit in memory."""
+    K, D = n_components, n_features
+    n_parameters = sum(int(np.prod(shape)) for _, shape in shapes)
+    if n_parameters > MAX_PARAMETERS:
+        raise ValueError(
+            f"The model has {n_parameters} unconstrained parameters (K = {K}, D = {D}), above "
+            f"MAX_PARAMETERS = {MAX_PARAMETERS} of gmm/linear_response.py: its dense Hessian would "
+            "need too much memory; use fewer components or features."
+        )
+
+
+def _response_covariance(hessian: np.ndarray, jacobian: np.ndarray) -> np.ndarray:
+    """J H^-1 J^T (``[P, P]``) for the Hessian ``[M, M]`` of -ELBO and the
+    Jacobian ``[P, M]`` of the means, through H's Cholesky factor.
+
+    Raises:
+      ValueError: H is not positive definite.
+    """
+    try:
+        cholesky = np.linalg.cholesky(hessian)
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            "The Hessian of -ELBO at the model's q is not positive definite: q is not at a "
+            "local optimum of the bound (fit to convergence first; a component that no point "
+            "informs, or two identical components, also leave it singular)."
+        ) from None
+    # J H^-1 J^T through the Cholesky factor: (L^-1 J^T)^T (L^-1 J^T).
+    half = np.linalg.solve(cholesky, jacobian.T)
+    covariance = half.T @ half
+    return covariance
+
+
+def _warn_off_optimum(step: np.ndarray, n_components: int, n_features: int) -> None:
+    """``ConvergenceWarning`` naming the quantity a Newton step moves most,
+    ``step`` ``[P]`` in units of each one's sd."""
+    names = _names(n_components, n_features)
+    worst = int(np.argmax(step))
+    warnings.warn(
+        f"The model's q is not at the optimum of its bound: a Newton step would move "
+        f"{names[worst]} by {step[worst]:.3g} of its sd, and linear response assumes the "
+        "optimum. Fit to convergence (gmm.fit without steps or epochs) first.",
+        ConvergenceWarning,
+        stacklevel=3,
+    )
+
+
 def linear_response(model: BayesianGMM, X, *, sample_weights=None) -> LinearResponse:
     """Linear-response (LRVB) posterior covariances of a fitted model's means,
     precisions and weights (see the module docstring for the method).
@@ -293,13 +341,7 @@ def linear_response(model: BayesianGMM, X, *, sample_weights=None) -> LinearResp
     params = model.unconstrained_parameters(tf.float64)
     free = _free_names(model)
     shapes = tuple((name, tuple(params[name].shape)) for name in free)
-    n_parameters = sum(int(np.prod(shape)) for _, shape in shapes)
-    if n_parameters > MAX_PARAMETERS:
-        raise ValueError(
-            f"The model has {n_parameters} unconstrained parameters (K = {K}, D = {D}), above "
-            f"MAX_PARAMETERS = {MAX_PARAMETERS} of gmm/linear_response.py: its dense Hessian would "
-            "need too much memory; use fewer components or features."
-        )
+    _check_size(shapes, K, D)
     fixed = {name: value for name, value in params.items() if name not in free}
     theta = tf.concat([tf.reshape(params[name], [-1]) for name in free], axis=0)
     prior_params = model.priors.as_tensors(tf.float64)
@@ -313,20 +355,9 @@ def linear_response(model: BayesianGMM, X, *, sample_weights=None) -> LinearResp
         model.order_by,
         model.weights_prior,
     )
-    hessian = hessian.numpy()
+    hessian, jacobian = hessian.numpy(), jacobian.numpy()
     hessian = 0.5 * (hessian + hessian.T)
-    try:
-        cholesky = np.linalg.cholesky(hessian)
-    except np.linalg.LinAlgError:
-        raise ValueError(
-            "The Hessian of -ELBO at the model's q is not positive definite: q is not at a "
-            "local optimum of the bound (fit to convergence first; a component that no point "
-            "informs, or two identical components, also leave it singular)."
-        ) from None
-    jacobian = jacobian.numpy()
-    # J H^-1 J^T through the Cholesky factor: (L^-1 J^T)^T (L^-1 J^T).
-    half = np.linalg.solve(cholesky, jacobian.T)
-    covariance = half.T @ half
+    covariance = _response_covariance(hessian, jacobian)
     newton = -np.linalg.solve(hessian, gradient.numpy())
     mean_field = _mean_field_covariance(params, model.order_by, model.weights_prior)
 
@@ -338,15 +369,7 @@ def linear_response(model: BayesianGMM, X, *, sample_weights=None) -> LinearResp
     with np.errstate(divide="ignore", invalid="ignore"):
         step = np.where(sds > 0, np.abs(jacobian @ newton) * to_data / sds, 0.0)
     if step.max() > NEWTON_STEP_WARNING:
-        names = _names(K, D)
-        worst = int(np.argmax(step))
-        warnings.warn(
-            f"The model's q is not at the optimum of its bound: a Newton step would move "
-            f"{names[worst]} by {step[worst]:.3g} of its sd, and linear response assumes the "
-            "optimum. Fit to convergence (gmm.fit without steps or epochs) first.",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
+        _warn_off_optimum(step, K, D)
     return LinearResponse(
         sds=_split(sds, K, D),
         mean_field_sds=_split(np.sqrt(np.diag(mean_field)), K, D),

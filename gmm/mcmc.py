@@ -233,25 +233,14 @@ def sample(
     seed = check_seed(seed)
     shuffle_labels = check_bool(shuffle_labels, "shuffle_labels")
     transform = model.transform
-    centres, centre_sds, precisions = _q_centre(model)
-    weights = model.posterior_mean_weights()
-    rng = np.random.default_rng(seed)
-    starts = []
-    for _ in range(num_chains):
-        order = rng.permutation(model.n_components)
-        if not shuffle_labels:
-            order = np.arange(model.n_components)
-        locs = centres[order] + init_spread * centre_sds[order] * rng.standard_normal(centres.shape)
-        if model.order_by is not None:
-            ascending = np.argsort(locs[:, model.order_by])
-            order, locs = order[ascending], locs[ascending]
-        starts.append((locs, precisions[order], weights[order]))
+    starts = _chain_starts(model, num_chains, init_spread, shuffle_labels, seed)
     dtype = model.dtype
     initial_state = [tf.constant(np.stack(parts), dtype) for parts in zip(*starts)]
     # The prior mean as [K, D] whether or not it is shared, so both priors share one trace.
     prior_params = list(model.priors.as_tensors(dtype))
     if model.covariance != "full":
-        prior_params[0] = tf.broadcast_to(prior_params[0], centres.shape)
+        shape = (model.n_components, model.n_features)
+        prior_params[0] = tf.broadcast_to(prior_params[0], shape)
     with native_stderr_silenced():  # XLA's compile-time log lines
         (locs, precisions, weights), (accepted, step_size, leapfrogs, diverged) = _run_nuts(
             initial_state,
@@ -275,6 +264,26 @@ def sample(
         divergences=diverged.numpy().sum(axis=0),
         wall_time_s=time.perf_counter() - start,
     )
+
+
+def _chain_starts(model, num_chains: int, init_spread: float, shuffle_labels: bool, seed: int):
+    """Each chain's start ``(locs, precisions, weights)`` in standardised units:
+    q's means plus ``init_spread`` sds of noise, the components in a random
+    order (``shuffle_labels``), sorted along ``order_by`` for the ordered model."""
+    centres, centre_sds, precisions = _q_centre(model)
+    weights = model.posterior_mean_weights()
+    rng = np.random.default_rng(seed)
+    starts = []
+    for _ in range(num_chains):
+        order = rng.permutation(model.n_components)
+        if not shuffle_labels:
+            order = np.arange(model.n_components)
+        locs = centres[order] + init_spread * centre_sds[order] * rng.standard_normal(centres.shape)
+        if model.order_by is not None:
+            ascending = np.argsort(locs[:, model.order_by])
+            order, locs = order[ascending], locs[ascending]
+        starts.append((locs, precisions[order], weights[order]))
+    return starts
 
 
 def _q_centre(model):

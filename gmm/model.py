@@ -17,7 +17,6 @@ import tensorflow_probability as tfp
 
 from gmm import checkpoint, full, predict, support
 from gmm import components as component_parts
-from gmm import weights as weights_part
 from gmm._validation import (
     check_bool,
     check_data,
@@ -28,18 +27,19 @@ from gmm._validation import (
     check_seed,
     tf_seed,
 )
-from gmm.family import (
-    WEIGHTS_PRIORS,
-    expected_weights,
-    loc_moments,
-    parameter_names,
-    variational_distributions,
-)
+from gmm.family import WEIGHTS_PRIORS, expected_weights
 from gmm.optim import AdamSlots
 from gmm.priors import Priors
 from gmm.transform import Standardization
 
 tfd = tfp.distributions
+
+
+def _attribute(name: str) -> str:
+    """The model's attribute holding q's unconstrained parameter ``name``: the
+    log of a positive one (``log_loc_scale``), or the entry itself (``loc``,
+    ``precision_tril``: unconstrained already)."""
+    return name if name in ("loc", "precision_tril") else f"log_{name}"
 
 
 class NotFittedError(ValueError):
@@ -195,14 +195,15 @@ class BayesianGMM(tf.Module):
       log_stick_a, log_stick_b: ``[K - 1]`` q's Beta(a, b) over each stick
         (``weights="dirichlet_process"``).
       weights_prior: ``"dirichlet"`` or ``"dirichlet_process"``.
-      For ``covariance="full"`` the attributes are instead ``loc`` (``[K, D]``),
-      ``log_mean_precision`` (``[K]``), ``precision_tril`` (``[K, D(D+1)/2]``),
-      ``log_precision_dof`` (``[K]``) and the weights' as above: the entries of
-      ``gmm.full.parameter_names(weights_prior)``.
       transform: the ``Standardization`` between data and fitted units, set by ``fit``.
       steps_trained: optimisation steps taken so far (the global step a
         ``warm_start`` fit continues from).
       adam: Adam's moments after the last fit (``gmm.optim.AdamSlots``).
+
+    For ``covariance="full"`` q's attributes are instead ``loc`` (``[K, D]``),
+    ``log_mean_precision`` (``[K]``), ``precision_tril`` (``[K, D(D+1)/2]``),
+    ``log_precision_dof`` (``[K]``) and the weights' as above: the entries of
+    ``gmm.full.parameter_names(weights_prior)``.
 
     The attributes are variables, all checkpointed.
     """
@@ -237,45 +238,14 @@ class BayesianGMM(tf.Module):
         self.components = component_parts.of(self.covariance, self.order_by)
         self.transform = Standardization(self.n_features)
         self.steps_trained = tf.Variable(0, dtype=tf.int64, trainable=False)
-        if self.covariance == "full":
-            self._build_full_variables()
-            self.adam = AdamSlots(self.unconstrained_parameters())
-            return
-        shape = [self.n_components, self.n_features]
-        log_fill = lambda value, shape: tf.math.log(tf.fill(shape, tf.constant(value, self.dtype)))  # noqa: E731
-        self.loc = tf.Variable(tf.zeros(shape, self.dtype), name="loc")
-        self.log_loc_scale = tf.Variable(log_fill(self.priors.loc_scale, shape))
-        self.log_precision_shape = tf.Variable(log_fill(self.priors.precision_shape, shape))
-        self.log_precision_rate = tf.Variable(log_fill(self.priors.precision_rate, shape))
-        # Only the chosen family's variables exist: a Dirichlet model's checkpoint
-        # holds exactly the variables it held before the Dirichlet process was added.
-        if self.weights_prior == "dirichlet_process":
-            sticks = [self.n_components - 1]
-            self.log_stick_a = tf.Variable(log_fill(1.0, sticks))
-            self.log_stick_b = tf.Variable(log_fill(self.priors.concentration, sticks))
-        else:
-            self.log_concentration = tf.Variable(log_fill(self.priors.concentration, shape[:1]))
-        self.adam = AdamSlots(self.unconstrained_parameters())
-
-    def _build_full_variables(self):
-        """q at the prior, means at 0 (``gmm.full``'s parameters)."""
-        K, D, priors = self.n_components, self.n_features, self.priors
-        start = full.pack(
-            tf.zeros([K, D], tf.float64),
-            tf.fill([K], tf.constant(priors.mean_precision, tf.float64)),
-            tf.eye(D, batch_shape=[K], dtype=tf.float64) * np.sqrt(priors.expected_precision),
-            tf.fill([K], tf.constant(priors.dof, tf.float64)),
-            weights_part.conjugate_update(np.zeros(K), priors.concentration, self.weights_prior),
+        # q's variables, at the prior. Only the chosen parts' variables exist, each an
+        # attribute named as it always was, so every checkpoint written since loads.
+        start = self.components.initial_parameters(
+            self.n_components, self.n_features, self.priors, self.weights_prior, self.dtype
         )
-        as_variable = lambda name: tf.Variable(tf.cast(start[name], self.dtype))  # noqa: E731
-        self.loc = as_variable("loc")
-        self.log_mean_precision = as_variable("mean_precision")
-        self.precision_tril = as_variable("precision_tril")
-        self.log_precision_dof = as_variable("precision_dof")
-        if self.weights_prior == "dirichlet_process":
-            self.log_stick_a, self.log_stick_b = as_variable("stick_a"), as_variable("stick_b")
-        else:
-            self.log_concentration = as_variable("concentration")
+        for name, value in start.items():
+            setattr(self, _attribute(name), tf.Variable(value, name=_attribute(name)))
+        self.adam = AdamSlots(self.unconstrained_parameters())
 
     # -- configuration and parameters -------------------------------------------
 
@@ -302,27 +272,8 @@ class BayesianGMM(tf.Module):
         return int(self.steps_trained.numpy()) > 0
 
     def _variables_by_name(self) -> dict:
-        if self.weights_prior == "dirichlet_process":
-            weight_variables = (self.log_stick_a, self.log_stick_b)
-        else:
-            weight_variables = (self.log_concentration,)
-        if self.covariance == "full":
-            variables = (
-                self.loc,
-                self.log_mean_precision,
-                self.precision_tril,
-                self.log_precision_dof,
-                *weight_variables,
-            )
-            return dict(zip(full.parameter_names(self.weights_prior), variables))
-        variables = (
-            self.loc,
-            self.log_loc_scale,
-            self.log_precision_shape,
-            self.log_precision_rate,
-            *weight_variables,
-        )
-        return dict(zip(parameter_names(self.weights_prior), variables))
+        names = self.components.parameter_names(self.weights_prior)
+        return {name: getattr(self, _attribute(name)) for name in names}
 
     def unconstrained_parameters(self, dtype=None) -> dict:
         """Current unconstrained parameters keyed by
@@ -361,40 +312,8 @@ class BayesianGMM(tf.Module):
         ``[K]``, event ``[D]``), ``"precisions"`` (``tfd.WishartTriL``, batch
         ``[K]``, event ``[D, D]``, 1 / data units^2) and ``"weights"``; the
         covariance means are in ``posterior_parameters()["covariance_mean"]``."""
-        if self.covariance == "full":
-            return self._full_posterior()
-        q = variational_distributions(
-            self.unconstrained_parameters(tf.float64), self.order_by, self.weights_prior
-        )
-        precisions = q["precisions"]
-        return {
-            "locs": self.transform.locs_to_data(q["locs"], ordered=self.order_by is not None),
-            "precisions": tfd.Gamma(
-                precisions.concentration, self.transform.rate_to_data(precisions.rate)
-            ),
-            "weights": q["weights"],
-        }
-
-    def _full_posterior(self) -> dict:
-        params = self.posterior_parameters()
-        dof, n_features = params["dof"], self.n_features
-        # mu's marginal: Student-t(nu - D + 1, m, W^-1 / (beta (nu - D + 1))).
-        t_dof = dof - n_features + 1
-        shape = (
-            np.linalg.inv(params["precision_scale"])
-            / (params["mean_precision"] * t_dof)[:, None, None]
-        )
-        return {
-            "locs": tfd.MultivariateStudentTLinearOperator(
-                df=t_dof,
-                loc=params["loc_mean"],
-                scale=tf.linalg.LinearOperatorLowerTriangular(np.linalg.cholesky(shape)),
-            ),
-            "precisions": tfd.WishartTriL(
-                df=dof, scale_tril=np.linalg.cholesky(params["precision_scale"])
-            ),
-            "weights": weights_part.variational_weights(self.unconstrained_parameters(tf.float64)),
-        }
+        params = self.unconstrained_parameters(tf.float64)
+        return self.components.posterior(params, self.transform, self.weights_prior)
 
     def posterior_parameters(self) -> dict:
         """q's summary parameters in data units (float64 NumPy): ``loc_mean``,
@@ -407,18 +326,7 @@ class BayesianGMM(tf.Module):
         ``mean_precision``, ``dof``, ``precision_scale`` (W, ``[K, D, D]``), the
         weights' as above and ``covariance_mean`` (``[K, D, D]``, data units^2)."""
         params = self.unconstrained_parameters(tf.float64)
-        if self.covariance == "full":
-            return full.posterior_parameters(params, *self.transform.arrays())
-        mean, variance = (np.asarray(m) for m in loc_moments(params, self.order_by))
-        positive = {k: tf.exp(v).numpy() for k, v in params.items() if k != "loc"}
-        summary = {
-            "loc_mean": self.transform.point_to_data(mean),
-            "loc_sd": self.transform.sd_to_data(np.sqrt(variance)),
-            "precision_shape": positive["precision_shape"],
-            "precision_rate": self.transform.rate_to_data(positive["precision_rate"]),
-        }
-        weight_names = parameter_names(self.weights_prior)[4:]
-        return summary | {name: positive[name] for name in weight_names}
+        return self.components.posterior_parameters(params, self.transform, self.weights_prior)
 
     def posterior_mean_weights(self) -> np.ndarray:
         """E_q[w_k], ``[K]`` float64, exact: alpha_k / sum_j alpha_j for the

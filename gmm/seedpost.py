@@ -89,17 +89,50 @@ def fit(
     n_points, n_features = data.shape
     shape = (n_components, n_features)
     *start, step_seeds = tfp.random.split_seed(tf_seed(seed, 2), n=5)
+    variables = _post_start(shape, start)
+    priors = prior_distributions(Priors.seed_post().as_tensors(tf.float32), shape)
+    optimizer = tf.keras.optimizers.Adam(learning_rate=learning_rate)
+    step = _post_step(variables, priors, optimizer, step_seeds, n_points)
+    rng = np.random.default_rng(seed)
+    losses = []
+    for _ in range(epochs):
+        order = rng.permutation(n_points)
+        for first in range(0, n_points, batch_size):
+            batch = tf.constant(data[order[first : first + batch_size]])
+            losses.append(step(batch, tf.constant(len(losses), tf.int64)))
+    loc, loc_scale, precision_shape, precision_rate, concentration = (
+        v.numpy().astype(np.float64) for v in variables
+    )
+    return {
+        "loc_mean": loc,
+        "loc_sd": loc_scale,
+        "precision_shape": precision_shape,
+        "precision_rate": precision_rate,
+        "concentration": concentration,
+        "loss": np.array([float(loss) for loss in losses]),
+        "steps": len(losses),
+    }
+
+
+def _post_start(shape, start) -> list:
+    """The post's start, as variables (``[K, D]`` each, counts ``[K]``), from
+    the four seeds ``start``."""
+    n_components = shape[0]
     # The post's start: loc ~ Normal(0, 1), loc_scale = Gamma(5, 5)^-1/2, shape and
     # rate ~ Uniform(4, 6), counts 2.
-    variables = [
+    return [
         tf.Variable(tf.random.stateless_normal(shape, start[0])),
         tf.Variable(tfd.Gamma(5.0, 5.0).sample(shape, seed=start[1]) ** -0.5),
         tf.Variable(tf.random.stateless_uniform(shape, start[2], 4.0, 6.0)),
         tf.Variable(tf.random.stateless_uniform(shape, start[3], 4.0, 6.0)),
         tf.Variable(tf.fill([n_components], 2.0)),
     ]
-    priors = prior_distributions(Priors.seed_post().as_tensors(tf.float32), shape)
-    optimizer = tf.keras.optimizers.Adam(learning_rate=learning_rate)
+
+
+def _post_step(variables, priors, optimizer, step_seeds, n_points: int):
+    """The post's compiled step, ``step(batch [B, D], step_index) -> loss``:
+    one draw of every parameter per point, KL / N minus the mean log-likelihood,
+    one Adam update of ``variables``."""
 
     @tf.function(reduce_retracing=True)
     def step(batch, step_index):
@@ -123,25 +156,7 @@ def fit(
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
-    rng = np.random.default_rng(seed)
-    losses = []
-    for _ in range(epochs):
-        order = rng.permutation(n_points)
-        for first in range(0, n_points, batch_size):
-            batch = tf.constant(data[order[first : first + batch_size]])
-            losses.append(step(batch, tf.constant(len(losses), tf.int64)))
-    loc, loc_scale, precision_shape, precision_rate, concentration = (
-        v.numpy().astype(np.float64) for v in variables
-    )
-    return {
-        "loc_mean": loc,
-        "loc_sd": loc_scale,
-        "precision_shape": precision_shape,
-        "precision_rate": precision_rate,
-        "concentration": concentration,
-        "loss": np.array([float(loss) for loss in losses]),
-        "steps": len(losses),
-    }
+    return step
 
 
 def as_model(q: dict, steps: int) -> BayesianGMM:

@@ -107,20 +107,7 @@ def sweep_components(
     Returns:
       a ``ComponentSweep``.
     """
-    refused = sorted({"sample_weight", "missing"} & set(fit_options))
-    if refused:
-        raise ValueError(
-            f"sweep_components does not take {' or '.join(refused)}: its ELBO and held-out "
-            "scores are unweighted, over complete points."
-        )
-    refused = [name for name in ("checkpoint_dir", "checkpoint_every") if name in fit_options]
-    if refused:
-        raise ValueError(
-            f"sweep_components does not take {' or '.join(refused)}: a checkpoint folder holds "
-            "one fit, and a sweep makes one per K. Checkpoint a single gmm.fit instead."
-        )
-    if "warm_start" in fit_options:
-        raise ValueError("sweep_components does not take warm_start: every K's model is new.")
+    _refuse_fit_options(fit_options)
     X = check_data(X)
     X_test = check_data(X_test, name="X_test", n_features=X.shape[1])
     ks = [check_positive_int(k, "n_components") for k in n_components]
@@ -143,24 +130,47 @@ def sweep_components(
     for model in models:
         fixed = {"seed": seed, "progress": False}
         check_fit_options(model, X, fit_options, caller="sweep_components", fixed=fixed)
-    rows = []
-    for k, model in zip(ks, models, strict=True):
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            history = fit(model, X, seed=seed, progress=False, **fit_options)
-        # full_data_elbo is in standardised units; minus the log-Jacobian, in data units.
-        elbo = full_data_elbo(model, X) - model.transform.log_jacobian()
-        held_out_points = model.score_samples(X_test, num_samples=num_samples, seed=seed)
-        effective = len(model.effective_components(threshold))
-        converged = bool(history.converged)
-        seconds = time.perf_counter() - start
-        rows.append(
-            (k, elbo, held_out_points.mean(), held_out_points, effective, converged,
-             history.steps, seconds)
-        )  # fmt: skip
+    rows = [
+        _fit_and_score(model, X, X_test, seed, num_samples, threshold, fit_options)
+        for model in models
+    ]
     columns = [np.array(column) for column in zip(*rows)]
     return ComponentSweep(*columns)
+
+
+def _refuse_fit_options(fit_options: dict) -> None:
+    """Refuses the ``gmm.fit`` options that a sweep cannot pass on to every K."""
+    refused = sorted({"sample_weight", "missing"} & set(fit_options))
+    if refused:
+        raise ValueError(
+            f"sweep_components does not take {' or '.join(refused)}: its ELBO and held-out "
+            "scores are unweighted, over complete points."
+        )
+    refused = [name for name in ("checkpoint_dir", "checkpoint_every") if name in fit_options]
+    if refused:
+        raise ValueError(
+            f"sweep_components does not take {' or '.join(refused)}: a checkpoint folder holds "
+            "one fit, and a sweep makes one per K. Checkpoint a single gmm.fit instead."
+        )
+    if "warm_start" in fit_options:
+        raise ValueError("sweep_components does not take warm_start: every K's model is new.")
+
+
+def _fit_and_score(model, X, X_test, seed, num_samples, threshold, fit_options) -> tuple:
+    """One row of a ``ComponentSweep``: ``model`` fitted to ``X``, then scored."""
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        history = fit(model, X, seed=seed, progress=False, **fit_options)
+    # full_data_elbo is in standardised units; minus the log-Jacobian, in data units.
+    elbo = full_data_elbo(model, X) - model.transform.log_jacobian()
+    held_out_points = model.score_samples(X_test, num_samples=num_samples, seed=seed)
+    effective = len(model.effective_components(threshold))
+    seconds = time.perf_counter() - start
+    return (
+        model.n_components, elbo, held_out_points.mean(), held_out_points, effective,
+        bool(history.converged), history.steps, seconds,
+    )  # fmt: skip
 
 
 # -- delete moves: a component taken out and the fit run again ---------------------------------

@@ -128,12 +128,8 @@ def dataset_statistics(
         )
     weighted = isinstance(dataset.element_spec, tuple)
     n_points, n_batches, total_weight = 0, 0, 0.0
-    feature_weight = np.zeros(n_features)  # the weight of each feature's observed values
-    mean = np.zeros(n_features)
-    sum_sq = np.zeros(n_features)  # weighted sum of squared deviations from the mean
-    keys, sample = np.empty(0), np.empty((0, n_features))
-    sample_weights = np.empty(0)
-    has_missing = False
+    moments = _RunningMoments(n_features)
+    sample = _UniformSample(sample_size, n_features, rng, weighted)
     for batch in stream_batches(dataset):
         name = f"X (batch {n_batches})"
         points = check_data(
@@ -146,16 +142,53 @@ def dataset_statistics(
         else:
             weights, batch_weight = None, float(count)
         total_weight += batch_weight
+        moments.add(points, weights, batch_weight)
+        sample.add(points, weights)
+        n_points, n_batches = n_points + count, n_batches + 1
+    if n_points == 0:
+        raise ValueError("X is an empty dataset.")
+    if not total_weight > 0:
+        raise ValueError("X's weights sum to 0: at least one point needs a positive weight.")
+    feature_weight = moments.feature_weight
+    empty = np.flatnonzero(feature_weight == 0)
+    if empty.size:
+        raise ValueError(f"X's feature {empty[0]} has no observed value of positive weight.")
+    points, point_weights = sample.points()
+    return StreamStatistics(
+        n_points=n_points,
+        n_batches=n_batches,
+        mean=moments.mean,
+        std=np.sqrt(moments.sum_sq / feature_weight),
+        sample=points,
+        sample_weights=point_weights,
+        total_weight=total_weight,
+        observed_share=feature_weight / total_weight if moments.has_missing else None,
+    )
+
+
+class _RunningMoments:
+    """Each feature's weighted mean and sum of squared deviations over its
+    observed values (``[D]`` each, float64), merged batch by batch with Chan et
+    al.'s parallel update, weights for counts."""
+
+    def __init__(self, n_features: int):
+        self.feature_weight = np.zeros(n_features)  # the weight of each feature's observed values
+        self.mean = np.zeros(n_features)
+        self.sum_sq = np.zeros(n_features)  # weighted sum of squared deviations from the mean
+        self.has_missing = False
+
+    def add(self, points, weights, batch_weight) -> None:
+        """Merges a batch (``[B, D]``, NaN where missing; ``weights`` ``[B]`` or None)."""
         observed = ~np.isnan(points)
         if observed.all():
-            batch_feature_weight = np.full(n_features, batch_weight)
+            batch_feature_weight = np.full(points.shape[1], batch_weight)
             if batch_weight > 0:
                 batch_mean = np.average(points, axis=0, weights=weights)
                 deviations = (points - batch_mean) ** 2
-                if weighted:
+                if weights is not None:
                     deviations *= weights[:, None]
         else:
-            has_missing = True
+            self.has_missing = True
             per_entry = observed * (1.0 if weights is None else weights[:, None])
             batch_feature_weight = per_entry.sum(axis=0)
             values = np.where(observed, points, 0.0)
@@ -166,44 +199,42 @@ def dataset_statistics(
                     0.0,
                 )
             deviations = per_entry * (values - batch_mean) ** 2
-        # Chan et al.'s merge, feature by feature, with weights for counts.
         seen = batch_feature_weight > 0
-        if seen.any():
-            delta = batch_mean - mean
-            total = feature_weight + batch_feature_weight
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mean = np.where(seen, mean + delta * batch_feature_weight / total, mean)
-                between = delta**2 * feature_weight * batch_feature_weight / total
-                sum_sq += np.where(seen, deviations.sum(axis=0) + between, 0.0)
-            feature_weight = total
-        n_points, n_batches = n_points + count, n_batches + 1
-        keys = np.concatenate([keys, rng.random(count)])
-        sample = np.concatenate([sample, points])
-        if weighted:
-            sample_weights = np.concatenate([sample_weights, weights])
-        if keys.size > sample_size:
-            keep = np.argpartition(keys, sample_size)[:sample_size]
-            keys, sample = keys[keep], sample[keep]
-            if weighted:
-                sample_weights = sample_weights[keep]
-    if n_points == 0:
-        raise ValueError("X is an empty dataset.")
-    if not total_weight > 0:
-        raise ValueError("X's weights sum to 0: at least one point needs a positive weight.")
-    empty = np.flatnonzero(feature_weight == 0)
-    if empty.size:
-        raise ValueError(f"X's feature {empty[0]} has no observed value of positive weight.")
-    order = np.argsort(keys, kind="stable")
-    return StreamStatistics(
-        n_points=n_points,
-        n_batches=n_batches,
-        mean=mean,
-        std=np.sqrt(sum_sq / feature_weight),
-        sample=sample[order],
-        sample_weights=sample_weights[order] if weighted else None,
-        total_weight=total_weight,
-        observed_share=feature_weight / total_weight if has_missing else None,
-    )
+        if not seen.any():
+            return
+        delta = batch_mean - self.mean
+        total = self.feature_weight + batch_feature_weight
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.mean = np.where(seen, self.mean + delta * batch_feature_weight / total, self.mean)
+            between = delta**2 * self.feature_weight * batch_feature_weight / total
+            self.sum_sq += np.where(seen, deviations.sum(axis=0) + between, 0.0)
+        self.feature_weight = total
+
+
+class _UniformSample:
+    """A uniform sample without replacement of the points seen so far, in
+    constant memory: those with the ``size`` smallest random keys."""
+
+    def __init__(self, size: int, n_features: int, rng, weighted: bool):
+        self.size, self.rng, self.weighted = size, rng, weighted
+        self.keys, self.sample = np.empty(0), np.empty((0, n_features))
+        self.weights = np.empty(0)
+
+    def add(self, points, weights) -> None:
+        self.keys = np.concatenate([self.keys, self.rng.random(points.shape[0])])
+        self.sample = np.concatenate([self.sample, points])
+        if self.weighted:
+            self.weights = np.concatenate([self.weights, weights])
+        if self.keys.size > self.size:
+            keep = np.argpartition(self.keys, self.size)[: self.size]
+            self.keys, self.sample = self.keys[keep], self.sample[keep]
+            if self.weighted:
+                self.weights = self.weights[keep]
+
+    def points(self):
+        """``(points [S, D], weights [S] or None)`` in the order of their keys."""
+        order = np.argsort(self.keys, kind="stable")
+        return self.sample[order], self.weights[order] if self.weighted else None
 
 
 def _check_batch_weights(weights, count: int, index: int) -> np.ndarray:
