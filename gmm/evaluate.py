@@ -120,7 +120,7 @@ def reference_posterior(
     filled = np.nan_to_num(standardized, nan=0.0)
     kmeans = KMeans(model.n_components, n_init=3, random_state=seed)
     labels = kmeans.fit_predict(filled, sample_weight=weights)
-    if model.weights_prior == "dirichlet_process":
+    if not weights_part.PARTS[model.weights_prior].exchangeable:
         # The stick-breaking prior is not exchangeable (the sticks' order is part of
         # the optimum, and a permuted solution is another one), so the k-means
         # clusters are put in the fitted model's order before CAVI starts, not after.
@@ -143,7 +143,7 @@ def reference_posterior(
         loc_sd=model.transform.sd_to_data(exact["loc_sd"]),
         precision_rate=model.transform.rate_to_data(exact["precision_rate"]),
     )
-    if model.weights_prior == "dirichlet_process":
+    if not weights_part.PARTS[model.weights_prior].exchangeable:  # already in the model's order
         return in_data_units
     perm = match_components(model.posterior_parameters()["loc_mean"], in_data_units["loc_mean"])
     aligned = permute_parameters(in_data_units, perm)
@@ -170,7 +170,7 @@ def _reference_posterior_full(model, standardized, labels, max_iter, weights=Non
             precision_scale=exact["precision_scale"] / scale[:, None] / scale[None, :],
         )
     )
-    if model.weights_prior == "dirichlet_process":  # (already in the model's order)
+    if not weights_part.PARTS[model.weights_prior].exchangeable:  # already in the model's order
         return in_data_units
     perm = match_components(model.posterior_parameters()["loc_mean"], in_data_units["loc_mean"])
     aligned = permute_parameters(in_data_units, perm)

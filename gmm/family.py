@@ -42,12 +42,11 @@ tfb = tfp.bijectors
 # Dirichlet model's weights are one ``concentration`` [K]; the Dirichlet
 # process's are its K - 1 sticks' Beta parameters ``stick_a``, ``stick_b``.
 PARAMETER_NAMES = ("loc", "loc_scale", "precision_shape", "precision_rate", "concentration")
-STICK_PARAMETER_NAMES = (*PARAMETER_NAMES[:4], "stick_a", "stick_b")
 
 
 def parameter_names(weights_prior: str = "dirichlet") -> tuple[str, ...]:
     """The unconstrained parameters' names for a weights prior (``WEIGHTS_PRIORS``)."""
-    return STICK_PARAMETER_NAMES if weights_prior == "dirichlet_process" else PARAMETER_NAMES
+    return (*PARAMETER_NAMES[:4], *weights_part.NAMES[weights_prior])
 
 
 def expected_weights(params: dict, weights_prior: str = "dirichlet"):

@@ -208,7 +208,7 @@ def initial_q(
         order = match_components(
             np.broadcast_to(np.asarray(priors.loc_mean), centres.shape), centres
         )
-    elif weights_prior == "dirichlet_process":
+    elif not weights_part.PARTS[weights_prior].exchangeable:  # the sticks: largest first
         order = np.argsort(-counts, kind="stable")
     centres, counts, spread, centre_sds = (a[order] for a in (centres, counts, spread, centre_sds))
     loc, loc_sd = centres.copy(), centre_sds.copy()
@@ -267,7 +267,7 @@ def initial_full_q(
             scatter[k] = (weights[labels == k, None] * members).T @ members
         counts_scale = 1.0 if n_points is None else n_points / weights.sum()
         counts, scatter = counts * counts_scale, scatter * counts_scale
-        if weights_prior == "dirichlet_process":
+        if not weights_part.PARTS[weights_prior].exchangeable:  # the sticks: largest first
             order = np.argsort(-counts, kind="stable")
             centres, counts, scatter = centres[order], counts[order], scatter[order]
     identity = np.eye(n_features)

@@ -66,6 +66,7 @@ import numpy as np
 import tensorflow as tf
 
 from gmm import support
+from gmm import weights as weights_part
 from gmm._validation import check_data, check_sample_weight
 from gmm.convergence import ConvergenceWarning
 from gmm.elbo import expected_log_likelihood, kl_divergence
@@ -204,38 +205,15 @@ def _compiled_curvature(shapes: tuple, order_by, weights_prior):
     return _COMPILED[key]
 
 
-def _mean_field_covariance(params: dict, order_by, weights_prior) -> np.ndarray:
+def _mean_field_covariance(params: dict, order_by) -> np.ndarray:
     """q's covariance of the flattened quantities (standardised units), exact."""
     _, loc_var = (np.asarray(m) for m in loc_moments(params, order_by))
     n_components, n_features = loc_var.shape
     shape = np.exp(params["precision_shape"].numpy())
     rate = np.exp(params["precision_rate"].numpy())
-    if weights_prior == "dirichlet_process":
-        a, b = np.exp(params["stick_a"].numpy()), np.exp(params["stick_b"].numpy())
-        total = a + b
-        # Independent sticks: E[w_k w_j] = E[v_k (1 - v_k)] prod_{i<k} E[(1 - v_i)^2]
-        # prod_{k<i<j} E[1 - v_i] for k < j (w_K: v_K = 1), and E[w_k^2] likewise.
-        stick, rest = a / total, b / total
-        stick_sq = a * (a + 1) / (total * (total + 1))
-        rest_sq = b * (b + 1) / (total * (total + 1))
-        cross = a * b / (total * (total + 1))
-        stick, stick_sq = np.append(stick, 1.0), np.append(stick_sq, 1.0)
-        K = n_components
-        second = np.empty((K, K))
-        for k in range(K):
-            for j in range(k, K):
-                if j == k:
-                    second[k, k] = stick_sq[k] * np.prod(rest_sq[:k])
-                else:
-                    second[k, j] = second[j, k] = (
-                        np.prod(rest_sq[:k]) * cross[k] * np.prod(rest[k + 1 : j]) * stick[j]
-                    )
-        mean = expected_weights(params, weights_prior).numpy()
-        weights_cov = second - np.outer(mean, mean)
-    else:
-        alpha = np.exp(params["concentration"].numpy())
-        mean = alpha / alpha.sum()
-        weights_cov = (np.diag(mean) - np.outer(mean, mean)) / (alpha.sum() + 1)
+    positive = weights_part.positive_parameters(params)
+    weights_cov = weights_part.covariance(positive)
+    mean = weights_part.moments(positive)[0]
     diagonal = np.concatenate([loc_var.ravel(), (shape / rate**2).ravel()])
     P = diagonal.size + mean.size
     covariance = np.zeros((P, P))
@@ -359,7 +337,7 @@ def linear_response(model: BayesianGMM, X, *, sample_weights=None) -> LinearResp
     hessian = 0.5 * (hessian + hessian.T)
     covariance = _response_covariance(hessian, jacobian)
     newton = -np.linalg.solve(hessian, gradient.numpy())
-    mean_field = _mean_field_covariance(params, model.order_by, model.weights_prior)
+    mean_field = _mean_field_covariance(params, model.order_by)
 
     scale = model.transform.arrays()[1]
     to_data = np.concatenate([np.tile(scale, K), np.tile(scale**-2, K), np.ones(K)])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -104,7 +105,8 @@ class MemoizedStatistics:
         n, d = self.points.shape
         self.weights = None if sample_weight is None else check_sample_weight(sample_weight, n)
         self.total_weight = float(n if self.weights is None else self.weights.sum())
-        per_row = model.n_components * d * (d if model.covariance == "full" else 1)
+        self.part = NUMPY_PARTS[model.covariance]
+        per_row = model.n_components * self.part.elements_per_component(d)
         size = batch_size or max(1, _BATCH_ELEMENTS // per_row)
         self.batches = [slice(i, min(n, i + size)) for i in range(0, n, size)]
         self.priors = model.priors.as_tensors(tf.float64)
@@ -118,7 +120,9 @@ class MemoizedStatistics:
         the per-component terms of ``gmm.elbo.expected_log_likelihood`` (diagonal)
         or ``gmm.full.expected_log_likelihood``, in NumPy (a move tries many
         proposals, and TensorFlow's eager overhead would dominate)."""
-        return _component_terms(params, self.points[rows], self.model)
+        return weights_part.numpy_expected_log_weights(params) + self.part.terms(
+            params, self.points[rows]
+        )
 
     def _batch_statistics(self, params: dict, rows: slice) -> Statistics:
         joint = self._joint(params, rows)
@@ -131,12 +135,11 @@ class MemoizedStatistics:
             responsibilities = responsibilities * self.weights[rows, None]
             log_likelihood = self.weights[rows] * log_likelihood
         x = self.points[rows]
-        if self.model.covariance == "full":
-            second = np.einsum("nk,nd,ne->kde", responsibilities, x, x)
-        else:
-            second = responsibilities.T @ np.square(x)
         return Statistics(
-            responsibilities.sum(0), responsibilities.T @ x, second, float(log_likelihood.sum())
+            responsibilities.sum(0),
+            responsibilities.T @ x,
+            self.part.second(responsibilities, x),
+            float(log_likelihood.sum()),
         )
 
     def responsibilities(self, params: dict) -> np.ndarray:
@@ -165,10 +168,7 @@ class MemoizedStatistics:
 
     def kl(self, params: dict) -> float:
         """KL(q || p) of the global factors at ``params``, nats."""
-        if self.model.covariance == "full":
-            params = {name: tf.constant(np.asarray(v, np.float64)) for name, v in params.items()}
-            return float(full.kl_divergence(params, self.priors))
-        return _diagonal_kl(params, self.model.priors, self.model.weights_prior)
+        return self.part.kl(params, self.model)
 
     def elbo(self, params: dict) -> float:
         """The full-data ELBO at ``params``, nats per unit weight (standardised
@@ -182,10 +182,7 @@ class MemoizedStatistics:
         update, in ``gmm.reference.cavi``'s order): new unconstrained ``params``,
         NumPy float64."""
         params = {name: np.asarray(v, np.float64) for name, v in params.items()}
-        if self.model.covariance == "full":
-            new = _normal_wishart_update(params, statistics, self.priors, self.model.weights_prior)
-        else:
-            new = _normal_gamma_update(params, statistics, self.priors, self.model.weights_prior)
+        new = self.part.update(params, statistics, self.priors, self.model.weights_prior)
         return {name: np.asarray(value, np.float64) for name, value in new.items()}
 
     def cavi(self, params: dict, steps: int) -> dict:
@@ -231,26 +228,31 @@ def _normal_wishart_update(
     return {name: np.asarray(value, np.float64) for name, value in new.items()}
 
 
-def _component_terms(params: dict, points: np.ndarray, model) -> np.ndarray:
-    """``[B, K]`` E[log w_k] + E[log N(x_n | mu_k, Lambda_k^-1)] at unconstrained ``params``."""
+def _full_terms(params: dict, points: np.ndarray) -> np.ndarray:
+    """``[B, K]`` E[log N(x_n | mu_k, Lambda_k^-1)] under q's Normal-Wishart
+    factors at unconstrained ``params``."""
     d = points.shape[1]
-    if model.covariance == "full":
-        loc = params["loc"]
-        mean_precision = np.exp(params["mean_precision"])
-        tril = np.asarray(full.tril_from_vector(tf.constant(params["precision_tril"])))
-        dof = (d - 1.0) + np.exp(params["precision_dof"])
-        offsets = (1.0 - np.arange(1, d + 1)) / 2.0
-        expected_log_det = (
-            digamma(dof[:, None] / 2.0 + offsets).sum(-1)
-            + d * math.log(2.0)
-            + 2.0 * np.log(np.diagonal(tril, axis1=1, axis2=2)).sum(-1)
-            - d * np.log(dof)
-        )
-        # (x - m)^T L L^T (x - m) = |(x - m)^T L|^2, E[Lambda] = L L^T.
-        projected = np.einsum("nd,kde->nke", points, tril) - np.einsum("kd,kde->ke", loc, tril)
-        mahalanobis = np.square(projected).sum(-1)
-        terms = 0.5 * (expected_log_det - d * _LOG_2PI - d / mean_precision - mahalanobis)
-        return weights_part.numpy_expected_log_weights(params) + terms
+    loc = params["loc"]
+    mean_precision = np.exp(params["mean_precision"])
+    tril = np.asarray(full.tril_from_vector(tf.constant(params["precision_tril"])))
+    dof = (d - 1.0) + np.exp(params["precision_dof"])
+    offsets = (1.0 - np.arange(1, d + 1)) / 2.0
+    expected_log_det = (
+        digamma(dof[:, None] / 2.0 + offsets).sum(-1)
+        + d * math.log(2.0)
+        + 2.0 * np.log(np.diagonal(tril, axis1=1, axis2=2)).sum(-1)
+        - d * np.log(dof)
+    )
+    # (x - m)^T L L^T (x - m) = |(x - m)^T L|^2, E[Lambda] = L L^T.
+    projected = np.einsum("nd,kde->nke", points, tril) - np.einsum("kd,kde->ke", loc, tril)
+    mahalanobis = np.square(projected).sum(-1)
+    terms = 0.5 * (expected_log_det - d * _LOG_2PI - d / mean_precision - mahalanobis)
+    return terms
+
+
+def _diagonal_terms(params: dict, points: np.ndarray) -> np.ndarray:
+    """``[B, K]`` E[log N(x_n | loc_k, diag(precision_k)^-1)] under q's Normal
+    and Gamma factors at unconstrained ``params``."""
     loc, loc_var = params["loc"], np.exp(2.0 * params["loc_scale"])
     shape, rate = np.exp(params["precision_shape"]), np.exp(params["precision_rate"])
     expected_precision = shape / rate
@@ -261,7 +263,7 @@ def _component_terms(params: dict, points: np.ndarray, model) -> np.ndarray:
         + np.sum(expected_precision * (np.square(loc) + loc_var), axis=-1)
     )
     terms = 0.5 * (np.sum(expected_log_precision - _LOG_2PI, axis=-1) - quadratic)
-    return weights_part.numpy_expected_log_weights(params) + terms
+    return terms
 
 
 def _normal_gamma_update(
@@ -311,3 +313,87 @@ def _diagonal_kl(params: dict, priors, weights_prior: str) -> float:
     )
     kl += weights_part.numpy_kl(params, alpha)
     return float(kl)
+
+
+def _diagonal_reset(params: dict, component: int, priors) -> None:
+    """Component ``component`` of the diagonal model's unconstrained ``params``
+    (NumPy, in place) set to the prior's factors, as ``BayesianGMM`` starts it."""
+    params["loc"][component] = (
+        priors.loc_mean
+        if priors.exchangeable
+        else (np.broadcast_to(np.asarray(priors.loc_mean), params["loc"].shape)[component])
+    )
+    params["loc_scale"][component] = np.log(priors.loc_scale)
+    params["precision_shape"][component] = np.log(priors.precision_shape)
+    params["precision_rate"][component] = np.log(priors.precision_rate)
+
+
+def _full_reset(params: dict, component: int, priors) -> None:
+    """Component ``component`` of the full model's unconstrained ``params``
+    (NumPy, in place) set to the prior's Normal-Wishart (``gmm.full.pack``:
+    mean ``loc_mean``, ``mean_precision``, expected precision
+    ``expected_precision * I``, ``dof``), as ``BayesianGMM`` starts it."""
+    d = params["loc"].shape[-1]
+    prior = full.pack(
+        np.full([1, d], priors.loc_mean),
+        np.array([priors.mean_precision]),
+        np.eye(d)[None] * np.sqrt(priors.expected_precision),
+        np.array([priors.dof]),
+        {},
+    )
+    for name in full.COMPONENT_NAMES:
+        params[name][component] = np.asarray(prior[name])[0]
+
+
+def _full_kl(params: dict, model) -> float:
+    """KL(q || p) of the Normal-Wishart model's global factors (``gmm.full``'s)."""
+    params = {name: tf.constant(np.asarray(v, np.float64)) for name, v in params.items()}
+    return float(full.kl_divergence(params, model.priors.as_tensors(tf.float64)))
+
+
+@dataclasses.dataclass(frozen=True)
+class NumpyPart:
+    """One kind of components' NumPy arithmetic for the memoized statistics.
+
+    Attributes:
+      terms: ``(params, points [B, D]) -> [B, K]`` E_q[log N(x_n | component k)].
+      second: ``(r [N] or [N, K], points [N, D])`` -> the second-moment
+        statistic ``[D]`` or ``[K, D]`` (squares), ``[D, D]`` or ``[K, D, D]``
+        (outer products).
+      elements_per_component: ``D ->`` elements of one row's intermediates per component.
+      kl: ``(params, model) -> float`` KL(q || p) of the global factors, nats.
+      update: ``(params, statistics, prior_params, weights_prior) -> params``,
+        the CAVI step from full-data statistics.
+      reset: ``(params, component, priors)``: the component set to the prior, in place.
+      component_names: the entries of q's parameters that hold one row per component.
+    """
+
+    terms: Callable
+    second: Callable
+    elements_per_component: Callable
+    kl: Callable
+    update: Callable
+    reset: Callable
+    component_names: tuple[str, ...]
+
+
+NUMPY_PARTS = {
+    "diag": NumpyPart(
+        terms=_diagonal_terms,
+        second=lambda r, x: r.T @ np.square(x),
+        elements_per_component=lambda d: d,
+        kl=lambda params, model: _diagonal_kl(params, model.priors, model.weights_prior),
+        update=_normal_gamma_update,
+        reset=_diagonal_reset,
+        component_names=("loc", "loc_scale", "precision_shape", "precision_rate"),
+    ),
+    "full": NumpyPart(
+        terms=_full_terms,
+        second=lambda r, x: np.einsum("n...,nd,ne->...de", r, x, x),
+        elements_per_component=lambda d: d * d,
+        kl=_full_kl,
+        update=_normal_wishart_update,
+        reset=_full_reset,
+        component_names=full.COMPONENT_NAMES,
+    ),
+}

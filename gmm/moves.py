@@ -53,9 +53,9 @@ from gmm._validation import (
     check_sample_weight,
     check_seed,
 )
-from gmm.elbo import expected_log_likelihood, kl_divergence
+from gmm.elbo import expected_log_likelihood
 from gmm.family import loc_moments, variational_distributions
-from gmm.memo import MemoizedStatistics, Statistics
+from gmm.memo import NUMPY_PARTS, MemoizedStatistics, Statistics
 
 # Bounds the [chunk, K, D] intermediate of the full-data ELBO.
 _CHUNK_ELEMENTS = 4_000_000
@@ -104,10 +104,7 @@ def full_data_elbo(model, X, sample_weight=None, missing: str = "error") -> floa
 
     log_likelihood = sum(chunk_sum(i) for i in range(0, points.shape[0], chunk))
     priors = model.priors.as_tensors(tf.float64)
-    if model.covariance == "full":
-        kl = float(full.kl_divergence(params, priors))
-    else:
-        kl = float(kl_divergence(params, priors, model.order_by, model.weights_prior))
+    kl = float(model.components.kl_divergence(params, priors, model.weights_prior))
     total = points.shape[0] if weights is None else float(weights.sum())
     return (log_likelihood - kl) / total
 
@@ -130,26 +127,7 @@ def without_component(model, component: int, params: dict | None = None) -> dict
         params = model.unconstrained_parameters()
     params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
     priors = model.priors
-    if model.covariance == "full":
-        d = model.n_features
-        prior = full.pack(
-            np.full([1, d], priors.loc_mean),
-            np.array([priors.mean_precision]),
-            np.eye(d)[None] * np.sqrt(priors.expected_precision),
-            np.array([priors.dof]),
-            {},
-        )
-        for name in full.COMPONENT_NAMES:
-            params[name][component] = np.asarray(prior[name])[0]
-    else:
-        params["loc"][component] = (
-            priors.loc_mean
-            if priors.exchangeable
-            else (np.broadcast_to(np.asarray(priors.loc_mean), params["loc"].shape)[component])
-        )
-        params["loc_scale"][component] = np.log(priors.loc_scale)
-        params["precision_shape"][component] = np.log(priors.precision_shape)
-        params["precision_rate"][component] = np.log(priors.precision_rate)
+    NUMPY_PARTS[model.covariance].reset(params, component, priors)
     counts = _point_counts(params, model)
     counts[component] = 0.0
     weights = weights_part.conjugate_update(counts, priors.concentration, model.weights_prior)
@@ -241,12 +219,6 @@ def _numpy_params(model) -> dict:
     return {k: v.numpy() for k, v in model.unconstrained_parameters(tf.float64).items()}
 
 
-def _per_component_names(model) -> tuple[str, ...]:
-    if model.covariance == "full":
-        return full.COMPONENT_NAMES
-    return ("loc", "loc_scale", "precision_shape", "precision_rate")
-
-
 def _sort_proposals(memo, model, params, statistics, responsibilities, seed, threshold):
     """The components permuted by their expected number of points, largest
     first, and the sticks updated from the permuted counts; none if sorted."""
@@ -255,7 +227,7 @@ def _sort_proposals(memo, model, params, statistics, responsibilities, seed, thr
     if np.array_equal(order, np.arange(counts.size)):
         return
     proposal = {name: np.array(value) for name, value in params.items()}
-    for name in _per_component_names(model):
+    for name in NUMPY_PARTS[model.covariance].component_names:
         proposal[name] = proposal[name][order]
     sticks = weights_part.conjugate_update(
         counts[order], model.priors.concentration, "dirichlet_process"
@@ -336,10 +308,7 @@ def _split(memo, statistics, responsibilities, labels, component, slot, seed):
     for k, r in ((component, share * ~half), (slot, share * half)):
         counts[k] = r.sum()
         sums[k] = r @ points
-        if memo.model.covariance == "full":
-            second[k] = np.einsum("n,nd,ne->de", r, points, points)
-        else:
-            second[k] = r @ np.square(points)
+        second[k] = memo.part.second(r, points)
     return Statistics(counts, sums, second, 0.0)
 
 

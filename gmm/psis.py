@@ -283,7 +283,7 @@ def _check_symmetrize(model, symmetrize) -> bool:
         model.n_components > 1
         and model.priors.exchangeable
         and model.order_by is None
-        and model.weights_prior == "dirichlet"
+        and weights_part.PARTS[model.weights_prior].exchangeable
     )
     if symmetrize is None:
         symmetrize = symmetric

@@ -20,6 +20,8 @@ distributions, E_q[log w], E_q[w] and its sd, the KL, and the conjugate
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -119,24 +121,165 @@ def dirichlet_weights(concentration) -> tfd.Distribution:
     return tfd.Dirichlet(concentration)
 
 
-def variational_weights(params: dict) -> tfd.Distribution:
-    """q(weights), event ``[K]``, from q's unconstrained ``params``."""
-    if kind_of(params) == "dirichlet_process":
+@dataclasses.dataclass(frozen=True)
+class Dirichlet:
+    """Finite Dirichlet weights: q(weights) = Dirichlet(exp(concentration)), ``[K]``."""
+
+    name = "dirichlet"
+    names = ("concentration",)
+    # The prior is the same for every order of the components (a fit's labels
+    # are arbitrary, and a permuted q is the same q).
+    exchangeable = True
+
+    def variational(self, params: dict) -> tfd.Distribution:
+        return dirichlet_weights(tf.exp(params["concentration"]))
+
+    def prior(self, concentration, shape) -> tfd.Distribution:
+        return dirichlet_weights(concentration * tf.ones(shape, concentration.dtype))
+
+    def expected(self, params: dict):
+        concentration = tf.exp(params["concentration"])
+        return concentration / tf.reduce_sum(concentration)
+
+    def numpy_expected_log(self, params: dict) -> np.ndarray:
+        concentration = np.exp(params["concentration"])
+        return digamma(concentration) - digamma(concentration.sum())
+
+    def numpy_kl(self, params: dict, alpha: float) -> float:
+        q_alpha = np.exp(params["concentration"])
+        prior = np.full_like(q_alpha, alpha)
+        return float(
+            gammaln(q_alpha.sum())
+            - gammaln(q_alpha).sum()
+            - gammaln(prior.sum())
+            + gammaln(prior).sum()
+            + np.sum((q_alpha - prior) * (digamma(q_alpha) - digamma(q_alpha.sum())))
+        )
+
+    def conjugate_update(self, counts, concentration, cumsum=None) -> dict:
+        del cumsum  # no sums over later components
+        return {"concentration": concentration + counts}
+
+    def point_counts(self, params: dict, concentration: float) -> np.ndarray:
+        return np.maximum(np.exp(params["concentration"]) - concentration, 0.0)
+
+    def moments(self, positive: dict) -> tuple[np.ndarray, np.ndarray]:
+        concentration = np.asarray(positive["concentration"], np.float64)
+        total = concentration.sum()
+        sd = np.sqrt(concentration * (total - concentration) / (total**2 * (total + 1)))
+        return concentration / total, sd
+
+    def covariance(self, positive: dict) -> np.ndarray:
+        alpha = np.asarray(positive["concentration"], np.float64)
+        mean = alpha / alpha.sum()
+        return (np.diag(mean) - np.outer(mean, mean)) / (alpha.sum() + 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DirichletProcess:
+    """Truncated stick-breaking weights: K - 1 sticks
+    q(v_k) = Beta(exp(stick_a[k]), exp(stick_b[k])), ``[K - 1]`` each."""
+
+    name = "dirichlet_process"
+    names = ("stick_a", "stick_b")
+    # The sticks' prior expects the weights in decreasing order: the order is
+    # part of the optimum, and a permuted q is another q.
+    exchangeable = False
+
+    def variational(self, params: dict) -> tfd.Distribution:
         return stick_breaking_weights(
             tfd.Beta(tf.exp(params["stick_a"]), tf.exp(params["stick_b"]))
         )
-    return dirichlet_weights(tf.exp(params["concentration"]))
+
+    def prior(self, concentration, shape) -> tfd.Distribution:
+        stick_ones = tf.ones(shape - 1, concentration.dtype)
+        return stick_breaking_weights(tfd.Beta(stick_ones, concentration * stick_ones))
+
+    def expected(self, params: dict):
+        # The sticks are independent: E[w_k] = E[v_k] prod_{j<k} E[1 - v_j].
+        a, b = tf.exp(params["stick_a"]), tf.exp(params["stick_b"])
+        return StickBreaking().forward(a / (a + b))
+
+    def numpy_expected_log(self, params: dict) -> np.ndarray:
+        a, b = np.exp(params["stick_a"]), np.exp(params["stick_b"])
+        e_log_v = digamma(a) - digamma(a + b)
+        e_log_rest = digamma(b) - digamma(a + b)
+        before = np.concatenate([[0.0], np.cumsum(e_log_rest)])
+        return np.concatenate([e_log_v, [0.0]]) + before
+
+    def numpy_kl(self, params: dict, alpha: float) -> float:
+        # Each stick's Beta(a, b) against Beta(1, alpha).
+        a, b = np.exp(params["stick_a"]), np.exp(params["stick_b"])
+        return float(
+            np.sum(
+                betaln(1.0, alpha)
+                - betaln(a, b)
+                + (a - 1.0) * digamma(a)
+                + (b - alpha) * digamma(b)
+                + (1.0 - a + alpha - b) * digamma(a + b)
+            )
+        )
+
+    def conjugate_update(self, counts, concentration, cumsum=None) -> dict:
+        # Stick k takes component k's points against every later one's.
+        if cumsum is None:  # sum_{j>k} N_j for k < K
+            later = np.cumsum(np.asarray(counts, np.float64)[::-1])[::-1][1:]
+        else:
+            later = cumsum(counts, reverse=True, exclusive=True)[:-1]
+        return {"stick_a": 1.0 + counts[:-1], "stick_b": concentration + later}
+
+    def point_counts(self, params: dict, concentration: float) -> np.ndarray:
+        a, b = np.exp(params["stick_a"]), np.exp(params["stick_b"])
+        last = b[-1:] - concentration if a.size else np.zeros(1)
+        return np.maximum(np.concatenate([a - 1.0, last]), 0.0)
+
+    def moments(self, positive: dict) -> tuple[np.ndarray, np.ndarray]:
+        return stick_weight_moments(positive["stick_a"], positive["stick_b"])
+
+    def covariance(self, positive: dict) -> np.ndarray:
+        a = np.asarray(positive["stick_a"], np.float64)
+        b = np.asarray(positive["stick_b"], np.float64)
+        total = a + b
+        # Independent sticks: E[w_k w_j] = E[v_k (1 - v_k)] prod_{i<k} E[(1 - v_i)^2]
+        # prod_{k<i<j} E[1 - v_i] for k < j (w_K: v_K = 1), and E[w_k^2] likewise.
+        stick, rest = a / total, b / total
+        stick_sq = a * (a + 1) / (total * (total + 1))
+        rest_sq = b * (b + 1) / (total * (total + 1))
+        cross = a * b / (total * (total + 1))
+        stick, stick_sq = np.append(stick, 1.0), np.append(stick_sq, 1.0)
+        K = stick.size
+        second = np.empty((K, K))
+        for k in range(K):
+            for j in range(k, K):
+                if j == k:
+                    second[k, k] = stick_sq[k] * np.prod(rest_sq[:k])
+                else:
+                    second[k, j] = second[j, k] = (
+                        np.prod(rest_sq[:k]) * cross[k] * np.prod(rest[k + 1 : j]) * stick[j]
+                    )
+        mean = stick_weight_moments(a, b)[0]
+        return second - np.outer(mean, mean)
+
+
+PARTS = {part.name: part for part in (Dirichlet(), DirichletProcess())}
+
+
+def part_of(params: dict) -> Dirichlet | DirichletProcess:
+    """The weights part whose parameters ``params`` (a dict of q's, or of
+    positive parameters) holds."""
+    return PARTS[kind_of(params)]
+
+
+def variational_weights(params: dict) -> tfd.Distribution:
+    """q(weights), event ``[K]``, from q's unconstrained ``params``."""
+    return part_of(params).variational(params)
 
 
 def prior_weights(concentration, n_components, kind: str = "dirichlet") -> tfd.Distribution:
     """p(weights), event ``[K]``: Dirichlet(alpha, ..., alpha), or K - 1 sticks
     Beta(1, alpha). ``concentration`` alpha a scalar tensor; ``n_components``
     K, an int or a ``[1]`` int tensor (dynamic inside the compiled loop)."""
-    shape = tf.reshape(n_components, [-1])
-    if kind == "dirichlet_process":
-        stick_ones = tf.ones(shape - 1, concentration.dtype)
-        return stick_breaking_weights(tfd.Beta(stick_ones, concentration * stick_ones))
-    return dirichlet_weights(concentration * tf.ones(shape, concentration.dtype))
+    return PARTS[kind].prior(concentration, tf.reshape(n_components, [-1]))
 
 
 def weights_kl(q_weights: tfd.Distribution, prior: tfd.Distribution):
@@ -175,51 +318,20 @@ def expected_log_weights(weights: tfd.Distribution):
 def expected_weights(params: dict):
     """E_q[w_k] (``[K]``), exact: alpha_k / sum alpha for the Dirichlet; for
     the sticks, which are independent, E[v_k] prod_{j<k} E[1 - v_j]."""
-    if kind_of(params) == "dirichlet_process":
-        a, b = tf.exp(params["stick_a"]), tf.exp(params["stick_b"])
-        return StickBreaking().forward(a / (a + b))
-    concentration = tf.exp(params["concentration"])
-    return concentration / tf.reduce_sum(concentration)
+    return part_of(params).expected(params)
 
 
 def numpy_expected_log_weights(params: dict) -> np.ndarray:
     """``expected_log_weights`` of q in NumPy (``[K]``, nats), from q's
     unconstrained ``params`` (float64 arrays): the memoized moves evaluate many
     proposals, where TensorFlow's eager overhead would dominate."""
-    if kind_of(params) == "dirichlet_process":
-        a, b = np.exp(params["stick_a"]), np.exp(params["stick_b"])
-        e_log_v = digamma(a) - digamma(a + b)
-        e_log_rest = digamma(b) - digamma(a + b)
-        before = np.concatenate([[0.0], np.cumsum(e_log_rest)])
-        return np.concatenate([e_log_v, [0.0]]) + before
-    concentration = np.exp(params["concentration"])
-    return digamma(concentration) - digamma(concentration.sum())
+    return part_of(params).numpy_expected_log(params)
 
 
 def numpy_kl(params: dict, concentration: float) -> float:
     """``kl`` in NumPy (nats), from q's unconstrained ``params`` (float64 arrays):
     each stick's Beta against Beta(1, alpha), or the Dirichlets'."""
-    alpha = concentration
-    if kind_of(params) == "dirichlet_process":
-        a, b = np.exp(params["stick_a"]), np.exp(params["stick_b"])
-        return float(
-            np.sum(
-                betaln(1.0, alpha)
-                - betaln(a, b)
-                + (a - 1.0) * digamma(a)
-                + (b - alpha) * digamma(b)
-                + (1.0 - a + alpha - b) * digamma(a + b)
-            )
-        )
-    q_alpha = np.exp(params["concentration"])
-    prior = np.full_like(q_alpha, alpha)
-    return float(
-        gammaln(q_alpha.sum())
-        - gammaln(q_alpha).sum()
-        - gammaln(prior.sum())
-        + gammaln(prior).sum()
-        + np.sum((q_alpha - prior) * (digamma(q_alpha) - digamma(q_alpha.sum())))
-    )
+    return part_of(params).numpy_kl(params, concentration)
 
 
 def blended_update(params: dict, counts, concentration, rho) -> dict:
@@ -242,24 +354,14 @@ def conjugate_update(counts, concentration, kind: str, cumsum=None) -> dict:
     every later one's, stick_a 1 + N_k and stick_b alpha + sum_{j>k} N_j.
     NumPy by default; ``cumsum=tf.math.cumsum`` for tensors. Zero counts give
     the prior's parameters."""
-    if kind == "dirichlet_process":
-        if cumsum is None:  # sum_{j>k} N_j for k < K
-            later = np.cumsum(np.asarray(counts, np.float64)[::-1])[::-1][1:]
-        else:
-            later = cumsum(counts, reverse=True, exclusive=True)[:-1]
-        return {"stick_a": 1.0 + counts[:-1], "stick_b": concentration + later}
-    return {"concentration": concentration + counts}
+    return PARTS[kind].conjugate_update(counts, concentration, cumsum)
 
 
 def point_counts(params: dict, concentration: float) -> np.ndarray:
     """The expected number of points per component (``[K]``, NumPy) that q's
     weights' parameters hold (exact at a coordinate-ascent fixed point): the
     inverse of ``conjugate_update``, clipped at 0."""
-    if kind_of(params) == "dirichlet_process":
-        a, b = np.exp(params["stick_a"]), np.exp(params["stick_b"])
-        last = b[-1:] - concentration if a.size else np.zeros(1)
-        return np.maximum(np.concatenate([a - 1.0, last]), 0.0)
-    return np.maximum(np.exp(params["concentration"]) - concentration, 0.0)
+    return part_of(params).point_counts(params, concentration)
 
 
 def positive_parameters(params: dict) -> dict:
@@ -278,12 +380,13 @@ def moments(positive: dict) -> tuple[np.ndarray, np.ndarray]:
     positive weights' parameters (``concentration``, or ``stick_a`` and
     ``stick_b``); exact. For the sticks, which are independent,
     E[w_k^m] = E[v_k^m] prod_{j<k} E[(1 - v_j)^m] for m = 1, 2."""
-    if "stick_a" in positive:
-        return stick_weight_moments(positive["stick_a"], positive["stick_b"])
-    concentration = np.asarray(positive["concentration"], np.float64)
-    total = concentration.sum()
-    sd = np.sqrt(concentration * (total - concentration) / (total**2 * (total + 1)))
-    return concentration / total, sd
+    return part_of(positive).moments(positive)
+
+
+def covariance(positive: dict) -> np.ndarray:
+    """Cov_q(w) (``[K, K]``, NumPy), exact, from q's positive weights'
+    parameters (as ``moments`` takes them)."""
+    return part_of(positive).covariance(positive)
 
 
 def stick_weight_moments(stick_a, stick_b) -> tuple[np.ndarray, np.ndarray]:
