@@ -117,6 +117,27 @@ class Diagonal:
             name: tf.math.log(value) for name, value in positive.items()
         }
 
+    def predictive(self, params, points, features, num_samples, seed, weights_prior):
+        """``(log density [N], responsibilities [N, K])`` of standardised
+        ``points`` over ``features``: exact (``gmm.predict.exact_predictive``),
+        or with ``num_samples`` the Monte Carlo estimate from that many draws."""
+        if num_samples is None:
+            return predict.exact_predictive(
+                points,
+                params,
+                family.expected_weights(params, weights_prior).numpy(),
+                features,
+                self.order_by,
+                seed,
+            )
+        locs, precisions, weights = self.draw_parameters(params, num_samples, seed, weights_prior)
+        return predict.predictive(
+            points,
+            tf.gather(locs, features, axis=-1),
+            tf.gather(precisions, features, axis=-1),
+            weights,
+        )
+
     def posterior(self, params, transform, weights_prior) -> dict:
         """q in data units (``BayesianGMM.posterior``) from float64 ``params``."""
         q = family.variational_distributions(params, self.order_by, weights_prior)
@@ -218,6 +239,13 @@ class Full:
             weights_part.conjugate_update(np.zeros(K), priors.concentration, weights_prior),
         )
         return {name: tf.cast(start[name], dtype) for name in self.parameter_names(weights_prior)}
+
+    def predictive(self, params, points, features, num_samples, seed, weights_prior):
+        """``(log density [N], responsibilities [N, K])`` of standardised
+        ``points`` over ``features``, always exact (a mixture of Student-t's:
+        ``gmm.full.predictive``); ``num_samples`` and ``seed`` are not used."""
+        del num_samples, seed, weights_prior
+        return full.predictive(params, points, features)
 
     def posterior(self, params, transform, weights_prior) -> dict:
         """q in data units (``BayesianGMM.posterior``) from float64 ``params``:

@@ -275,8 +275,10 @@ def _check_data_fits_model(model, source: inputs.Source, continuing: bool, algor
     if not model.standardize and algorithm == "adam" and varying.any():
         sds = source.std[varying]
         if sds.min() < 0.1 or sds.max() > 10:
-            # Full covariances with missing values have no natural step to offer instead.
-            natural_too = not (source.missing and model.covariance == "full")
+            # (Full covariances with missing values have no natural step to offer instead.)
+            natural_too = support.allows(
+                algorithm="natural", covariance=model.covariance, missing_data=source.missing
+            )
             instead = ", or algorithm='natural' (invariant to the data's scale)."
             raise ValueError(
                 f"With standardize=False, Adam moves each mean by about learning_rate per step "
@@ -319,7 +321,10 @@ def _check_source(model, source, config, strategy, algorithm, learning_rate):
     """The prepared data checked against the model and the settings, and the
     default algorithm settled for them: ``(config, budget)``. ``algorithm`` and
     ``learning_rate`` are the caller's own (None: the default)."""
-    if source.missing and model.covariance == "full" and config.algorithm == "natural":
+    natural_ok = support.allows(
+        algorithm="natural", covariance=model.covariance, missing_data=source.missing
+    )
+    if config.algorithm == "natural" and not natural_ok:
         if algorithm is None:  # the default chooses what works: Adam (no natural step here)
             rate = 0.05 if learning_rate is None else config.learning_rate
             config = dataclasses.replace(config, algorithm="adam", learning_rate=rate)

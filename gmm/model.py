@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from gmm import checkpoint, full, predict, support
+from gmm import checkpoint, full, support
 from gmm import components as component_parts
 from gmm._validation import (
     check_bool,
@@ -580,28 +580,14 @@ def _predictive(model: BayesianGMM, X, num_samples, seed, features, missing="err
     seed = check_seed(seed)
     features = _check_features(features, model.n_features)
     points = check_data(X, n_features=len(features), missing=missing)
-    if model.covariance == "full":
-        params = model.unconstrained_parameters(tf.float64)
-        standardized = model.transform.to_standard(points, features=features)
-        log_density, responsibilities = full.predictive(params, standardized, features)
-    elif num_samples is None:
-        params = model.unconstrained_parameters(tf.float64)
-        log_density, responsibilities = predict.exact_predictive(
-            model.transform.to_standard(points, features=features),
-            params,
-            expected_weights(params, model.weights_prior).numpy(),
-            features,
-            model.order_by,
-            tf_seed(seed),
-        )
-    else:
-        locs, precisions, weights = _draws(model, num_samples, tf_seed(seed))
-        log_density, responsibilities = predict.predictive(
-            model.transform.to_standard(points, features=features),
-            tf.gather(locs, features, axis=-1),
-            tf.gather(precisions, features, axis=-1),
-            weights,
-        )
+    log_density, responsibilities = model.components.predictive(
+        model.unconstrained_parameters(tf.float64),
+        model.transform.to_standard(points, features=features),
+        features,
+        num_samples,
+        tf_seed(seed),
+        model.weights_prior,
+    )
     observed = ~np.isnan(points)
     if observed.all():
         return log_density - model.transform.log_jacobian(features), responsibilities

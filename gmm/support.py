@@ -154,6 +154,12 @@ LIMITS = (
 )
 
 
+def allows(**facts) -> bool:
+    """Whether no limit of ``LIMITS`` applies to ``facts`` (``check`` without
+    the error): for the defaults that choose what works."""
+    return not any(set(limit.needs) <= facts.keys() and limit.applies(facts) for limit in LIMITS)
+
+
 def check(**facts) -> None:
     """Raises ``ValueError`` with the first limit of ``LIMITS`` whose facts are
     all in ``facts`` and that applies to them; returns None otherwise."""
