@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from gmm import elbo, family, full, natural, predict
+from gmm import elbo, family, full, init, natural, predict
 from gmm import weights as weights_part
 from gmm.ordered import AscendingColumn
 
@@ -116,6 +116,29 @@ class Diagonal:
         return {"loc": tf.zeros(shape, dtype)} | {
             name: tf.math.log(value) for name, value in positive.items()
         }
+
+    def initial_q(self, Z, n_components, priors, weights_prior, dtype, **options) -> dict:
+        """q's unconstrained parameters in ``dtype`` from standardised data ``Z``
+        (``gmm.init.initial_q``; ``options``: its method, seed, n_points and
+        sample_weight), the logs taken in ``dtype`` after the cast, as the
+        positive parameters are stored."""
+        start = init.initial_q(
+            Z, n_components, priors, order_by=self.order_by, weights_prior=weights_prior,
+            **options,
+        )  # fmt: skip
+        as_dtype = lambda value: tf.cast(value, dtype)  # noqa: E731
+        return {
+            name: as_dtype(value) if name == "loc" else tf.math.log(as_dtype(value))
+            for name, value in start.items()
+        }
+
+    def chain_centre(self, params, transform, weights_prior):
+        """Where NUTS's chains start, in standardised units: q's means ``[K, D]``,
+        their sds ``[K, D]`` and q's mean precisions ``[K, D]``."""
+        scale = transform.arrays()[1]
+        q = self.posterior_parameters(params, transform, weights_prior)
+        centres, centre_sds = transform.to_standard(q["loc_mean"]), q["loc_sd"] / scale
+        return centres, centre_sds, q["precision_shape"] / q["precision_rate"] * scale**2
 
     def predictive(self, params, points, features, num_samples, seed, weights_prior):
         """``(log density [N], responsibilities [N, K])`` of standardised
@@ -239,6 +262,22 @@ class Full:
             weights_part.conjugate_update(np.zeros(K), priors.concentration, weights_prior),
         )
         return {name: tf.cast(start[name], dtype) for name in self.parameter_names(weights_prior)}
+
+    def initial_q(self, Z, n_components, priors, weights_prior, dtype, **options) -> dict:
+        """q's unconstrained parameters (float64) from standardised data ``Z``
+        (``gmm.init.initial_full_q``; ``options`` as the diagonal part's)."""
+        del dtype  # cast where the model assigns them
+        return init.initial_full_q(Z, n_components, priors, weights_prior=weights_prior, **options)
+
+    def chain_centre(self, params, transform, weights_prior):
+        """Where NUTS's chains start, in standardised units: q's means ``[K, D]``,
+        their sds ``[K, D]`` and q's mean precision matrices ``[K, D, D]``."""
+        del transform, weights_prior
+        loc, beta, tril, _ = (np.asarray(a) for a in full.unpack(params))
+        precisions = tril @ np.swapaxes(tril, -1, -2)  # E_q[Lambda] = L L^T
+        # mu | Lambda ~ N(m, (beta Lambda)^-1): sds about sqrt(diag(E[Lambda]^-1) / beta).
+        variances = np.diagonal(np.linalg.inv(precisions), axis1=-2, axis2=-1) / beta[:, None]
+        return loc, np.sqrt(variances), precisions
 
     def predictive(self, params, points, features, num_samples, seed, weights_prior):
         """``(log density [N], responsibilities [N, K])`` of standardised

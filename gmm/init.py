@@ -290,32 +290,15 @@ def initialize(
 ) -> None:
     """Sets ``model``'s q from standardised data ``Z`` (``[n, D]``) with ``initial_q``
     (``initial_full_q`` for ``covariance="full"``)."""
-    if model.covariance == "full":
-        start = initial_full_q(
-            Z,
-            model.n_components,
-            model.priors,
-            method=method,
-            seed=seed,
-            n_points=n_points,
-            sample_weight=sample_weight,
-            weights_prior=model.weights_prior,
-        )
-        model.assign_unconstrained(start)
-        return
-    start = initial_q(
+    start = model.components.initial_q(
         Z,
         model.n_components,
         model.priors,
+        model.weights_prior,
+        model.dtype,
         method=method,
         seed=seed,
         n_points=n_points,
-        order_by=model.order_by,
-        weights_prior=model.weights_prior,
         sample_weight=sample_weight,
     )
-    # The log taken in the model's dtype, after the cast, as the positive parameters are stored.
-    as_dtype = lambda value: tf.cast(value, model.dtype)  # noqa: E731
-    model.assign_unconstrained(
-        {k: as_dtype(v) if k == "loc" else tf.math.log(as_dtype(v)) for k, v in start.items()}
-    )
+    model.assign_unconstrained(start)

@@ -290,19 +290,8 @@ def _q_centre(model):
     """Where the chains start, in standardised units: q's means ``[K, D]``,
     their sds ``[K, D]``, and q's mean precisions (``[K, D]``, or ``[K, D, D]``
     matrices for ``covariance="full"``)."""
-    if model.covariance == "full":
-        loc, beta, tril, _ = (
-            np.asarray(a) for a in full.unpack(model.unconstrained_parameters(tf.float64))
-        )
-        precisions = tril @ np.swapaxes(tril, -1, -2)  # E_q[Lambda] = L L^T
-        # mu | Lambda ~ N(m, (beta Lambda)^-1): sds about sqrt(diag(E[Lambda]^-1) / beta).
-        variances = np.diagonal(np.linalg.inv(precisions), axis1=-2, axis2=-1) / beta[:, None]
-        return loc, np.sqrt(variances), precisions
-    transform = model.transform
-    scale = transform.arrays()[1]
-    q = model.posterior_parameters()
-    centres, centre_sds = transform.to_standard(q["loc_mean"]), q["loc_sd"] / scale
-    return centres, centre_sds, q["precision_shape"] / q["precision_rate"] * scale**2
+    params = model.unconstrained_parameters(tf.float64)
+    return model.components.chain_centre(params, model.transform, model.weights_prior)
 
 
 def potential_scale_reduction(draws: np.ndarray) -> np.ndarray:
