@@ -748,7 +748,7 @@ def fit(
     history = _history(run, source, config, start_time)
     if not move_kinds:
         return history
-    with _restored_on_error(model, saved_state):  # the moves and refits are part of it
+    with _restored_on_error(model, saved_state, keep_divergence=False):  # moves and refits
         refit_options = {name: options[name] for name in _REFIT_OPTIONS}
         refit_options["callbacks"] = callbacks
         return _fit_with_moves(model, X, history, move_kinds, start_time, refit_options)
@@ -812,17 +812,25 @@ def _checkpointer(model, source, config, budget, collective):
 
 
 @contextlib.contextmanager
-def _restored_on_error(model, saved_state):
-    """A transaction: any error but a divergence (whose state the error keeps
-    for inspection) puts the model's variables back to ``saved_state``."""
+def _restored_on_error(model, saved_state, keep_divergence: bool = True):
+    """A transaction: any error puts the model's variables back to
+    ``saved_state``, except a divergence with ``keep_divergence`` (the
+    training's own, whose state the error keeps for inspection; one in the
+    moves' refits restores the model as any other error does)."""
     try:
         yield
     except DivergenceError:
+        if not keep_divergence:
+            _restore(model, saved_state)
         raise
     except BaseException:
-        for variable, value in zip(model.variables, saved_state):
-            variable.assign(value)
+        _restore(model, saved_state)
         raise
+
+
+def _restore(model, saved_state) -> None:
+    for variable, value in zip(model.variables, saved_state):
+        variable.assign(value)
 
 
 def _warn_not_converged(monitor, config) -> None:

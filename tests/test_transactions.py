@@ -121,6 +121,25 @@ def test_interrupt_after_a_kept_move_puts_back_the_model_from_before_the_call(
     assert_unchanged(model, before, transform_before)
 
 
+def test_a_divergence_in_the_moves_refits_puts_back_the_model_from_before_the_call(monkeypatch):
+    """A ``DivergenceError`` raised by the moves at the end of ``gmm.fit`` (a
+    refit that diverged, here simulated after q was spoilt) undoes the whole call,
+    as any other error there does; only the training's own divergence keeps its
+    state for inspection."""
+    X = blobs(200, 3, 2, seed=1)
+    model = gmm.BayesianGMM(4, 2, dtype=tf.float64)
+    before, transform_before = state(model), model.transform.arrays()
+
+    def diverging_moves(model, *args, **kwargs):
+        model.loc.assign(np.full(model.loc.shape, np.nan))  # the refit's state
+        raise gmm.DivergenceError("a refit diverged")
+
+    monkeypatch.setattr(gmm.moves, "run_moves", diverging_moves)
+    with pytest.raises(gmm.DivergenceError, match="a refit diverged"):
+        gmm.fit(model, X, moves=("merge",), progress=False)
+    assert_unchanged(model, before, transform_before)
+
+
 def correlated_blobs(n, seed):
     """Two clusters of n/2 points, each with correlation 0.9 between its two features."""
     rng = np.random.default_rng(seed)
