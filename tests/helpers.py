@@ -51,3 +51,46 @@ def assert_full_natural_step_keeps(params: dict, Z, priors) -> None:
         )
         for name in params:
             np.testing.assert_allclose(stepped[name], params[name], rtol=1e-6, atol=1e-8)
+
+
+# Parameters of two fits run to convergence at this tolerance agree to 1e-4.
+TIGHT = {"tol": 1e-9, "max_steps": 20_000, "progress": False}
+# Every kind of components with every kind of weights (the ordered model is the
+# diagonal one with a constraint; its tests are in test_identifiability.py).
+COMPONENTS_X_WEIGHTS = [
+    (covariance, weights)
+    for covariance in ("diag", "full")
+    for weights in ("dirichlet", "dirichlet_process")
+]
+
+
+def fit_to_optimum(X, covariance="diag", weights="dirichlet", **settings):
+    """A float64 ``BayesianGMM(3, D, covariance, weights)`` fitted to ``X`` to
+    tol 1e-9 (natural steps by default), without moves; asserts it converged."""
+    model = gmm.BayesianGMM(3, X.shape[1], covariance=covariance, weights=weights, dtype=tf.float64)
+    history = gmm.fit(model, X, **{**TIGHT, "moves": None, **settings})
+    assert history.converged, history.remaining
+    return model
+
+
+def assert_same_posterior(model, other, data_sd, tolerance=1e-4) -> float:
+    """q's parameters in data units agree, components matched for Dirichlet
+    weights (the sticks' order is part of a Dirichlet-process q): means and
+    their sds to ``tolerance`` data sds, precision matrices (W) and covariance
+    means to ``tolerance`` of their largest entry, every other parameter to
+    ``tolerance`` relative. Returns the largest of these differences."""
+    ours, theirs = model.posterior_parameters(), other.posterior_parameters()
+    if model.weights_prior == "dirichlet":
+        perm = gmm.evaluate.match_components(theirs["loc_mean"], ours["loc_mean"])
+        ours = gmm.evaluate.permute_parameters(ours, perm)
+    largest = 0.0
+    for name, expected in theirs.items():
+        if name in ("loc_mean", "loc_sd"):
+            difference = np.abs(ours[name] - expected) / data_sd
+        elif np.ndim(expected) == 3:
+            difference = np.abs(ours[name] - expected) / np.abs(expected).max()
+        else:
+            difference = np.abs(ours[name] / expected - 1.0)
+        assert difference.max() <= tolerance, (name, difference.max())
+        largest = max(largest, float(difference.max()))
+    return largest

@@ -12,6 +12,7 @@ import tensorflow_probability as tfp
 from helpers import (
     assert_agrees_with_full_cavi,
     assert_full_natural_step_keeps,
+    fit_to_optimum,
     remove_at_random,
 )
 from scipy import integrate, special, stats
@@ -380,66 +381,8 @@ def test_cholesky_vector_is_fill_scale_tril_with_exp_diagonal():
 
 
 # -- sample weights --------------------------------------------------------------------------------
-
-# Parameters of two fits run to convergence at this tolerance agree to 1e-4.
-TIGHT = {"tol": 1e-9, "max_steps": 20_000, "progress": False}
-
-
-def fit_full_float64(X, **settings):
-    model = gmm.BayesianGMM(3, 2, covariance="full", dtype=tf.float64)
-    history = gmm.fit(model, X, **{**TIGHT, **settings})
-    assert history.converged, history.remaining
-    return model
-
-
-def assert_same_full_posterior(model, other, data_sd, tolerance=1e-4):
-    """Parameters in data units, components matched: means to ``tolerance``
-    data sds, W to ``tolerance`` of its largest entry, beta, nu and the
-    Dirichlet counts to ``tolerance`` relative; returns the largest difference."""
-    ours, theirs = model.posterior_parameters(), other.posterior_parameters()
-    perm = gmm.evaluate.match_components(theirs["loc_mean"], ours["loc_mean"])
-    ours = gmm.evaluate.permute_parameters(ours, perm)
-    np.testing.assert_allclose(
-        ours["loc_mean"] / data_sd, theirs["loc_mean"] / data_sd, rtol=0, atol=tolerance
-    )
-    scale = np.abs(theirs["precision_scale"]).max()
-    np.testing.assert_allclose(
-        ours["precision_scale"] / scale, theirs["precision_scale"] / scale, atol=tolerance
-    )
-    for name in ("mean_precision", "dof", "concentration"):
-        np.testing.assert_allclose(ours[name], theirs[name], rtol=tolerance)
-
-
-def test_integer_weights_equal_repeated_rows_full():
-    """Integer weights 0-3 on the tilted clusters (N = 400, float64, full-batch
-    natural steps to tol 1e-9): the posterior of the rows repeated. Asserted
-    to 1e-4; measured within 5e-15 (means in data units, W relative to its
-    largest entry, beta, nu and the counts relative)."""
-    X, _ = correlated_data(400, 3)
-    counts = np.random.default_rng(0).integers(0, 4, size=X.shape[0])
-    repeated_rows = np.repeat(X, counts, axis=0)
-    weighted = fit_full_float64(X, sample_weight=counts)
-    repeated = fit_full_float64(repeated_rows)
-    assert_same_full_posterior(weighted, repeated, repeated_rows.std(axis=0))
-    score = weighted.score(X, sample_weight=counts)
-    assert score == pytest.approx(weighted.score(repeated_rows), abs=1e-9)
-
-
-def test_zero_weights_equal_dropping_the_rows_full():
-    """Rows of weight 0, two far outliers among them, change nothing: the
-    standardisation, the k-means start and the posterior are the kept rows'
-    (asserted to 1e-4; measured within 2e-15)."""
-    X, _ = correlated_data(400, 4)
-    X = np.concatenate([X, np.array([[40.0, -30.0], [35.0, 50.0]])])
-    weights = np.ones(X.shape[0])
-    weights[-2:] = 0.0
-    weights[::7] = 0.0
-    kept = X[weights > 0]
-    with_zeros = fit_full_float64(X, sample_weight=weights)
-    dropped = fit_full_float64(kept)
-    np.testing.assert_allclose(with_zeros.transform.shift.numpy(), dropped.transform.shift.numpy())
-    np.testing.assert_allclose(with_zeros.transform.scale.numpy(), dropped.transform.scale.numpy())
-    assert_same_full_posterior(with_zeros, dropped, kept.std(axis=0))
+# (Integer weights equal repeated rows and zero weights dropped rows for every kind of
+# components and weights: tests/test_sample_weights.py.)
 
 
 def test_a_weighted_fit_agrees_with_weighted_full_cavi(correlated):
@@ -452,7 +395,7 @@ def test_a_weighted_fit_agrees_with_weighted_full_cavi(correlated):
     data's size."""
     X = correlated[0]
     weights = np.random.default_rng(4).uniform(0, 3, size=X.shape[0])
-    model = fit_full_float64(X, sample_weight=weights)
+    model = fit_to_optimum(X, "full", sample_weight=weights)
     cavi = gmm.evaluate.reference_posterior(model, X, sample_weight=weights, max_iter=20_000)
     fitted = model.posterior_parameters()
     sd = np.sqrt(np.cov(X.T, aweights=weights, bias=True).diagonal())

@@ -8,6 +8,7 @@ elliptical clusters of unequal weight (0.6, 0.3, 0.1)."""
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import COMPONENTS_X_WEIGHTS, assert_same_posterior, fit_to_optimum
 
 import gmm
 from gmm import inputs, streaming
@@ -18,8 +19,6 @@ OVERLAPPING = gmm.data.MixtureSpec(
     locs=np.array([[0.0, 0.0], [2.5, 1.0], [-1.0, 3.5]]),
     scales=np.array([[1.0, 0.7], [0.8, 1.2], [0.6, 0.6]]),
 )
-# Parameters of two fits run to convergence at this tolerance agree to 1e-4.
-TIGHT = {"tol": 1e-9, "max_steps": 20_000, "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -27,50 +26,35 @@ def overlapping():
     return OVERLAPPING.sample(400, seed=3)[0]
 
 
-def fit_float64(X, **settings):
-    model = gmm.BayesianGMM(3, 2, dtype=tf.float64)
-    history = gmm.fit(model, X, **{**TIGHT, **settings})
-    assert history.converged, history.remaining
-    return model
-
-
-def assert_same_posterior(model, other, data_sd, tolerance=1e-4):
-    """Parameters in data units, components matched: means and their sds to
-    ``tolerance`` data sds, every positive parameter to ``tolerance`` relative."""
-    ours, theirs = model.posterior_parameters(), other.posterior_parameters()
-    perm = gmm.evaluate.match_components(theirs["loc_mean"], ours["loc_mean"])
-    ours = gmm.evaluate.permute_parameters(ours, perm)
-    for name in ("loc_mean", "loc_sd"):
-        np.testing.assert_allclose(
-            ours[name] / data_sd, theirs[name] / data_sd, rtol=0, atol=tolerance
-        )
-    for name in ("precision_shape", "precision_rate", "concentration"):
-        np.testing.assert_allclose(ours[name], theirs[name], rtol=tolerance)
-
-
-def test_integer_weights_equal_repeated_rows(overlapping):
-    """Measured: the two posteriors agree to ~1e-13 (float64); asserted to 1e-4."""
+@pytest.mark.parametrize("covariance, weights", COMPONENTS_X_WEIGHTS)
+def test_integer_weights_equal_repeated_rows(overlapping, covariance, weights):
+    """Integer weights 0-3: the posterior of the rows repeated, for every kind
+    of components and weights (float64, natural steps to tol 1e-9). Asserted
+    to 1e-4 (``assert_same_posterior``); measured within 4e-14 in all four."""
     X = overlapping
     counts = np.random.default_rng(0).integers(0, 4, size=X.shape[0])
-    weighted = fit_float64(X, sample_weight=counts)
-    repeated = fit_float64(np.repeat(X, counts, axis=0))
-    assert_same_posterior(weighted, repeated, np.repeat(X, counts, axis=0).std(axis=0))
+    repeated_rows = np.repeat(X, counts, axis=0)
+    weighted = fit_to_optimum(X, covariance, weights, sample_weight=counts)
+    repeated = fit_to_optimum(repeated_rows, covariance, weights)
+    assert_same_posterior(weighted, repeated, repeated_rows.std(axis=0))
     # The score with the same weights is the mean over the repeated rows.
     score = weighted.score(X, sample_weight=counts)
-    assert score == pytest.approx(weighted.score(np.repeat(X, counts, axis=0)), abs=1e-9)
+    assert score == pytest.approx(weighted.score(repeated_rows), abs=1e-9)
 
 
-def test_zero_weights_equal_dropping_the_rows(overlapping):
+@pytest.mark.parametrize("covariance, weights", COMPONENTS_X_WEIGHTS)
+def test_zero_weights_equal_dropping_the_rows(overlapping, covariance, weights):
     """Rows of weight 0, far outliers among them, change nothing: the
-    standardisation, the k-means start and the posterior are the kept rows'
-    (asserted to 1e-4; measured within 3e-14, float64)."""
+    standardisation, the k-means start and the posterior are the kept rows',
+    for every kind of components and weights (asserted to 1e-4; measured
+    within 5e-14 in all four)."""
     X = np.concatenate([overlapping, np.array([[40.0, -30.0], [35.0, 50.0]])])
-    weights = np.ones(X.shape[0])
-    weights[-2:] = 0.0
-    weights[::7] = 0.0
-    kept = X[weights > 0]
-    with_zeros = fit_float64(X, sample_weight=weights)
-    dropped = fit_float64(kept)
+    sample_weight = np.ones(X.shape[0])
+    sample_weight[-2:] = 0.0
+    sample_weight[::7] = 0.0
+    kept = X[sample_weight > 0]
+    with_zeros = fit_to_optimum(X, covariance, weights, sample_weight=sample_weight)
+    dropped = fit_to_optimum(kept, covariance, weights)
     np.testing.assert_allclose(with_zeros.transform.shift.numpy(), dropped.transform.shift.numpy())
     np.testing.assert_allclose(with_zeros.transform.scale.numpy(), dropped.transform.scale.numpy())
     assert_same_posterior(with_zeros, dropped, kept.std(axis=0))
@@ -129,7 +113,7 @@ def test_a_weighted_fit_agrees_with_weighted_cavi(overlapping):
     and Dirichlet counts within 1e-3 relative (measured: within 3e-10)."""
     X = overlapping
     weights = np.random.default_rng(4).uniform(0, 3, size=X.shape[0])
-    model = fit_float64(X, sample_weight=weights, tol=1e-7)
+    model = fit_to_optimum(X, sample_weight=weights, tol=1e-7)
     cavi = gmm.evaluate.reference_posterior(model, X, sample_weight=weights, max_iter=20_000)
     fitted = model.posterior_parameters()
     sd = np.sqrt(np.cov(X.T, aweights=weights, bias=True).diagonal())
