@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from gmm import elbo, family, full, init, natural, predict
+from gmm import elbo, family, full, init, natural, predict, reference
 from gmm import weights as weights_part
 from gmm.ordered import AscendingColumn
 
@@ -83,6 +83,39 @@ class Diagonal:
     def log_joint(self, data, locs, precisions, weights, prior_params, weights_prior):
         return elbo.log_joint(
             data, locs, precisions, weights, prior_params, self.order_by, weights_prior
+        )
+
+    def log_likelihood_terms(self, params, weights_prior):
+        """``(batch [B, D], mask [B, D] or None) -> [B]``: the closed-form data
+        term of each point (``gmm.elbo.expected_log_likelihood``), q read once."""
+        q = family.variational_distributions(params, self.order_by, weights_prior)
+        moments = family.loc_moments(params, self.order_by)
+        return lambda batch, mask: elbo.expected_log_likelihood(q, batch, *moments, mask=mask)
+
+    def component_log_q(self, params, locs, precisions, weights_prior):
+        """q's component factors, component against component (``[S, K_j, K_k]``,
+        no weights' factor; ``gmm.family.component_log_q``); unordered q."""
+        q = family.variational_distributions(params, None, weights_prior)
+        return family.component_log_q(q, locs, precisions)
+
+    def log_q(self, params, locs, precisions, weights, weights_prior):
+        """log q(theta) ``[S]`` at draws, q as fitted (one labelling)."""
+        q = family.variational_distributions(params, self.order_by, weights_prior)
+        return family.log_q(q, locs, precisions, weights, self.order_by)
+
+    def reference_cavi(self, standardized, responsibilities, priors, weights_prior, transform,
+                       **options):  # fmt: skip
+        """``gmm.reference.cavi`` from ``responsibilities`` ``[N, K]`` on
+        standardised points, its optimum in data units (``options``: max_iter,
+        sample_weight)."""
+        exact = reference.cavi(
+            standardized, responsibilities, **vars(priors), weights=weights_prior, **options
+        )
+        return dict(
+            exact,
+            loc_mean=transform.point_to_data(exact["loc_mean"]),
+            loc_sd=transform.sd_to_data(exact["loc_sd"]),
+            precision_rate=transform.rate_to_data(exact["precision_rate"]),
         )
 
     def loc_bijector(self) -> tfb.Bijector:
@@ -232,6 +265,39 @@ class Full:
 
     def log_joint(self, data, locs, precisions, weights, prior_params, weights_prior):
         return full.log_joint(data, locs, precisions, weights, prior_params, weights_prior)
+
+    def log_likelihood_terms(self, params, weights_prior):
+        """As the diagonal part's (``gmm.full.expected_log_likelihood``)."""
+        del weights_prior
+        return lambda batch, mask: full.expected_log_likelihood(params, batch, mask=mask)
+
+    def component_log_q(self, params, locs, precisions, weights_prior):
+        """As the diagonal part's (``gmm.full.component_log_q``)."""
+        del weights_prior
+        return full.component_log_q(params, locs, precisions)
+
+    def log_q(self, params, locs, precisions, weights, weights_prior):
+        """log q(theta) ``[S]`` at draws: the Normal-Wisharts' pairs' trace plus the weights'."""
+        del weights_prior
+        pairs = full.component_log_q(params, locs, precisions)
+        weights_log_q = weights_part.variational_weights(params).log_prob(weights)
+        return np.trace(pairs.numpy(), axis1=-2, axis2=-1) + weights_log_q.numpy()
+
+    def reference_cavi(self, standardized, responsibilities, priors, weights_prior, transform,
+                       **options):  # fmt: skip
+        """``gmm.reference.cavi_full``, its optimum in data units as
+        ``gmm.full.posterior_parameters`` maps q."""
+        exact = reference.cavi_full(
+            standardized, responsibilities, **vars(priors), weights=weights_prior, **options
+        )
+        shift, scale = transform.arrays()
+        return full.with_covariance_mean(
+            dict(
+                exact,
+                loc_mean=exact["loc_mean"] * scale + shift,
+                precision_scale=exact["precision_scale"] / scale[:, None] / scale[None, :],
+            )
+        )
 
     def loc_bijector(self) -> tfb.Bijector:
         return tfb.Identity()

@@ -15,7 +15,7 @@ from scipy.special import gammaln
 from sklearn.cluster import KMeans
 from sklearn.mixture import BayesianGaussianMixture
 
-from gmm import reference, support
+from gmm import support
 from gmm import weights as weights_part
 from gmm._validation import check_data, check_sample_weight
 from gmm.data import MixtureSpec
@@ -127,48 +127,14 @@ def reference_posterior(
         fitted_locs = model.transform.to_standard(model.posterior_parameters()["loc_mean"])
         perm = match_components(fitted_locs, kmeans.cluster_centers_)
         labels = np.argsort(perm)[labels]
-    if model.covariance == "full":
-        return _reference_posterior_full(model, standardized, labels, max_iter, weights)
-    exact = reference.cavi(
+    in_data_units = model.components.reference_cavi(
         standardized,
         np.eye(model.n_components)[labels],
-        **vars(model.priors),
-        weights=model.weights_prior,
+        model.priors,
+        model.weights_prior,
+        model.transform,
         max_iter=max_iter,
         sample_weight=weights,
-    )
-    in_data_units = dict(
-        exact,
-        loc_mean=model.transform.point_to_data(exact["loc_mean"]),
-        loc_sd=model.transform.sd_to_data(exact["loc_sd"]),
-        precision_rate=model.transform.rate_to_data(exact["precision_rate"]),
-    )
-    if not weights_part.PARTS[model.weights_prior].exchangeable:  # already in the model's order
-        return in_data_units
-    perm = match_components(model.posterior_parameters()["loc_mean"], in_data_units["loc_mean"])
-    aligned = permute_parameters(in_data_units, perm)
-    aligned["responsibilities"] = in_data_units["responsibilities"][:, perm]
-    return aligned
-
-
-def _reference_posterior_full(model, standardized, labels, max_iter, weights=None) -> dict:
-    """``reference_posterior`` for a full-covariance model: CAVI in standardised
-    units, mapped to data units as ``gmm.full.posterior_parameters`` maps q."""
-    exact = reference.cavi_full(
-        standardized,
-        np.eye(model.n_components)[labels],
-        **vars(model.priors),
-        max_iter=max_iter,
-        sample_weight=weights,
-        weights=model.weights_prior,
-    )
-    shift, scale = model.transform.arrays()
-    in_data_units = with_covariance_mean(
-        dict(
-            exact,
-            loc_mean=exact["loc_mean"] * scale + shift,
-            precision_scale=exact["precision_scale"] / scale[:, None] / scale[None, :],
-        )
     )
     if not weights_part.PARTS[model.weights_prior].exchangeable:  # already in the model's order
         return in_data_units

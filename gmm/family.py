@@ -136,3 +136,34 @@ def mixture(locs, precisions, weights) -> tfd.MixtureSameFamily:
             loc=locs, scale_diag=tf.math.rsqrt(precisions)
         ),
     )
+
+
+def component_log_q(q: dict, locs, precisions) -> tf.Tensor:
+    """The mean-field q's component factors, component against component:
+    ``[S, K_j, K_k]`` with entry ``[s, j, k]`` = sum_d log q(loc_jd =
+    locs[s, k, d]) + log q(precision_jd = precisions[s, k, d]) for draws ``[S,
+    K, D]``. The diagonal's sum is log q of the components at theta, and the
+    sum of the entries [j, sigma(j)] that at theta relabelled by sigma (the
+    weights' factor is ``gmm.weights``'). Unordered q only."""
+    q_locs, q_precisions = q["locs"], q["precisions"]
+    per_pair = lambda dist, values: tf.reduce_sum(  # noqa: E731  [S, K_j, K_k]
+        dist.log_prob(values[:, None, :, :]), axis=-1
+    )
+    locs_factor = tfd.Normal(q_locs.loc[:, None, :], q_locs.scale[:, None, :])
+    precisions_factor = tfd.Gamma(
+        q_precisions.concentration[:, None, :], q_precisions.rate[:, None, :]
+    )
+    return per_pair(locs_factor, locs) + per_pair(precisions_factor, precisions)
+
+
+def log_q(q: dict, locs, precisions, weights, order_by: int | None):
+    """log q(theta) ``[S]`` (float64 NumPy) at draws ``[S, K, D]``, ``[S, K, D]``,
+    ``[S, K]``, q as fitted (one labelling)."""
+    log_q_locs = q["locs"].log_prob(locs)
+    if order_by is None:  # [S, K, D] independent Normals; the ordered q has event [K, D]
+        log_q_locs = tf.reduce_sum(log_q_locs, axis=[-2, -1])
+    return (
+        log_q_locs
+        + tf.reduce_sum(q["precisions"].log_prob(precisions), axis=[-2, -1])
+        + q["weights"].log_prob(weights)
+    ).numpy()

@@ -17,6 +17,7 @@ import tensorflow as tf
 from gmm import callbacks as callback_lib
 from gmm import checkpoint, convergence, distributed, init, inputs, natural, streaming, support
 from gmm import moves as moves_lib
+from gmm import weights as weights_part
 from gmm._validation import (
     check_bool,
     check_in_dtype,
@@ -906,7 +907,7 @@ def _check_moves(moves, model, X, steps, epochs, strategy, checkpoint_dir, missi
     if isinstance(moves, str) and moves == "auto":
         applies = (
             isinstance(model, BayesianGMM)
-            and model.weights_prior == "dirichlet_process"
+            and weights_part.PARTS[model.weights_prior].moves_by_default
             and model.order_by is None
             and not isinstance(X, tf.data.Dataset)
             and steps is None

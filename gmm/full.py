@@ -990,12 +990,9 @@ def sklearn_prior_options(model) -> dict:
     gmm's K-th weight is the stick left)."""
     priors = model.priors
     shift, scale = model.transform.arrays()
-    process = model.weights_prior == "dirichlet_process"
     return {
         "covariance_type": "full",
-        "weight_concentration_prior_type": (
-            "dirichlet_process" if process else "dirichlet_distribution"
-        ),
+        "weight_concentration_prior_type": weights_part.PARTS[model.weights_prior].sklearn_name,
         "weight_concentration_prior": priors.concentration,
         "mean_prior": shift + scale * priors.loc_mean,
         "mean_precision_prior": priors.mean_precision,

@@ -236,11 +236,10 @@ def sample(
     starts = _chain_starts(model, num_chains, init_spread, shuffle_labels, seed)
     dtype = model.dtype
     initial_state = [tf.constant(np.stack(parts), dtype) for parts in zip(*starts)]
-    # The prior mean as [K, D] whether or not it is shared, so both priors share one trace.
+    # The prior mean as [K, D] whether or not it is shared, so every prior shares one trace
+    # (each part's log prior broadcasts it against the locs).
     prior_params = list(model.priors.as_tensors(dtype))
-    if model.covariance != "full":
-        shape = (model.n_components, model.n_features)
-        prior_params[0] = tf.broadcast_to(prior_params[0], shape)
+    prior_params[0] = tf.broadcast_to(prior_params[0], (model.n_components, model.n_features))
     with native_stderr_silenced():  # XLA's compile-time log lines
         (locs, precisions, weights), (accepted, step_size, leapfrogs, diverged) = _run_nuts(
             initial_state,

@@ -44,7 +44,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from gmm import full, support
+from gmm import support
 from gmm import weights as weights_part
 from gmm._validation import (
     check_data,
@@ -53,8 +53,6 @@ from gmm._validation import (
     check_sample_weight,
     check_seed,
 )
-from gmm.elbo import expected_log_likelihood
-from gmm.family import loc_moments, variational_distributions
 from gmm.memo import NUMPY_PARTS, MemoizedStatistics, Statistics
 
 # Bounds the [chunk, K, D] intermediate of the full-data ELBO.
@@ -78,20 +76,11 @@ def full_data_elbo(model, X, sample_weight=None, missing: str = "error") -> floa
     if sample_weight is not None:
         weights = check_sample_weight(sample_weight, points.shape[0])
     params = model.unconstrained_parameters(tf.float64)
-    per_point_elements = model.n_components * model.n_features
-    if model.covariance == "full":
-        per_point_elements *= model.n_features  # [chunk, K, D, D] for the missing blocks
-
-        def log_likelihood_terms(batch, chunk_mask):
-            return full.expected_log_likelihood(params, batch, mask=chunk_mask)
-
-    else:
-        q = variational_distributions(params, model.order_by, model.weights_prior)
-        moments = loc_moments(params, model.order_by)
-
-        def log_likelihood_terms(batch, chunk_mask):
-            return expected_log_likelihood(q, batch, *moments, mask=chunk_mask)
-
+    log_likelihood_terms = model.components.log_likelihood_terms(params, model.weights_prior)
+    # [chunk, K, D] intermediates ([chunk, K, D, D] for full covariances' missing blocks).
+    per_point_elements = model.n_components * NUMPY_PARTS[model.covariance].elements_per_component(
+        model.n_features
+    )
     chunk = max(1, _CHUNK_ELEMENTS // per_point_elements)
 
     def chunk_sum(i):

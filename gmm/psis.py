@@ -24,15 +24,10 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 from scipy.special import logsumexp
 
-from gmm import full
 from gmm import weights as weights_part
 from gmm._validation import check_data, check_positive_int, check_seed, tf_seed
-from gmm.family import variational_distributions
-
-tfd = tfp.distributions
 
 # The symmetrised q sums over all K! relabellings by a dynamic programme over
 # the 2^K subsets of components: exact and cheap up to here (K = 12: 4,096 subsets).
@@ -193,41 +188,20 @@ def log_permanent(log_matrix: np.ndarray) -> np.ndarray:
     return table[..., -1]
 
 
-def component_log_densities(q: dict, locs, precisions, weights) -> tf.Tensor:
-    """The mean-field q's factors, component against component: ``[S, K, K]``
-    with entry ``[s, j, k]`` = log of q's component-j factors at draw s's
-    component k, sum_d log q(loc_jd = locs[s, k, d]) + log q(precision_jd =
-    precisions[s, k, d]) + (alpha_j - 1) log weights[s, k].
-
-    Then log q(theta) = c + sum_j M[j, j] with c = log Gamma(sum alpha) - sum log
-    Gamma(alpha), and q at theta with its components relabelled by sigma is
-    c + sum_j M[j, sigma(j)]. Exchangeable (unordered) q only.
-    """
-    q_locs, q_precisions = q["locs"], q["precisions"]
-    per_pair = lambda dist, values: tf.reduce_sum(  # noqa: E731  [S, K_j, K_k]
-        dist.log_prob(values[:, None, :, :]), axis=-1
-    )
-    locs_factor = tfd.Normal(q_locs.loc[:, None, :], q_locs.scale[:, None, :])
-    precisions_factor = tfd.Gamma(
-        q_precisions.concentration[:, None, :], q_precisions.rate[:, None, :]
-    )
-    concentration = q["weights"].concentration
-    return (
-        per_pair(locs_factor, locs)
-        + per_pair(precisions_factor, precisions)
-        + (concentration - 1)[None, :, None] * tf.math.log(weights)[:, None, :]
-    )
-
-
-def symmetrized_log_q(q: dict, locs, precisions, weights) -> np.ndarray:
-    """log q_sym(theta) = log (1/K!) sum_sigma q(sigma theta), the mean-field q
-    averaged over all K! relabellings of its components, at ``[S]`` draws."""
-    concentration = q["weights"].concentration
+def symmetrized_log_q(model, locs, precisions, weights) -> np.ndarray:
+    """log q_sym(theta) = log (1/K!) sum_sigma q(sigma theta): ``model``'s q
+    (exchangeable, Dirichlet weights) averaged over all K! relabellings of its
+    components, at ``[S]`` draws in standardised units (``[S, K, D]`` locs,
+    precisions ``[S, K, D]`` or matrices ``[S, K, D, D]``, weights ``[S, K]``)."""
+    params = model.unconstrained_parameters(tf.float64)
+    concentration = tf.exp(params["concentration"])
+    pairs = model.components.component_log_q(params, locs, precisions, model.weights_prior)
+    # The Dirichlet's density factors over components too: its factors join the pairs.
+    pairs = pairs + (concentration - 1)[None, :, None] * tf.math.log(weights)[:, None, :]
     constant = float(
         tf.math.lgamma(tf.reduce_sum(concentration)) - tf.reduce_sum(tf.math.lgamma(concentration))
     )
-    pairs = component_log_densities(q, locs, precisions, weights).numpy()
-    return _symmetrized(pairs, constant)
+    return _symmetrized(pairs.numpy(), constant)
 
 
 def _symmetrized(pairs: np.ndarray, constant: float) -> np.ndarray:
@@ -239,18 +213,6 @@ def _symmetrized(pairs: np.ndarray, constant: float) -> np.ndarray:
         [log_permanent(pairs[start : start + chunk]) for start in range(0, len(pairs), chunk)]
     )
     return constant + permanent - math.lgamma(n_components + 1)
-
-
-def plain_log_q(q: dict, locs, precisions, weights, order_by: int | None) -> np.ndarray:
-    """log q(theta) at ``[S]`` draws, q as fitted (one labelling)."""
-    log_q_locs = q["locs"].log_prob(locs)
-    if order_by is None:  # [S, K, D] independent Normals; the ordered q has event [K, D]
-        log_q_locs = tf.reduce_sum(log_q_locs, axis=[-2, -1])
-    return (
-        log_q_locs
-        + tf.reduce_sum(q["precisions"].log_prob(precisions), axis=[-2, -1])
-        + q["weights"].log_prob(weights)
-    ).numpy()
 
 
 # Graph mode: about four times faster than eager here, the trace shared by every call.
@@ -321,26 +283,11 @@ def importance_log_ratios(model, X, locs, precisions, weights, *, symmetrize=Non
     locs, precisions, weights = (
         tf.convert_to_tensor(a, tf.float64) for a in (locs, precisions, weights)
     )
-    if model.covariance == "full":
+    if symmetrize:
+        log_q = symmetrized_log_q(model, locs, precisions, weights)
+    else:
         params = model.unconstrained_parameters(tf.float64)
-        pairs = full.component_log_q(params, locs, precisions).numpy()
-        if symmetrize:  # (Dirichlet weights: its density's factors join the pairs)
-            concentration = np.exp(params["concentration"].numpy())
-            constant = math.lgamma(concentration.sum()) - sum(map(math.lgamma, concentration))
-            pairs = pairs + (concentration - 1.0)[None, :, None] * np.log(weights)[:, None, :]
-            log_q = _symmetrized(pairs, constant)
-        else:
-            weights_log_q = weights_part.variational_weights(params).log_prob(weights).numpy()
-            log_q = np.trace(pairs, axis1=-2, axis2=-1) + weights_log_q
-        return joint_log_density(model, data, locs, precisions, weights) - log_q
-    q = variational_distributions(
-        model.unconstrained_parameters(tf.float64), model.order_by, model.weights_prior
-    )
-    log_q = (
-        symmetrized_log_q(q, locs, precisions, weights)
-        if symmetrize
-        else plain_log_q(q, locs, precisions, weights, model.order_by)
-    )
+        log_q = model.components.log_q(params, locs, precisions, weights, model.weights_prior)
     return joint_log_density(model, data, locs, precisions, weights) - log_q
 
 

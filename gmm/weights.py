@@ -130,6 +130,10 @@ class Dirichlet:
     # The prior is the same for every order of the components (a fit's labels
     # are arbitrary, and a permuted q is the same q).
     exchangeable = True
+    # fit's moves="auto" runs none: a Dirichlet-weights fit is the plain one.
+    moves_by_default = False
+    # scikit-learn's weight_concentration_prior_type for this prior.
+    sklearn_name = "dirichlet_distribution"
 
     def variational(self, params: dict) -> tfd.Distribution:
         return dirichlet_weights(tf.exp(params["concentration"]))
@@ -185,6 +189,11 @@ class DirichletProcess:
     # The sticks' prior expects the weights in decreasing order: the order is
     # part of the optimum, and a permuted q is another q.
     exchangeable = False
+    # fit's moves="auto" runs merge, delete, birth and sort: from k-means the sticks end
+    # unsorted and a true cluster split over two components
+    # (benchmarks/effective_components.py).
+    moves_by_default = True
+    sklearn_name = "dirichlet_process"
 
     def variational(self, params: dict) -> tfd.Distribution:
         return stick_breaking_weights(

@@ -22,7 +22,6 @@ from scipy.special import logsumexp
 
 import gmm
 from gmm import psis
-from gmm.family import variational_distributions
 from gmm.predict import draw_parameters
 
 N_DRAWS = 2000
@@ -195,24 +194,24 @@ def test_symmetrized_q_averages_q_over_all_relabellings():
         "concentration": np.log(np.array([100.0, 110.0, 90.0])),
     }
     model = model_with(params, priors=gmm.Priors())
-    q = variational_distributions(model.unconstrained_parameters(tf.float64))
+    params = model.unconstrained_parameters(tf.float64)
     locs, precisions, weights = draws_of(model, n=300)
-    symmetrized = psis.symmetrized_log_q(q, locs, precisions, weights)
+    symmetrized = psis.symmetrized_log_q(model, locs, precisions, weights)
     relabelled = []
     for perm in itertools.permutations(range(3)):
         perm = list(perm)
         relabelled.append(
-            psis.plain_log_q(
-                q,
+            model.components.log_q(
+                params,
                 tf.gather(locs, perm, axis=1),
                 tf.gather(precisions, perm, axis=1),
                 tf.gather(weights, perm, axis=1),
-                None,
+                "dirichlet",
             )
         )
     np.testing.assert_allclose(symmetrized, logsumexp(relabelled, axis=0) - math.log(6), rtol=1e-10)
     # Here the copies overlap: not q / 3! plus a constant.
-    shift = symmetrized - psis.plain_log_q(q, locs, precisions, weights, None)
+    shift = symmetrized - model.components.log_q(params, locs, precisions, weights, "dirichlet")
     assert shift.std() > 0.05 and (shift > -math.log(6) - 1e-9).all()
 
 
