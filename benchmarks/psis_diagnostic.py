@@ -38,7 +38,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import gmm  # noqa: E402
-from gmm import psis, seedpost  # noqa: E402
+from gmm.diagnostics import psis  # noqa: E402
+from gmm.teaching import seedpost  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "psis_diagnostic.txt"
 TRIANGLE = np.array([[0.0, 0.0], [1.5, 0.0], [0.75, 0.75 * math.sqrt(3)]])

@@ -34,7 +34,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import numpy as np  # noqa: E402
 
 import gmm  # noqa: E402
-from gmm import seedpost  # noqa: E402
+from gmm.teaching import seedpost  # noqa: E402
 
 N, N_TEST, K = 3000, 30_000, 3
 RESULTS = Path(__file__).resolve().parent / "results" / "seed_post.txt"

@@ -1,7 +1,7 @@
 """The cost of one training step of ``gmm.fit``, timed by itself.
 
 ``compiled_step_ms`` runs a short fit with the given settings, keeps the
-arguments of its last call of ``gmm.loop.train_chunk`` (the compiled loop that
+arguments of its last call of ``gmm.inference.loop.train_chunk`` (the compiled loop that
 ``gmm.fit`` runs its steps in), and then calls that same compiled loop again
 with ``steps`` steps, ``repeats`` times, each call timed on its own: the
 figure is the median call's time divided by ``steps``. No tracing is timed,
@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 import gmm
-from gmm import fitting, loop
+from gmm.inference import fitting, loop
 
 
 def compiled_step_ms(

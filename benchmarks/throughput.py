@@ -15,7 +15,7 @@ hold on a busy machine:
 
 Rates are points x K x D per second. The step functions run on fixed
 parameters (a model fitted for two steps); the training loop adds the
-batch's gather and the bookkeeping of ``gmm.loop.train_chunk`` (the seed
+batch's gather and the bookkeeping of ``gmm.inference.loop.train_chunk`` (the seed
 workload's whole-fit figures are in ``benchmarks/seed_workload.py``).
 
     python benchmarks/throughput.py       # writes benchmarks/results/throughput.txt
@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import gmm  # noqa: E402
-from gmm import elbo, natural  # noqa: E402
+from gmm.components import elbo, natural  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "throughput.txt"
 WORKLOADS = ((3, 2, 3000), (64, 64, 500), (64, 64, 5000))  # K, D, batch

@@ -66,10 +66,10 @@ def ms_per_step(X, repeats: int, **settings) -> tuple[float, float]:
 
 def traced_operations(X, settings) -> int:
     """The number of operations in the loop traced for a fit with ``settings``:
-    the graph of ``gmm.loop.train_chunk`` and its functions (the while loop's body)."""
+    the graph of ``gmm.inference.loop.train_chunk`` and its functions (the while loop's body)."""
     import gmm
 
-    chunk = gmm.loop.train_chunk
+    chunk = gmm.inference.loop.train_chunk
     before = {id(f) for f in chunk._list_all_concrete_functions()}
     gmm.fit(gmm.BayesianGMM(3, 2), X, steps=3, progress=False, **settings)
     count = 0

@@ -12,32 +12,19 @@ model.posterior()["locs"]   # tfd.Normal, [K, D], data units
 # no redirected streams, no matplotlib backend. For quiet, deterministic runs set
 # TF_CPP_MIN_LOG_LEVEL=2 and TF_ENABLE_ONEDNN_OPTS=0 before TensorFlow is imported,
 # as the Makefile, tests/conftest.py and the notebooks' first cell do.
-from gmm import (
-    checkpoint,
-    convergence,
-    data,
-    distributed,
-    elbo,
-    evaluate,
-    full,
-    mcmc,
-    moves,
-    natural,
-    plotting,
-    psis,
-    reference,
-    seedpost,
-    selection,
-    streaming,
-)
-from gmm.convergence import ConvergenceWarning
-from gmm.fitting import DivergenceError, History, fit
-from gmm.full import NormalWishartPriors
-from gmm.linear_response import LinearResponse, linear_response
+from gmm.components import elbo, full, natural
+from gmm.components.full import NormalWishartPriors
+from gmm.components.priors import Priors
+from gmm.diagnostics import evaluate, mcmc, psis, reference
+from gmm.diagnostics.linear_response import LinearResponse, linear_response
+from gmm.inference import convergence, distributed, moves, selection
+from gmm.inference.convergence import ConvergenceWarning
+from gmm.inference.fitting import DivergenceError, History, fit
+from gmm.inference.moves import sort_components
+from gmm.inference.selection import delete_components
+from gmm.io import checkpoint, streaming
 from gmm.model import BayesianGMM, NotFittedError
-from gmm.moves import sort_components
-from gmm.priors import Priors
-from gmm.selection import delete_components
+from gmm.teaching import data, plotting, seedpost
 
 __version__ = "0.1.0"
 

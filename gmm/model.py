@@ -2,8 +2,8 @@
 units and the standardised units the model is fitted in.
 
 The model (K components, D features, diagonal covariances, standardised units)
-and its priors are in ``gmm.priors``; the variational family in
-``gmm.family``; the ELBO in ``gmm.elbo``; the fit in ``gmm.fit``.
+and its priors are in ``gmm.components.priors``; the variational family in
+``gmm.components.family``; the ELBO in ``gmm.elbo``; the fit in ``gmm.fit``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from gmm import checkpoint, full, support
-from gmm import components as component_parts
+from gmm import support
 from gmm._validation import (
     check_bool,
     check_data,
@@ -27,10 +26,13 @@ from gmm._validation import (
     check_seed,
     tf_seed,
 )
-from gmm.family import WEIGHTS_PRIORS, expected_weights
-from gmm.optim import AdamSlots
-from gmm.priors import Priors
-from gmm.transform import Standardization
+from gmm.components import full
+from gmm.components import parts as component_parts
+from gmm.components.family import WEIGHTS_PRIORS, expected_weights
+from gmm.components.priors import Priors
+from gmm.inference.optim import AdamSlots
+from gmm.io import checkpoint
+from gmm.io.transform import Standardization
 
 tfd = tfp.distributions
 
@@ -168,7 +170,7 @@ class BayesianGMM(tf.Module):
         data units are float64 either way.
       order_by: None (default) for the exchangeable model; a feature index for
         the ordered model, whose component means ascend along that feature in
-        every draw (``gmm.ordered``). Needs the exchangeable prior.
+        every draw (``gmm.components.ordered``). Needs the exchangeable prior.
       weights: the prior over the mixture weights. ``"dirichlet"`` (default):
         weights ~ Dirichlet(c, ..., c) with c = ``priors.concentration``, the
         symmetric concentration (a small c, e.g. 0.01, is the sparse Dirichlet
@@ -189,7 +191,7 @@ class BayesianGMM(tf.Module):
 
     Attributes:
       loc, log_loc_scale: ``[K, D]`` q's mean and log-sd of each component mean
-        (for the ordered model, column ``order_by`` is q's of u, see ``gmm.ordered``).
+        (for the ordered model, column ``order_by`` is q's of u, see ``gmm.components.ordered``).
       log_precision_shape, log_precision_rate: ``[K, D]`` q's Gamma over precisions.
       log_concentration: ``[K]`` q's Dirichlet over weights (``weights="dirichlet"``).
       log_stick_a, log_stick_b: ``[K - 1]`` q's Beta(a, b) over each stick
@@ -198,7 +200,7 @@ class BayesianGMM(tf.Module):
       transform: the ``Standardization`` between data and fitted units, set by ``fit``.
       steps_trained: optimisation steps taken so far (the global step a
         ``warm_start`` fit continues from).
-      adam: Adam's moments after the last fit (``gmm.optim.AdamSlots``).
+      adam: Adam's moments after the last fit (``gmm.inference.optim.AdamSlots``).
 
     For ``covariance="full"`` q's attributes are instead ``loc`` (``[K, D]``),
     ``log_mean_precision`` (``[K]``), ``precision_tril`` (``[K, D(D+1)/2]``),
@@ -234,7 +236,7 @@ class BayesianGMM(tf.Module):
         ) = _check_construction(
             n_components, n_features, priors, standardize, dtype, order_by, covariance, weights
         )
-        # The observation model's part (gmm.components): what differs between kinds.
+        # The observation model's part (gmm.components.parts): what differs between kinds.
         self.components = component_parts.of(self.covariance, self.order_by)
         self.transform = Standardization(self.n_features)
         self.steps_trained = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -277,7 +279,7 @@ class BayesianGMM(tf.Module):
 
     def unconstrained_parameters(self, dtype=None) -> dict:
         """Current unconstrained parameters keyed by
-        ``gmm.family.parameter_names(model.weights_prior)``, as tensors
+        ``gmm.components.family.parameter_names(model.weights_prior)``, as tensors
         (copies, never the variables) in ``dtype`` or the model's."""
         return {
             name: tf.cast(tf.identity(v), dtype or self.dtype)
@@ -305,7 +307,8 @@ class BayesianGMM(tf.Module):
         ``[K, D]``; ordered model: event ``[K, D]``), ``"precisions"`` (Gamma,
         batch ``[K, D]``, 1 / data units^2) and ``"weights"`` (event ``[K]``: a
         Dirichlet, or for the Dirichlet process the K - 1 Beta sticks pushed
-        through ``gmm.family.StickBreaking``; ``gmm.family.sticks_of`` gives the sticks).
+        through ``gmm.components.family.StickBreaking``;
+        ``gmm.components.family.sticks_of`` gives the sticks).
 
         For ``covariance="full"``: ``"locs"`` (each mean's marginal under q,
         a multivariate Student-t with nu - D + 1 degrees of freedom, batch
@@ -403,11 +406,11 @@ class BayesianGMM(tf.Module):
         Gamma(lambda; a_kd, b_kd) dlambda (q is mean field: each factor is a
         one-dimensional integral, done by a trapezoid rule in log lambda whose
         interval holds every mode of the integrand, relative error below 1e-6;
-        ``gmm.predict.normal_gamma_log_integral``); a missing coordinate's
+        ``gmm.components.predict.normal_gamma_log_integral``); a missing coordinate's
         factor is dropped. For the ordered model (``order_by``) every factor is
         exact except the ordered column's, whose means are not Normal under q:
         there the precision is integrated exactly (a Student-t) and the mean by a
-        Monte Carlo average over ``gmm.predict.ORDERED_DRAWS`` (4096) draws of
+        Monte Carlo average over ``gmm.components.predict.ORDERED_DRAWS`` (4096) draws of
         the column from q, fixed by ``seed``.
 
         ``num_samples`` an int: the old Monte Carlo estimate from that many

@@ -58,8 +58,8 @@ LIMITS = (
         "order_by with covariance='full'",
         ("covariance", "order_by"),
         lambda f: f["covariance"] == "full" and f["order_by"] is not None,
-        "the ordered model's change of variables (gmm.ordered) is one of per-feature Normal "
-        "means, and the Normal-Wishart ties each mean to its precision matrix",
+        "the ordered model's change of variables (gmm.components.ordered) is one of "
+        "per-feature Normal means, and the Normal-Wishart ties each mean to its precision matrix",
         "Use covariance='diag' to order the components.",
     ),
     Limit(

@@ -173,7 +173,7 @@ def write_shards(args, folder) -> None:
 
 
 def launch(args) -> int:
-    import gmm.distributed
+    import gmm.inference.distributed
 
     print("python scripts/multiworker.py " + " ".join(sys.argv[1:]))
     if args.shards is None:

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 import gmm
-from gmm import elbo, loop
+from gmm.components import elbo
+from gmm.inference import loop
 
 
 def unconstrained(model):

@@ -16,8 +16,8 @@ import pytest
 import tensorflow as tf
 
 import gmm
-from gmm import checkpoint
-from gmm import fitting as fit_module
+from gmm.inference import fitting as fit_module
+from gmm.io import checkpoint
 
 QUICK = dict(steps=20, progress=False)
 

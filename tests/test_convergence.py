@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gmm
-from gmm import convergence
+from gmm.inference import convergence
 
 
 def triangle(separation: float) -> gmm.data.MixtureSpec:

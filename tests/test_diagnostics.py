@@ -21,8 +21,8 @@ import tensorflow as tf
 from scipy.special import logsumexp
 
 import gmm
-from gmm import psis
-from gmm.predict import draw_parameters
+from gmm.components.predict import draw_parameters
+from gmm.diagnostics import psis
 
 N_DRAWS = 2000
 

@@ -7,7 +7,7 @@ from scipy import stats
 from scipy.special import gammaln
 
 import gmm
-from gmm import elbo, family
+from gmm.components import elbo, family
 
 
 @pytest.fixture(scope="module")

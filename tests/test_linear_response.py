@@ -9,7 +9,7 @@ import tensorflow as tf
 from scipy import special, stats
 
 import gmm
-from gmm.linear_response import NEWTON_STEP_WARNING
+from gmm.diagnostics.linear_response import NEWTON_STEP_WARNING
 
 
 def _single_gaussian(X, **fit_options):

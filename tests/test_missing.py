@@ -15,13 +15,17 @@ from helpers import remove_at_random, unconstrained
 from scipy import special, stats
 
 import gmm
-from gmm.elbo import (
+from gmm.components.elbo import (
     expected_log_likelihood,
     masked_mixture_log_prob,
     negative_elbo,
 )
-from gmm.family import loc_moments, variational_distributions
-from gmm.natural import natural_gradient_update, sufficient_statistics, update_from_statistics
+from gmm.components.family import loc_moments, variational_distributions
+from gmm.components.natural import (
+    natural_gradient_update,
+    sufficient_statistics,
+    update_from_statistics,
+)
 
 TIGHT = {"tol": 1e-8, "max_steps": 20_000, "progress": False}
 
@@ -106,7 +110,7 @@ def test_twenty_percent_missing_scores_like_the_complete_fit(seed_data, fitted):
 
 
 def test_the_predictive_is_the_marginal_of_the_observed_block(five_d):
-    """gmm.predict.predictive with NaN against SciPy: for S fixed draws of the
+    """gmm.components.predict.predictive with NaN against SciPy: for S fixed draws of the
     parameters, log (1/S) sum_s sum_k w_sk prod_{d observed} N(x_d | mu_skd,
     tau_skd^-1/2), and the responsibilities sum_s w_sk p_sk(x) / sum_s p_s(x);
     to 1e-10."""
@@ -117,7 +121,9 @@ def test_the_predictive_is_the_marginal_of_the_observed_block(five_d):
     locs = rng.normal(size=(S, K, D))
     precisions = rng.gamma(3.0, 1.0, size=(S, K, D))
     weights = rng.dirichlet(np.ones(K), size=S)
-    log_density, responsibilities = gmm.predict.predictive(points, locs, precisions, weights)
+    log_density, responsibilities = gmm.components.predict.predictive(
+        points, locs, precisions, weights
+    )
 
     observed = ~np.isnan(points)
     per_feature = stats.norm.logpdf(
@@ -256,7 +262,9 @@ def test_the_adam_objective_is_stationary_at_the_cavi_optimum(five_d):
     model = gmm.BayesianGMM(3, 5, dtype=tf.float64)
     gmm.fit(model, X_missing, missing="marginalize", steps=5, progress=False)  # sets the transform
     standardized = model.transform.to_standard(X_missing)
-    labels = gmm.init.KMeans(3, n_init=3, random_state=0).fit_predict(np.nan_to_num(standardized))
+    labels = gmm.inference.init.KMeans(3, n_init=3, random_state=0).fit_predict(
+        np.nan_to_num(standardized)
+    )
     cavi = gmm.reference.cavi(standardized, np.eye(3)[labels], max_iter=20_000, tol=1e-13)
     mask = tf.constant(~np.isnan(standardized), tf.float64)
     points = tf.constant(np.nan_to_num(standardized))
@@ -304,7 +312,7 @@ def test_a_stream_with_missing_values_reaches_the_same_optimum():
     dataset = tf.data.Dataset.from_tensor_slices(pairs).shuffle(4000, seed=0)
     dataset = dataset.batch(200, drop_remainder=True)
     stats = gmm.streaming.dataset_statistics(dataset, 5, missing="marginalize")
-    mean, std, _ = gmm.inputs.feature_statistics(X_missing, weights)
+    mean, std, _ = gmm.io.inputs.feature_statistics(X_missing, weights)
     np.testing.assert_allclose(stats.mean, mean, rtol=1e-6)
     np.testing.assert_allclose(stats.std, std, rtol=1e-6)
     model = gmm.BayesianGMM(3, 5)
@@ -427,7 +435,7 @@ def test_a_multi_worker_fit_refuses_missing_values(small_data):
     """A worker's shard path refuses missing='marginalize' before any
     collective runs (every worker alike: their settings agree)."""
     with pytest.raises(ValueError, match="multi-worker"):
-        gmm.inputs.prepare(small_data, 2, 2, None, 0, 2, object(), missing="marginalize")
+        gmm.io.inputs.prepare(small_data, 2, 2, None, 0, 2, object(), missing="marginalize")
 
 
 def test_dirichlet_process_weights_with_missing_values_and_sample_weights(five_d):

@@ -1,4 +1,4 @@
-"""Merge, delete, birth and sort moves on memoized statistics (gmm.memo,
+"""Merge, delete, birth and sort moves on memoized statistics (gmm.inference.memo,
 gmm.moves.run_moves, gmm.sort_components, gmm.fit(moves=...)).
 
 Every ELBO here is checked against ``numpy_elbo``, written from the textbook
@@ -16,7 +16,7 @@ from helpers import unconstrained
 from scipy.special import betaln, digamma, gammaln, logsumexp
 
 import gmm
-from gmm.memo import MemoizedStatistics, Statistics
+from gmm.inference.memo import MemoizedStatistics, Statistics
 
 DP = "dirichlet_process"
 

@@ -18,7 +18,7 @@ import tensorflow as tf
 from scipy import stats
 
 import gmm
-from gmm import full
+from gmm.components import full
 
 
 def blobs(n, k, d, seed, sep=5.0):

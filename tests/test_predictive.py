@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import gmm
-from gmm import full, predict
+from gmm.components import full, predict
 
 _T_GRID = np.linspace(-60.0, 60.0, 6_001)  # log precision, data units
 

@@ -16,8 +16,8 @@ import pytest
 import tensorflow as tf
 
 import gmm
-from gmm import checkpoint
-from gmm import fitting as fit_module
+from gmm.inference import fitting as fit_module
+from gmm.io import checkpoint
 
 QUICK = dict(steps=40, progress=False)
 
@@ -260,7 +260,7 @@ def test_a_refit_that_fails_after_standardising_changes_nothing(quick_fit, seed_
         def __init__(self, *args, **kwargs):
             raise RuntimeError("k-means failed")
 
-    monkeypatch.setattr(gmm.init, "KMeans", BrokenKMeans)
+    monkeypatch.setattr(gmm.inference.init, "KMeans", BrokenKMeans)
     with pytest.raises(RuntimeError, match="k-means failed"):
         gmm.fit(quick_fit, seed_data[0] * 10 + 5, **QUICK)
     assert_same_state(quick_fit, state)
@@ -600,7 +600,7 @@ def test_no_hash_without_a_checkpoint(seed_data, monkeypatch):
     def refuse(*args):
         raise AssertionError("hashed the data without a checkpoint folder")
 
-    monkeypatch.setattr(gmm.callbacks.hashlib, "sha256", refuse)
+    monkeypatch.setattr(gmm.inference.callbacks.hashlib, "sha256", refuse)
     gmm.fit(gmm.BayesianGMM(3, 2), seed_data[0], **QUICK)
 
 

@@ -11,8 +11,8 @@ import tensorflow as tf
 from helpers import COMPONENTS_X_WEIGHTS, assert_same_posterior, fit_to_optimum
 
 import gmm
-from gmm import inputs, streaming
-from gmm.elbo import negative_elbo
+from gmm.components.elbo import negative_elbo
+from gmm.io import inputs, streaming
 
 OVERLAPPING = gmm.data.MixtureSpec(
     weights=np.array([0.6, 0.3, 0.1]),

@@ -13,8 +13,9 @@ from helpers import unconstrained
 from test_correctness import assert_agrees_with_cavi
 
 import gmm
-from gmm import fitting as fit_module
-from gmm import natural, reference
+from gmm.components import natural
+from gmm.diagnostics import reference
+from gmm.inference import fitting as fit_module
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import gmm
-from gmm import seedpost
+from gmm.teaching import seedpost
 
 
 def test_as_model_holds_q_in_data_units_on_the_posts_model():

@@ -17,7 +17,7 @@ from sklearn.metrics import adjusted_rand_score
 from test_moves import DP, assert_unchanged, fresh, numpy_elbo, state, values
 
 import gmm
-from gmm.memo import MemoizedStatistics
+from gmm.inference.memo import MemoizedStatistics
 
 
 @pytest.fixture(scope="module")

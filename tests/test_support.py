@@ -53,7 +53,9 @@ def test_every_kind_of_components_weights_and_update_rule_fits(
     if covariance == "full":
         assert set(model.unconstrained_parameters()) == set(gmm.full.parameter_names(weights))
     else:
-        assert set(model.unconstrained_parameters()) == set(gmm.family.parameter_names(weights))
+        assert set(model.unconstrained_parameters()) == set(
+            gmm.components.family.parameter_names(weights)
+        )
     assert np.isfinite(model.score(data))
 
 

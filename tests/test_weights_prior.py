@@ -19,7 +19,7 @@ from sklearn.cluster import KMeans
 from sklearn.mixture import BayesianGaussianMixture
 
 import gmm
-from gmm.family import StickBreaking, stick_breaking_weights
+from gmm.components.family import StickBreaking, stick_breaking_weights
 
 tfd = tfp.distributions
 

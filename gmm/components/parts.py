@@ -3,9 +3,9 @@ methods, so that the training loop, the draws, NUTS and PSIS call a part
 instead of asking which covariance the model has:
 
     Diagonal(order_by)  Normal means and Gamma precisions per feature
-                        (``gmm.family``, ``gmm.elbo``, ``gmm.natural``,
-                        ``gmm.predict``); ``order_by``: ordered means
-                        (``gmm.ordered``)
+                        (``gmm.components.family``, ``gmm.elbo``, ``gmm.natural``,
+                        ``gmm.components.predict``); ``order_by``: ordered means
+                        (``gmm.components.ordered``)
     Full()              a Normal-Wishart per component (``gmm.full``)
 
 A part is frozen and hashable (a compiled loop may key its trace on it). The
@@ -28,9 +28,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from gmm import elbo, family, full, init, natural, predict, reference
 from gmm import weights as weights_part
-from gmm.ordered import AscendingColumn
+from gmm.components import elbo, family, full, natural, predict
+from gmm.components.ordered import AscendingColumn
+from gmm.diagnostics import reference
+from gmm.inference import init
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -94,7 +96,7 @@ class Diagonal:
 
     def component_log_q(self, params, locs, precisions, weights_prior):
         """q's component factors, component against component (``[S, K_j, K_k]``,
-        no weights' factor; ``gmm.family.component_log_q``); unordered q."""
+        no weights' factor; ``gmm.components.family.component_log_q``); unordered q."""
         q = family.variational_distributions(params, None, weights_prior)
         return family.component_log_q(q, locs, precisions)
 
@@ -130,7 +132,7 @@ class Diagonal:
         return transform.precisions_to_data(precisions)
 
     def parameter_names(self, weights_prior: str) -> tuple[str, ...]:
-        """The keys of q's unconstrained parameters (``gmm.family``)."""
+        """The keys of q's unconstrained parameters (``gmm.components.family``)."""
         return family.parameter_names(weights_prior)
 
     def initial_parameters(self, n_components, n_features, priors, weights_prior, dtype) -> dict:
@@ -152,7 +154,7 @@ class Diagonal:
 
     def initial_q(self, Z, n_components, priors, weights_prior, dtype, **options) -> dict:
         """q's unconstrained parameters in ``dtype`` from standardised data ``Z``
-        (``gmm.init.initial_q``; ``options``: its method, seed, n_points and
+        (``gmm.inference.init.initial_q``; ``options``: its method, seed, n_points and
         sample_weight), the logs taken in ``dtype`` after the cast, as the
         positive parameters are stored."""
         start = init.initial_q(
@@ -175,7 +177,7 @@ class Diagonal:
 
     def predictive(self, params, points, features, num_samples, seed, weights_prior):
         """``(log density [N], responsibilities [N, K])`` of standardised
-        ``points`` over ``features``: exact (``gmm.predict.exact_predictive``),
+        ``points`` over ``features``: exact (``gmm.components.predict.exact_predictive``),
         or with ``num_samples`` the Monte Carlo estimate from that many draws."""
         if num_samples is None:
             return predict.exact_predictive(
@@ -331,7 +333,7 @@ class Full:
 
     def initial_q(self, Z, n_components, priors, weights_prior, dtype, **options) -> dict:
         """q's unconstrained parameters (float64) from standardised data ``Z``
-        (``gmm.init.initial_full_q``; ``options`` as the diagonal part's)."""
+        (``gmm.inference.init.initial_full_q``; ``options`` as the diagonal part's)."""
         del dtype  # cast where the model assigns them
         return init.initial_full_q(Z, n_components, priors, weights_prior=weights_prior, **options)
 

@@ -26,7 +26,6 @@ import tensorflow_probability as tfp
 from scipy import stats
 from scipy.special import logsumexp
 
-from gmm import full
 from gmm._quiet import native_stderr_silenced
 from gmm._validation import (
     check_bool,
@@ -36,9 +35,10 @@ from gmm._validation import (
     check_seed,
     tf_seed,
 )
-from gmm.labels import alignment_permutations, relabel
+from gmm.components import full
+from gmm.components.predict import predictive
+from gmm.diagnostics.labels import alignment_permutations, relabel
 from gmm.model import BayesianGMM
-from gmm.predict import predictive
 
 tfd = tfp.distributions
 tfb = tfp.bijectors

@@ -14,7 +14,7 @@ Adam's roughly constant step is a *relative* step on it:
 The weights' factor, Dirichlet or stick-breaking, is ``gmm.weights``' (shared
 with the full-covariance components); the kind is a static choice: the compiled
 loop traces each once. For the ordered model (``order_by`` a feature index) q(locs) is that Normal
-pushed through ``gmm.ordered.AscendingColumn``.
+pushed through ``gmm.components.ordered.AscendingColumn``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from gmm import weights as weights_part
-from gmm.ordered import AscendingColumn, ascending_moments, replace_column
+from gmm.components.ordered import AscendingColumn, ascending_moments, replace_column
 from gmm.weights import (  # noqa: F401 (re-exported: the weights' part of the family)
     WEIGHTS_PRIORS,
     StickBreaking,

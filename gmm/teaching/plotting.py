@@ -25,9 +25,9 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.mixture import BayesianGaussianMixture
 
 from gmm._validation import check_seed, tf_seed
-from gmm.data import MixtureSpec
-from gmm.evaluate import sklearn_mixture
+from gmm.diagnostics.evaluate import sklearn_mixture
 from gmm.model import BayesianGMM
+from gmm.teaching.data import MixtureSpec
 
 PALETTE = "colorblind"
 DPI = 110  # figures/ files

@@ -32,9 +32,9 @@ import numpy as np
 import tensorflow as tf
 from scipy.special import digamma, gammaln, softmax
 
-from gmm import full
 from gmm import weights as weights_part
 from gmm._validation import check_data, check_sample_weight
+from gmm.components import full
 
 _LOG_2PI = math.log(2.0 * math.pi)
 

@@ -68,9 +68,14 @@ import tensorflow as tf
 from gmm import support
 from gmm import weights as weights_part
 from gmm._validation import check_data, check_sample_weight
-from gmm.convergence import ConvergenceWarning
-from gmm.elbo import expected_log_likelihood, kl_divergence
-from gmm.family import expected_weights, loc_moments, parameter_names, variational_distributions
+from gmm.components.elbo import expected_log_likelihood, kl_divergence
+from gmm.components.family import (
+    expected_weights,
+    loc_moments,
+    parameter_names,
+    variational_distributions,
+)
+from gmm.inference.convergence import ConvergenceWarning
 from gmm.model import BayesianGMM
 
 # The largest number of unconstrained parameters whose Hessian is formed: a dense
@@ -237,8 +242,8 @@ def _check_size(shapes: tuple, n_components: int, n_features: int) -> None:
     if n_parameters > MAX_PARAMETERS:
         raise ValueError(
             f"The model has {n_parameters} unconstrained parameters (K = {K}, D = {D}), above "
-            f"MAX_PARAMETERS = {MAX_PARAMETERS} of gmm/linear_response.py: its dense Hessian would "
-            "need too much memory; use fewer components or features."
+            f"MAX_PARAMETERS = {MAX_PARAMETERS} of gmm/diagnostics/linear_response.py: its dense "
+            "Hessian would need too much memory; use fewer components or features."
         )
 
 

@@ -22,8 +22,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy.special import gammaln
 
-from gmm.family import mixture, variational_distributions
-from gmm.full import log_gamma_ratio
+from gmm.components.family import mixture, variational_distributions
+from gmm.components.full import log_gamma_ratio
 
 tfd = tfp.distributions
 tfb = tfp.bijectors

@@ -8,8 +8,10 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from gmm import init, streaming, support
+from gmm import support
 from gmm._validation import check_data, check_sample_weight
+from gmm.inference import init
+from gmm.io import streaming
 
 # With batch_size=None, in-memory data sets up to this many points are fitted
 # full-batch: each step sees every point, so it has no minibatch noise (and a

@@ -22,8 +22,10 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from gmm import components, distributed, full, natural
-from gmm.optim import AdamState, adam_update, cosine_learning_rate
+from gmm.components import full, natural
+from gmm.components import parts as components
+from gmm.inference import distributed
+from gmm.inference.optim import AdamState, adam_update, cosine_learning_rate
 
 # Stream ids folded into the seed, so batches and Monte Carlo draws never share one.
 _SHUFFLE_STREAM, _DRAW_STREAM = 1, 2

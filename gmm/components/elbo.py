@@ -23,7 +23,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from gmm._validation import check_positive_int, check_seed, tf_seed
-from gmm.family import (
+from gmm.components.family import (
     expected_log_weights,
     loc_moments,
     mixture,
@@ -31,7 +31,7 @@ from gmm.family import (
     variational_distributions,
     weights_kl,
 )
-from gmm.ordered import ordered_column_kl, ordered_log_prior
+from gmm.components.ordered import ordered_column_kl, ordered_log_prior
 
 tfd = tfp.distributions
 
@@ -41,7 +41,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 def locs_kl(params: dict, prior_params: tuple, order_by: int | None = None):
     """KL(q(locs) || p(locs)), summed, in closed form (the ordered column's
-    from ``gmm.ordered.ordered_column_kl``)."""
+    from ``gmm.components.ordered.ordered_column_kl``)."""
     prior_mean, prior_scale = prior_params[0], prior_params[1]
     q_normal = tfd.Normal(params["loc"], tf.exp(params["loc_scale"]))
     prior = tfd.Normal(prior_mean * tf.ones_like(params["loc"]), prior_scale)
@@ -58,7 +58,7 @@ def kl_divergence(
     params: dict, prior_params: tuple, order_by: int | None = None, weights_prior="dirichlet"
 ):
     """KL(q || p) over all global parameters, nats (the weights' term from
-    ``gmm.family.weights_kl``: for the Dirichlet process, over the K - 1 sticks)."""
+    ``gmm.components.family.weights_kl``: for the Dirichlet process, over the K - 1 sticks)."""
     q = variational_distributions(params, order_by, weights_prior)
     priors = prior_distributions(prior_params, tf.shape(params["loc"]), weights_prior)
     return (
@@ -243,7 +243,7 @@ def log_joint(
 @tf.function(reduce_retracing=True)
 def _gradient(part, params, batch, n_total, prior_params, estimator, seed, weights_prior):
     """The gradient of -ELBO through the model's components part
-    (``gmm.components``, hashable: one trace per kind)."""
+    (``gmm.components.parts``, hashable: one trace per kind)."""
     with tf.GradientTape() as tape:
         tape.watch(params)
         loss = part.negative_elbo(

@@ -9,7 +9,8 @@ import os
 
 import numpy as np
 
-from gmm import checkpoint, convergence
+from gmm.inference import convergence
+from gmm.io import checkpoint
 from gmm.model import check_restored, normalized_config
 
 

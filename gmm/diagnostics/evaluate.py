@@ -18,21 +18,21 @@ from sklearn.mixture import BayesianGaussianMixture
 from gmm import support
 from gmm import weights as weights_part
 from gmm._validation import check_data, check_sample_weight
-from gmm.data import MixtureSpec
-from gmm.fitting import fit
-from gmm.full import log_gamma_ratio, with_covariance_mean
-from gmm.labels import (  # noqa: F401 (re-exported: evaluate's public helpers)
+from gmm.components.full import log_gamma_ratio, with_covariance_mean
+from gmm.diagnostics.labels import (  # noqa: F401 (re-exported: evaluate's public helpers)
     alignment_permutations,
     match_components,
     permute_parameters,
     relabel,
     switching_rate,
 )
-from gmm.model import BayesianGMM
 
 # Re-exported (the "as" form): the diagnostic of q lives in gmm.psis, and is found here too.
-from gmm.psis import PSISResult as PSISResult
-from gmm.psis import psis_khat as psis_khat
+from gmm.diagnostics.psis import PSISResult as PSISResult
+from gmm.diagnostics.psis import psis_khat as psis_khat
+from gmm.inference.fitting import fit
+from gmm.model import BayesianGMM
+from gmm.teaching.data import MixtureSpec
 
 
 def posterior_summary(params: dict) -> dict:

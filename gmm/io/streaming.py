@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from gmm._validation import check_data, check_missing, check_positive_int, check_seed
-from gmm.checkpoint import check_path
+from gmm.io.checkpoint import check_path
 
 
 @dataclasses.dataclass

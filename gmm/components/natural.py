@@ -28,8 +28,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from gmm import weights as weights_part
-from gmm.elbo import expected_log_likelihood, kl_divergence
-from gmm.family import loc_moments, variational_distributions
+from gmm.components.elbo import expected_log_likelihood, kl_divergence
+from gmm.components.family import loc_moments, variational_distributions
 
 DEFAULT_DECAY = 0.7
 
@@ -51,7 +51,7 @@ def sufficient_statistics(
     Args:
       params: q's unconstrained parameters (see ``natural_gradient_update``).
       batch: ``[B, D]`` standardised points.
-      weights_prior: one of ``gmm.family.WEIGHTS_PRIORS``.
+      weights_prior: one of ``gmm.components.family.WEIGHTS_PRIORS``.
       weights: None, or ``[B]`` sample weights: each point's responsibilities,
         and so every statistic of it and its data term, count its weight.
       mask: None, or ``[B, D]`` 1 observed, 0 missing (``batch`` 0 there).
@@ -101,7 +101,7 @@ def natural_gradient_update(
     """One natural-gradient step on the unconstrained parameters.
 
     Args:
-      params: dict keyed by ``gmm.family.parameter_names(weights_prior)``
+      params: dict keyed by ``gmm.components.family.parameter_names(weights_prior)``
         (exchangeable model: ``loc`` as is, every other entry the log of the
         positive parameter), ``[K, D]`` (``concentration``: ``[K]``;
         ``stick_a``, ``stick_b``: ``[K - 1]``).
@@ -111,7 +111,7 @@ def natural_gradient_update(
       prior_params: the priors' tensors, in the order of ``gmm.Priors``' fields
         (``loc_mean`` a scalar or ``[K, D]``).
       rho: step size in (0, 1].
-      weights_prior: one of ``gmm.family.WEIGHTS_PRIORS``.
+      weights_prior: one of ``gmm.components.family.WEIGHTS_PRIORS``.
       weights: None, or ``[B]`` sample weights rescaled to mean 1 over the
         data set: every statistic of a point counts its weight (the weights'
         counts, Dirichlet or stick-breaking, are sum_n w_n r_nk).

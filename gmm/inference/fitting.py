@@ -14,9 +14,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from gmm import callbacks as callback_lib
-from gmm import checkpoint, convergence, distributed, init, inputs, natural, streaming, support
-from gmm import moves as moves_lib
+from gmm import support
 from gmm import weights as weights_part
 from gmm._validation import (
     check_bool,
@@ -30,10 +28,23 @@ from gmm._validation import (
     check_weights_in_dtype,
     tf_seed,
 )
-from gmm.elbo import ESTIMATORS
-from gmm.loop import Batch, Rule, Schedule, Stream, TrainState, epoch_permutation, train_chunk
+from gmm.components import natural
+from gmm.components.elbo import ESTIMATORS
+from gmm.inference import callbacks as callback_lib
+from gmm.inference import convergence, distributed, init
+from gmm.inference import moves as moves_lib
+from gmm.inference.loop import (
+    Batch,
+    Rule,
+    Schedule,
+    Stream,
+    TrainState,
+    epoch_permutation,
+    train_chunk,
+)
+from gmm.inference.optim import AdamState, adam_init
+from gmm.io import checkpoint, inputs, streaming
 from gmm.model import BayesianGMM
-from gmm.optim import AdamState, adam_init
 
 ALGORITHMS = ("adam", "natural")
 # Without steps or epochs, fit runs until its convergence check holds (gmm.convergence),
@@ -618,7 +629,7 @@ def fit(
         exchangeable model, ``"expected"`` estimator) or ``"adam"``.
         Default: ``"natural"`` where it applies, else ``"adam"`` (so for
         ``covariance="full"`` with NaN in the data, ``"adam"``).
-      init: ``"kmeans++"`` or ``"prior"`` (``gmm.init.initial_q``), or
+      init: ``"kmeans++"`` or ``"prior"`` (``gmm.inference.init.initial_q``), or
         ``"split-merge"``: k-means++, then split-merge moves on the k-means
         sample (``gmm.moves.split_merge_start``), each kept only where the
         sample's ELBO rises; for K fixed at the number of clusters, where

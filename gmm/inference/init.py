@@ -10,12 +10,12 @@ import tensorflow as tf
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
 
-from gmm import full
 from gmm import weights as weights_part
-from gmm.convergence import ConvergenceWarning
-from gmm.labels import match_components
-from gmm.ordered import inverse_start
-from gmm.priors import Priors
+from gmm.components import full
+from gmm.components.ordered import inverse_start
+from gmm.components.priors import Priors
+from gmm.diagnostics.labels import match_components
+from gmm.inference.convergence import ConvergenceWarning
 
 # "split-merge": k-means++, then gmm.moves.split_merge_start (gmm.fit runs it).
 INITS = ("kmeans++", "prior", "split-merge")

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gmm import full
+from gmm.components import full
 
 MODES = ("fixed_point", "cycles", "minibatch")
 # Steps between two checks of a fixed-point run, and at least between two of a minibatch run.
@@ -68,13 +68,13 @@ class ConvergenceWarning(UserWarning):
     """A fit without a fixed budget reached ``max_steps`` before its convergence
     check held: q may be far from the optimum. Filter it with ``warnings``, or
     turn it into an error with ``warnings.simplefilter("error", ConvergenceWarning)``.
-    Its subclass ``gmm.init.KMeansConvergenceWarning``: the k-means start found
+    Its subclass ``gmm.inference.init.KMeansConvergenceWarning``: the k-means start found
     fewer distinct points than components (duplicate rows)."""
 
 
 def snapshot(params: dict) -> dict:
     """q's unconstrained parameters as NumPy arrays (``loc`` as is, every other
-    entry the log of a positive parameter; see ``gmm.family``)."""
+    entry the log of a positive parameter; see ``gmm.components.family``)."""
     return {name: np.array(value, dtype=np.float64) for name, value in params.items()}
 
 

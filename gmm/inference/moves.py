@@ -32,7 +32,7 @@ move does:
 ``gmm.selection.delete_components`` runs delete moves, each refitted to
 convergence (it needs ``gmm.fit``, which runs this module's moves);
 ``run_moves`` (which ``gmm.fit(..., moves=...)`` calls at convergence) runs
-any of them on the memoized statistics of ``gmm.memo``: each proposal is
+any of them on the memoized statistics of ``gmm.inference.memo``: each proposal is
 built from the full-data statistics, refined by a few CAVI iterations, and
 kept only if its exact full-data ELBO is higher than the current q's.
 """
@@ -53,7 +53,7 @@ from gmm._validation import (
     check_sample_weight,
     check_seed,
 )
-from gmm.memo import NUMPY_PARTS, MemoizedStatistics, Statistics
+from gmm.inference.memo import NUMPY_PARTS, MemoizedStatistics, Statistics
 
 # Bounds the [chunk, K, D] intermediate of the full-data ELBO.
 _CHUNK_ELEMENTS = 4_000_000
@@ -410,7 +410,7 @@ def run_moves(
     refit=None,
 ) -> MoveReport:
     """Merge, delete, birth, split-merge and sort moves on a fitted ``model``,
-    in place, on the memoized full-data statistics of ``gmm.memo``.
+    in place, on the memoized full-data statistics of ``gmm.inference.memo``.
 
     Each round tries the move types in the order given. A move type builds its
     proposals from the statistics at the current q (merge: pairs of

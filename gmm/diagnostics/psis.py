@@ -338,7 +338,7 @@ def psis_khat(model, X, *, n_draws: int = 2000, seed: int = 0, symmetrize=None) 
     weights to shrink along the sticks, so relabelled modes are not copies of
     one another and q is weighed against the mode it covers. Its weights'
     densities, under q and the prior alike, are those of the Beta sticks
-    through the same ``gmm.family.StickBreaking`` map, whose Jacobian cancels
+    through the same ``gmm.components.family.StickBreaking`` map, whose Jacobian cancels
     from the ratio: the ratio is that of the sticks.
 
     Args:

@@ -26,9 +26,9 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from gmm._validation import check_data, check_positive, check_positive_int, check_seed, tf_seed
-from gmm.family import mixture, prior_distributions
+from gmm.components.family import mixture, prior_distributions
+from gmm.components.priors import Priors
 from gmm.model import BayesianGMM
-from gmm.priors import Priors
 
 tfd = tfp.distributions
 
