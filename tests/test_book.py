@@ -167,7 +167,13 @@ def test_each_chapter_folds_its_solutions_and_links_its_notebook(book, notebook)
 
 def test_the_api_page_documents_the_package(book):
     ids = parse(book / "docs" / "api.html").ids
-    for name in ("gmm.fit", "gmm.BayesianGMM", "gmm.History", "gmm.Priors", "gmm.data.seed_data"):
+    for name in (
+        "gmm.fit",
+        "gmm.BayesianGMM",
+        "gmm.History",
+        "gmm.Priors",
+        "gmm.teaching.data.seed_data",
+    ):
         assert name in ids, name
 
 

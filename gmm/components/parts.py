@@ -31,7 +31,6 @@ import tensorflow_probability as tfp
 from gmm import weights as weights_part
 from gmm.components import elbo, family, full, natural, predict
 from gmm.components.ordered import AscendingColumn
-from gmm.diagnostics import reference
 from gmm.inference import init
 
 tfb = tfp.bijectors
@@ -105,14 +104,8 @@ class Diagonal:
         q = family.variational_distributions(params, self.order_by, weights_prior)
         return family.log_q(q, locs, precisions, weights, self.order_by)
 
-    def reference_cavi(self, standardized, responsibilities, priors, weights_prior, transform,
-                       **options):  # fmt: skip
-        """``gmm.reference.cavi`` from ``responsibilities`` ``[N, K]`` on
-        standardised points, its optimum in data units (``options``: max_iter,
-        sample_weight)."""
-        exact = reference.cavi(
-            standardized, responsibilities, **vars(priors), weights=weights_prior, **options
-        )
+    def optimum_to_data(self, exact: dict, transform) -> dict:
+        """A NumPy CAVI optimum (``gmm.reference.cavi``, standardised units) in data units."""
         return dict(
             exact,
             loc_mean=transform.point_to_data(exact["loc_mean"]),
@@ -285,13 +278,9 @@ class Full:
         weights_log_q = weights_part.variational_weights(params).log_prob(weights)
         return np.trace(pairs.numpy(), axis1=-2, axis2=-1) + weights_log_q.numpy()
 
-    def reference_cavi(self, standardized, responsibilities, priors, weights_prior, transform,
-                       **options):  # fmt: skip
-        """``gmm.reference.cavi_full``, its optimum in data units as
+    def optimum_to_data(self, exact: dict, transform) -> dict:
+        """A NumPy CAVI optimum (``gmm.reference.cavi_full``) in data units, as
         ``gmm.full.posterior_parameters`` maps q."""
-        exact = reference.cavi_full(
-            standardized, responsibilities, **vars(priors), weights=weights_prior, **options
-        )
         shift, scale = transform.arrays()
         return full.with_covariance_mean(
             dict(

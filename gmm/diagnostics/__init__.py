@@ -5,5 +5,4 @@ reference.py         CAVI in plain NumPy (Bishop's updates), shares no code with
 mcmc.py              NUTS on the same model, the gold standard for small problems
 psis.py              Pareto-smoothed importance sampling of q against the posterior
 linear_response.py   linear-response (LRVB) covariances
-labels.py            matching components across fits (label switching)
 """

@@ -19,20 +19,20 @@ from gmm import support
 from gmm import weights as weights_part
 from gmm._validation import check_data, check_sample_weight
 from gmm.components.full import log_gamma_ratio, with_covariance_mean
-from gmm.diagnostics.labels import (  # noqa: F401 (re-exported: evaluate's public helpers)
+from gmm.diagnostics import reference
+
+# Re-exported (the "as" form): the diagnostic of q lives in gmm.psis, and is found here too.
+from gmm.diagnostics.psis import PSISResult as PSISResult
+from gmm.diagnostics.psis import psis_khat as psis_khat
+from gmm.inference.fitting import fit
+from gmm.labels import (  # noqa: F401 (re-exported: evaluate's public helpers)
     alignment_permutations,
     match_components,
     permute_parameters,
     relabel,
     switching_rate,
 )
-
-# Re-exported (the "as" form): the diagnostic of q lives in gmm.psis, and is found here too.
-from gmm.diagnostics.psis import PSISResult as PSISResult
-from gmm.diagnostics.psis import psis_khat as psis_khat
-from gmm.inference.fitting import fit
 from gmm.model import BayesianGMM
-from gmm.teaching.data import MixtureSpec
 
 
 def posterior_summary(params: dict) -> dict:
@@ -127,31 +127,21 @@ def reference_posterior(
         fitted_locs = model.transform.to_standard(model.posterior_parameters()["loc_mean"])
         perm = match_components(fitted_locs, kmeans.cluster_centers_)
         labels = np.argsort(perm)[labels]
-    in_data_units = model.components.reference_cavi(
+    exact = reference.CAVI[model.covariance](
         standardized,
         np.eye(model.n_components)[labels],
-        model.priors,
-        model.weights_prior,
-        model.transform,
+        **vars(model.priors),
+        weights=model.weights_prior,
         max_iter=max_iter,
         sample_weight=weights,
     )
+    in_data_units = model.components.optimum_to_data(exact, model.transform)
     if not weights_part.PARTS[model.weights_prior].exchangeable:  # already in the model's order
         return in_data_units
     perm = match_components(model.posterior_parameters()["loc_mean"], in_data_units["loc_mean"])
     aligned = permute_parameters(in_data_units, perm)
     aligned["responsibilities"] = in_data_units["responsibilities"][:, perm]
     return aligned
-
-
-def sklearn_mixture(estimator: BayesianGaussianMixture):
-    """A fitted diagonal scikit-learn mixture as a ``gmm.data.MixtureSpec``
-    (its point estimates), for plotting and scoring side by side."""
-    return MixtureSpec(
-        weights=estimator.weights_,
-        locs=estimator.means_,
-        scales=np.sqrt(estimator.covariances_),
-    )
 
 
 def sklearn_posterior(estimator: BayesianGaussianMixture) -> dict:

@@ -37,7 +37,7 @@ from gmm._validation import (
 )
 from gmm.components import full
 from gmm.components.predict import predictive
-from gmm.diagnostics.labels import alignment_permutations, relabel
+from gmm.labels import alignment_permutations, relabel
 from gmm.model import BayesianGMM
 
 tfd = tfp.distributions

@@ -240,3 +240,7 @@ def cavi_full(
         "responsibilities": resp,
         "n_iter": n_iter,
     }
+
+
+# The reference for each kind of components (``covariance``), for callers that hold a model.
+CAVI = {"diag": cavi, "full": cavi_full}

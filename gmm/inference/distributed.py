@@ -19,7 +19,7 @@ collective operations, never recomputed independently:
   holds the same means and sds;
 - the k-means start: each worker contributes a uniform sample of its shard,
   proportional to its size (all its rows when N is at most
-  ``gmm.inference.init.SAMPLE_SIZE``); the samples are gathered in worker order, the
+  ``gmm.io.inputs.SAMPLE_SIZE``); the samples are gathered in worker order, the
   chief initialises q from them, and its state is broadcast (with a resumed
   checkpoint, the ELBO trace and the convergence monitor's state);
 - each step: the minibatch's gradients (Adam) or its sufficient statistics

@@ -14,28 +14,11 @@ from gmm import weights as weights_part
 from gmm.components import full
 from gmm.components.ordered import inverse_start
 from gmm.components.priors import Priors
-from gmm.diagnostics.labels import match_components
 from gmm.inference.convergence import ConvergenceWarning
+from gmm.labels import match_components
 
 # "split-merge": k-means++, then gmm.moves.split_merge_start (gmm.fit runs it).
 INITS = ("kmeans++", "prior", "split-merge")
-# Points that k-means initialises from; larger data sets are subsampled.
-SAMPLE_SIZE = 20_000
-
-
-def subsample_rows(n_points: int, seed: int) -> np.ndarray | None:
-    """At most ``SAMPLE_SIZE`` row indices in ``range(n_points)``, drawn
-    uniformly by ``seed``, ascending; None when all rows are kept. K-means on a
-    sample finds the clusters of a million points in a fraction of the time."""
-    if n_points <= SAMPLE_SIZE:
-        return None
-    return np.sort(np.random.default_rng(seed).choice(n_points, SAMPLE_SIZE, replace=False))
-
-
-def subsample(points: np.ndarray, seed: int) -> np.ndarray:
-    """At most ``SAMPLE_SIZE`` rows of ``points`` (``subsample_rows``), in their original order."""
-    rows = subsample_rows(points.shape[0], seed)
-    return points if rows is None else points[rows]
 
 
 class KMeansConvergenceWarning(ConvergenceWarning):

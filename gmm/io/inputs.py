@@ -10,7 +10,6 @@ import tensorflow as tf
 
 from gmm import support
 from gmm._validation import check_data, check_sample_weight
-from gmm.inference import init
 from gmm.io import streaming
 
 # With batch_size=None, in-memory data sets up to this many points are fitted
@@ -19,6 +18,18 @@ from gmm.io import streaming
 # multi-replica fits take minibatches of DEFAULT_BATCH_SIZE.
 FULL_BATCH_POINTS = 10_000
 DEFAULT_BATCH_SIZE = 500
+
+# Points that k-means initialises from; larger data sets are subsampled.
+SAMPLE_SIZE = 20_000
+
+
+def subsample_rows(n_points: int, seed: int) -> np.ndarray | None:
+    """At most ``SAMPLE_SIZE`` row indices in ``range(n_points)``, drawn
+    uniformly by ``seed``, ascending; None when all rows are kept. K-means on a
+    sample finds the clusters of a million points in a fraction of the time."""
+    if n_points <= SAMPLE_SIZE:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_points, SAMPLE_SIZE, replace=False))
 
 
 @dataclasses.dataclass
@@ -152,7 +163,7 @@ def from_array(
         batch_size = data.shape[0] if full else DEFAULT_BATCH_SIZE
     batch_size = min(batch_size, data.shape[0])
     mean, std, spread = feature_statistics(data, weights)
-    rows = init.subsample_rows(data.shape[0], seed)
+    rows = subsample_rows(data.shape[0], seed)
     has_missing = missing == "marginalize" and bool(np.isnan(data).any())
     observed_share = None
     if has_missing:
@@ -187,7 +198,7 @@ def from_dataset(
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     dataset = streaming.as_batched_dataset(dataset, n_features, batch_size)
     stats = streaming.dataset_statistics(
-        dataset, n_features, sample_size=init.SAMPLE_SIZE, seed=seed, missing=missing
+        dataset, n_features, sample_size=SAMPLE_SIZE, seed=seed, missing=missing
     )
     weighted = stats.sample_weights is not None
     if stats.n_points < n_components:
@@ -239,10 +250,10 @@ def from_worker_shard(
     std = np.sqrt(collective.sum(((shard - mean) ** 2).sum(axis=0)) / n_points)
     extremes = collective.gather(np.stack([shard.max(axis=0), -shard.min(axis=0)])[None])
     spread = extremes[:, 0].max(axis=0) + extremes[:, 1].max(axis=0)
-    if n_points <= init.SAMPLE_SIZE:
+    if n_points <= SAMPLE_SIZE:
         own_sample = shard
     else:  # this shard's share of the sample, uniform within it
-        share = round(init.SAMPLE_SIZE * shard.shape[0] / n_points)
+        share = round(SAMPLE_SIZE * shard.shape[0] / n_points)
         rng = np.random.default_rng([seed, collective.index])
         own_sample = shard[np.sort(rng.choice(shard.shape[0], share, replace=False))]
     sample = collective.gather(own_sample)
@@ -299,7 +310,7 @@ def from_worker_stream(
         )
     own_seed = (seed + collective.index) % 2**32  # each worker samples its share its own way
     stats = streaming.dataset_statistics(
-        dataset, n_features, sample_size=init.SAMPLE_SIZE, seed=own_seed
+        dataset, n_features, sample_size=SAMPLE_SIZE, seed=own_seed
     )
     counts = collective.gather([[stats.n_points, local_batch_size]])
     n_points = int(counts[:, 0].sum())
@@ -314,7 +325,7 @@ def from_worker_stream(
     squares = stats.n_points * (stats.std**2 + (stats.mean - mean) ** 2)
     std = np.sqrt(collective.sum(squares) / n_points)
     # stats.sample is in random order: its first rows are a uniform sample too.
-    share = round(min(n_points, init.SAMPLE_SIZE) * stats.n_points / n_points)
+    share = round(min(n_points, SAMPLE_SIZE) * stats.n_points / n_points)
     sample = collective.gather(stats.sample[:share])
     global_batch_size = local_batch_size * collective.workers
     return Source(

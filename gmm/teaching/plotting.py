@@ -25,7 +25,6 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.mixture import BayesianGaussianMixture
 
 from gmm._validation import check_seed, tf_seed
-from gmm.diagnostics.evaluate import sklearn_mixture
 from gmm.model import BayesianGMM
 from gmm.teaching.data import MixtureSpec
 
@@ -170,6 +169,16 @@ def scatter(ax, X, labels=None, dims=(0, 1), *, size=4, alpha=0.5, legend=False)
             ax.legend(markerscale=3, frameon=False, fontsize="small")
     ax.set(xlabel=feature_label(i), ylabel=feature_label(j))
     return ax
+
+
+def sklearn_mixture(estimator: BayesianGaussianMixture):
+    """A fitted diagonal scikit-learn mixture as a ``gmm.data.MixtureSpec``
+    (its point estimates), for plotting and scoring side by side."""
+    return MixtureSpec(
+        weights=estimator.weights_,
+        locs=estimator.means_,
+        scales=np.sqrt(estimator.covariances_),
+    )
 
 
 def _marginal_log_density(source, points, dims):
