@@ -17,7 +17,7 @@ from gmm.components.full import NormalWishartPriors
 from gmm.components.priors import Priors
 from gmm.diagnostics import evaluate, mcmc, psis, reference
 from gmm.diagnostics.linear_response import LinearResponse, linear_response
-from gmm.inference import convergence, distributed, moves, selection
+from gmm.inference import convergence, distributed, memo, moves, selection
 from gmm.inference.convergence import ConvergenceWarning
 from gmm.inference.fitting import DivergenceError, History, fit
 from gmm.inference.moves import sort_components
@@ -48,6 +48,7 @@ __all__ = [
     "LinearResponse",
     "linear_response",
     "mcmc",
+    "memo",
     "moves",
     "natural",
     "plotting",

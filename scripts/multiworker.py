@@ -173,7 +173,7 @@ def write_shards(args, folder) -> None:
 
 
 def launch(args) -> int:
-    import gmm.inference.distributed
+    import gmm
 
     print("python scripts/multiworker.py " + " ".join(sys.argv[1:]))
     if args.shards is None:

@@ -215,6 +215,18 @@ def test_symmetrized_q_averages_q_over_all_relabellings():
     assert shift.std() > 0.05 and (shift > -math.log(6) - 1e-9).all()
 
 
+@pytest.mark.parametrize(
+    "options", [{"order_by": 0}, {"weights": "dirichlet_process"}], ids=["ordered", "sticks"]
+)
+def test_the_symmetrized_q_is_refused_where_relabelling_changes_the_posterior(options):
+    """An ordered model or the Dirichlet process's sticks: q_sym would be wrong, and
+    psis.symmetrized_log_q says so (rather than a KeyError or the unordered q)."""
+    model = gmm.BayesianGMM(3, 2, **options)
+    draws = (np.zeros((2, 3, 2)), np.ones((2, 3, 2)), np.full((2, 3), 1 / 3))
+    with pytest.raises(ValueError, match="symmetrize=True needs"):
+        psis.symmetrized_log_q(model, *draws)
+
+
 def test_symmetrization_matters_when_an_emptied_component_overlaps_the_others():
     """Three clusters 1.5 apart, N = 300, data seed 3: the fit empties one
     component back to its wide prior, whose draws now and then land on another

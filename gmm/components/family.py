@@ -144,7 +144,8 @@ def component_log_q(q: dict, locs, precisions) -> tf.Tensor:
     locs[s, k, d]) + log q(precision_jd = precisions[s, k, d]) for draws ``[S,
     K, D]``. The diagonal's sum is log q of the components at theta, and the
     sum of the entries [j, sigma(j)] that at theta relabelled by sigma (the
-    weights' factor is ``gmm.weights``'). Unordered q only."""
+    weights' factor is not in it: ``gmm.psis.symmetrized_log_q`` adds the
+    Dirichlet's). Unordered q only."""
     q_locs, q_precisions = q["locs"], q["precisions"]
     per_pair = lambda dist, values: tf.reduce_sum(  # noqa: E731  [S, K_j, K_k]
         dist.log_prob(values[:, None, :, :]), axis=-1

@@ -447,7 +447,8 @@ def component_log_q(params: dict, locs, precisions):
     with entry ``[s, j, k]`` = log q_j(mu = locs[s, k], Lambda = precisions[s, k])
     for draws ``[S, K, D]`` and ``[S, K, D, D]``: the diagonal's sum is log q of
     the components at theta, and the sum of the entries [j, sigma(j)] that at
-    theta relabelled by sigma (the weights' factor is ``gmm.weights``')."""
+    theta relabelled by sigma (the weights' factor is not in it:
+    ``gmm.psis.symmetrized_log_q`` adds the Dirichlet's)."""
     loc, mean_precision, precision_tril, dof = unpack(params)
     # q(Lambda_j) is Wishart(W_j, nu_j) with nu_j W_j = L_j L_j^T: S_j = L_j / sqrt(nu_j).
     scale_tril = precision_tril / tf.sqrt(dof)[:, None, None]

@@ -236,8 +236,8 @@ def sample(
     starts = _chain_starts(model, num_chains, init_spread, shuffle_labels, seed)
     dtype = model.dtype
     initial_state = [tf.constant(np.stack(parts), dtype) for parts in zip(*starts)]
-    # The prior mean as [K, D] whether or not it is shared, so every prior shares one trace
-    # (each part's log prior broadcasts it against the locs).
+    # The prior mean as [K, D] whether or not it is shared, so a shared and a per-component
+    # prior mean share one trace (each part's log prior broadcasts it against the locs).
     prior_params = list(model.priors.as_tensors(dtype))
     prior_params[0] = tf.broadcast_to(prior_params[0], (model.n_components, model.n_features))
     with native_stderr_silenced():  # XLA's compile-time log lines

@@ -193,6 +193,7 @@ def symmetrized_log_q(model, locs, precisions, weights) -> np.ndarray:
     (exchangeable, Dirichlet weights) averaged over all K! relabellings of its
     components, at ``[S]`` draws in standardised units (``[S, K, D]`` locs,
     precisions ``[S, K, D]`` or matrices ``[S, K, D, D]``, weights ``[S, K]``)."""
+    _check_symmetrize(model, True)
     params = model.unconstrained_parameters(tf.float64)
     concentration = tf.exp(params["concentration"])
     pairs = model.components.component_log_q(params, locs, precisions, model.weights_prior)

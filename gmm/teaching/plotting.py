@@ -173,7 +173,7 @@ def scatter(ax, X, labels=None, dims=(0, 1), *, size=4, alpha=0.5, legend=False)
 
 def sklearn_mixture(estimator: BayesianGaussianMixture):
     """A fitted diagonal scikit-learn mixture as a ``gmm.data.MixtureSpec``
-    (its point estimates), for plotting and scoring side by side."""
+    (its point estimates), for plotting beside gmm's fits."""
     return MixtureSpec(
         weights=estimator.weights_,
         locs=estimator.means_,
