@@ -194,7 +194,7 @@ def reference_worker(cfg: dict, seed: int) -> dict:
         start = time.perf_counter()
         history = gmm.fit(model, X, tol=REFERENCE_TOL, max_steps=max_steps, **settings)
         runs["k-means start"] = (model, history, time.perf_counter() - start)
-    # q from the true labels, as gmm.inference.init.initial_q sets it from k-means clusters.
+    # q from the true labels, as gmm.components.init.initial_q sets it from k-means clusters.
     model = gmm.BayesianGMM(k, cfg["d"])
     gmm.fit(model, X, steps=1, **settings)  # sets the standardisation
     Z = model.transform.to_standard(X)

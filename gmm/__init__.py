@@ -17,8 +17,8 @@ from gmm.components.full import NormalWishartPriors
 from gmm.components.priors import Priors
 from gmm.diagnostics import evaluate, mcmc, psis, reference
 from gmm.diagnostics.linear_response import LinearResponse, linear_response
+from gmm.exceptions import ConvergenceWarning
 from gmm.inference import convergence, distributed, memo, moves, selection
-from gmm.inference.convergence import ConvergenceWarning
 from gmm.inference.fitting import DivergenceError, History, fit
 from gmm.inference.moves import sort_components
 from gmm.inference.selection import delete_components

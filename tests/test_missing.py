@@ -262,7 +262,7 @@ def test_the_adam_objective_is_stationary_at_the_cavi_optimum(five_d):
     model = gmm.BayesianGMM(3, 5, dtype=tf.float64)
     gmm.fit(model, X_missing, missing="marginalize", steps=5, progress=False)  # sets the transform
     standardized = model.transform.to_standard(X_missing)
-    labels = gmm.inference.init.KMeans(3, n_init=3, random_state=0).fit_predict(
+    labels = gmm.components.init.KMeans(3, n_init=3, random_state=0).fit_predict(
         np.nan_to_num(standardized)
     )
     cavi = gmm.reference.cavi(standardized, np.eye(3)[labels], max_iter=20_000, tol=1e-13)

@@ -260,7 +260,7 @@ def test_a_refit_that_fails_after_standardising_changes_nothing(quick_fit, seed_
         def __init__(self, *args, **kwargs):
             raise RuntimeError("k-means failed")
 
-    monkeypatch.setattr(gmm.inference.init, "KMeans", BrokenKMeans)
+    monkeypatch.setattr(gmm.components.init, "KMeans", BrokenKMeans)
     with pytest.raises(RuntimeError, match="k-means failed"):
         gmm.fit(quick_fit, seed_data[0] * 10 + 5, **QUICK)
     assert_same_state(quick_fit, state)

@@ -252,6 +252,8 @@ def test_kmeans_warning_on_duplicate_rows_is_gmms_own():
         before = state(model)
         with warnings.catch_warnings():
             warnings.simplefilter("error", gmm.ConvergenceWarning)
-            with pytest.raises(gmm.inference.init.KMeansConvergenceWarning, match="duplicate rows"):
+            with pytest.raises(
+                gmm.components.init.KMeansConvergenceWarning, match="duplicate rows"
+            ):
                 gmm.fit(model, X, progress=False)
         assert state(model) == before

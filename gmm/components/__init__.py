@@ -9,6 +9,7 @@ part instead of asking which covariance the model has.
     natural.py    its natural-gradient (CAVI) step from sufficient statistics
     predict.py    its draws and its posterior predictive (exact and Monte Carlo)
     ordered.py    ordered means (``order_by``): the change of variables and its KL
+    init.py       where q starts: from k-means clusters (either kind), or the prior
     full.py       full covariances: the Normal-Wishart model, all of the above
 
 The weights (Dirichlet or Dirichlet process) are ``gmm.weights``, shared by both.

@@ -29,9 +29,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from gmm import weights as weights_part
-from gmm.components import elbo, family, full, natural, predict
+from gmm.components import elbo, family, full, init, natural, predict
 from gmm.components.ordered import AscendingColumn
-from gmm.inference import init
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -147,7 +146,7 @@ class Diagonal:
 
     def initial_q(self, Z, n_components, priors, weights_prior, dtype, **options) -> dict:
         """q's unconstrained parameters in ``dtype`` from standardised data ``Z``
-        (``gmm.inference.init.initial_q``; ``options``: its method, seed, n_points and
+        (``gmm.components.init.initial_q``; ``options``: its method, seed, n_points and
         sample_weight), the logs taken in ``dtype`` after the cast, as the
         positive parameters are stored."""
         start = init.initial_q(
@@ -322,7 +321,7 @@ class Full:
 
     def initial_q(self, Z, n_components, priors, weights_prior, dtype, **options) -> dict:
         """q's unconstrained parameters (float64) from standardised data ``Z``
-        (``gmm.inference.init.initial_full_q``; ``options`` as the diagonal part's)."""
+        (``gmm.components.init.initial_full_q``; ``options`` as the diagonal part's)."""
         del dtype  # cast where the model assigns them
         return init.initial_full_q(Z, n_components, priors, weights_prior=weights_prior, **options)
 

@@ -75,7 +75,7 @@ from gmm.components.family import (
     parameter_names,
     variational_distributions,
 )
-from gmm.inference.convergence import ConvergenceWarning
+from gmm.exceptions import ConvergenceWarning
 from gmm.model import BayesianGMM
 
 # The largest number of unconstrained parameters whose Hessian is formed: a dense

@@ -6,7 +6,6 @@ optim.py         Adam's state, outside the model
 convergence.py   when to stop (the ELBO's plateau, the fixed point)
 callbacks.py     progress bars and user callbacks between chunks
 distributed.py   tf.distribute strategies (replicas and workers)
-init.py          the k-means start
 moves.py         merge, delete, birth, split-merge and sort moves
 memo.py          the memoized full-data statistics the moves use
 selection.py     choosing K: deleting components, sweeping K

@@ -50,6 +50,7 @@ from __future__ import annotations
 import numpy as np
 
 from gmm.components import full
+from gmm.exceptions import ConvergenceWarning as ConvergenceWarning  # gmm.convergence's own name
 
 MODES = ("fixed_point", "cycles", "minibatch")
 # Steps between two checks of a fixed-point run, and at least between two of a minibatch run.
@@ -62,14 +63,6 @@ MINIBATCH_FACTOR = 10
 # The smallest tol a run to convergence accepts, per dtype: float32 rounding moves q's
 # parameters by about 1e-4 (posterior sds, log-changes) per window at the fixed point.
 MIN_TOL = {"float32": 1e-4, "float64": 1e-12}
-
-
-class ConvergenceWarning(UserWarning):
-    """A fit without a fixed budget reached ``max_steps`` before its convergence
-    check held: q may be far from the optimum. Filter it with ``warnings``, or
-    turn it into an error with ``warnings.simplefilter("error", ConvergenceWarning)``.
-    Its subclass ``gmm.inference.init.KMeansConvergenceWarning``: the k-means start found
-    fewer distinct points than components (duplicate rows)."""
 
 
 def snapshot(params: dict) -> dict:

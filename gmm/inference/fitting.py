@@ -28,10 +28,11 @@ from gmm._validation import (
     check_weights_in_dtype,
     tf_seed,
 )
-from gmm.components import natural
+from gmm.components import init, natural
 from gmm.components.elbo import ESTIMATORS
+from gmm.exceptions import ConvergenceWarning
 from gmm.inference import callbacks as callback_lib
-from gmm.inference import convergence, distributed, init
+from gmm.inference import convergence, distributed
 from gmm.inference import moves as moves_lib
 from gmm.inference.loop import (
     Batch,
@@ -629,7 +630,7 @@ def fit(
         exchangeable model, ``"expected"`` estimator) or ``"adam"``.
         Default: ``"natural"`` where it applies, else ``"adam"`` (so for
         ``covariance="full"`` with NaN in the data, ``"adam"``).
-      init: ``"kmeans++"`` or ``"prior"`` (``gmm.inference.init.initial_q``), or
+      init: ``"kmeans++"`` or ``"prior"`` (``gmm.components.init.initial_q``), or
         ``"split-merge"``: k-means++, then split-merge moves on the k-means
         sample (``gmm.moves.split_merge_start``), each kept only where the
         sample's ELBO rises; for K fixed at the number of clusters, where
@@ -870,7 +871,7 @@ def _warn_not_converged(monitor, config) -> None:
         f"fit stopped at max_steps={config.max_steps:,} before its convergence check held "
         f"({measured}; see gmm.convergence): q may be far from the optimum. Continue "
         "with warm_start=True, or raise max_steps.",
-        convergence.ConvergenceWarning,
+        ConvergenceWarning,
         stacklevel=4,  # _warn_not_converged, _history, fit, fit's caller
     )
 

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from gmm._validation import check_data, check_positive, check_positive_int, check_seed
-from gmm.inference.convergence import ConvergenceWarning
+from gmm.exceptions import ConvergenceWarning
 from gmm.inference.fitting import check_fit_options, fit
 from gmm.inference.moves import full_data_elbo, without_component
 from gmm.model import BayesianGMM

@@ -14,7 +14,7 @@ from gmm import weights as weights_part
 from gmm.components import full
 from gmm.components.ordered import inverse_start
 from gmm.components.priors import Priors
-from gmm.inference.convergence import ConvergenceWarning
+from gmm.exceptions import ConvergenceWarning
 from gmm.labels import match_components
 
 # "split-merge": k-means++, then gmm.moves.split_merge_start (gmm.fit runs it).
