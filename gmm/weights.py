@@ -295,8 +295,17 @@ def weights_kl(q_weights: tfd.Distribution, prior: tfd.Distribution):
     """KL(q(weights) || p(weights)), nats: the Dirichlets' in closed form, or the
     sum over the sticks of KL(Beta || Beta), the stick-breaking map being the
     same bijection under q and p."""
-    if isinstance(q_weights, tfd.Dirichlet) and isinstance(prior, tfd.Dirichlet):
+    q_dirichlet, prior_dirichlet = (
+        isinstance(q_weights, tfd.Dirichlet),
+        isinstance(prior, tfd.Dirichlet),
+    )
+    if q_dirichlet and prior_dirichlet:
         return tfd.kl_divergence(q_weights, prior)
+    if q_dirichlet != prior_dirichlet:
+        # K = 1, known on one side only: a trace shared across sizes can know q's one
+        # weight statically (dirichlet_weights' stand-in) but not the prior's K. One
+        # weight is 1 with certainty under both: KL 0.
+        return tf.zeros([], q_weights.dtype)
     return tf.reduce_sum(tfd.kl_divergence(sticks_of(q_weights), sticks_of(prior)))
 
 
