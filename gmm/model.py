@@ -8,6 +8,7 @@ and its priors are in ``gmm.components.priors``; the variational family in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -290,6 +291,16 @@ class BayesianGMM(tf.Module):
         for name, variable in self._variables_by_name().items():
             variable.assign(tf.cast(params[name], self.dtype))
 
+    def snapshot(self) -> list[np.ndarray]:
+        """Every variable's value (q, the standardisation, the step count and
+        Adam's moments), for ``restore``."""
+        return [variable.numpy() for variable in self.variables]
+
+    def restore(self, snapshot: list[np.ndarray]) -> None:
+        """Puts back every variable as ``snapshot()`` returned it."""
+        for variable, value in zip(self.variables, snapshot, strict=True):
+            variable.assign(value)
+
     def parameters_are_finite(self) -> bool:
         """Every parameter of q finite *after* its positivity transform, and
         every positive one above 0."""
@@ -520,6 +531,21 @@ class BayesianGMM(tf.Module):
         """
         directory = checkpoint.check_path(directory, "directory")
         return checkpoint.read(directory, lambda meta, folder: _load_version(cls, meta, folder))
+
+
+@contextlib.contextmanager
+def restored_on_error(model: BayesianGMM, snapshot=None, keep: type[BaseException] | tuple = ()):
+    """A transaction: any error inside the block but one of ``keep`` puts the
+    model back to ``snapshot`` (default: as it was on entering the block), which
+    the block receives."""
+    snapshot = model.snapshot() if snapshot is None else snapshot
+    try:
+        yield snapshot
+    except keep:
+        raise
+    except BaseException:
+        model.restore(snapshot)
+        raise
 
 
 def check_restored(model: BayesianGMM, objects: dict, folder: str) -> None:

@@ -1,5 +1,6 @@
 """The public API: fit, history, prediction, sampling, checkpoints, determinism."""
 
+import gc
 import json
 import os
 import subprocess
@@ -80,8 +81,12 @@ def test_warm_start_continues(seed_data):
 
 
 def test_second_fit_reuses_the_compiled_loop(seed_data):
+    """Another model with the same settings reuses the trace, even once the first
+    model is gone: the trace is keyed on the model's parts (loop.Rule), one
+    instance per kind, not on anything a model owns."""
     X = seed_data[0]
     gmm.fit(gmm.BayesianGMM(3, 2), X, steps=12, progress=False)
+    gc.collect()
     traces = loop.train_chunk.experimental_get_tracing_count()
     gmm.fit(gmm.BayesianGMM(3, 2), X, steps=12, seed=3, progress=False)
     assert loop.train_chunk.experimental_get_tracing_count() == traces

@@ -66,7 +66,7 @@ def variational_distributions(
         (``concentration``: ``[K]``; ``stick_a``, ``stick_b``: ``[K - 1]``).
       order_by: None for the exchangeable model; else the feature along which
         the component means ascend.
-      weights_prior: one of ``WEIGHTS_PRIORS``.
+      weights_prior: one of ``WEIGHTS_PRIORS`` (q(weights) reads its kind off ``params``).
 
     Returns:
       dict of ``tfd`` distributions keyed ``"locs"`` (batch ``[K, D]``; for the
@@ -83,14 +83,8 @@ def variational_distributions(
         "precisions": tfd.Gamma(
             tf.exp(params["precision_shape"]), tf.exp(params["precision_rate"])
         ),
-        "weights": variational_weights(params, weights_prior),
+        "weights": weights_part.variational_weights(params),  # its kind read off params
     }
-
-
-def variational_weights(params: dict, weights_prior: str = "dirichlet") -> tfd.Distribution:
-    """q(weights), event ``[K]`` (``gmm.weights.variational_weights``)."""
-    del weights_prior  # read off params
-    return weights_part.variational_weights(params)
 
 
 def prior_distributions(prior_params: tuple, loc_shape, weights_prior: str = "dirichlet") -> dict:

@@ -202,6 +202,11 @@ def pack(loc, mean_precision, precision_tril, dof, weights) -> dict:
     } | {name: tf.math.log(value) for name, value in weights.items()}
 
 
+def _log_det(tril):
+    """log det(T T^T) = 2 sum_i log T_ii of lower-triangular ``tril`` ``[..., D, D]``: ``[...]``."""
+    return 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(tril)), axis=-1)
+
+
 def _log_multivariate_gamma(a, like):
     """log Gamma_D(a) = D (D - 1) / 4 log pi + sum_{j=1}^D lgamma(a + (1 - j) / 2),
     D the last axis of ``like``."""
@@ -215,13 +220,10 @@ def _expected_log_det(precision_tril, dof):
     """E_q[log det Lambda] = sum_i digamma((nu + 1 - i) / 2) + D log 2 + log det W
     (Bishop 10.65), with log det W = log det(nu W) - D log nu; ``[K]``."""
     d = _dimension(precision_tril)
-    log_det_expected = 2.0 * tf.reduce_sum(
-        tf.math.log(tf.linalg.diag_part(precision_tril)), axis=-1
-    )
     return (
         tf.reduce_sum(tf.math.digamma(dof[:, None] / 2.0 + _offsets(precision_tril)), axis=-1)
         + d * math.log(2.0)
-        + log_det_expected
+        + _log_det(precision_tril)
         - d * tf.math.log(dof)
     )
 
@@ -319,9 +321,7 @@ def _observed_block_terms(points, mask, loc, mean_precision, precision_tril, dof
     outer = mask[:, None, :, None] * mask[:, None, None, :]  # [R, 1, D, D]
     block = outer * scale_inverse + tf.linalg.diag(1.0 - mask)[:, None]  # A, [R, K, D, D]
     block_tril = tf.linalg.cholesky(block)
-    log_det_block = 2.0 * tf.reduce_sum(
-        tf.math.log(tf.linalg.diag_part(block_tril)), axis=-1
-    )  # log |A| = -log |W_o|, [R, K]
+    log_det_block = _log_det(block_tril)  # log |A| = -log |W_o|, [R, K]
     centred = (points[:, None, :] - loc) * mask[:, None, :]  # [R, K, D]
     solved = tf.linalg.triangular_solve(block_tril, centred[..., None])[..., 0]
     quadratic = tf.reduce_sum(tf.square(solved), axis=-1)  # [R, K]
@@ -360,9 +360,7 @@ def kl_divergence(params: dict, prior_params: tuple):
     locs_kl = 0.5 * (
         d * (ratio - 1.0 - tf.math.log(ratio)) + mean_precision0 * tf.reduce_sum(offset**2, -1)
     )
-    log_det_w = 2.0 * tf.reduce_sum(
-        tf.math.log(tf.linalg.diag_part(precision_tril)), axis=-1
-    ) - d * tf.math.log(dof)
+    log_det_w = _log_det(precision_tril) - d * tf.math.log(dof)
     log_det_w0 = d * tf.math.log(expected_precision0 / dof0)
 
     def log_normaliser(log_det, nu):
@@ -399,7 +397,7 @@ def normal_wishart_log_density(locs, precisions, loc, mean_precision, scale_tril
     """
     d = _dimension(locs)
     cholesky = tf.linalg.cholesky(precisions)
-    log_det = 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(cholesky)), axis=-1)
+    log_det = _log_det(cholesky)
     # (mu - m)^T Lambda (mu - m) = |C^T (mu - m)|^2.
     offset = tf.einsum("...d,...de->...e", locs - loc, cholesky)
     normal = 0.5 * (
@@ -411,7 +409,7 @@ def normal_wishart_log_density(locs, precisions, loc, mean_precision, scale_tril
     solved = tf.linalg.triangular_solve(
         tf.broadcast_to(scale_tril, shape), tf.broadcast_to(cholesky, shape), lower=True
     )
-    log_det_scale = 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(scale_tril)), axis=-1)
+    log_det_scale = _log_det(scale_tril)
     wishart = (
         (dof - d - 1.0) / 2.0 * log_det
         - tf.reduce_sum(solved**2, axis=[-2, -1]) / 2.0

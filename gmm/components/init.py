@@ -61,12 +61,11 @@ def _kmeans_warnings(points: np.ndarray, n_components: int):
 MIN_COMPLETE_ROWS = 10
 
 
-def _weighted_spread(Z, labels, counts, weights):
+def _weighted_spread(Z, labels, n_components, weights):
     """Per-cluster centres and variances of ``Z`` (``[n, D]``, NaN where
     missing) over the observed values, each point counted ``weights[n]``
     times; a cluster-feature with under two points' worth of observed values
     keeps centre NaN (the caller keeps k-means') and variance 1."""
-    n_components = counts.shape[0]
     observed = ~np.isnan(Z)
     values = np.where(observed, Z, 0.0)
     per_entry = observed * (1.0 if weights is None else weights[:, None])
@@ -113,29 +112,50 @@ def kmeans_start(Z, n_components, seed, weights=None):
     return np.argmin(np.sum(gaps * observed[:, None, :], axis=-1), axis=1), kmeans.cluster_centers_
 
 
-def _clusters(Z, n_components, method, seed, loc_scale, weights=None):
-    """Centres, counts, per-feature spreads and centre sds (``[K, ...]``).
-    ``weights`` (``[n]`` or None) weigh the points; NaN in ``Z`` are missing
-    values (see ``kmeans_start``): the centres and spreads are those of the
-    observed values."""
-    shape = (n_components, Z.shape[1])
-    observed = ~np.isnan(Z)
-    complete = observed.all()
-    filled = Z if complete else np.where(observed, Z, 0.0)
-    if method == "prior":  # means at random data points, everything else at the prior
+def _clusters(Z, n_components, method, seed, n_points=None, weights=None):
+    """Centres ``[K, D]``, counts ``[K]`` (scaled to ``n_points``, the size or
+    total weight of the data set ``Z`` samples), the counts' scale and the
+    labels ``[n]``: k-means' (``kmeans_start``; ``weights`` ``[n]`` or None weigh
+    the points, NaN in ``Z`` are missing values), or for ``"prior"`` random
+    data points (filled with 0 where missing), counts 0 and labels None."""
+    sample_size = Z.shape[0] if weights is None else weights.sum()
+    scale = 1.0 if n_points is None else n_points / sample_size
+    if method == "prior":
         candidates = Z.shape[0] if weights is None else np.flatnonzero(weights > 0)
         rows = np.random.default_rng(seed).choice(candidates, n_components, replace=False)
-        return filled[rows], np.zeros(n_components), np.ones(shape), np.full(shape, loc_scale)
-    labels, kmeans_centres = kmeans_start(Z, n_components, seed, weights)
+        return np.where(np.isnan(Z), 0.0, Z)[rows], np.zeros(n_components), scale, None
+    labels, centres = kmeans_start(Z, n_components, seed, weights)
     counts = np.bincount(labels, weights=weights, minlength=n_components).astype(float)
-    if complete and weights is None:
-        spread = np.ones(shape)
-        for k in np.flatnonzero(counts > 1):
+    return centres, counts * scale, scale, labels
+
+
+def _spreads(Z, labels, centres, weights=None):
+    """Each cluster's centre and per-feature variance (``[K, D]`` each, floored
+    at 1e-6) of the observed values (see ``_weighted_spread``), each point
+    counted ``weights[n]`` times; complete unweighted data keep k-means'
+    ``centres`` (variance 1 for a cluster of under two points)."""
+    if weights is None and not np.isnan(Z).any():
+        spread = np.ones(centres.shape)
+        for k in np.flatnonzero(np.bincount(labels, minlength=centres.shape[0]) > 1):
             spread[k] = Z[labels == k].var(axis=0)
-        return kmeans_centres, counts, np.maximum(spread, 1e-6), None
-    centres, spread = _weighted_spread(Z, labels, counts, weights)
-    centres = np.where(np.isnan(centres), kmeans_centres, centres)
-    return centres, counts, np.maximum(spread, 1e-6), None
+        return centres, np.maximum(spread, 1e-6)
+    means, spread = _weighted_spread(Z, labels, centres.shape[0], weights)
+    return np.where(np.isnan(means), centres, means), np.maximum(spread, 1e-6)
+
+
+def _component_order(centres, counts, priors, weights_prior, order_by=None):
+    """The clusters' order among the components: ascending along ``order_by``;
+    else each to the component whose prior mean is nearest (non-exchangeable
+    ``priors``); else, for the sticks of the Dirichlet process, largest first."""
+    if order_by is not None:
+        return np.argsort(centres[:, order_by], kind="stable")
+    if not priors.exchangeable:
+        return match_components(
+            np.broadcast_to(np.asarray(priors.loc_mean), centres.shape), centres
+        )
+    if not weights_part.PARTS[weights_prior].exchangeable:
+        return np.argsort(-counts, kind="stable")
+    return np.arange(counts.shape[0])
 
 
 def initial_q(
@@ -160,7 +180,7 @@ def initial_q(
     larger data set, ``n_points`` is that set's size (its total weight, with
     sample weights): counts are scaled up to it. ``sample_weight`` (``[n]``)
     weighs the points of ``Z`` (k-means, counts and spreads); NaN in ``Z`` are
-    missing values (see ``_clusters``).
+    missing values (see ``_clusters`` and ``_spreads``).
 
     For the Dirichlet process (``weights_prior="dirichlet_process"``) the
     clusters go to the components largest first (unless ``order_by`` orders
@@ -177,22 +197,13 @@ def initial_q(
     """
     if method not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {method!r}.")
-    centres, counts, spread, centre_sds = _clusters(
-        Z, n_components, method, seed, priors.loc_scale, sample_weight
-    )
-    sample_size = Z.shape[0] if sample_weight is None else sample_weight.sum()
-    counts = counts * (1.0 if n_points is None else n_points / sample_size)
-    if centre_sds is None:
+    centres, counts, _, labels = _clusters(Z, n_components, method, seed, n_points, sample_weight)
+    if labels is None:  # means at random data points, everything else at the prior
+        spread, centre_sds = np.ones(centres.shape), np.full(centres.shape, priors.loc_scale)
+    else:
+        centres, spread = _spreads(Z, labels, centres, sample_weight)
         centre_sds = np.sqrt(spread / np.maximum(counts, 1.0)[:, None])
-    order = np.arange(n_components)
-    if order_by is not None:  # components in ascending order along order_by
-        order = np.argsort(centres[:, order_by], kind="stable")
-    elif not priors.exchangeable:  # each cluster to the component whose prior mean is nearest
-        order = match_components(
-            np.broadcast_to(np.asarray(priors.loc_mean), centres.shape), centres
-        )
-    elif not weights_part.PARTS[weights_prior].exchangeable:  # the sticks: largest first
-        order = np.argsort(-counts, kind="stable")
+    order = _component_order(centres, counts, priors, weights_prior, order_by)
     centres, counts, spread, centre_sds = (a[order] for a in (centres, counts, spread, centre_sds))
     loc, loc_sd = centres.copy(), centre_sds.copy()
     if order_by is not None:
@@ -233,26 +244,16 @@ def initial_full_q(
     For the Dirichlet process (``weights_prior``) the clusters are put in order
     of decreasing size, as its prior expects, and the sticks take their counts."""
     n_features = Z.shape[1]
+    centres, counts, scale, labels = _clusters(
+        Z, n_components, method, seed, n_points, sample_weight
+    )
     weights = np.ones(Z.shape[0]) if sample_weight is None else sample_weight
-    observed = ~np.isnan(Z)
-    filled = np.where(observed, Z, 0.0)
     scatter = np.zeros((n_components, n_features, n_features))
-    if method == "prior":
-        rng = np.random.default_rng(seed)
-        rows = rng.choice(np.flatnonzero(weights > 0), n_components, replace=False)
-        centres = filled[rows]
-        counts = np.zeros(n_components)
-    else:
-        labels, centres = kmeans_start(Z, n_components, seed, sample_weight)
-        counts = np.bincount(labels, weights=weights, minlength=n_components).astype(float)
-        for k in np.flatnonzero(counts > 0):
-            members = np.where(observed, filled, centres[k])[labels == k] - centres[k]
-            scatter[k] = (weights[labels == k, None] * members).T @ members
-        counts_scale = 1.0 if n_points is None else n_points / weights.sum()
-        counts, scatter = counts * counts_scale, scatter * counts_scale
-        if not weights_part.PARTS[weights_prior].exchangeable:  # the sticks: largest first
-            order = np.argsort(-counts, kind="stable")
-            centres, counts, scatter = centres[order], counts[order], scatter[order]
+    for k in np.flatnonzero(counts > 0):  # (none for "prior")
+        members = np.where(np.isnan(Z), centres[k], Z)[labels == k] - centres[k]
+        scatter[k] = (weights[labels == k, None] * members).T @ members * scale
+    order = _component_order(centres, counts, priors, weights_prior)
+    centres, counts, scatter = centres[order], counts[order], scatter[order]
     identity = np.eye(n_features)
     scale_inverse = priors.dof / priors.expected_precision * identity + scatter
     dof = priors.dof + counts

@@ -13,8 +13,9 @@ weights are ``gmm.weights``' part, read off q's parameters; ``weights_prior``
 is passed where the diagonal model's functions take it by name.
 
 Every method's arguments and returns are those of the module functions it
-calls; ``locs`` and ``precisions`` are ``[..., K, D]`` for the diagonal model
-and ``[..., K, D]``, ``[..., K, D, D]`` (precision matrices) for the full one.
+calls (some methods are those functions: ``staticmethod(module.function)``);
+``locs`` and ``precisions`` are ``[..., K, D]`` for the diagonal model and
+``[..., K, D]``, ``[..., K, D, D]`` (precision matrices) for the full one.
 ``BayesianGMM`` asks its part for the names of q's parameters, their start at
 the prior and q in data units (``posterior``, ``posterior_parameters``), so the
 model class holds no branch on the covariance for them.
@@ -23,6 +24,7 @@ model class holds no branch on the covariance for them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -34,6 +36,13 @@ from gmm.components.ordered import AscendingColumn
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
+
+
+def _unconstrained(start: dict, dtype) -> dict:
+    """The diagonal model's constrained parameters ``start`` (NumPy) as q's
+    unconstrained ones in ``dtype``: ``loc`` cast, the others' logs taken after the cast."""
+    cast = {name: tf.cast(value, dtype) for name, value in start.items()}
+    return {name: value if name == "loc" else tf.math.log(value) for name, value in cast.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,21 +70,15 @@ class Diagonal:
             return_loss=True,
         )  # fmt: skip
 
-    def sufficient_statistics(self, params, batch, weights_prior, weights, mask):
-        return natural.sufficient_statistics(params, batch, weights_prior, weights, mask)
-
-    def update_from_statistics(self, params, statistics, scale, prior_params, rho, weights_prior):
-        return natural.update_from_statistics(
-            params, statistics, scale, prior_params, rho, weights_prior
-        )
+    sufficient_statistics = staticmethod(natural.sufficient_statistics)
+    update_from_statistics = staticmethod(natural.update_from_statistics)
 
     def draw_parameters(self, params, num_samples: int, seed, weights_prior):
         return predict.draw_parameters(
             params, tf.constant(num_samples), seed, self.order_by, weights_prior
         )
 
-    def sample_points(self, locs, precisions, weights, component_seed, noise_seed):
-        return predict.sample_points(locs, precisions, weights, component_seed, noise_seed)
+    sample_points = staticmethod(predict.sample_points)
 
     def log_prior(self, locs, precisions, weights, prior_params, weights_prior):
         return elbo.log_prior(locs, precisions, weights, prior_params, self.order_by, weights_prior)
@@ -131,18 +134,13 @@ class Diagonal:
         """q at the prior, means at 0: unconstrained parameters in ``dtype`` (the
         logs taken in it)."""
         shape = [n_components, n_features]
-        positive = {
-            name: tf.fill(shape, tf.constant(getattr(priors, name), dtype))
+        start = {"loc": np.zeros(shape)} | {
+            name: np.full(shape, getattr(priors, name))
             for name in ("loc_scale", "precision_shape", "precision_rate")
         }
         counts = np.zeros(n_components)  # no points yet: the weights' prior
-        for name, value in weights_part.conjugate_update(
-            counts, priors.concentration, weights_prior
-        ).items():  # fmt: skip
-            positive[name] = tf.constant(value, dtype)
-        return {"loc": tf.zeros(shape, dtype)} | {
-            name: tf.math.log(value) for name, value in positive.items()
-        }
+        start |= weights_part.conjugate_update(counts, priors.concentration, weights_prior)
+        return _unconstrained(start, dtype)
 
     def initial_q(self, Z, n_components, priors, weights_prior, dtype, **options) -> dict:
         """q's unconstrained parameters in ``dtype`` from standardised data ``Z``
@@ -153,11 +151,7 @@ class Diagonal:
             Z, n_components, priors, order_by=self.order_by, weights_prior=weights_prior,
             **options,
         )  # fmt: skip
-        as_dtype = lambda value: tf.cast(value, dtype)  # noqa: E731
-        return {
-            name: as_dtype(value) if name == "loc" else tf.math.log(as_dtype(value))
-            for name, value in start.items()
-        }
+        return _unconstrained(start, dtype)
 
     def chain_centre(self, params, transform, weights_prior):
         """Where NUTS's chains start, in standardised units: q's means ``[K, D]``,
@@ -251,14 +245,9 @@ class Full:
         del weights_prior
         return full.draw_parameters(params, num_samples, seed)
 
-    def sample_points(self, locs, precisions, weights, component_seed, noise_seed):
-        return full.sample_points(locs, precisions, weights, component_seed, noise_seed)
-
-    def log_prior(self, locs, precisions, weights, prior_params, weights_prior):
-        return full.log_prior(locs, precisions, weights, prior_params, weights_prior)
-
-    def log_joint(self, data, locs, precisions, weights, prior_params, weights_prior):
-        return full.log_joint(data, locs, precisions, weights, prior_params, weights_prior)
+    sample_points = staticmethod(full.sample_points)
+    log_prior = staticmethod(full.log_prior)
+    log_joint = staticmethod(full.log_joint)
 
     def log_likelihood_terms(self, params, weights_prior):
         """As the diagonal part's (``gmm.full.expected_log_likelihood``)."""
@@ -371,6 +360,11 @@ class Full:
         return full.posterior_parameters(params, *transform.arrays())
 
 
+@functools.cache
 def of(covariance: str, order_by: int | None = None) -> Diagonal | Full:
-    """The part for ``BayesianGMM``'s ``covariance`` (``"diag"`` or ``"full"``)."""
+    """The part for ``BayesianGMM``'s ``covariance`` (``"diag"`` or ``"full"``).
+    One instance per kind, so that every model's part is the same object: a
+    compiled loop keys its trace on it (``gmm.inference.loop.Rule``), and
+    value-equal parts of models gone would not match it.
+    """
     return Full() if covariance == "full" else Diagonal(order_by)

@@ -64,25 +64,16 @@ class Priors:
             raise TypeError(
                 f"priors.loc_mean must be a number or an array of numbers, got {self.loc_mean!r}."
             )
-        try:
-            loc_mean = np.asarray(self.loc_mean, dtype=float)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"priors.loc_mean must be a finite number or array, got {self.loc_mean!r}."
-            ) from None
-        if isinstance(self.loc_mean, bool) or not np.isfinite(loc_mean).all() or loc_mean.ndim > 2:
+        # (A number kind converts to float; a bool, kind "b", was refused above.)
+        loc_mean = np.asarray(self.loc_mean, dtype=float)
+        if not np.isfinite(loc_mean).all() or loc_mean.ndim > 2:
             raise ValueError(
                 f"priors.loc_mean must be a finite number or array, got {self.loc_mean!r}."
             )
-        object.__setattr__(
-            self, "loc_mean", float(loc_mean) if loc_mean.ndim == 0 else loc_mean.tolist()
-        )
-        if isinstance(self.loc_mean, list):
-            object.__setattr__(
-                self,
-                "loc_mean",
-                tuple(tuple(row) if isinstance(row, list) else row for row in self.loc_mean),
-            )
+        value = loc_mean.tolist()  # a float, or (nested) lists: stored as tuples
+        if isinstance(value, list):
+            value = tuple(tuple(row) if isinstance(row, list) else row for row in value)
+        object.__setattr__(self, "loc_mean", value)
         for field in ("loc_scale", "precision_shape", "precision_rate", "concentration"):
             check_positive(getattr(self, field), f"priors.{field}")
 

@@ -112,9 +112,7 @@ def reference_posterior(
         covariance=model.covariance,
         marginalize=missing != "error",
     )
-    weights = None
-    if sample_weight is not None:
-        weights = check_sample_weight(sample_weight, data.shape[0])
+    weights = None if sample_weight is None else check_sample_weight(sample_weight, data.shape[0])
     standardized = model.transform.to_standard(data)
     # k-means needs complete rows: missing values at the feature's mean (0), for the start only.
     filled = np.nan_to_num(standardized, nan=0.0)
@@ -310,10 +308,9 @@ def sklearn_score_samples(estimator: BayesianGaussianMixture, X) -> np.ndarray:
         )
     data = check_data(X, n_features=estimator.means_.shape[1])
     if estimator.covariance_type == "full":
-        n_features = data.shape[1]
         dof = estimator.degrees_of_freedom_
         beta = estimator.mean_precision_
-        t_dof = dof + 1.0 - n_features
+        t_dof = dof + 1.0 - data.shape[1]  # data.shape[1]: D
         per_component = []
         for k in range(len(dof)):
             shape = estimator.covariances_[k] * dof[k] * (1 + beta[k]) / (t_dof[k] * beta[k])
@@ -335,8 +332,7 @@ def sklearn_score_samples(estimator: BayesianGaussianMixture, X) -> np.ndarray:
     )  # [N, K, D]
     # The posterior mean weights (for a truncated Dirichlet process, renormalised
     # over the K sticks, as scikit-learn's ``weights_``).
-    weights = estimator.weights_
-    return special.logsumexp(np.log(weights) + per_feature.sum(axis=-1), axis=1)
+    return special.logsumexp(np.log(estimator.weights_) + per_feature.sum(axis=-1), axis=1)
 
 
 def sklearn_score(estimator: BayesianGaussianMixture, X) -> float:

@@ -60,10 +60,12 @@ ordered model. Missing values are not supported.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 
 import numpy as np
 import tensorflow as tf
+from scipy.linalg import block_diag
 
 from gmm import support
 from gmm import weights as weights_part
@@ -200,14 +202,9 @@ def _curvature(theta, fixed, shapes, points, point_weights, prior_params, order_
 # is traced once (and once more when N changes, which reduce_retracing then makes
 # dynamic), so going back and forth between models of several shapes, as a sweep
 # does, traces nothing twice.
-_COMPILED: dict = {}
-
-
+@functools.cache
 def _compiled_curvature(shapes: tuple, order_by, weights_prior):
-    key = (shapes, order_by, weights_prior)
-    if key not in _COMPILED:
-        _COMPILED[key] = tf.function(_curvature, autograph=False, reduce_retracing=True)
-    return _COMPILED[key]
+    return tf.function(_curvature, autograph=False, reduce_retracing=True)
 
 
 def _mean_field_covariance(params: dict, order_by) -> np.ndarray:
@@ -216,13 +213,9 @@ def _mean_field_covariance(params: dict, order_by) -> np.ndarray:
     n_components, n_features = loc_var.shape
     shape = np.exp(params["precision_shape"].numpy())
     rate = np.exp(params["precision_rate"].numpy())
-    positive = weights_part.positive_parameters(params)
-    weights_cov = weights_part.covariance(positive)
-    mean = weights_part.moments(positive)[0]
+    weights_cov = weights_part.covariance(weights_part.positive_parameters(params))
     diagonal = np.concatenate([loc_var.ravel(), (shape / rate**2).ravel()])
-    P = diagonal.size + mean.size
-    covariance = np.zeros((P, P))
-    covariance[: diagonal.size, : diagonal.size] = np.diag(diagonal)
+    covariance = block_diag(np.diag(diagonal), weights_cov)
     if order_by is not None:
         # The ordered column is a cumulative sum of independent increments under q:
         # Cov(y_k, y_j) = Var(y_min(k, j)).
@@ -230,7 +223,6 @@ def _mean_field_covariance(params: dict, order_by) -> np.ndarray:
         column_var = loc_var[:, order_by]
         first = np.minimum.outer(np.arange(n_components), np.arange(n_components))
         covariance[np.ix_(rows, rows)] = column_var[first]
-    covariance[diagonal.size :, diagonal.size :] = weights_cov
     return covariance
 
 
@@ -264,8 +256,7 @@ def _response_covariance(hessian: np.ndarray, jacobian: np.ndarray) -> np.ndarra
         ) from None
     # J H^-1 J^T through the Cholesky factor: (L^-1 J^T)^T (L^-1 J^T).
     half = np.linalg.solve(cholesky, jacobian.T)
-    covariance = half.T @ half
-    return covariance
+    return half.T @ half
 
 
 def _warn_off_optimum(step: np.ndarray, n_components: int, n_features: int) -> None:

@@ -37,6 +37,7 @@ from gmm._validation import (
 )
 from gmm.components import full
 from gmm.components.predict import predictive
+from gmm.diagnostics.psis import _component_sds
 from gmm.labels import alignment_permutations, relabel
 from gmm.model import BayesianGMM
 
@@ -73,9 +74,7 @@ class MCMCResult:
     def stds(self) -> np.ndarray:
         """Component standard deviations, ``[draws, chains, K, D]``, data units
         (for precision matrices, the square roots of the covariances' diagonals)."""
-        if self.precisions.ndim == self.locs.ndim + 1:
-            return np.sqrt(np.diagonal(np.linalg.inv(self.precisions), axis1=-2, axis2=-1))
-        return self.precisions**-0.5
+        return _component_sds(self.locs, self.precisions)
 
     def relabelled(self, pivot_locs: np.ndarray) -> MCMCResult:
         """The draws with each one's components permuted to best match
@@ -93,15 +92,10 @@ class MCMCResult:
         """Posterior means and sds over all draws and chains, keyed like
         ``gmm.evaluate.posterior_summary``: ``loc_*``, ``std_*`` (``[K, D]``,
         data units) and ``weight_*`` (``[K]``). Relabel first."""
-        axes = (0, 1)
-        return {
-            "loc_mean": self.locs.mean(axes),
-            "loc_sd": self.locs.std(axes),
-            "std_mean": self.stds.mean(axes),
-            "std_sd": self.stds.std(axes),
-            "weight_mean": self.weights.mean(axes),
-            "weight_sd": self.weights.std(axes),
-        }
+        summary = {}
+        for name, values in (("loc", self.locs), ("std", self.stds), ("weight", self.weights)):
+            summary[f"{name}_mean"], summary[f"{name}_sd"] = values.mean((0, 1)), values.std((0, 1))
+        return summary
 
     def diagnostics(self) -> dict:
         """Per parameter: rank-normalised split R-hat and bulk and tail effective
@@ -146,13 +140,6 @@ class MCMCResult:
         return float(self.score_samples(X).mean())
 
 
-def _target(data, prior_params, part, weights_prior):
-    def target(locs, precisions, weights):  # each with a leading chain axis
-        return part.log_joint(data, locs, precisions, weights, prior_params, weights_prior)
-
-    return target
-
-
 @tf.function(autograph=False, jit_compile=True)
 def _run_nuts(
     initial_state,
@@ -169,7 +156,9 @@ def _run_nuts(
     kernel = tfp.mcmc.DualAveragingStepSizeAdaptation(
         tfp.mcmc.TransformedTransitionKernel(
             tfp.mcmc.NoUTurnSampler(
-                _target(data, prior_params, part, weights_prior),
+                lambda locs, precisions, weights: part.log_joint(  # each with a chain axis
+                    data, locs, precisions, weights, prior_params, weights_prior
+                ),
                 step_size=0.05,
                 max_tree_depth=max_tree_depth,
             ),
@@ -252,10 +241,9 @@ def sample(
             check_positive_int(max_tree_depth, "max_tree_depth"),
             model.weights_prior,
         )
-    precisions_in_data = model.components.precisions_to_data(transform, precisions.numpy())
     return MCMCResult(
         locs=transform.point_to_data(locs.numpy()),
-        precisions=precisions_in_data,
+        precisions=model.components.precisions_to_data(transform, precisions.numpy()),
         weights=weights.numpy().astype(np.float64),
         accept_rate=accepted.numpy().mean(axis=0),
         step_size=step_size.numpy()[-1],
@@ -365,12 +353,9 @@ def _autocovariance(chains: np.ndarray) -> np.ndarray:
 def _ess(chains: np.ndarray) -> np.ndarray:
     """Effective sample size of ``[chains, draws, ...]`` chains: the multi-chain
     autocorrelation, summed over Geyer's initial monotone sequence (as Stan does)."""
-    n_chains, n = chains.shape[:2]
-    flat = chains.reshape(n_chains, n, -1)
-    result = np.empty(flat.shape[2])
-    for j in range(flat.shape[2]):
-        result[j] = _ess_one(flat[:, :, j])
-    return result.reshape(chains.shape[2:])
+    flat = chains.reshape(*chains.shape[:2], -1)
+    ess = [_ess_one(flat[:, :, j]) for j in range(flat.shape[2])]
+    return np.array(ess).reshape(chains.shape[2:])
 
 
 def _ess_one(chains: np.ndarray) -> float:

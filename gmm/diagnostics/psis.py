@@ -110,14 +110,9 @@ class PSISResult:
           ``weight_mean``, ``weight_sd`` ``[K]``.
         """
         weights = self.importance_weights
-        precisions = self.draws["precisions"]
-        if precisions.ndim == 4:  # covariance="full": the sds are sqrt(diag(Lambda^-1))
-            stds = np.sqrt(np.diagonal(np.linalg.inv(precisions), axis1=-2, axis2=-1))
-        else:
-            stds = precisions**-0.5
         draws = {
             "loc": self.draws["locs"],
-            "std": stds,
+            "std": _component_sds(self.draws["locs"], self.draws["precisions"]),
             "weight": self.draws["weights"],
         }
         summary = {}
@@ -126,6 +121,15 @@ class PSISResult:
             variance = np.tensordot(weights, (values - mean) ** 2, axes=1)
             summary[f"{name}_mean"], summary[f"{name}_sd"] = mean, np.sqrt(variance)
         return summary
+
+
+def _component_sds(locs: np.ndarray, precisions: np.ndarray) -> np.ndarray:
+    """The components' sds, shaped like ``locs`` (``[..., K, D]``): precision^-1/2,
+    or for precision matrices (``[..., K, D, D]``, ``covariance="full"``) the
+    square roots of the covariances' diagonals, sqrt(diag(Lambda^-1))."""
+    if precisions.ndim == locs.ndim + 1:
+        return np.sqrt(np.diagonal(np.linalg.inv(precisions), axis1=-2, axis2=-1))
+    return precisions**-0.5
 
 
 def pareto_smoothed_log_weights(log_ratios) -> tuple[np.ndarray, float]:
@@ -383,7 +387,6 @@ def psis_khat(model, X, *, n_draws: int = 2000, seed: int = 0, symmetrize=None) 
         )
     log_weights, khat = pareto_smoothed_log_weights(log_ratios)
     transform = model.transform
-    precisions_in_data = model.components.precisions_to_data(transform, precisions.numpy())
     return PSISResult(
         khat=khat,
         ess=float(1.0 / np.exp(logsumexp(2.0 * log_weights))),
@@ -392,7 +395,7 @@ def psis_khat(model, X, *, n_draws: int = 2000, seed: int = 0, symmetrize=None) 
         log_ratios=log_ratios,
         draws={
             "locs": transform.point_to_data(locs.numpy()),
-            "precisions": precisions_in_data,
+            "precisions": model.components.precisions_to_data(transform, precisions.numpy()),
             "weights": weights.numpy(),
         },
         symmetrized=symmetrize,

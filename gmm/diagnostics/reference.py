@@ -14,6 +14,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import digamma, logsumexp
 
+# The parameters of q(weights) for each weights prior, in the order they are computed.
+_WEIGHT_NAMES = {"dirichlet": ("concentration",), "dirichlet_process": ("stick_a", "stick_b")}
+
 
 def cavi(
     X: np.ndarray,
@@ -84,14 +87,7 @@ def cavi(
         # sum_n r_nk E[(x_nd - mu_kd)^2] = sum r x^2 - 2 m sum r x + N_kd (m^2 + s^2)
         rate = precision_rate + 0.5 * (sums_sq - 2 * m * sums + feature_counts * (m**2 + s2))
         # The weights' counts are per point (sum_n w_n r_nk), missing values or not.
-        if weights == "dirichlet":
-            weight_params = [concentration + counts]
-            e_log_w = digamma(weight_params[0]) - digamma(weight_params[0].sum())
-        else:
-            # Stick k: the points of component k against those of all later ones.
-            later = counts[::-1].cumsum()[::-1][1:]
-            weight_params = [1 + counts[:-1], concentration + later]
-            e_log_w = _stick_expected_log_weights(*weight_params)
+        weight_params, e_log_w = _weights_step(counts, concentration, weights)
         expected_precision = shape / rate
 
         # Update q(z) given the globals: only the observed coordinates' terms.
@@ -110,16 +106,27 @@ def cavi(
         ):
             break
         previous = current
-    weight_names = ["concentration"] if weights == "dirichlet" else ["stick_a", "stick_b"]
     return {
         "loc_mean": m,
         "loc_sd": np.sqrt(s2),
         "precision_shape": shape,
         "precision_rate": rate,
-        **dict(zip(weight_names, weight_params)),
+        **dict(zip(_WEIGHT_NAMES[weights], weight_params)),
         "responsibilities": resp,
         "n_iter": n_iter,
     }
+
+
+def _weights_step(counts: np.ndarray, concentration: float, weights: str) -> tuple:
+    """q(weights)'s parameters given the components' weighted counts ``[K]``
+    (a list, named by ``_WEIGHT_NAMES[weights]``), and E[log w_k] ``[K]``."""
+    if weights == "dirichlet":
+        weight_params = [concentration + counts]
+        return weight_params, digamma(weight_params[0]) - digamma(weight_params[0].sum())
+    # Stick k: the points of component k against those of all later ones.
+    later = counts[::-1].cumsum()[::-1][1:]
+    weight_params = [1 + counts[:-1], concentration + later]
+    return weight_params, _stick_expected_log_weights(*weight_params)
 
 
 def _stick_expected_log_weights(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -184,11 +191,7 @@ def cavi_full(
         xbar = (weighted_resp.T @ X) / Nk[:, None]
         diff = X[:, None, :] - xbar[None]  # [N, K, D]
         Sk = np.einsum("nk,nkd,nke->kde", weighted_resp, diff, diff) / Nk[:, None, None]
-        if weights == "dirichlet":
-            weight_params = [concentration + Nk]
-        else:  # stick k: the points of component k against those of all later ones
-            later = Nk[::-1].cumsum()[::-1][1:]
-            weight_params = [1 + Nk[:-1], concentration + later]
+        weight_params, e_log_pi = _weights_step(Nk, concentration, weights)
         beta = mean_precision + Nk
         m = (mean_precision * m0 + Nk[:, None] * xbar) / beta[:, None]
         d0 = xbar - m0
@@ -202,11 +205,7 @@ def cavi_full(
         W = np.linalg.inv(W_inv)
         nu = nu0 + Nk
 
-        # E-step (10.64-10.67, 10.46, 10.49).
-        if weights == "dirichlet":
-            e_log_pi = digamma(weight_params[0]) - digamma(weight_params[0].sum())
-        else:
-            e_log_pi = _stick_expected_log_weights(*weight_params)
+        # E-step (10.64-10.67, 10.46, 10.49; E[log pi_k] came with the weights' M-step).
         i = np.arange(1, n_features + 1)
         e_log_det = (
             digamma((nu[:, None] + 1 - i) / 2).sum(1)
@@ -231,12 +230,7 @@ def cavi_full(
         "mean_precision": beta,
         "dof": nu,
         "precision_scale": W,
-        **dict(
-            zip(
-                ["concentration"] if weights == "dirichlet" else ["stick_a", "stick_b"],
-                weight_params,
-            )
-        ),
+        **dict(zip(_WEIGHT_NAMES[weights], weight_params)),
         "responsibilities": resp,
         "n_iter": n_iter,
     }

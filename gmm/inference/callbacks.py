@@ -14,6 +14,10 @@ from gmm.io import checkpoint
 from gmm.model import check_restored, normalized_config
 
 
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array)).hexdigest()
+
+
 class ProgressBar:
     """A tqdm bar over the fit's steps (off when ``enabled`` is False)."""
 
@@ -64,15 +68,9 @@ class TrainingCheckpoint:
         self.monitor_arrays: dict = {}
         if data_identity is None:
             # Hashing a large array costs, so only a fit with a checkpoint folder does it.
-            data_identity = {
-                "shape": list(data.shape),
-                "sha256": hashlib.sha256(np.ascontiguousarray(data)).hexdigest(),
-            }
+            data_identity = {"shape": list(data.shape), "sha256": _sha256(data)}
         if weights is not None:  # the same rows weighted otherwise are another fit
-            data_identity = {
-                **data_identity,
-                "weights_sha256": hashlib.sha256(np.ascontiguousarray(weights)).hexdigest(),
-            }
+            data_identity = {**data_identity, "weights_sha256": _sha256(weights)}
         self.identity = {"model": model.config(), "settings": settings, "data": data_identity}
 
     def resume(self) -> tuple[int, np.ndarray] | None:

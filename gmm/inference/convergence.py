@@ -111,6 +111,11 @@ def ulps_moved(before: dict, after: dict, eps: float) -> float:
     )
 
 
+# The scalars a checkpoint stores, in order (checkpoints written before the last two were
+# recorded have the first four).
+_STATE_SCALARS = ("last_change", "last_elbo", "remaining", "converged", "checks", "switched_at")
+
+
 class Monitor:
     """Decides at each check whether the fit has converged.
 
@@ -180,6 +185,7 @@ class Monitor:
         # posterior sd shrinks as 1 / sqrt(N): minibatch windows measure means in the
         # data's sds, or a large data set would never pass.
         self.last_change = change(previous, current, self.mode != "minibatch")
+        self.remaining = self.last_change  # the cycles' and minibatch windows' measure
         if self.mode == "fixed_point":
             # A change of exactly 0 is a fixed point; one change alone, or a ratio of
             # 1 or more, shows no contraction yet.
@@ -195,26 +201,15 @@ class Monitor:
                 self.remaining = np.inf
             return self.remaining < self.tol
         if self.mode == "cycles":
-            self.remaining = self.last_change
             return self.last_change < (self.tol if deterministic else NOISY_FACTOR * self.tol)
         elbo_moved = abs(self.last_elbo - last_elbo)
-        self.remaining = self.last_change
         return self.last_change < MINIBATCH_FACTOR * self.tol and elbo_moved < self.tol
 
     def state(self) -> dict:
         """Arrays that ``restore`` takes back: the last snapshot and the scalars."""
         if self.previous is None:
             return {}
-        scalars = np.array(
-            [
-                self.last_change,
-                self.last_elbo,
-                self.remaining,
-                self.converged,
-                self.checks,
-                self.switched_at,
-            ]
-        )
+        scalars = np.array([getattr(self, name) for name in _STATE_SCALARS])
         return {"monitor_scalars": scalars, **{f"monitor_{k}": v for k, v in self.previous.items()}}
 
     def restore(self, arrays: dict) -> None:

@@ -48,6 +48,7 @@ behind; ``scripts/multiworker.py`` is its command-line front end.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -246,8 +247,7 @@ def run_workers(
       one ``WorkerOutcome`` per worker, in index order.
     """
     configs = local_cluster(n_workers)
-    base = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0", **os.environ}
-    base.update(env or {})
+    base = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0", **os.environ, **(env or {})}
     processes, logs = [], []
     stopped = set()
     try:
@@ -290,8 +290,6 @@ def run_workers(
 
 def _kill_group(process: subprocess.Popen) -> None:
     """Ends a worker started by ``run_workers`` (its own process group) and reaps it."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
 import json
@@ -45,7 +44,7 @@ from gmm.inference.loop import (
 )
 from gmm.inference.optim import AdamState, adam_init
 from gmm.io import checkpoint, inputs, streaming
-from gmm.model import BayesianGMM
+from gmm.model import BayesianGMM, restored_on_error
 
 ALGORITHMS = ("adam", "natural")
 # Without steps or epochs, fit runs until its convergence check holds (gmm.convergence),
@@ -751,8 +750,9 @@ def fit(
     )  # fmt: skip
     config, budget = _check_source(model, source, config, strategy, algorithm, learning_rate)
     checkpointer = _checkpointer(model, source, config, budget, collective)
-    saved_state = [variable.numpy() for variable in model.variables]
-    with _restored_on_error(model, saved_state):
+    # Any error puts the model back, but a divergence of the training's own, whose last
+    # checked state it keeps for inspection (DivergenceError).
+    with restored_on_error(model, keep=DivergenceError) as saved_state:
         run = _Run(
             model, source, config, budget, strategy, checkpointer, callbacks, saved_state,
             collective,
@@ -761,7 +761,7 @@ def fit(
     history = _history(run, source, config, start_time)
     if not move_kinds:
         return history
-    with _restored_on_error(model, saved_state, keep_divergence=False):  # moves and refits
+    with restored_on_error(model, saved_state):  # the moves and their refits: as before fit
         refit_options = {name: options[name] for name in _REFIT_OPTIONS}
         refit_options["callbacks"] = callbacks
         return _fit_with_moves(model, X, history, move_kinds, start_time, refit_options)
@@ -822,28 +822,6 @@ def _checkpointer(model, source, config, budget, collective):
         data_identity,
         source.weights,
     )
-
-
-@contextlib.contextmanager
-def _restored_on_error(model, saved_state, keep_divergence: bool = True):
-    """A transaction: any error puts the model's variables back to
-    ``saved_state``, except a divergence with ``keep_divergence`` (the
-    training's own, whose state the error keeps for inspection; one in the
-    moves' refits restores the model as any other error does)."""
-    try:
-        yield
-    except DivergenceError:
-        if not keep_divergence:
-            _restore(model, saved_state)
-        raise
-    except BaseException:
-        _restore(model, saved_state)
-        raise
-
-
-def _restore(model, saved_state) -> None:
-    for variable, value in zip(model.variables, saved_state):
-        variable.assign(value)
 
 
 def _warn_not_converged(monitor, config) -> None:
@@ -1006,10 +984,9 @@ class _Run:
         self.state = TrainState(model.unconstrained_parameters(), adam, order)
         self.rule = Rule(
             config.estimator,
-            model.order_by,
+            model.components,
+            weights_part.PARTS[model.weights_prior],
             config.algorithm,
-            model.covariance,
-            model.weights_prior,
             config.jit_compile,
         )
         self.log_jacobian = _mean_log_jacobian(model, source)
@@ -1180,8 +1157,7 @@ def _diverged(model, done, resumed_from, n_done, total, elbo, saved_state, confi
     # before the model's state, its standardisation included, is put back.
     last_elbo = elbo.numpy()[-1] - log_jacobian
     if done == resumed_from:
-        for variable, value in zip(model.variables, saved_state):
-            variable.assign(value)
+        model.restore(saved_state)
         kept = "its state from before this fit"
     else:
         kept = f"the parameters of step {done}"

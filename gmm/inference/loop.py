@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from gmm import weights as weights_part
 from gmm.components import full, natural
 from gmm.components import parts as components
 from gmm.inference import distributed
@@ -89,15 +90,16 @@ class Stream(NamedTuple):
 
 class Rule(NamedTuple):
     """The Python settings that shape the graph: part of the trace key, compared
-    by value (a NamedTuple of literals, so a new fit with the same settings
-    reuses the trace). ``jit_compile``: the step's update is compiled by XLA
-    (no strategy)."""
+    by value, so a new fit with the same settings reuses the trace. The mixture
+    is its two parts, frozen and hashable: ``components`` (a
+    ``gmm.components.parts`` part, ``Diagonal(order_by)`` or ``Full()``) and
+    ``weights`` (a ``gmm.weights`` part). ``jit_compile``: the step's update is
+    compiled by XLA (no strategy)."""
 
-    estimator: str = "expected"
-    order_by: int | None = None
+    estimator: str
+    components: components.Diagonal | components.Full
+    weights: weights_part.Dirichlet | weights_part.DirichletProcess
     algorithm: str = "adam"
-    covariance: str = "diag"
-    weights_prior: str = "dirichlet"
     jit_compile: bool = False
 
 
@@ -155,7 +157,7 @@ def loss_and_gradient(
     weighted by its share of the ``global_batch_size`` points of the step,
     over all workers) and gradients are summed across replicas."""
 
-    part = components.of(rule.covariance, rule.order_by)
+    part = rule.components
 
     def local(params, batch, weight, draw_seed):
         with tf.GradientTape() as tape:
@@ -167,7 +169,7 @@ def loss_and_gradient(
                 prior_params,
                 rule.estimator,
                 draw_seed,
-                rule.weights_prior,
+                rule.weights.name,
                 batch.weights,
                 batch.mask,
             )
@@ -202,14 +204,14 @@ def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, stra
         )
         return (loss, *adam_update(params, grads, state, step, rate))
 
-    part = components.of(rule.covariance, rule.order_by)
+    part, weights_prior = rule.components, rule.weights.name
 
     def natural_gradient(params, state, batch, step, seed):
         points, weights, mask = batch
         rho = natural.step_size(schedule.learning_rate, step, schedule.decay)
         if strategy is None:  # the components' own conjugate step
             loss, new = part.natural_step(
-                params, points, n_points, prior_params, rho, rule.weights_prior, weights, mask
+                params, points, n_points, prior_params, rho, weights_prior, weights, mask
             )
             return loss, new, state
 
@@ -219,7 +221,7 @@ def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, stra
             # Sums over the replica's points (weighted, and per observed value
             # with a mask), which add up to the whole step's.
             *statistics, log_likelihood = part.sufficient_statistics(
-                params, own.points, rule.weights_prior, own.weights, own.mask
+                params, own.points, weights_prior, own.weights, own.mask
             )
             return (*statistics, tf.reduce_sum(log_likelihood))
 
@@ -228,9 +230,9 @@ def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, stra
         *statistics, log_likelihood = across_replicas(strategy, batch, per_replica)
         dtype = schedule.learning_rate.dtype
         scale = tf.cast(n_points, dtype) / tf.cast(step_points, dtype)
-        kl = part.kl_divergence(params, prior_params, rule.weights_prior)
+        kl = part.kl_divergence(params, prior_params, weights_prior)
         new = part.update_from_statistics(
-            params, statistics, scale, prior_params, rho, rule.weights_prior
+            params, statistics, scale, prior_params, rho, weights_prior
         )
         loss = kl / tf.cast(n_points, dtype) - log_likelihood / tf.cast(step_points, dtype)
         return loss, new, state

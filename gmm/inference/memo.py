@@ -76,12 +76,6 @@ class Statistics:
             array[remove] = 0.0
         return Statistics(counts, sums, second, self.log_likelihood)
 
-    def permuted(self, order: np.ndarray) -> Statistics:
-        """Components reordered: component ``i`` of the result is ``order[i]`` of this."""
-        return Statistics(
-            self.counts[order], self.sums[order], self.second[order], self.log_likelihood
-        )
-
 
 class MemoizedStatistics:
     """An in-memory data set's per-batch sufficient statistics for ``model``.
@@ -161,10 +155,7 @@ class MemoizedStatistics:
     @property
     def total(self) -> Statistics:
         """The cached batches' statistics summed: the full data's."""
-        total = self.cache[0]
-        for statistics in self.cache[1:]:
-            total = total + statistics
-        return total
+        return sum(self.cache[1:], self.cache[0])
 
     def kl(self, params: dict) -> float:
         """KL(q || p) of the global factors at ``params``, nats."""
@@ -182,8 +173,7 @@ class MemoizedStatistics:
         update, in ``gmm.reference.cavi``'s order): new unconstrained ``params``,
         NumPy float64."""
         params = {name: np.asarray(v, np.float64) for name, v in params.items()}
-        new = self.part.update(params, statistics, self.priors, self.model.weights_prior)
-        return {name: np.asarray(value, np.float64) for name, value in new.items()}
+        return self.part.update(params, statistics, self.priors, self.model.weights_prior)
 
     def cavi(self, params: dict, steps: int) -> dict:
         """``steps`` CAVI iterations from ``params`` (each a refresh of the cached
@@ -206,19 +196,12 @@ def _normal_wishart_update(
     d = sums.shape[1]
     mean_precision = mean_precision0 + counts
     loc = (mean_precision0 * loc_mean0 + sums) / mean_precision[:, None]
+    outer = lambda a, b: np.einsum("kd,ke->kde", a, b)  # noqa: E731
     # sum_n r_nk (x_n - m)(x_n - m)^T = S2 - m s^T - s m^T + N m m^T.
-    scatter = (
-        second
-        - np.einsum("kd,ke->kde", loc, sums)
-        - np.einsum("kd,ke->kde", sums, loc)
-        + counts[:, None, None] * np.einsum("kd,ke->kde", loc, loc)
-    )
+    scatter = second - outer(loc, sums) - outer(sums, loc) + counts[:, None, None] * outer(loc, loc)
     prior_offset = loc_mean0 - loc
-    scale_inverse = (
-        (dof0 / expected_precision0) * np.eye(d)
-        + mean_precision0 * np.einsum("kd,ke->kde", prior_offset, prior_offset)
-        + scatter
-    )
+    prior_scatter = mean_precision0 * outer(prior_offset, prior_offset)
+    scale_inverse = (dof0 / expected_precision0) * np.eye(d) + prior_scatter + scatter
     scale_inverse = 0.5 * (scale_inverse + np.swapaxes(scale_inverse, 1, 2))
     dof = dof0 + counts
     expected_precision = dof[:, None, None] * np.linalg.inv(scale_inverse)
@@ -246,8 +229,7 @@ def _full_terms(params: dict, points: np.ndarray) -> np.ndarray:
     # (x - m)^T L L^T (x - m) = |(x - m)^T L|^2, E[Lambda] = L L^T.
     projected = np.einsum("nd,kde->nke", points, tril) - np.einsum("kd,kde->ke", loc, tril)
     mahalanobis = np.square(projected).sum(-1)
-    terms = 0.5 * (expected_log_det - d * _LOG_2PI - d / mean_precision - mahalanobis)
-    return terms
+    return 0.5 * (expected_log_det - d * _LOG_2PI - d / mean_precision - mahalanobis)
 
 
 def _diagonal_terms(params: dict, points: np.ndarray) -> np.ndarray:
@@ -262,8 +244,7 @@ def _diagonal_terms(params: dict, points: np.ndarray) -> np.ndarray:
         - 2.0 * points @ (expected_precision * loc).T
         + np.sum(expected_precision * (np.square(loc) + loc_var), axis=-1)
     )
-    terms = 0.5 * (np.sum(expected_log_precision - _LOG_2PI, axis=-1) - quadratic)
-    return terms
+    return 0.5 * (np.sum(expected_log_precision - _LOG_2PI, axis=-1) - quadratic)
 
 
 def _normal_gamma_update(
@@ -318,11 +299,7 @@ def _diagonal_kl(params: dict, priors, weights_prior: str) -> float:
 def _diagonal_reset(params: dict, component: int, priors) -> None:
     """Component ``component`` of the diagonal model's unconstrained ``params``
     (NumPy, in place) set to the prior's factors, as ``BayesianGMM`` starts it."""
-    params["loc"][component] = (
-        priors.loc_mean
-        if priors.exchangeable
-        else (np.broadcast_to(np.asarray(priors.loc_mean), params["loc"].shape)[component])
-    )
+    params["loc"][component] = np.broadcast_to(priors.loc_mean, params["loc"].shape)[component]
     params["loc_scale"][component] = np.log(priors.loc_scale)
     params["precision_shape"][component] = np.log(priors.precision_shape)
     params["precision_rate"][component] = np.log(priors.precision_rate)

@@ -54,6 +54,7 @@ from gmm._validation import (
     check_seed,
 )
 from gmm.inference.memo import NUMPY_PARTS, MemoizedStatistics, Statistics
+from gmm.model import restored_on_error
 
 # Bounds the [chunk, K, D] intermediate of the full-data ELBO.
 _CHUNK_ELEMENTS = 4_000_000
@@ -72,9 +73,7 @@ def full_data_elbo(model, X, sample_weight=None, missing: str = "error") -> floa
     if not observed.all():
         mask = observed.astype(np.float64)
         points = np.where(observed, points, 0.0)
-    weights = None
-    if sample_weight is not None:
-        weights = check_sample_weight(sample_weight, points.shape[0])
+    weights = None if sample_weight is None else check_sample_weight(sample_weight, len(points))
     params = model.unconstrained_parameters(tf.float64)
     log_likelihood_terms = model.components.log_likelihood_terms(params, model.weights_prior)
     # [chunk, K, D] intermediates ([chunk, K, D, D] for full covariances' missing blocks).
@@ -98,12 +97,6 @@ def full_data_elbo(model, X, sample_weight=None, missing: str = "error") -> floa
     return (log_likelihood - kl) / total
 
 
-def _point_counts(params: dict, model) -> np.ndarray:
-    """q's expected number of points per component, ``[K]``, read off the
-    weights' parameters (exact at a coordinate-ascent fixed point)."""
-    return weights_part.point_counts(params, model.priors.concentration)
-
-
 def without_component(model, component: int, params: dict | None = None) -> dict:
     """q's unconstrained parameters (NumPy) with ``component`` reset to the
     prior and its points taken from the weights; the next coordinate-ascent
@@ -117,7 +110,8 @@ def without_component(model, component: int, params: dict | None = None) -> dict
     params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
     priors = model.priors
     NUMPY_PARTS[model.covariance].reset(params, component, priors)
-    counts = _point_counts(params, model)
+    # q's expected number of points per component, read off the weights' parameters.
+    counts = weights_part.point_counts(params, priors.concentration)
     counts[component] = 0.0
     weights = weights_part.conjugate_update(counts, priors.concentration, model.weights_prior)
     return params | weights_part.unconstrained(weights)
@@ -170,14 +164,8 @@ class MoveReport:
 
     def as_dict(self) -> dict:
         """``{move: {"proposed", "accepted", "elbo_gain"}}``, as ``History.moves`` holds it."""
-        return {
-            kind: {
-                "proposed": self.proposed[kind],
-                "accepted": self.accepted[kind],
-                "elbo_gain": self.elbo_gain[kind],
-            }
-            for kind in self.proposed
-        }
+        fields = ("proposed", "accepted", "elbo_gain")
+        return {k: {name: getattr(self, name)[k] for name in fields} for k in self.proposed}
 
 
 def check_moves(moves, model) -> tuple[str, ...]:
@@ -195,8 +183,7 @@ def check_moves(moves, model) -> tuple[str, ...]:
             f'moves must be None, "auto", one of {MOVES} or a sequence of them, got {moves!r}.'
         )
     kinds = tuple(kinds)
-    unknown = [k for k in kinds if k not in MOVES]
-    if unknown or len(set(kinds)) != len(kinds) or not kinds:
+    if not set(kinds) <= set(MOVES) or len(set(kinds)) != len(kinds) or not kinds:
         raise ValueError(
             f"moves must name each of {MOVES} at most once (or be None or 'auto'), got {moves!r}."
         )
@@ -230,10 +217,11 @@ def _in_use(statistics, total_weight, threshold) -> np.ndarray:
 
 
 def _correlated_pairs(responsibilities: np.ndarray, used: np.ndarray) -> list:
-    """Pairs ``(a, b)`` of the components ``used``, their responsibilities'
-    correlation over the points highest first (ties keep their order)."""
+    """Pairs ``(low, high)`` of the components ``used`` (ascending), lower index
+    first, their responsibilities' correlation over the points highest first
+    (ties keep their order)."""
     correlation = np.corrcoef(responsibilities[:, used].T)
-    pairs = [(correlation[i, j], used[i], used[j]) for i in range(used.size) for j in range(i)]
+    pairs = [(correlation[i, j], used[j], used[i]) for i in range(used.size) for j in range(i)]
     pairs.sort(key=lambda pair: -pair[0])  # stable
     return [(a, b) for _, a, b in pairs]
 
@@ -244,9 +232,7 @@ def _merge_proposals(memo, model, params, statistics, responsibilities, seed, th
     used = _in_use(statistics, memo.total_weight, threshold)
     if used.size < 2:
         return
-    pairs = _correlated_pairs(responsibilities, used)
-    for a, b in pairs[:_MAX_MERGE_PAIRS]:
-        keep, remove = min(a, b), max(a, b)
+    for keep, remove in _correlated_pairs(responsibilities, used)[:_MAX_MERGE_PAIRS]:
         yield memo.update(params, statistics.merged(keep, remove)), True
 
 
@@ -350,8 +336,7 @@ def _split_merge_proposals(memo, model, params, statistics, responsibilities, se
     gains = _split_gains(memo, responsibilities, labels, used, seed)
     ranked = np.argsort(-gains, kind="stable")
     splits = [int(used[i]) for i in ranked[:_MAX_SPLITS] if gains[i] > 0]
-    for a, b in pairs[:_MAX_SPLIT_MERGE_PAIRS]:
-        keep, free = min(a, b), max(a, b)
+    for keep, free in pairs[:_MAX_SPLIT_MERGE_PAIRS]:
         merged = statistics.merged(keep, free)
         for component in splits:
             if component in (keep, free):
@@ -453,14 +438,9 @@ def run_moves(
     refine_steps = check_positive_int(refine_steps, "refine_steps")
     max_rounds = check_positive_int(max_rounds, "max_rounds")
     memo = MemoizedStatistics(model, X, sample_weight)
-    snapshot = [variable.numpy() for variable in model.variables]
-    try:
+    with restored_on_error(model):
         return _run_moves(memo, model, kinds, seed, min_gain, threshold, refine_steps,
                           max_rounds, refit)  # fmt: skip
-    except BaseException:
-        for variable, value in zip(model.variables, snapshot, strict=True):
-            variable.assign(value)
-        raise
 
 
 def _run_moves(memo, model, kinds, seed, min_gain, threshold, refine_steps, max_rounds, refit):
@@ -531,8 +511,7 @@ def sort_components(model, X, *, sample_weight=None, min_gain: float = 0.0) -> M
     report = MoveReport.empty(("sort",))
     params = _numpy_params(model)
     report.elbo_before = report.elbo_after = current = memo.elbo(params)
-    statistics = memo.total
-    for proposal, _ in _sort_proposals(memo, model, params, statistics, None, 0, 0.0):
+    for proposal, _ in _sort_proposals(memo, model, params, memo.total, None, 0, 0.0):
         report.proposed["sort"] += 1
         value = memo.elbo(proposal)
         if np.isfinite(value) and value > current + min_gain:

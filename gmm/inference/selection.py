@@ -16,7 +16,7 @@ from gmm._validation import check_data, check_positive, check_positive_int, chec
 from gmm.exceptions import ConvergenceWarning
 from gmm.inference.fitting import check_fit_options, fit
 from gmm.inference.moves import full_data_elbo, without_component
-from gmm.model import BayesianGMM
+from gmm.model import BayesianGMM, restored_on_error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +127,8 @@ def sweep_components(
         BayesianGMM(k, X.shape[1], weights=weights, priors=priors, covariance=covariance)
         for k in ks
     ]
+    fixed = {"seed": seed, "progress": False}
     for model in models:
-        fixed = {"seed": seed, "progress": False}
         check_fit_options(model, X, fit_options, caller="sweep_components", fixed=fixed)
     rows = [
         _fit_and_score(model, X, X_test, seed, num_samples, threshold, fit_options)
@@ -263,23 +263,16 @@ def delete_components(
       ValueError, TypeError: bad arguments, before the model changes.
     """
     model._check_fitted()
-    threshold, min_gain = (
-        check_positive(threshold, "threshold"),
-        check_positive(min_gain, "min_gain"),
-    )
+    threshold = check_positive(threshold, "threshold")
+    min_gain = check_positive(min_gain, "min_gain")
     if threshold >= 1:  # a weight above it would be the whole of the weights
         raise ValueError(f"threshold must be in (0, 1), got {threshold!r}.")
     seed = check_seed(seed)
     missing = fit_options.get("missing", "error")
     data = check_data(X, n_features=model.n_features, missing=missing)
     _check_fit_options(model, data, seed, fit_options)
-    snapshot = [variable.numpy() for variable in model.variables]
-    try:  # a transaction: any exception puts back everything the model holds
+    with restored_on_error(model):  # any exception puts back everything the model holds
         return _delete_moves(model, data, threshold, min_gain, seed, fit_options)
-    except BaseException:
-        for variable, value in zip(model.variables, snapshot, strict=True):
-            variable.assign(value)
-        raise
 
 
 def _delete_moves(model, data, threshold, min_gain, seed, fit_options) -> DeleteResult:
@@ -294,7 +287,7 @@ def _delete_moves(model, data, threshold, min_gain, seed, fit_options) -> Delete
         if len(candidates) < 2:
             break
         for component in candidates:
-            saved = [variable.numpy() for variable in model.variables]
+            saved = model.snapshot()
             model.assign_unconstrained(without_component(model, int(component)))
             fit(model, data, warm_start=True, seed=seed, progress=False, moves=None, **fit_options)
             tried += 1
@@ -303,8 +296,7 @@ def _delete_moves(model, data, threshold, min_gain, seed, fit_options) -> Delete
                 deleted.append(int(component))
                 current = proposed
                 break
-            for variable, value in zip(model.variables, saved):
-                variable.assign(value)
+            model.restore(saved)
         else:
             break
     return DeleteResult(tuple(deleted), elbo_before, current, tried)

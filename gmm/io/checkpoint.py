@@ -140,7 +140,7 @@ def check_writable(directory, kind: str | None = None) -> None:
         raise CheckpointError(f"{directory!r} is a file, not a folder.")
     if os.path.isfile(os.path.join(directory, MANIFEST)):
         _check_manifest(directory)
-        held = _resolve(directory)[0].get("kind") if exists(directory) else kind
+        held = read_meta(directory)[0].get("kind") if exists(directory) else kind
         if kind is not None and held != kind:
             raise CheckpointError(
                 f"{directory!r} holds a {held} checkpoint; writing a {kind} checkpoint there "
@@ -257,12 +257,6 @@ def _publish(directory: str, staging: str) -> str:
             version += 1
 
 
-def _latest_version(directory: str) -> int | None:
-    entry = _latest_entry(directory)
-    match = _VERSION.match(entry.strip()) if entry is not None else None
-    return int(match.group(1)) if match else None
-
-
 def prune(directory, *, final: bool = False) -> None:
     """Deletes gmm's own old versions and the leftovers of crashed writes.
 
@@ -275,47 +269,45 @@ def prune(directory, *, final: bool = False) -> None:
     ``LATEST`` names, anything gmm did not write, and any version holding a
     user's file are never deleted. Best effort: never raises.
     """
+    directory = os.fspath(directory)
     try:
-        _prune(os.fspath(directory), final)
+        now = time.time()
+        older = _clean_leftovers(directory, now)  # ascending, the last LATEST's
+        kept = 0
+        for old, newer in reversed(list(zip(older, older[1:] + [None]))):
+            kept += 1
+            if newer is None or kept <= KEEP_VERSIONS:
+                continue
+            try:
+                superseded_at = os.stat(os.path.join(directory, f"v{newer}")).st_mtime
+            except OSError:
+                superseded_at = 0.0
+            if final or kept > MAX_VERSIONS or now - superseded_at > GRACE_SECONDS:
+                _remove(os.path.join(directory, f"v{old}"))
+                kept -= 1
     except OSError:  # the folder went away or became unreadable: nothing to prune
         pass
 
 
-def _clean_leftovers(directory: str, now: float) -> tuple[int | None, list[int]]:
+def _clean_leftovers(directory: str, now: float) -> list[int]:
     """Deletes what crashed writes left, once older than ``GRACE_SECONDS``:
     staging folders, temporary files, and gmm's own versions newer than the
-    one ``LATEST`` names. Returns that version (None: no readable ``LATEST``)
-    and gmm's own versions up to it, ascending."""
+    one ``LATEST`` names. Returns gmm's own versions up to that one, ascending
+    (none without a readable ``LATEST``)."""
     for name in os.listdir(directory):
         path = os.path.join(directory, name)
         if _IN_FLIGHT.match(name) and _age(path, now) > GRACE_SECONDS:
             _remove(path)
-    latest = _latest_version(directory)
-    if latest is None:
-        return None, []  # nothing published yet, or a LATEST gmm cannot read: keep all
+    match = _VERSION.match((_latest_entry(directory) or "").strip())
+    if not match:
+        return []  # nothing published yet, or a LATEST gmm cannot read: keep all
+    latest = int(match.group(1))
     own = [v for v in _versions(directory) if _is_own_version(os.path.join(directory, f"v{v}"))]
     for version in own:  # published by a write that died before pointing LATEST at it
         path = os.path.join(directory, f"v{version}")
         if version > latest and _age(path, now) > GRACE_SECONDS:
             _remove(path)
-    return latest, [v for v in own if v <= latest]
-
-
-def _prune(directory: str, final: bool) -> None:
-    now = time.time()
-    latest, older = _clean_leftovers(directory, now)  # older: ascending, the last LATEST's
-    kept = 0
-    for old, newer in reversed(list(zip(older, older[1:] + [None]))):
-        kept += 1
-        if newer is None or kept <= KEEP_VERSIONS:
-            continue
-        try:
-            superseded_at = os.stat(os.path.join(directory, f"v{newer}")).st_mtime
-        except OSError:
-            superseded_at = 0.0
-        if final or kept > MAX_VERSIONS or now - superseded_at > GRACE_SECONDS:
-            _remove(os.path.join(directory, f"v{old}"))
-            kept -= 1
+    return [v for v in own if v <= latest]
 
 
 def write(directory, objects: dict, meta: dict, arrays: dict | None = None) -> str:
@@ -365,8 +357,16 @@ def write(directory, objects: dict, meta: dict, arrays: dict | None = None) -> s
         for path in (staging, published, pointer):
             if path is not None:
                 _remove(path)
-        if claimed or created:
-            _remove_if_bare(directory, created)
+        # A failed first write: the manifest it wrote goes, and the folder if it
+        # created it, if the folder holds nothing else (another writer may have
+        # published into it meanwhile).
+        try:
+            if (claimed or created) and set(os.listdir(directory)) <= {MANIFEST}:
+                _remove(os.path.join(directory, MANIFEST))
+                if created:
+                    os.rmdir(directory)
+        except OSError:
+            pass
         if isinstance(error, OSError | tf.errors.OpError):
             code = error.errno if isinstance(error, OSError) else _TF_ERRNO.get(type(error))
             detail = error.strerror if isinstance(error, OSError) else error.message
@@ -381,24 +381,40 @@ def write(directory, objects: dict, meta: dict, arrays: dict | None = None) -> s
     return directory
 
 
-def _remove_if_bare(directory: str, created: bool) -> None:
-    """After a failed first write: removes the manifest it wrote, and the
-    folder if it created it, if the folder holds nothing else (another writer
-    may have published into it meanwhile)."""
-    try:
-        if set(os.listdir(directory)) <= {MANIFEST}:
-            _remove(os.path.join(directory, MANIFEST))
-            if created:
-                os.rmdir(directory)
-    except OSError:
-        pass
-
-
 def exists(directory) -> bool:
     return os.path.isfile(os.path.join(os.fspath(directory), _LATEST))
 
 
-def _resolve(directory: str) -> tuple[dict, str]:
+def read(directory, reader, *, attempts: int = 5):
+    """Calls ``reader(meta, folder)`` on the latest version in ``directory``.
+
+    If the version disappears while being read (a concurrent writer pruned it
+    after ``LATEST`` moved on), ``LATEST`` is resolved again, up to
+    ``attempts`` times.
+
+    Returns:
+      whatever ``reader`` returns.
+    """
+    directory = os.fspath(directory)
+    for attempt in range(attempts):
+        latest = _latest_entry(directory)
+        try:
+            return reader(*read_meta(directory))
+        except CheckpointError:
+            if attempt == attempts - 1 or _latest_entry(directory) == latest:
+                raise
+
+
+def _latest_entry(directory: str) -> str | None:
+    try:
+        return _read_text(os.path.join(directory, _LATEST))
+    except (OSError, ValueError):
+        return None
+
+
+def read_meta(directory) -> tuple[dict, str]:
+    """Returns ``(meta, version folder)`` of the latest checkpoint in ``directory``."""
+    directory = os.fspath(directory)
     if not exists(directory):
         raise CheckpointError(f"{directory!r} is not a gmm checkpoint (no {_LATEST} file).")
     if not os.path.isfile(os.path.join(directory, MANIFEST)):
@@ -423,39 +439,6 @@ def _resolve(directory: str) -> tuple[dict, str]:
             f"this version of gmm reads format {FORMAT}."
         )
     return meta, folder
-
-
-def read(directory, reader, *, attempts: int = 5):
-    """Calls ``reader(meta, folder)`` on the latest version in ``directory``.
-
-    If the version disappears while being read (a concurrent writer pruned it
-    after ``LATEST`` moved on), ``LATEST`` is resolved again, up to
-    ``attempts`` times.
-
-    Returns:
-      whatever ``reader`` returns.
-    """
-    directory = os.fspath(directory)
-    for attempt in range(attempts):
-        latest = _latest_entry(directory)
-        try:
-            meta, folder = _resolve(directory)
-            return reader(meta, folder)
-        except CheckpointError:
-            if attempt == attempts - 1 or _latest_entry(directory) == latest:
-                raise
-
-
-def _latest_entry(directory: str) -> str | None:
-    try:
-        return _read_text(os.path.join(directory, _LATEST))
-    except (OSError, ValueError):
-        return None
-
-
-def read_meta(directory) -> tuple[dict, str]:
-    """Returns ``(meta, version folder)`` of the latest checkpoint in ``directory``."""
-    return _resolve(os.fspath(directory))
 
 
 def variable_shapes(folder: str) -> dict[str, list[int]]:

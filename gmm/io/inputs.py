@@ -23,13 +23,14 @@ DEFAULT_BATCH_SIZE = 500
 SAMPLE_SIZE = 20_000
 
 
-def subsample_rows(n_points: int, seed: int) -> np.ndarray | None:
-    """At most ``SAMPLE_SIZE`` row indices in ``range(n_points)``, drawn
-    uniformly by ``seed``, ascending; None when all rows are kept. K-means on a
-    sample finds the clusters of a million points in a fraction of the time."""
-    if n_points <= SAMPLE_SIZE:
+def subsample_rows(n_points: int, seed, size: int = SAMPLE_SIZE) -> np.ndarray | None:
+    """At most ``size`` row indices in ``range(n_points)``, drawn uniformly by
+    ``seed`` (an int or a list of ints, as ``np.random.default_rng`` takes),
+    ascending; None when all rows are kept. K-means on a sample finds the
+    clusters of a million points in a fraction of the time."""
+    if n_points <= size:
         return None
-    return np.sort(np.random.default_rng(seed).choice(n_points, SAMPLE_SIZE, replace=False))
+    return np.sort(np.random.default_rng(seed).choice(n_points, size, replace=False))
 
 
 @dataclasses.dataclass
@@ -135,6 +136,24 @@ def feature_statistics(data: np.ndarray, weights: np.ndarray | None = None):
     return mean, np.sqrt(variance), largest - smallest
 
 
+_UNFIXED_BATCHES = (
+    "With a strategy, X must have fixed-size batches (batch with drop_remainder=True)."
+)
+
+
+def _check_enough_points(n_points: int, n_components: int) -> None:
+    """Refuses data of fewer points than the mixture has components."""
+    if n_points < n_components:
+        raise ValueError(f"X has {n_points} points, fewer than the {n_components} components.")
+
+
+def _worker_share(batch_size: int, workers: int) -> int:
+    """Each worker's share of ``batch_size``, which must split evenly."""
+    if batch_size % workers:
+        raise ValueError(f"batch_size {batch_size} does not split evenly across {workers} workers.")
+    return batch_size // workers
+
+
 def from_array(
     X,
     n_features: int,
@@ -165,9 +184,7 @@ def from_array(
     mean, std, spread = feature_statistics(data, weights)
     rows = subsample_rows(data.shape[0], seed)
     has_missing = missing == "marginalize" and bool(np.isnan(data).any())
-    observed_share = None
-    if has_missing:
-        observed_share = np.average(~np.isnan(data), axis=0, weights=weights)
+    observed_share = np.average(~np.isnan(data), axis=0, weights=weights) if has_missing else None
     return Source(
         n_points=data.shape[0],
         batch_size=batch_size,
@@ -201,15 +218,10 @@ def from_dataset(
         dataset, n_features, sample_size=SAMPLE_SIZE, seed=seed, missing=missing
     )
     weighted = stats.sample_weights is not None
-    if stats.n_points < n_components:
-        raise ValueError(
-            f"X has {stats.n_points} points, fewer than the {n_components} components."
-        )
+    _check_enough_points(stats.n_points, n_components)
     points_spec = dataset.element_spec[0] if weighted else dataset.element_spec
     if replicas > 1 and points_spec.shape[0] is None:
-        raise ValueError(
-            "With a strategy, X must have fixed-size batches (batch with drop_remainder=True)."
-        )
+        raise ValueError(_UNFIXED_BATCHES)
     sample = stats.sample
     if weighted:  # the spread of the points that count
         sample = sample[stats.sample_weights > 0]
@@ -243,31 +255,22 @@ def from_worker_shard(
     shared equally among the workers."""
     shard = check_data(X, n_features=n_features, min_points=1)
     n_points = int(collective.sum([shard.shape[0]])[0])
-    if n_points < n_components:
-        raise ValueError(f"X has {n_points} points, fewer than the {n_components} components.")
+    _check_enough_points(n_points, n_components)
     mean = collective.sum(shard.sum(axis=0)) / n_points
     # A second pass around the global mean: no cancellation however large the offset.
     std = np.sqrt(collective.sum(((shard - mean) ** 2).sum(axis=0)) / n_points)
     extremes = collective.gather(np.stack([shard.max(axis=0), -shard.min(axis=0)])[None])
     spread = extremes[:, 0].max(axis=0) + extremes[:, 1].max(axis=0)
-    if n_points <= SAMPLE_SIZE:
-        own_sample = shard
-    else:  # this shard's share of the sample, uniform within it
-        share = round(SAMPLE_SIZE * shard.shape[0] / n_points)
-        rng = np.random.default_rng([seed, collective.index])
-        own_sample = shard[np.sort(rng.choice(shard.shape[0], share, replace=False))]
-    sample = collective.gather(own_sample)
+    # This shard's share of the sample, uniform within it.
+    share = round(min(n_points, SAMPLE_SIZE) * shard.shape[0] / n_points)
+    rows = subsample_rows(shard.shape[0], [seed, collective.index], share)
+    sample = collective.gather(shard if rows is None else shard[rows])
     full = (batch_size is None and n_points <= FULL_BATCH_POINTS) or batch_size == n_points
     if full:
         batch_size, local_batch_size = n_points, shard.shape[0]
     else:
         batch_size = DEFAULT_BATCH_SIZE if batch_size is None else min(batch_size, n_points)
-        if batch_size % collective.workers:
-            raise ValueError(
-                f"batch_size {batch_size} does not split evenly across "
-                f"{collective.workers} workers."
-            )
-        local_batch_size = batch_size // collective.workers
+        local_batch_size = _worker_share(batch_size, collective.workers)
         if local_batch_size > shard.shape[0]:
             raise ValueError(
                 f"Worker {collective.index} holds {shard.shape[0]} points, fewer than its "
@@ -297,17 +300,13 @@ def from_worker_stream(
     worker's batches are its share of ``batch_size`` (default
     ``DEFAULT_BATCH_SIZE``) unless they are batched already; they must have
     one fixed size, the same on every worker."""
-    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    if batch_size % collective.workers:
-        raise ValueError(
-            f"batch_size {batch_size} does not split evenly across {collective.workers} workers."
-        )
-    dataset = streaming.as_batched_dataset(dataset, n_features, batch_size // collective.workers)
+    share = _worker_share(
+        DEFAULT_BATCH_SIZE if batch_size is None else batch_size, collective.workers
+    )
+    dataset = streaming.as_batched_dataset(dataset, n_features, share)
     local_batch_size = dataset.element_spec.shape[0]
     if local_batch_size is None:
-        raise ValueError(
-            "With a strategy, X must have fixed-size batches (batch with drop_remainder=True)."
-        )
+        raise ValueError(_UNFIXED_BATCHES)
     own_seed = (seed + collective.index) % 2**32  # each worker samples its share its own way
     stats = streaming.dataset_statistics(
         dataset, n_features, sample_size=SAMPLE_SIZE, seed=own_seed
@@ -318,8 +317,7 @@ def from_worker_stream(
         raise ValueError(
             f"Every worker's batches must have one size; theirs are {counts[:, 1].astype(int)}."
         )
-    if n_points < n_components:
-        raise ValueError(f"X has {n_points} points, fewer than the {n_components} components.")
+    _check_enough_points(n_points, n_components)
     mean = collective.sum(stats.n_points * stats.mean) / n_points
     # Each worker's squared deviations around its own mean, plus its mean's from the global one.
     squares = stats.n_points * (stats.std**2 + (stats.mean - mean) ** 2)
@@ -357,18 +355,16 @@ def prepare(
     or ``from_worker_shard``, which refuse sample weights and
     ``missing="marginalize"``; checks that batches split evenly across
     ``replicas`` (each process's share across its own)."""
+    stream = isinstance(X, tf.data.Dataset)
     if collective is not None:
-        weighted_stream = isinstance(X, tf.data.Dataset) and isinstance(X.element_spec, tuple)
         # (fit has checked that every worker's settings agree: all refuse alike.)
         support.check(
             strategy="multi-worker",
-            weighted=sample_weight is not None or weighted_stream,
+            weighted=sample_weight is not None or (stream and isinstance(X.element_spec, tuple)),
             marginalize=missing != "error",
         )
-        if isinstance(X, tf.data.Dataset):
-            source = from_worker_stream(X, n_features, n_components, batch_size, seed, collective)
-        else:
-            source = from_worker_shard(X, n_features, n_components, batch_size, seed, collective)
+        build = from_worker_stream if stream else from_worker_shard
+        source = build(X, n_features, n_components, batch_size, seed, collective)
         local_replicas = replicas // collective.workers
         if source.local_batch_size % local_replicas:
             raise ValueError(
@@ -376,7 +372,7 @@ def prepare(
                 f"not split evenly across its {local_replicas} replicas."
             )
         return source
-    if isinstance(X, tf.data.Dataset):
+    if stream:
         source = from_dataset(X, n_features, n_components, batch_size, seed, replicas, missing)
     else:
         source = from_array(

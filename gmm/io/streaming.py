@@ -129,18 +129,15 @@ def dataset_statistics(
     weighted = isinstance(dataset.element_spec, tuple)
     n_points, n_batches, total_weight = 0, 0, 0.0
     moments = _RunningMoments(n_features)
-    sample = _UniformSample(sample_size, n_features, rng, weighted)
+    sample = _UniformSample(sample_size, rng)
     for batch in stream_batches(dataset):
         name = f"X (batch {n_batches})"
         points = check_data(
             batch[0] if weighted else batch, name=name, n_features=n_features, missing=missing
         )
         count = points.shape[0]
-        if weighted:
-            weights = _check_batch_weights(batch[1], count, n_batches)
-            batch_weight = weights.sum()
-        else:
-            weights, batch_weight = None, float(count)
+        weights = _check_batch_weights(batch[1], count, n_batches) if weighted else None
+        batch_weight = float(count) if weights is None else weights.sum()
         total_weight += batch_weight
         moments.add(points, weights, batch_weight)
         sample.add(points, weights)
@@ -215,26 +212,26 @@ class _UniformSample:
     """A uniform sample without replacement of the points seen so far, in
     constant memory: those with the ``size`` smallest random keys."""
 
-    def __init__(self, size: int, n_features: int, rng, weighted: bool):
-        self.size, self.rng, self.weighted = size, rng, weighted
-        self.keys, self.sample = np.empty(0), np.empty((0, n_features))
-        self.weights = np.empty(0)
+    def __init__(self, size: int, rng):
+        self.size, self.rng = size, rng
+        self.keys, self.rows = np.empty(0), None
 
     def add(self, points, weights) -> None:
+        """Adds a batch: its points ``[B, D]`` and their weights (``[B]`` or None)."""
+        rows = [points] if weights is None else [points, weights]
         self.keys = np.concatenate([self.keys, self.rng.random(points.shape[0])])
-        self.sample = np.concatenate([self.sample, points])
-        if self.weighted:
-            self.weights = np.concatenate([self.weights, weights])
+        if self.rows is not None:
+            rows = [np.concatenate(pair) for pair in zip(self.rows, rows)]
+        self.rows = rows
         if self.keys.size > self.size:
             keep = np.argpartition(self.keys, self.size)[: self.size]
-            self.keys, self.sample = self.keys[keep], self.sample[keep]
-            if self.weighted:
-                self.weights = self.weights[keep]
+            self.keys, self.rows = self.keys[keep], [part[keep] for part in self.rows]
 
     def points(self):
         """``(points [S, D], weights [S] or None)`` in the order of their keys."""
         order = np.argsort(self.keys, kind="stable")
-        return self.sample[order], self.weights[order] if self.weighted else None
+        points, *weights = (part[order] for part in self.rows)
+        return points, weights[0] if weights else None
 
 
 def _check_batch_weights(weights, count: int, index: int) -> np.ndarray:
@@ -261,24 +258,22 @@ def stream_batches(dataset: tf.data.Dataset):
     """Iterates over ``dataset``, turning a shard's error raised inside tf.data
     (which arrives as a ``tf.errors.OpError`` with the cause in its message)
     back into the ``ShardError`` (a ``ValueError``) that names the file."""
-    iterator = iter(dataset)
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except tf.errors.OpError as error:
-            raise shard_error_from(error) from None
-        yield batch
+    try:
+        yield from dataset
+    except tf.errors.OpError as error:
+        raise shard_error_from(error) from None
 
 
 # What the training passes' check (``checked_repeat``) found, keyed by the
-# marker its assertion carries into the error message.
+# marker its assertion carries into the error message, and the advice for it.
 _STREAM_FAULTS = {
-    "nan": "NaN",
-    "inf": "inf",
-    "empty_row": "a row with no observed value (all NaN)",
-    "weights": "a negative, NaN or inf weight",
+    "nan": ("NaN", "; if NaN marks missing values, pass missing='marginalize'."),
+    "inf": ("inf", "; only NaN marks a missing value."),
+    "empty_row": (
+        "a row with no observed value (all NaN)",
+        "; a point needs at least one observed coordinate.",
+    ),
+    "weights": ("a negative, NaN or inf weight", "; weights must be finite and >= 0."),
 }
 _FAULT_MARKER = "gmm_stream_fault_"
 
@@ -296,14 +291,11 @@ def checked_repeat(dataset: tf.data.Dataset, n_batches: int, missing: bool) -> t
 
     def check(index, element):
         points, weights = element if isinstance(element, tuple) else (element, None)
-        faults = []
+        faults = [] if missing else [("nan", tf.reduce_any(tf.math.is_nan(points)))]
+        faults.append(("inf", tf.reduce_any(tf.math.is_inf(points))))
         if missing:
-            faults.append(("inf", tf.reduce_any(tf.math.is_inf(points))))
             empty = tf.reduce_all(tf.math.is_nan(points), axis=-1)
             faults.append(("empty_row", tf.reduce_any(empty)))
-        else:
-            faults.append(("nan", tf.reduce_any(tf.math.is_nan(points))))
-            faults.append(("inf", tf.reduce_any(tf.math.is_inf(points))))
         if weights is not None:
             bad = tf.logical_not(tf.math.is_finite(weights)) | (weights < 0)
             faults.append(("weights", tf.reduce_any(bad)))
@@ -331,14 +323,9 @@ def shard_error_from(error: tf.errors.OpError, n_batches: int | None = None) -> 
         where = f"training batch {index}"
         if n_batches:
             where = f"batch {index % n_batches} of pass {index // n_batches + 2}"
-        advice = {
-            "nan": "; if NaN marks missing values, pass missing='marginalize'.",
-            "inf": "; only NaN marks a missing value.",
-            "empty_row": "; a point needs at least one observed coordinate.",
-            "weights": "; weights must be finite and >= 0.",
-        }[fault]
+        what, advice = _STREAM_FAULTS[fault]
         return ValueError(
-            f"X yielded {_STREAM_FAULTS[fault]} in {where} over it (batches counted from 0; "
+            f"X yielded {what} in {where} over it (batches counted from 0; "
             "pass 1 was gmm's statistics pass, which found none): the stream's data changed "
             "between passes" + advice
         )

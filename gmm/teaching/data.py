@@ -157,11 +157,9 @@ def example_data(
       data-generating ``MixtureSpec``.
     """
     if (n_components, n_features) == (3, 2):
-        X, labels = seed_data(n, seed=seed)
-        return X, labels, seed_mixture()
+        return *seed_data(n, seed=seed), seed_mixture()
     truth = random_mixture(n_components, n_features, separation=separation, seed=seed)
-    X, labels = truth.sample(n, seed=seed)
-    return X, labels, truth
+    return *truth.sample(n, seed=seed), truth
 
 
 def synthetic_data(

@@ -137,8 +137,7 @@ def distinct_colors(n: int) -> list:
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}.")
     palette = sns.color_palette(PALETTE, len(_DISTINCT_ORDER))
-    order = [_DISTINCT_ORDER[i % len(_DISTINCT_ORDER)] for i in range(n)]
-    return [palette[i] for i in order]
+    return [palette[_DISTINCT_ORDER[i % len(_DISTINCT_ORDER)]] for i in range(n)]
 
 
 def feature_label(d: int) -> str:
@@ -370,31 +369,19 @@ def posterior_draws(model: BayesianGMM, n_draws: int = 2000, seed: int = 0) -> p
     sds = q["precisions"].sample(n_draws, seed=seeds[1]).numpy() ** -0.5
     weights = q["weights"].sample(n_draws, seed=seeds[2]).numpy()
     frames = []
-    for quantity, values in (("mean", locs), ("sd", sds)):
-        draw, component, feature = np.meshgrid(*(np.arange(n) for n in values.shape), indexing="ij")
+    for quantity, values in (("mean", locs), ("sd", sds), ("weight", weights)):
+        index = np.meshgrid(*(np.arange(n) for n in values.shape), indexing="ij")
         frames.append(
             pd.DataFrame(
                 {
-                    "draw": draw.ravel(),
-                    "component": component.ravel(),
-                    "feature": feature.ravel(),
+                    "draw": index[0].ravel(),
+                    "component": index[1].ravel(),
+                    "feature": index[2].ravel() if values.ndim == 3 else None,  # None: weights
                     "quantity": quantity,
                     "value": values.ravel(),
                 }
             )
         )
-    draw, component = np.meshgrid(*(np.arange(n) for n in weights.shape), indexing="ij")
-    frames.append(
-        pd.DataFrame(
-            {
-                "draw": draw.ravel(),
-                "component": component.ravel(),
-                "feature": None,
-                "quantity": "weight",
-                "value": weights.ravel(),
-            }
-        )
-    )
     return pd.concat(frames, ignore_index=True)
 
 

@@ -81,10 +81,8 @@ def fit(
     """
     data = check_data(X, min_points=2).astype(np.float32)
     n_components = check_positive_int(n_components, "n_components")
-    epochs, batch_size = (
-        check_positive_int(epochs, "epochs"),
-        check_positive_int(batch_size, "batch_size"),
-    )
+    epochs = check_positive_int(epochs, "epochs")
+    batch_size = check_positive_int(batch_size, "batch_size")
     learning_rate, seed = check_positive(learning_rate, "learning_rate"), check_seed(seed)
     n_points, n_features = data.shape
     shape = (n_components, n_features)
@@ -100,24 +98,15 @@ def fit(
         for first in range(0, n_points, batch_size):
             batch = tf.constant(data[order[first : first + batch_size]])
             losses.append(step(batch, tf.constant(len(losses), tf.int64)))
-    loc, loc_scale, precision_shape, precision_rate, concentration = (
-        v.numpy().astype(np.float64) for v in variables
-    )
+    # The variables are q's parameters in the order of PRINTED_Q's keys (see _post_start).
     return {
-        "loc_mean": loc,
-        "loc_sd": loc_scale,
-        "precision_shape": precision_shape,
-        "precision_rate": precision_rate,
-        "concentration": concentration,
-        "loss": np.array([float(loss) for loss in losses]),
-        "steps": len(losses),
-    }
+        name: variable.numpy().astype(np.float64) for name, variable in zip(PRINTED_Q, variables)
+    } | {"loss": np.array([float(loss) for loss in losses]), "steps": len(losses)}
 
 
 def _post_start(shape, start) -> list:
     """The post's start, as variables (``[K, D]`` each, counts ``[K]``), from
     the four seeds ``start``."""
-    n_components = shape[0]
     # The post's start: loc ~ Normal(0, 1), loc_scale = Gamma(5, 5)^-1/2, shape and
     # rate ~ Uniform(4, 6), counts 2.
     return [
@@ -125,7 +114,7 @@ def _post_start(shape, start) -> list:
         tf.Variable(tfd.Gamma(5.0, 5.0).sample(shape, seed=start[1]) ** -0.5),
         tf.Variable(tf.random.stateless_uniform(shape, start[2], 4.0, 6.0)),
         tf.Variable(tf.random.stateless_uniform(shape, start[3], 4.0, 6.0)),
-        tf.Variable(tf.fill([n_components], 2.0)),
+        tf.Variable(tf.fill(shape[:1], 2.0)),
     ]
 
 
