@@ -4,9 +4,9 @@ comparison on a shared 2-core machine cannot resolve 10% in two rounds
 (benchmarks/results/composable_core_session7.txt measured the same code at
 0.71-1.21 of itself), so this compares the graphs instead of timing them.
 
-For each tree given, in its own process, it fits six configurations (diagonal and
+For each tree given, in its own process, it fits seven configurations (diagonal and
 full covariances, Dirichlet and Dirichlet-process weights, natural steps and Adam,
-a minibatch run, XLA) for 5 steps, and counts the op types of the
+a minibatch run, XLA, a tf.data stream) for 5 steps, and counts the op types of the
 ``gmm.inference.loop.train_chunk`` graphs each fit traced (their function
 libraries included; op names differ between trees, op types must not). It prints
 the counts per configuration and, for two trees, whether they are equal.
@@ -38,6 +38,7 @@ CONFIGURATIONS = [
         "batch_size": 100,
     },
     {"covariance": "diag", "weights": "dirichlet", "algorithm": "adam", "jit_compile": True},
+    {"covariance": "full", "weights": "dirichlet", "algorithm": "natural", "stream": True},
 ]
 
 
@@ -45,6 +46,8 @@ def op_counts() -> list[dict]:
     """In this process (gmm imported from the tree on sys.path): per configuration,
     the number of new traces and their op-type counts."""
     import warnings
+
+    import tensorflow as tf
 
     import gmm
     from gmm.inference import loop
@@ -57,8 +60,11 @@ def op_counts() -> list[dict]:
         model = gmm.BayesianGMM(
             3, 2, covariance=settings.pop("covariance"), weights=settings.pop("weights")
         )
+        data = X
+        if settings.pop("stream", False):  # batches of 100 from a tf.data pipeline
+            data = tf.data.Dataset.from_tensor_slices(X).batch(100)
         known = {id(f) for f in loop.train_chunk._list_all_concrete_functions()}
-        gmm.fit(model, X, steps=5, progress=False, moves=None, **settings)
+        gmm.fit(model, data, steps=5, progress=False, moves=None, **settings)
         counts = collections.Counter()
         traces = [f for f in loop.train_chunk._list_all_concrete_functions() if id(f) not in known]
         for function in traces:

@@ -27,6 +27,7 @@ from gmm.components import full, natural
 from gmm.components import parts as components
 from gmm.inference import distributed
 from gmm.inference.optim import AdamState, adam_update, cosine_learning_rate
+from gmm.io.transform import standardize_tensor
 
 # Stream ids folded into the seed, so batches and Monte Carlo draws never share one.
 _SHUFFLE_STREAM, _DRAW_STREAM = 1, 2
@@ -305,7 +306,7 @@ def train_chunk(
         n_points, shift, scale, mean_weight, missing = stream
 
         def batch_of(points, weights=None):
-            points = tf.cast((tf.cast(points, tf.float64) - shift) / scale, dtype)
+            points = standardize_tensor(points, shift, scale, dtype)
             if weights is not None:
                 weights = tf.cast(tf.cast(weights, tf.float64) / mean_weight, dtype)
             if not missing:

@@ -86,3 +86,12 @@ class Standardization(tf.Module):
         return tfd.TransformedDistribution(
             locs, tfb.Chain([tfb.Shift(self.shift), tfb.Scale(self.scale)])
         )
+
+
+def standardize_tensor(points, shift, scale, dtype):
+    """``Standardization.to_standard`` inside a graph, for a stream's batches:
+    ``[B, D]`` points in data units (any float dtype; NaN stays NaN) to
+    standardised units in ``dtype``, computed in float64 against ``shift`` and
+    ``scale`` (``[D]`` float64). The same IEEE float64 subtraction and division,
+    so the same bits as the NumPy map of an in-memory array (tested)."""
+    return tf.cast((tf.cast(points, tf.float64) - shift) / scale, dtype)
