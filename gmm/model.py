@@ -31,7 +31,6 @@ from gmm.components import full
 from gmm.components import parts as component_parts
 from gmm.components.family import WEIGHTS_PRIORS, expected_weights
 from gmm.components.priors import Priors
-from gmm.inference.optim import AdamSlots
 from gmm.io import checkpoint
 from gmm.io.transform import Standardization
 
@@ -199,9 +198,9 @@ class BayesianGMM(tf.Module):
         (``weights="dirichlet_process"``).
       weights_prior: ``"dirichlet"`` or ``"dirichlet_process"``.
       transform: the ``Standardization`` between data and fitted units, set by ``fit``.
-      steps_trained: optimisation steps taken so far (the global step a
-        ``warm_start`` fit continues from).
-      adam: Adam's moments after the last fit (``gmm.inference.optim.AdamSlots``).
+      steps_trained: optimisation steps q has taken since its last fresh
+        start (a ``warm_start`` fit adds its own). The optimiser's state is not
+        the model's: ``gmm.fit`` returns it in ``History.state``.
 
     For ``covariance="full"`` q's attributes are instead ``loc`` (``[K, D]``),
     ``log_mean_precision`` (``[K]``), ``precision_tril`` (``[K, D(D+1)/2]``),
@@ -248,7 +247,6 @@ class BayesianGMM(tf.Module):
         )
         for name, value in start.items():
             setattr(self, _attribute(name), tf.Variable(value, name=_attribute(name)))
-        self.adam = AdamSlots(self.unconstrained_parameters())
 
     # -- configuration and parameters -------------------------------------------
 
@@ -292,8 +290,8 @@ class BayesianGMM(tf.Module):
             variable.assign(tf.cast(params[name], self.dtype))
 
     def snapshot(self) -> list[np.ndarray]:
-        """Every variable's value (q, the standardisation, the step count and
-        Adam's moments), for ``restore``."""
+        """Every variable's value (q, the standardisation and the step count),
+        for ``restore``."""
         return [variable.numpy() for variable in self.variables]
 
     def restore(self, snapshot: list[np.ndarray]) -> None:

@@ -248,17 +248,19 @@ OVERLAPPING_UNEQUAL = gmm.data.MixtureSpec(
 @pytest.mark.parametrize("algorithm", ["adam", "natural"])
 @pytest.mark.parametrize("data", ["seed", "overlapping, unequal weights"])
 def test_warm_start_continues_a_converged_fit(seed_data, algorithm, data):
-    """One more step carries on the schedule (and Adam's moments) where the
-    fit stopped, so it barely moves q: no mean by 0.1 of its posterior sd."""
+    """One more step continued from the fit's History carries on the schedule
+    (and Adam's moments) where the fit stopped, so it barely moves q: no mean
+    by 0.1 of its posterior sd."""
     X = seed_data[0] if data == "seed" else OVERLAPPING_UNEQUAL.sample(3000, seed=5)[0]
     model = gmm.BayesianGMM(3, 2)
     first = gmm.fit(model, X, algorithm=algorithm, progress=False)
     before = model.posterior_parameters()
-    history = gmm.fit(model, X, steps=1, warm_start=True, algorithm=algorithm, progress=False)
+    history = gmm.fit(model, X, steps=1, warm_start=first, algorithm=algorithm, progress=False)
     after = model.posterior_parameters()
     moved = np.abs(after["loc_mean"] - before["loc_mean"]) / before["loc_sd"]
     assert moved.max() < 0.1, moved
     assert history.steps == 1 and int(model.steps_trained.numpy()) == first.steps + 1
+    assert history.state.step == first.state.step + 1
 
 
 def test_warm_start_and_a_checkpoint_folder_are_refused_together(seed_data, tmp_path):

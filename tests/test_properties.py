@@ -190,7 +190,7 @@ def test_delete_components_succeeds_or_leaves_the_model_bit_identical(
 ):
     """gmm.delete_components on random (often bad) data and settings, and callbacks that
     raise (KeyboardInterrupt included): either it succeeds with finite parameters, or
-    every variable the model holds (q, the transform, steps_trained, Adam's slots) is
+    every variable the model holds (q, the transform, steps_trained) is
     bit for bit what it was, however far the call had gone."""
     model = fitted_small[X.shape[1]]
     n = X.shape[0]

@@ -23,7 +23,7 @@ def blobs(n, k, d, seed, sep=5.0):
 
 
 def state(model):
-    """Every variable the model holds (q, the transform, steps_trained, Adam's slots), as bytes."""
+    """Every variable the model holds (q, the transform, steps_trained), as bytes."""
     return [variable.numpy().tobytes() for variable in model.variables]
 
 
@@ -60,7 +60,7 @@ class Interrupt:
         ({"sample_weight": "TWO_ROWS"}, ValueError, "sample_weight"),
         ({"callbacks": [Interrupt()]}, KeyboardInterrupt, None),
         ({"max_step": 10}, TypeError, "max_step"),
-        ({"warm_start": False}, ValueError, "warm_start"),
+        ({"warm_start": False}, TypeError, "warm_start"),
     ],
     ids=[
         "max_steps=-1", "typo'd algorithm", "learning_rate='x'", "checkpoint_dir to a bad place",

@@ -8,8 +8,10 @@ import hashlib
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from gmm.inference import convergence
+from gmm.inference.optim import AdamSlots, AdamState
 from gmm.io import checkpoint
 from gmm.model import check_restored, normalized_config
 
@@ -40,8 +42,17 @@ class ProgressBar:
         self.bar.close()
 
 
+class _Holder(tf.Module):
+    """A node of a checkpoint's object graph holding the given trackables."""
+
+    def __init__(self, **children):
+        super().__init__(name="holder")
+        for name, child in children.items():
+            setattr(self, name, child)
+
+
 class TrainingCheckpoint:
-    """Writes the training state (the model with Adam's moments, the ELBO trace) into a
+    """Writes the training state (the model, Adam's moments, the ELBO trace) into a
     checkpoint folder after each chunk, and restores it when a fit with the
     same identity (model config, settings, data) starts again. A fit run to
     convergence sets ``monitor`` (a ``gmm.convergence.Monitor``), whose state is
@@ -64,6 +75,7 @@ class TrainingCheckpoint:
         the rows' sample weights (None: all 1), part of the data's identity."""
         self.directory = os.fspath(directory)
         self.model = model
+        self.adam = AdamSlots(model.unconstrained_parameters())  # the moments read or written
         self.monitor: convergence.Monitor | None = None
         self.monitor_arrays: dict = {}
         if data_identity is None:
@@ -74,8 +86,8 @@ class TrainingCheckpoint:
         self.identity = {"model": model.config(), "settings": settings, "data": data_identity}
 
     def resume(self) -> tuple[int, np.ndarray] | None:
-        """``(step, elbo trace)`` with the model (Adam's moments included)
-        restored, or None if there is no checkpoint yet.
+        """``(step, elbo trace)`` with the model and ``self.adam`` (Adam's
+        moments) restored, or None if there is no checkpoint yet.
 
         Raises:
           gmm.checkpoint.CheckpointError: the folder holds another fit's checkpoint.
@@ -99,7 +111,11 @@ class TrainingCheckpoint:
                 f"{' and '.join(differing)} differ); give another checkpoint_dir to start afresh."
             )
         objects = self.model.checkpoint_objects()
-        checkpoint.restore(folder, objects)
+        if any(name.startswith("adam/") for name in checkpoint.variable_shapes(folder)):
+            checkpoint.restore(folder, {**objects, "adam": self.adam})
+        else:  # written while the model held Adam's moments: they sit under model/adam
+            checkpoint.restore(folder, objects)
+            checkpoint.restore(folder, {"model": _Holder(adam=self.adam)})
         check_restored(self.model, objects, folder)
         elbo = checkpoint.read_array(folder, "elbo")
         if elbo.shape != (meta["step"],):
@@ -111,11 +127,13 @@ class TrainingCheckpoint:
         }
         return int(meta["step"]), elbo
 
-    def __call__(self, model, step, elbo):
+    def __call__(self, model, step, elbo, adam: AdamState):
+        """Writes ``model``, Adam's moments ``adam`` and the ELBO trace at global ``step``."""
         monitor = self.monitor.state() if self.monitor is not None else {}
+        self.adam.assign(adam)
         checkpoint.write(
             self.directory,
-            model.checkpoint_objects(),
+            {**model.checkpoint_objects(), "adam": self.adam},
             {"kind": "training", "step": step, "monitor": sorted(monitor), **self.identity},
             {"elbo": elbo, **monitor},
         )

@@ -42,7 +42,7 @@ from gmm.inference.loop import (
     epoch_permutation,
     train_chunk,
 )
-from gmm.inference.optim import AdamState, adam_init
+from gmm.inference.optim import AdamState, SVIState, adam_init
 from gmm.io import checkpoint, inputs, streaming
 from gmm.model import BayesianGMM, restored_on_error
 
@@ -106,6 +106,9 @@ class History:
         weight, from the k-means start: ``gmm.moves.split_merge_start``); None
         otherwise, and where no new start was made (a warm start, a fit resumed
         from a checkpoint) or on a multi-worker fit's workers but the chief.
+      state: the optimiser's state at the end (``gmm.inference.optim.SVIState``:
+        the global step and Adam's moments), which the model does not hold;
+        ``fit(model, X, warm_start=history)`` continues from it.
     """
 
     elbo: np.ndarray
@@ -128,6 +131,7 @@ class History:
     moves: dict | None = None
     move_rounds: int = 0
     start_moves: dict | None = None
+    state: SVIState | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +168,10 @@ class FitConfig:
         if s["batch_size"] is not None:
             s["batch_size"] = check_positive_int(s["batch_size"], "batch_size")
         s["seed"] = check_seed(s["seed"])
-        s["warm_start"] = check_bool(s["warm_start"], "warm_start")
+        # A History continues its fit; FitConfig records only that q carries on.
+        s["warm_start"] = isinstance(s["warm_start"], History) or check_bool(
+            s["warm_start"], "warm_start"
+        )
         s["progress"] = check_bool(s["progress"], "progress")
         s["jit_compile"] = check_bool(s.get("jit_compile", False), "jit_compile")
         if s["algorithm"] is None:
@@ -393,6 +400,7 @@ def check_fit_options(model, X, fit_options: dict, *, caller: str, fixed: dict) 
     strategy, config, _ = _configure(
         model, fit_options.get("strategy"), fit_options.get("callbacks", ()), **settings
     )
+    _continued_state(model, settings["warm_start"])
     if strategy is not None:
         return  # a strategy's data are checked with its collectives, inside fit itself
     source = inputs.prepare(
@@ -409,19 +417,24 @@ def check_fit_options(model, X, fit_options: dict, *, caller: str, fixed: dict) 
     )
 
 
-def _start(model, source, config, checkpointer) -> tuple[int, list, object, dict, dict | None]:
+def _start(
+    model, source, config, checkpointer, continued
+) -> tuple[int, list, object, dict, dict | None]:
     """Sets the model's starting state: resumed from a checkpoint, continued
-    (``warm_start``: the global step, the schedule and Adam's moments carry
-    on), or standardised and initialised afresh (for ``init="split-merge"``,
+    (``warm_start``: from q with a fresh optimiser, or with ``continued``, an
+    earlier fit's ``SVIState``, whose global step, schedule and Adam's moments
+    carry on), or standardised and initialised afresh (for ``init="split-merge"``,
     k-means then ``gmm.moves.split_merge_start``). Returns ``(global step,
     ELBO trace so far, Adam state, the convergence monitor's saved arrays,
     the start's moves as ``History.start_moves`` holds them or None)``."""
     resumed = checkpointer.resume() if checkpointer is not None else None
     if resumed is not None:
         done, elbo = resumed
-        return done, [elbo], model.adam.state(), checkpointer.monitor_arrays, None
+        return done, [elbo], checkpointer.adam.state(), checkpointer.monitor_arrays, None
     if config.warm_start and model.is_fitted:
-        return int(model.steps_trained.numpy()), [], model.adam.state(), {}, None
+        if continued is not None:
+            return continued.step, [], continued.adam, {}, None
+        return 0, [], adam_init(model.unconstrained_parameters()), {}, None
     if model.standardize:
         model.transform.set(source.mean, source.std)
     else:
@@ -476,13 +489,14 @@ def _check_workers_agree(collective, model, config, weighted: bool = False) -> N
         )
 
 
-def _start_from_chief(model, source, config, checkpointer, collective):
+def _start_from_chief(model, source, config, checkpointer, continued, collective):
     """``_start`` on the chief of a multi-worker fit (which alone reads the
     checkpoint and runs k-means), its whole result broadcast to every worker:
     all start from the same bits, whatever their disks hold."""
     payload, start_moves = None, None
     if collective.is_chief:
-        done, elbo, adam, monitor_arrays, start_moves = _start(model, source, config, checkpointer)
+        start = _start(model, source, config, checkpointer, continued)
+        done, elbo, adam, monitor_arrays, start_moves = start
         payload = {
             "done": np.array(done),
             "elbo": np.concatenate(elbo) if elbo else np.zeros(0),
@@ -495,7 +509,7 @@ def _start_from_chief(model, source, config, checkpointer, collective):
     for i, variable in enumerate(model.variables):
         variable.assign(received[f"variable_{i}"])
     moments = [
-        {k: tf.constant(received[f"adam_{moment}_{k}"]) for k in model.adam.m}
+        {k: tf.constant(received[f"adam_{moment}_{k}"]) for k in model.unconstrained_parameters()}
         for moment in ("m", "v")
     ]
     monitor_arrays = {k: v for k, v in received.items() if k.startswith("monitor_")}
@@ -571,7 +585,7 @@ def fit(
     estimator: str = "expected",
     algorithm: str | None = None,
     init: str = "kmeans++",
-    warm_start: bool = False,
+    warm_start: bool | History = False,
     seed: int = 0,
     progress: bool = True,
     checkpoint_dir: str | os.PathLike | None = None,
@@ -636,8 +650,12 @@ def fit(
         k-means ends with one component on two clusters and two on one
         (benchmarks/hard_scale.py). Not with ``order_by`` or missing values.
         ``History.start_moves`` reports it.
-      warm_start: continue from the model's current state if it was fitted
-        (the global step, the step-size schedule and Adam's moments carry on).
+      warm_start: ``True``: start from the model's q if it was fitted (no
+        k-means, the standardisation kept), with a fresh optimiser (step 0 of a
+        new step-size schedule, Adam's moments zero). The ``History`` of an
+        earlier fit of this model: continue that fit exactly, its global step,
+        step-size schedule and Adam's moments carrying on from
+        ``history.state`` (the model holds none of them).
       seed: in [0, 2**32): the initialisation, the shuffling and the draws.
       progress: show a tqdm progress bar.
       checkpoint_dir: save the training state there as the fit goes; a fit
@@ -740,6 +758,7 @@ def fit(
     move_kinds = _check_moves(moves, model, X, steps, epochs, strategy, checkpoint_dir, missing)
     settings = {field.name: options[field.name] for field in dataclasses.fields(FitConfig)}
     strategy, config, callbacks = _configure(model, strategy, callbacks, **settings)
+    continued = _continued_state(model, warm_start)
     _check_stream_options(X, config, sample_weight)
     # Several processes: X is this worker's shard, and the set-up runs collectives.
     collective, config = _collective(model, X, strategy, config, sample_weight)
@@ -755,7 +774,7 @@ def fit(
     with restored_on_error(model, keep=DivergenceError) as saved_state:
         run = _Run(
             model, source, config, budget, strategy, checkpointer, callbacks, saved_state,
-            collective,
+            continued, collective,
         )  # fmt: skip
         run.train()
     history = _history(run, source, config, start_time)
@@ -772,6 +791,26 @@ _REFIT_OPTIONS = (
     "max_steps", "tol", "batch_size", "learning_rate", "estimator", "algorithm", "seed",
     "sample_weight", "jit_compile",
 )  # fmt: skip
+
+
+def _continued_state(model, warm_start) -> SVIState | None:
+    """The optimiser state a ``History`` passed as ``warm_start`` continues (None
+    for a bool, checked by ``FitConfig.create``).
+
+    Raises:
+      ValueError: the History holds no state, or one of another model's shape.
+    """
+    if not isinstance(warm_start, History):
+        return None
+    state = warm_start.state
+    shapes = lambda tensors: {k: (tuple(v.shape), v.dtype) for k, v in tensors.items()}  # noqa: E731
+    if state is None or shapes(state.adam.m) != shapes(model.unconstrained_parameters()):
+        raise ValueError(
+            "warm_start got a History whose optimiser state does not fit this model (another "
+            "model's fit, or a History without a state): pass the History of this model's "
+            "last fit, or warm_start=True to start a fresh optimiser from its q."
+        )
+    return state
 
 
 def _check_stream_options(X, config, sample_weight) -> None:
@@ -848,7 +887,7 @@ def _warn_not_converged(monitor, config) -> None:
     warnings.warn(
         f"fit stopped at max_steps={config.max_steps:,} before its convergence check held "
         f"({measured}; see gmm.convergence): q may be far from the optimum. Continue "
-        "with warm_start=True, or raise max_steps.",
+        "with warm_start=history (the History fit returned), or raise max_steps.",
         ConvergenceWarning,
         stacklevel=4,  # _warn_not_converged, _history, fit, fit's caller
     )
@@ -883,6 +922,7 @@ def _history(run, source, config, start_time) -> History:
         checks=0 if monitor is None else monitor.checks,
         full_batch_from=monitor.switched_at if switched else None,
         start_moves=run.start_moves,
+        state=SVIState(run.done, run.state.adam),
     )
 
 
@@ -930,7 +970,8 @@ def _fit_with_moves(model, X, history, kinds, start_time, options) -> History:
     histories = [history]
 
     def refit():
-        histories.append(fit(model, X, warm_start=True, progress=False, moves=None, **options))
+        last = histories[-1]  # each refit continues the last fit's optimiser
+        histories.append(fit(model, X, warm_start=last, progress=False, moves=None, **options))
 
     report = moves_lib.run_moves(
         model, X, kinds, seed=options["seed"], sample_weight=options["sample_weight"],
@@ -958,16 +999,17 @@ class _Run:
     5% of the budget, whichever comes first."""
 
     def __init__(
-        self, model, source, config, budget, strategy, checkpointer, callbacks, saved, collective
-    ):
+        self, model, source, config, budget, strategy, checkpointer, callbacks, saved,
+        continued, collective,
+    ):  # fmt: skip
         self.model, self.source, self.config = model, source, config
         self.strategy, self.checkpointer, self.callbacks = strategy, checkpointer, callbacks
         self.saved_state = saved
         continuing = config.warm_start and model.is_fitted
         if collective is None:
-            start = _start(model, source, config, checkpointer)
+            start = _start(model, source, config, checkpointer, continued)
         else:
-            start = _start_from_chief(model, source, config, checkpointer, collective)
+            start = _start_from_chief(model, source, config, checkpointer, continued, collective)
         self.done, self.elbo_chunks, adam, monitor_arrays, self.start_moves = start
         # Steps are counted globally: a warm start continues the schedule where it stopped.
         self.first = self.done if continuing else 0
@@ -1093,7 +1135,7 @@ class _Run:
                 if self.checkpointer is not None and (
                     self.done >= next_checkpoint or self.done == self.total or self.converged
                 ):
-                    self.checkpointer(self.model, self.done, trace)
+                    self.checkpointer(self.model, self.done, trace, self.state.adam)
                     next_checkpoint = self.done + self.checkpoint_every
                 for callback in self.callbacks:
                     callback(self.model, self.done, trace)
@@ -1128,7 +1170,6 @@ class _Run:
         self.state = new_state
         model.assign_unconstrained(new_state.params)
         model.steps_trained.assign_add(int(n_done))
-        model.adam.assign(new_state.adam)
         self.elbo_chunks.append(elbo.numpy().astype(np.float64) - self.log_jacobian)
         self.done += int(n_done)
 

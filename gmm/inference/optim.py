@@ -25,9 +25,25 @@ class AdamState(NamedTuple):
     v: dict
 
 
+class SVIState(NamedTuple):
+    """The optimiser's state at the end of a fit, held outside the model (as
+    NumPyro's ``SVIState``; the model holds q and the standardisation):
+    ``fit(model, X, warm_start=history)`` continues from ``history.state``.
+
+    Attributes:
+      step: the global step reached (Adam's bias correction, the cosine and
+        natural step-size schedules count from it).
+      adam: Adam's moments, dicts like the parameters (zeros after a
+        natural-gradient fit).
+    """
+
+    step: int
+    adam: AdamState
+
+
 class AdamSlots(tf.Module):
-    """Adam's moments as variables, held by a model between fits (and saved
-    with it), so that ``warm_start`` carries on where the last fit stopped."""
+    """Adam's moments as variables, for a training checkpoint
+    (``gmm.inference.callbacks.TrainingCheckpoint``) to write and read."""
 
     def __init__(self, params: dict):
         super().__init__(name="adam")

@@ -14,7 +14,7 @@ import numpy as np
 
 from gmm._validation import check_data, check_positive, check_positive_int, check_seed
 from gmm.exceptions import ConvergenceWarning
-from gmm.inference.fitting import check_fit_options, fit
+from gmm.inference.fitting import History, check_fit_options, fit
 from gmm.inference.moves import full_data_elbo, without_component
 from gmm.model import BayesianGMM, restored_on_error
 
@@ -197,7 +197,7 @@ class DeleteResult:
 # Options that delete_components sets itself on each inner fit, or that cannot
 # apply to it: each move continues the model in memory (warm_start=True), which
 # gmm.fit cannot combine with a checkpoint folder.
-_REFUSED_FIT_OPTIONS = ("warm_start", "progress", "checkpoint_dir", "checkpoint_every")
+_REFUSED_FIT_OPTIONS = ("progress", "checkpoint_dir", "checkpoint_every")
 
 
 def _check_fit_options(model, data: np.ndarray, seed: int, fit_options: dict) -> None:
@@ -213,11 +213,18 @@ def _check_fit_options(model, data: np.ndarray, seed: int, fit_options: dict) ->
     if refused:
         raise ValueError(
             f"delete_components does not take {' or '.join(refused)}: each move is a "
-            "warm-started fit of the model in memory (warm_start=True, progress=False), which "
+            "warm-started fit of the model in memory (progress=False), which "
             "gmm.fit cannot combine with a checkpoint folder. Drop the option."
         )
-    fixed = {"warm_start": True, "progress": False, "seed": seed, "moves": None}
-    check_fit_options(model, data, fit_options, caller="delete_components", fixed=fixed)
+    options = {name: value for name, value in fit_options.items() if name != "warm_start"}
+    if "warm_start" in fit_options and not isinstance(fit_options["warm_start"], History):
+        raise TypeError(
+            "delete_components' warm_start must be the History of the model's last fit "
+            f"(whose optimiser each refit continues), got {fit_options['warm_start']!r}."
+        )
+    fixed = {"warm_start": fit_options.get("warm_start", True), "progress": False,
+             "seed": seed, "moves": None}  # fmt: skip
+    check_fit_options(model, data, options, caller="delete_components", fixed=fixed)
 
 
 def delete_components(
@@ -232,7 +239,9 @@ def delete_components(
     """Delete moves on a fitted ``model``, in place: each component with
     posterior mean weight above ``threshold``, smallest first, is reset to the
     prior with no points and the fit run to convergence again
-    (``gmm.fit(..., warm_start=True)``); the move is kept if the full-data ELBO
+    (``gmm.fit(..., warm_start=...)``: a fresh optimiser from q, or, with
+    ``warm_start=history``, the optimiser of the fit that returned ``history``,
+    then of the last kept refit); the move is kept if the full-data ELBO
     rose by more than ``min_gain`` nats per point, else the model is put back.
     After a kept move the remaining components are tried again; it stops when
     none is kept, or one component is left. Works for both covariances
@@ -241,9 +250,8 @@ def delete_components(
     The call is a transaction, like ``gmm.fit``: every argument is checked
     before anything changes, and any exception in a move (a
     ``DivergenceError``, an error in a callback, ``KeyboardInterrupt``) puts
-    back everything the model holds (q, the standardisation,
-    ``steps_trained``, Adam's moments) as it was before the call, and is
-    raised again.
+    back everything the model holds (q, the standardisation and
+    ``steps_trained``) as it was before the call, and is raised again.
 
     Args:
       model: a fitted ``BayesianGMM``, fitted to ``X``.
@@ -252,9 +260,10 @@ def delete_components(
         already and not tried.
       min_gain: the rise of the ELBO (nats per point) that a move must bring.
       seed, fit_options: passed to each ``gmm.fit`` (e.g. ``max_steps``;
-        ``sample_weight`` and ``missing`` weigh and mask the ELBO too). Not
-        ``warm_start``, ``progress``, ``checkpoint_dir`` or
-        ``checkpoint_every`` (each fit is warm-started in memory).
+        ``sample_weight`` and ``missing`` weigh and mask the ELBO too;
+        ``warm_start``: a ``History``, see above). Not ``progress``,
+        ``checkpoint_dir`` or ``checkpoint_every`` (each fit is warm-started
+        in memory).
 
     Returns:
       a ``DeleteResult``. Costs one fit to convergence per move tried.
@@ -277,6 +286,8 @@ def delete_components(
 
 def _delete_moves(model, data, threshold, min_gain, seed, fit_options) -> DeleteResult:
     """``delete_components``' moves on checked arguments (it restores the model on failure)."""
+    fit_options = dict(fit_options)
+    start = fit_options.pop("warm_start", True)  # a History's optimiser, or a fresh one
     sample_weight = fit_options.get("sample_weight")
     missing = fit_options.get("missing", "error")
     elbo_before = current = full_data_elbo(model, data, sample_weight, missing)
@@ -289,12 +300,13 @@ def _delete_moves(model, data, threshold, min_gain, seed, fit_options) -> Delete
         for component in candidates:
             saved = model.snapshot()
             model.assign_unconstrained(without_component(model, int(component)))
-            fit(model, data, warm_start=True, seed=seed, progress=False, moves=None, **fit_options)
+            refit = fit(model, data, warm_start=start, seed=seed, progress=False, moves=None,
+                        **fit_options)  # fmt: skip
             tried += 1
             proposed = full_data_elbo(model, data, sample_weight, missing)
             if proposed > current + min_gain:
                 deleted.append(int(component))
-                current = proposed
+                current, start = proposed, (refit if isinstance(start, History) else True)
                 break
             model.restore(saved)
         else:
