@@ -198,9 +198,10 @@ class BayesianGMM(tf.Module):
         (``weights="dirichlet_process"``).
       weights_prior: ``"dirichlet"`` or ``"dirichlet_process"``.
       transform: the ``Standardization`` between data and fitted units, set by ``fit``.
-      steps_trained: optimisation steps q has taken since its last fresh
-        start (a ``warm_start`` fit adds its own). The optimiser's state is not
-        the model's: ``gmm.fit`` returns it in ``History.state``.
+      steps_trained: the global step of the optimiser that trained q last
+        (0: not fitted), the ``History.state.step`` of its last fit. The
+        optimiser's state is not the model's: ``gmm.fit`` returns it in
+        ``History.state``.
 
     For ``covariance="full"`` q's attributes are instead ``loc`` (``[K, D]``),
     ``log_mean_precision`` (``[K]``), ``precision_tril`` (``[K, D(D+1)/2]``),

@@ -71,9 +71,9 @@ def test_epochs_and_steps(seed_data):
 def test_warm_start_continues(seed_data):
     X = seed_data[0]
     model = gmm.BayesianGMM(3, 2)
-    gmm.fit(model, X, steps=20, progress=False)
+    first = gmm.fit(model, X, steps=20, progress=False)
     before = unconstrained(model)
-    gmm.fit(model, X * 2, steps=5, warm_start=True, progress=False)
+    gmm.fit(model, X * 2, steps=5, warm_start=first, progress=False)
     assert int(model.steps_trained.numpy()) == 25
     # The standardisation is kept, and training moved on from where it was.
     np.testing.assert_allclose(model.transform.shift.numpy(), X.mean(0))

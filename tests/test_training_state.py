@@ -48,10 +48,12 @@ def test_a_natural_fit_continued_from_its_history_is_the_uninterrupted_fit(seed_
     assert second.state.step == 30
 
 
-def test_adams_moments_carry_on_from_a_history_but_not_from_true(seed_data):
-    """One more Adam step after a converged fit: continued, at the cycle's end,
-    it leaves the means in place; a fresh optimiser's first step (about the
-    learning rate, whatever the gradient) moves them by posterior sds."""
+def test_one_more_adam_step_continued_from_a_history_but_not_from_true_stays(seed_data):
+    """One more Adam step after a converged fit: continued from its History, it
+    is the last step of a cosine cycle over every step so far (a learning rate
+    near 0) with the fit's moments, and leaves the means in place; a fresh
+    optimiser's first step (the full learning rate, about that much on every
+    unconstrained parameter whatever the gradient) moves them by posterior sds."""
     X = seed_data[0]
     model = gmm.BayesianGMM(3, 2)
     converged = gmm.fit(model, X, algorithm="adam", progress=False, moves=None)
@@ -64,20 +66,45 @@ def test_adams_moments_carry_on_from_a_history_but_not_from_true(seed_data):
         return (np.abs(after["loc_mean"] - before["loc_mean"]) / before["loc_sd"]).max()
 
     assert moved(converged) < 0.01 < 1 < moved(True)
+    assert int(model.steps_trained.numpy()) == 1  # a fresh optimiser counts from 0
 
 
-def test_a_history_of_another_model_is_refused_before_anything_changes(seed_data):
+def test_a_history_that_is_not_the_models_last_fit_is_refused_before_anything_changes(
+    seed_data,
+):
     X = seed_data[0]
     other = gmm.fit(gmm.BayesianGMM(4, 2), X, steps=5, progress=False)
     model = gmm.BayesianGMM(3, 2)
-    gmm.fit(model, X, steps=5, progress=False)
+    with pytest.raises(ValueError, match="not the model's last fit"):  # not fitted yet
+        other_fit = gmm.fit(gmm.BayesianGMM(3, 2), X, steps=5, progress=False)
+        gmm.fit(model, X, steps=5, warm_start=other_fit, progress=False)
+    first = gmm.fit(model, X, steps=5, progress=False)
+    second = gmm.fit(model, X, steps=5, warm_start=first, progress=False)
     saved = model.snapshot()
-    with pytest.raises(ValueError, match="does not fit this model"):
-        gmm.fit(model, X, steps=5, warm_start=other, progress=False)
-    for value, kept in zip(model.snapshot(), saved, strict=True):
-        np.testing.assert_array_equal(value, kept)
+    for stale, match in ((other, "shapes or dtype"), (first, "not the model's last fit")):
+        with pytest.raises(ValueError, match=match):
+            gmm.fit(model, X, steps=5, warm_start=stale, progress=False)
+        for value, kept in zip(model.snapshot(), saved, strict=True):
+            np.testing.assert_array_equal(value, kept)
+    with pytest.raises(TypeError, match="True, False or the History"):
+        gmm.fit(model, X, steps=5, warm_start=second.state, progress=False)
     with pytest.raises(TypeError, match="History of the model's last fit"):
         gmm.delete_components(model, X, warm_start=True)
+
+
+@pytest.mark.filterwarnings("ignore::gmm.ConvergenceWarning")
+def test_delete_components_continues_a_history_and_returns_its_last_refits(seed_data):
+    """Each refit continues the given fit's optimiser (then the last kept
+    refit's); the result's History continues the model, the old one is stale."""
+    X = seed_data[0][:600]
+    model = gmm.BayesianGMM(5, 2)
+    history = gmm.fit(model, X, progress=False, moves=None)
+    result = gmm.delete_components(model, X, warm_start=history, threshold=1e-3, max_steps=600)
+    assert result.deleted and result.history.state.step == int(model.steps_trained.numpy())
+    assert result.history.state.step > history.state.step
+    gmm.fit(model, X, steps=2, warm_start=result.history, progress=False)
+    with pytest.raises(ValueError, match="not the model's last fit"):
+        gmm.fit(model, X, steps=2, warm_start=history, progress=False)
 
 
 def test_a_training_checkpoint_from_when_the_model_held_adams_moments_resumes_exactly(

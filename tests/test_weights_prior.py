@@ -173,16 +173,19 @@ def test_dp_fixed_point_is_the_cavi_optimum():
 def test_checkpoint_round_trip(weights, tmp_path):
     X = unequal_data(300)
     model = gmm.BayesianGMM(4, 2, weights=weights, priors=gmm.Priors(concentration=0.5))
-    gmm.fit(model, X, steps=20, progress=False)
+    history = gmm.fit(model, X, steps=20, progress=False)
     restored = gmm.BayesianGMM.load(model.save(tmp_path / "fit"))
     assert restored.weights_prior == weights and restored.config() == model.config()
     for name, value in model.unconstrained_parameters().items():
         np.testing.assert_array_equal(restored.unconstrained_parameters()[name], value)
     assert restored.score(X) == model.score(X)
     np.testing.assert_array_equal(restored.effective_components(), model.effective_components())
-    # A warm start carries on from the restored sticks.
-    gmm.fit(restored, X, steps=3, warm_start=True, progress=False)
-    assert int(restored.steps_trained.numpy()) == int(model.steps_trained.numpy()) + 3
+    # The restored model and its fit's History continue as the model in memory does.
+    for continued in (restored, model):
+        gmm.fit(continued, X, steps=3, warm_start=history, progress=False)
+    assert int(restored.steps_trained.numpy()) == 23
+    for name, value in model.unconstrained_parameters().items():
+        np.testing.assert_array_equal(restored.unconstrained_parameters()[name], value)
 
 
 def test_a_checkpoint_written_before_weights_existed_loads(tmp_path):

@@ -42,15 +42,6 @@ class ProgressBar:
         self.bar.close()
 
 
-class _Holder(tf.Module):
-    """A node of a checkpoint's object graph holding the given trackables."""
-
-    def __init__(self, **children):
-        super().__init__(name="holder")
-        for name, child in children.items():
-            setattr(self, name, child)
-
-
 class TrainingCheckpoint:
     """Writes the training state (the model, Adam's moments, the ELBO trace) into a
     checkpoint folder after each chunk, and restores it when a fit with the
@@ -115,7 +106,7 @@ class TrainingCheckpoint:
             checkpoint.restore(folder, {**objects, "adam": self.adam})
         else:  # written while the model held Adam's moments: they sit under model/adam
             checkpoint.restore(folder, objects)
-            checkpoint.restore(folder, {"model": _Holder(adam=self.adam)})
+            checkpoint.restore(folder, {"model": tf.train.Checkpoint(adam=self.adam)})
         check_restored(self.model, objects, folder)
         elbo = checkpoint.read_array(folder, "elbo")
         if elbo.shape != (meta["step"],):

@@ -75,9 +75,9 @@ class History:
         is over its observed coordinates).
       steps, epochs: optimisation steps and passes over the data in this call
         (after resuming from a checkpoint, those run since the resume).
-      steps_trained: the steps of the whole fit, those before a resume from
-        a checkpoint included (``steps`` but for a resumed fit; the length of
-        ``elbo``, which holds the resumed fit's trace too).
+      steps_trained: this call's steps and, for a fit resumed from a
+        checkpoint, those before the resume (``steps`` but for a resumed fit;
+        the length of ``elbo``, which holds the resumed fit's trace too).
       batch_size, learning_rate, estimator, seed, algorithm: the settings used.
       wall_time_s: seconds spent in ``fit``, tracing included.
       converged: whether the convergence check held (``gmm.convergence``);
@@ -107,8 +107,9 @@ class History:
         otherwise, and where no new start was made (a warm start, a fit resumed
         from a checkpoint) or on a multi-worker fit's workers but the chief.
       state: the optimiser's state at the end (``gmm.inference.optim.SVIState``:
-        the global step and Adam's moments), which the model does not hold;
-        ``fit(model, X, warm_start=history)`` continues from it.
+        the global step, equal to ``model.steps_trained``, and Adam's moments),
+        which the model does not hold; ``fit(model, X, warm_start=history)``
+        continues from it.
     """
 
     elbo: np.ndarray
@@ -131,7 +132,7 @@ class History:
     moves: dict | None = None
     move_rounds: int = 0
     start_moves: dict | None = None
-    state: SVIState | None = None
+    state: SVIState | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,9 +170,12 @@ class FitConfig:
             s["batch_size"] = check_positive_int(s["batch_size"], "batch_size")
         s["seed"] = check_seed(s["seed"])
         # A History continues its fit; FitConfig records only that q carries on.
-        s["warm_start"] = isinstance(s["warm_start"], History) or check_bool(
-            s["warm_start"], "warm_start"
-        )
+        if not isinstance(s["warm_start"], bool | np.bool_ | History):
+            raise TypeError(
+                "warm_start must be True, False or the History of the model's last fit, got "
+                f"a {type(s['warm_start']).__name__}."
+            )
+        s["warm_start"] = bool(s["warm_start"])
         s["progress"] = check_bool(s["progress"], "progress")
         s["jit_compile"] = check_bool(s.get("jit_compile", False), "jit_compile")
         if s["algorithm"] is None:
@@ -434,6 +438,7 @@ def _start(
     if config.warm_start and model.is_fitted:
         if continued is not None:
             return continued.step, [], continued.adam, {}, None
+        model.steps_trained.assign(0)  # a fresh optimiser counts its steps from 0
         return 0, [], adam_init(model.unconstrained_parameters()), {}, None
     if model.standardize:
         model.transform.set(source.mean, source.std)
@@ -651,11 +656,17 @@ def fit(
         (benchmarks/hard_scale.py). Not with ``order_by`` or missing values.
         ``History.start_moves`` reports it.
       warm_start: ``True``: start from the model's q if it was fitted (no
-        k-means, the standardisation kept), with a fresh optimiser (step 0 of a
-        new step-size schedule, Adam's moments zero). The ``History`` of an
-        earlier fit of this model: continue that fit exactly, its global step,
-        step-size schedule and Adam's moments carrying on from
-        ``history.state`` (the model holds none of them).
+        k-means, the standardisation kept), with a fresh optimiser: step 0 of
+        a new step-size schedule (a natural step's size starts again at
+        ``learning_rate``, so with minibatches the first step replaces q by one
+        minibatch's estimate) and Adam's moments zero. The ``History`` of the
+        model's last fit: continue that fit from ``history.state`` (the model
+        holds no optimiser state): its global step (Adam's bias correction,
+        the natural step-size decay and the epochs' order count from it) and
+        Adam's moments carry on, so a natural-gradient fit of in-memory data
+        continued is the uninterrupted fit, bit for bit. Adam's cosine cycle
+        for a fixed budget runs from step 0 to the end of this call's budget;
+        a stream starts again from its first batch.
       seed: in [0, 2**32): the initialisation, the shuffling and the draws.
       progress: show a tqdm progress bar.
       checkpoint_dir: save the training state there as the fit goes; a fit
@@ -798,19 +809,22 @@ def _continued_state(model, warm_start) -> SVIState | None:
     for a bool, checked by ``FitConfig.create``).
 
     Raises:
-      ValueError: the History holds no state, or one of another model's shape.
+      ValueError: the History is not of the model's last fit.
     """
     if not isinstance(warm_start, History):
         return None
     state = warm_start.state
     shapes = lambda tensors: {k: (tuple(v.shape), v.dtype) for k, v in tensors.items()}  # noqa: E731
     if state is None or shapes(state.adam.m) != shapes(model.unconstrained_parameters()):
-        raise ValueError(
-            "warm_start got a History whose optimiser state does not fit this model (another "
-            "model's fit, or a History without a state): pass the History of this model's "
-            "last fit, or warm_start=True to start a fresh optimiser from its q."
+        problem = "holds no optimiser state, or one of another model's shapes or dtype"
+    elif state.step != int(model.steps_trained.numpy()):
+        problem = (
+            f"ended at step {state.step}, the model's last fit at step "
+            f"{int(model.steps_trained.numpy())}: it is not the model's last fit"
         )
-    return state
+    else:
+        return state
+    raise ValueError(f"warm_start got a History that {problem}. Pass the model's last History.")
 
 
 def _check_stream_options(X, config, sample_weight) -> None:

@@ -186,16 +186,19 @@ class DeleteResult:
       elbo_before, elbo_after: the full-data ELBO before and after, nats per
         point, in the model's fitted (standardised) units.
       tried: how many delete moves were tried (each one a fit to convergence).
+      history: the ``History`` of the last kept move's fit (None if none was
+        kept), which a later ``gmm.fit(..., warm_start=history)`` continues.
     """
 
     deleted: tuple[int, ...]
     elbo_before: float
     elbo_after: float
     tried: int
+    history: History | None = dataclasses.field(default=None, repr=False)
 
 
 # Options that delete_components sets itself on each inner fit, or that cannot
-# apply to it: each move continues the model in memory (warm_start=True), which
+# apply to it: each move continues the model in memory (a warm start), which
 # gmm.fit cannot combine with a checkpoint folder.
 _REFUSED_FIT_OPTIONS = ("progress", "checkpoint_dir", "checkpoint_every")
 
@@ -219,8 +222,9 @@ def _check_fit_options(model, data: np.ndarray, seed: int, fit_options: dict) ->
     options = {name: value for name, value in fit_options.items() if name != "warm_start"}
     if "warm_start" in fit_options and not isinstance(fit_options["warm_start"], History):
         raise TypeError(
-            "delete_components' warm_start must be the History of the model's last fit "
-            f"(whose optimiser each refit continues), got {fit_options['warm_start']!r}."
+            "delete_components' warm_start must be the History of the model's last fit, "
+            f"whose optimiser each refit continues (leave it out for a fresh optimiser in "
+            f"each refit), got a {type(fit_options['warm_start']).__name__}."
         )
     fixed = {"warm_start": fit_options.get("warm_start", True), "progress": False,
              "seed": seed, "moves": None}  # fmt: skip
@@ -291,7 +295,7 @@ def _delete_moves(model, data, threshold, min_gain, seed, fit_options) -> Delete
     sample_weight = fit_options.get("sample_weight")
     missing = fit_options.get("missing", "error")
     elbo_before = current = full_data_elbo(model, data, sample_weight, missing)
-    deleted, tried = [], 0
+    deleted, tried, kept = [], 0, None
     while True:
         weights = model.posterior_mean_weights()
         candidates = [k for k in np.argsort(weights, kind="stable") if weights[k] > threshold]
@@ -306,9 +310,10 @@ def _delete_moves(model, data, threshold, min_gain, seed, fit_options) -> Delete
             proposed = full_data_elbo(model, data, sample_weight, missing)
             if proposed > current + min_gain:
                 deleted.append(int(component))
-                current, start = proposed, (refit if isinstance(start, History) else True)
+                current, kept = proposed, refit
+                start = refit if isinstance(start, History) else True
                 break
             model.restore(saved)
         else:
             break
-    return DeleteResult(tuple(deleted), elbo_before, current, tried)
+    return DeleteResult(tuple(deleted), elbo_before, current, tried, kept)

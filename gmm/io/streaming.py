@@ -442,8 +442,10 @@ def npy_shards_dataset(
 
     Each shard is memory-mapped and read one batch at a time, so memory stays
     at a few batches whatever the size on disk. Shard order is shuffled (by
-    ``seed``) when ``shuffle_shards``; points within a shard are in file order
-    (``write_npy_shards`` writes them in random order). Each batch is checked
+    ``seed``) when ``shuffle_shards``, anew on each pass and each iteration of
+    the dataset, so a second fit of the same dataset object sees other orders:
+    build it again to repeat a fit bit for bit. Points within a shard are in
+    file order (``write_npy_shards`` writes them in random order). Each batch is checked
     as it is read, on every pass: a bad one raises ``ShardError`` naming the
     file and row.
 

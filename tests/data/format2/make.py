@@ -1,6 +1,6 @@
 """Writes the checkpoints in this folder. They were written by gmm at commit
 0ea1475, whose models held Adam's moments (under ``model/adam`` in a
-checkpoint); tests/test_checkpoints.py checks that this version of gmm loads
+checkpoint); tests/test_training_state.py checks that this version of gmm loads
 the saved model and resumes the training checkpoint exactly.
 
     python tests/data/format2/make.py   # with gmm at 0ea1475 importable
