@@ -18,7 +18,6 @@ known (the model's construction, ``gmm.fit``'s settings, its data):
     jit_compile    bool
     missing_data   bool: the data hold NaN (with missing="marginalize")
     marginalize    bool: missing="marginalize" was asked for
-    weighted       bool: sample weights (or a stream of (points, weights))
     init           "kmeans++", "prior" or "split-merge"
     moves          a tuple of move names (``gmm.moves.MOVES``)
     analysis       the name of a post-fit analysis, e.g. "linear_response"
@@ -91,14 +90,6 @@ LIMITS = (
         lambda f: f["jit_compile"] and f["strategy"] is not None,
         "XLA compiles one process's step, and the replicas' all-reduce runs outside it",
         "Drop strategy or jit_compile.",
-    ),
-    Limit(
-        "A multi-worker fit with sample weights or missing values",
-        ("strategy", "weighted", "marginalize"),
-        lambda f: f["strategy"] == "multi-worker" and (f["weighted"] or f["marginalize"]),
-        "each worker standardises, starts and counts its own shard, and the shards' "
-        "weighted and per-feature statistics are not gathered across workers",
-        "Fit in one process (a one-process strategy takes both).",
     ),
     Limit(
         "init='split-merge' with order_by",

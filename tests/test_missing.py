@@ -431,13 +431,6 @@ def test_masked_weighted_statistics_add_up_across_shares(five_d):
         np.testing.assert_allclose(from_sums[name], stepped[name], rtol=1e-12, atol=1e-12)
 
 
-def test_a_multi_worker_fit_refuses_missing_values(small_data):
-    """A worker's shard path refuses missing='marginalize' before any
-    collective runs (every worker alike: their settings agree)."""
-    with pytest.raises(ValueError, match="multi-worker"):
-        gmm.io.inputs.prepare(small_data, 2, 2, None, 0, 2, object(), missing="marginalize")
-
-
 def test_dirichlet_process_weights_with_missing_values_and_sample_weights(five_d):
     """weights='dirichlet_process' on the 5-D mixture with 25% missing and
     real-valued sample weights: the natural-gradient fit reaches the NumPy

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import gmm
 
@@ -66,6 +67,7 @@ WORKER = textwrap.dedent(
         results[name] = {k: v.numpy().tolist() for k, v in model.unconstrained_parameters().items()}
         results[name + "_batch_size"] = history.batch_size
         results[name + "_algorithm"] = history.algorithm
+        results[name + "_transform"] = [a.tolist() for a in model.transform.arrays()]
 
     try:  # settings that differ between workers
         gmm.fit(gmm.BayesianGMM(n_components, 3), shard, steps=steps + index, strategy=strategy)
@@ -79,6 +81,15 @@ WORKER = textwrap.dedent(
     fit("natural_minibatch", steps=5 * steps, batch_size=200, learning_rate=0.5)
     stream = tf.data.Dataset.from_tensor_slices(shard).batch(100, drop_remainder=True)
     fit("natural_stream", X=stream, steps=5 * steps, learning_rate=0.5)
+    weights = np.load(os.path.join(shards_dir, f"weights-{index}.npy"))
+    incomplete = np.load(os.path.join(shards_dir, f"incomplete-{index}.npy"))
+    fit("weighted", steps=steps, sample_weight=weights)
+    fit("weighted_adam", steps=steps, sample_weight=weights, algorithm="adam")
+    fit("incomplete", X=incomplete, steps=steps, missing="marginalize")
+    pairs = tf.data.Dataset.from_tensor_slices((shard, weights)).batch(100, drop_remainder=True)
+    fit("weighted_stream", X=pairs, steps=5 * steps, learning_rate=0.5)
+    stream = tf.data.Dataset.from_tensor_slices(incomplete).batch(100, drop_remainder=True)
+    fit("incomplete_stream", X=stream, steps=5 * steps, learning_rate=0.5, missing="marginalize")
     results["output_dir"] = gmm.distributed.output_dir(strategy, out_prefix + "-figures")
     if not gmm.distributed.is_chief(strategy):
         shutil.rmtree(results["output_dir"])
@@ -102,11 +113,14 @@ def launch(shards_dir, out_prefix, checkpoint_dir, die_after):
 
 def run_cluster(data, folder):
     """Two shards of unequal size (1100 and 900 rows; together, the rows in
-    order). First launch: worker 1 dies by SIGKILL after step 20 of the
-    checkpointed fit. Second launch: the same command, which resumes it and
-    then fits again with Adam and with natural-gradient minibatches."""
-    np.save(folder / "part-0.npy", data[:1100], allow_pickle=False)
-    np.save(folder / "part-1.npy", data[1100:], allow_pickle=False)
+    order), with their sample weights and a copy with values missing. First
+    launch: worker 1 dies by SIGKILL after step 20 of the checkpointed fit.
+    Second launch: the same command, which resumes it and then fits again with
+    Adam, with natural-gradient minibatches, with sample weights and with
+    missing values."""
+    for index, rows in enumerate((slice(0, 1100), slice(1100, None))):
+        for name, array in (("part", data), ("weights", WEIGHTS), ("incomplete", INCOMPLETE)):
+            np.save(folder / f"{name}-{index}.npy", array[rows], allow_pickle=False)
     checkpoint_dir, out_prefix = folder / "checkpoint", folder / "results"
     crashed = launch(folder, out_prefix, checkpoint_dir, DIE_AFTER)
     meta_after_crash = gmm.checkpoint.read_meta(checkpoint_dir)[0]
@@ -115,6 +129,19 @@ def run_cluster(data, folder):
         assert outcome.returncode == 0, f"worker {outcome.index}:\n{outcome.output[-3000:]}"
     results = [json.loads((folder / f"results-{i}.json").read_text()) for i in (0, 1)]
     return {"crashed": crashed, "meta_after_crash": meta_after_crash, "results": results}
+
+
+def _incomplete(data):
+    """``data`` with about 10% of its values missing (NaN), none of its rows empty."""
+    incomplete = data.copy()
+    incomplete[np.random.default_rng(3).random(data.shape) < 0.1] = np.nan
+    incomplete[np.isnan(incomplete).all(axis=1), 0] = 0.0
+    return incomplete
+
+
+X_DATA = gmm.data.synthetic_data(N_POINTS, N_COMPONENTS, N_FEATURES, separation=2.5, seed=1)[0]
+WEIGHTS = np.random.default_rng(5).uniform(0.2, 2.0, N_POINTS)
+INCOMPLETE = _incomplete(X_DATA)
 
 
 def one_process_fit(X, **settings):
@@ -164,7 +191,9 @@ def check_the_fit_resumes_to_the_one_process_fit(runs, full_batch):
 def check_every_worker_takes_the_same_steps(runs):
     """Summed gradients or statistics: both workers' parameters agree to the bit."""
     chief, other = runs["results"]
-    for name in ("natural", "adam", "natural_minibatch", "natural_stream"):
+    names = ("natural", "adam", "natural_minibatch", "natural_stream", "weighted")
+    names += ("weighted_adam", "incomplete", "weighted_stream", "incomplete_stream")
+    for name in names:
         assert chief[name] == other[name], name
 
 
@@ -199,6 +228,39 @@ def check_natural_minibatches_scale_the_summed_statistics(runs, data, full_batch
     assert abs(multi - single) < 0.01 and abs(multi - full) < 0.01
 
 
+def check_sample_weights_and_missing_values_give_the_one_process_fit(runs):
+    """The whole data set's weighted (or observed) means, sds and total weight,
+    gathered across the shards: the same steps as one process's (full batch)."""
+    chief = runs["results"][0]
+    for name, settings in (
+        ("weighted", {"sample_weight": WEIGHTS}),
+        ("weighted_adam", {"sample_weight": WEIGHTS, "algorithm": "adam"}),
+        ("incomplete", {"missing": "marginalize"}),
+    ):
+        data = INCOMPLETE if name == "incomplete" else X_DATA
+        expected = one_process_fit(data, steps=STEPS, **settings)
+        assert_same_parameters(chief[name], expected.unconstrained_parameters())
+
+
+def check_weighted_and_incomplete_streams_are_standardised_as_in_one_process(runs):
+    """Streams' statistics merged across workers (each worker's weighted and
+    per-feature ones): the one-process stream's standardisation. Each step's
+    counts, scaled to the data set, add up to N plus the prior's; weighted, to
+    about the total weight W (the batch's weights, rescaled to mean 1 over the
+    data set, add up to about its size; W is 1.085 N here)."""
+    chief, prior = runs["results"][0], gmm.Priors().concentration * N_COMPONENTS
+    for name, stream, total, rel in (
+        ("weighted_stream", (X_DATA, WEIGHTS), WEIGHTS.sum(), 0.01),
+        ("incomplete_stream", INCOMPLETE, N_POINTS, 1e-9),
+    ):
+        dataset = tf.data.Dataset.from_tensor_slices(stream).batch(100, drop_remainder=True)
+        model = one_process_fit(dataset, steps=1, missing="marginalize")
+        for fitted, expected in zip(chief[name + "_transform"], model.transform.arrays()):
+            np.testing.assert_allclose(fitted, expected, rtol=1e-12, err_msg=name)
+        counts = np.exp(chief[name]["concentration"]).sum()
+        assert counts == pytest.approx(total + prior, rel=rel), name
+
+
 def check_only_the_chief_writes_to_the_output_path(runs):
     chief, other = runs["results"]
     assert chief["output_dir"].endswith("results-figures")
@@ -214,7 +276,7 @@ def check_workers_with_different_settings_are_refused_on_every_worker(runs):
 def test_a_fit_on_two_workers_survives_a_crash_and_matches_one_process(tmp_path):
     """One test, so that one process (one pytest-xdist worker) makes the two
     launches; each check below is a claim of its own."""
-    X, _ = gmm.data.synthetic_data(N_POINTS, N_COMPONENTS, N_FEATURES, separation=2.5, seed=1)
+    X = X_DATA
     runs = run_cluster(X, tmp_path)
     full_batch, minibatch = full_batch_fit(X), minibatch_fit(X)
     check_a_worker_killed_mid_fit_leaves_the_chiefs_checkpoint_whole(runs)
@@ -223,6 +285,8 @@ def test_a_fit_on_two_workers_survives_a_crash_and_matches_one_process(tmp_path)
     check_adam_sums_gradients_weighted_by_each_workers_share(runs, X)
     for name in ("natural_minibatch", "natural_stream"):
         check_natural_minibatches_scale_the_summed_statistics(runs, X, full_batch, minibatch, name)
+    check_sample_weights_and_missing_values_give_the_one_process_fit(runs)
+    check_weighted_and_incomplete_streams_are_standardised_as_in_one_process(runs)
     check_only_the_chief_writes_to_the_output_path(runs)
     check_workers_with_different_settings_are_refused_on_every_worker(runs)
 

@@ -188,17 +188,6 @@ def test_a_checkpoint_belongs_to_its_weights(small_data, tmp_path):
         gmm.fit(gmm.BayesianGMM(2, 2), small_data, sample_weight=weights[::-1], **settings)
 
 
-def test_a_multi_worker_fit_refuses_weights(small_data):
-    """A worker's shard path refuses sample weights, as an array's or as a
-    stream's second component, before any collective runs."""
-    weights = np.ones(small_data.shape[0])
-    with pytest.raises(ValueError, match="multi-worker"):
-        inputs.prepare(small_data, 2, 2, None, 0, 2, object(), sample_weight=weights)
-    pairs = tf.data.Dataset.from_tensor_slices((small_data, weights)).batch(20)
-    with pytest.raises(ValueError, match="multi-worker"):
-        inputs.prepare(pairs, 2, 2, None, 0, 2, object())
-
-
 def test_the_full_data_elbo_of_delete_moves_weighs_each_point(overlapping):
     """gmm.moves.full_data_elbo (delete moves' criterion) with integer weights
     is that of the repeated rows (float64, 1e-12 relative); sweep_components,

@@ -123,14 +123,11 @@ def test_each_refusal_comes_from_its_table_entry(data, what):
 
 def test_the_table_refuses_only_what_it_lists():
     """Facts that match no entry pass; a fact an entry does not read cannot
-    trigger it; the linear-response and multi-worker entries apply where their
-    facts say so."""
+    trigger it; the linear-response entry applies where its facts say so."""
     support.check(covariance="full", weights="dirichlet_process", algorithm="natural")
     support.check(order_by=0)  # no entry reads order_by alone
     with pytest.raises(ValueError, match="gmm.linear_response with covariance='full'"):
         support.check(analysis="linear_response", covariance="full")
     support.check(analysis="linear_response", covariance="diag")
-    with pytest.raises(ValueError, match="A multi-worker fit"):
-        support.check(strategy="multi-worker", weighted=True, marginalize=False)
-    support.check(strategy="one process", weighted=True, marginalize=True)
+    support.check(strategy="multi-worker", marginalize=True)  # both taken since session 9
     assert len({limit.what for limit in support.LIMITS}) == len(support.LIMITS)

@@ -563,7 +563,8 @@ def _loop_data(model, source, seed_tensor, done):
     if source.weights is not None:
         # Rescaled to mean 1, so a batch's mean of weighted terms is unbiased for the
         # data term per unit weight (gmm.elbo); the total weight sets the KL's share.
-        weights = tf.constant((source.weights / source.weights.mean()).astype(dtype))
+        mean_weight = source.total_weight / source.n_points  # over every worker's rows
+        weights = tf.constant((source.weights / mean_weight).astype(dtype))
         total_weight = tf.constant(source.total_weight, model.dtype)
     return Batch(tf.convert_to_tensor(standardized), weights, mask), None, order, total_weight
 
@@ -681,7 +682,8 @@ def fit(
         its replicas (batches must split evenly); the replicas' gradients
         (Adam) or sufficient statistics (natural gradients) are summed. A
         ``MultiWorkerMirroredStrategy`` over several processes takes each
-        one's own rows as ``X`` (an array: its shard); only the chief writes
+        one's own rows as ``X`` (an array: its shard, with its rows' weights
+        as ``sample_weight``; or a stream); only the chief writes
         ``checkpoint_dir`` and shows progress (``gmm.distributed``). With a
         strategy, a minibatch fit to convergence does not switch to
         full-batch steps at the end (as it does without one), so its natural
@@ -706,8 +708,6 @@ def fit(
         there): the default (None) then chooses Adam, with its default
         ``learning_rate``; an explicit ``"natural"`` raises. Data without NaN
         fit as with ``"error"`` (natural gradients by default).
-        ``sample_weight``, weighted streams and ``missing="marginalize"`` run
-        in one process (a multi-worker fit refuses them).
       jit_compile: compile each step's update (the -ELBO and its gradient
         with Adam's update, or the natural-gradient step) with XLA
         (``tf.function(jit_compile=True)``), called from inside the ordinary
@@ -863,7 +863,8 @@ def _checkpointer(model, source, config, budget, collective):
         return None
     data_identity = None
     if collective is not None:
-        digests = collective.shard_digests(source.array)
+        rows = source.array if source.weights is None else np.c_[source.array, source.weights]
+        digests = collective.shard_digests(rows)
         data_identity = {"shape": [source.n_points, model.n_features], "shards": digests}
     if collective is not None and not collective.is_chief:
         return None

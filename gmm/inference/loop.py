@@ -323,8 +323,11 @@ def train_chunk(
 
     global_batch_size = None  # one process: each step's batch is all of it
     if strategy is not None and distributed.is_multi_worker(strategy):
-        # This process holds one shard: N and the step's size are the cluster's.
-        n_points, global_batch_size = schedule.n_points, schedule.global_batch_size
+        # This process holds one shard: the step's size is the cluster's, and so is N
+        # (a stream's N, and a total weight W, are the cluster's already).
+        global_batch_size = schedule.global_batch_size
+        if stream is None and total_weight is None:
+            n_points = schedule.n_points
     update = _update_rule(rule, prior_params, n_points, global_batch_size, schedule, strategy)
     if rule.jit_compile:
         # Only the step's arithmetic is fused: XLA does not compile the whole loop (its

@@ -8,7 +8,6 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from gmm import support
 from gmm._validation import check_data, check_sample_weight
 from gmm.io import streaming
 
@@ -222,18 +221,14 @@ def from_dataset(
     points_spec = dataset.element_spec[0] if weighted else dataset.element_spec
     if replicas > 1 and points_spec.shape[0] is None:
         raise ValueError(_UNFIXED_BATCHES)
-    sample = stats.sample
-    if weighted:  # the spread of the points that count
-        sample = sample[stats.sample_weights > 0]
     missing_values = stats.observed_share is not None
-    spread = np.nanmax(sample, axis=0) - np.nanmin(sample, axis=0) if missing_values else None
     return Source(
         n_points=stats.n_points,
         batch_size=points_spec.shape[0] or batch_size,
         batches_per_epoch=stats.n_batches,
         mean=stats.mean,
         std=stats.std,
-        spread=np.ptp(sample, axis=0) if spread is None else np.nan_to_num(spread),
+        spread=_sample_spread(stats.sample, stats.sample_weights, missing_values),
         sample=stats.sample,
         dataset=dataset,
         sample_weights=stats.sample_weights,
@@ -245,26 +240,47 @@ def from_dataset(
 
 
 def from_worker_shard(
-    X, n_features: int, n_components: int, batch_size: int | None, seed: int, collective
+    X,
+    n_features: int,
+    n_components: int,
+    batch_size: int | None,
+    seed: int,
+    collective,
+    sample_weight=None,
+    missing: str = "error",
 ) -> Source:
     """This worker's shard ``X`` (``[n_w, D]``, data units) of a multi-worker
-    fit, with the whole data set's N, means, sds and spreads, and a k-means
+    fit and its ``sample_weight`` (``[n_w]`` or None), with the whole data
+    set's N, total weight, means, sds, spreads and observed shares (as
+    ``feature_statistics`` computes them over every shard), and a k-means
     sample drawn from every shard (see ``gmm.distributed``); the same on every
     worker. ``batch_size`` None: full batch (each worker its whole shard) up
     to ``FULL_BATCH_POINTS`` points in all, else ``DEFAULT_BATCH_SIZE``,
     shared equally among the workers."""
-    shard = check_data(X, n_features=n_features, min_points=1)
+    shard = check_data(X, n_features=n_features, min_points=1, missing=missing)
+    weights = None if sample_weight is None else check_sample_weight(sample_weight, len(shard))
     n_points = int(collective.sum([shard.shape[0]])[0])
     _check_enough_points(n_points, n_components)
-    mean = collective.sum(shard.sum(axis=0)) / n_points
-    # A second pass around the global mean: no cancellation however large the offset.
-    std = np.sqrt(collective.sum(((shard - mean) ** 2).sum(axis=0)) / n_points)
-    extremes = collective.gather(np.stack([shard.max(axis=0), -shard.min(axis=0)])[None])
+    # What decides the collectives' order is the same on every worker: the settings.
+    if weights is None and missing == "error":
+        mean = collective.sum(shard.sum(axis=0)) / n_points
+        # A second pass around the global mean: no cancellation however large the offset.
+        std = np.sqrt(collective.sum(((shard - mean) ** 2).sum(axis=0)) / n_points)
+        extremes = np.stack([shard.max(axis=0), -shard.min(axis=0)])
+        total_weight = observed_share = None
+    else:
+        mean, std, extremes, total_weight, observed_share = _weighted_statistics(
+            shard, weights, n_components, collective
+        )
+    extremes = collective.gather(extremes[None])
     spread = extremes[:, 0].max(axis=0) + extremes[:, 1].max(axis=0)
     # This shard's share of the sample, uniform within it.
     share = round(min(n_points, SAMPLE_SIZE) * shard.shape[0] / n_points)
     rows = subsample_rows(shard.shape[0], [seed, collective.index], share)
     sample = collective.gather(shard if rows is None else shard[rows])
+    sample_weights = None
+    if weights is not None:
+        sample_weights = collective.gather(weights if rows is None else weights[rows])
     full = (batch_size is None and n_points <= FULL_BATCH_POINTS) or batch_size == n_points
     if full:
         batch_size, local_batch_size = n_points, shard.shape[0]
@@ -286,30 +302,75 @@ def from_worker_shard(
         sample=sample,
         array=shard,
         local_batch_size=local_batch_size,
+        weights=weights,
+        sample_weights=sample_weights,
+        total_weight=total_weight,
+        missing=observed_share is not None,
+        observed_share=observed_share,
     )
 
 
+def _weighted_statistics(shard, weights, n_components: int, collective):
+    """``feature_statistics`` over every worker's shard (NaN: missing; each
+    row counted ``weights[n]`` times, None for 1): ``(mean, sd, [max, -min],
+    total weight or None, observed shares or None)``, the max and min this
+    shard's."""
+    observed = ~np.isnan(shard)
+    counted = observed if weights is None else observed & (weights[:, None] > 0)
+    per_entry = counted * (1.0 if weights is None else weights[:, None])
+    values = np.where(counted, shard, 0.0)
+    totals = collective.sum(per_entry.sum(axis=0))
+    if weights is not None:
+        positive = collective.sum([np.count_nonzero(weights)])[0]
+        if positive < n_components:
+            raise ValueError(
+                f"sample_weight is positive for {positive:.0f} points, fewer than the "
+                f"{n_components} components."
+            )
+    if (totals == 0).any():
+        raise ValueError(f"X's feature {np.flatnonzero(totals == 0)[0]} has no observed value.")
+    mean = collective.sum((per_entry * values).sum(axis=0)) / totals
+    variance = collective.sum((per_entry * (values - mean) ** 2).sum(axis=0)) / totals
+    largest = np.where(counted, shard, -np.inf).max(axis=0)
+    extremes = np.stack([largest, -np.where(counted, shard, np.inf).min(axis=0)])
+    row_weights = np.ones(len(shard)) if weights is None else weights
+    total_weight = collective.sum([row_weights.sum()])[0]
+    observed_share = None
+    if collective.sum([(~observed).any()])[0] > 0:
+        observed_share = collective.sum(row_weights @ observed) / total_weight
+    total_weight = None if weights is None else total_weight
+    return mean, np.sqrt(variance), extremes, total_weight, observed_share
+
+
 def from_worker_stream(
-    dataset, n_features: int, n_components: int, batch_size: int | None, seed: int, collective
+    dataset,
+    n_features: int,
+    n_components: int,
+    batch_size: int | None,
+    seed: int,
+    collective,
+    missing: str = "error",
 ) -> Source:
-    """This worker's share of a stream in a multi-worker fit (e.g. a dataset
-    of its own ``.npy`` shards, or ``dataset.shard(workers, index)``): each
-    worker makes its pass (``streaming.dataset_statistics``) and the counts,
-    means and variances are merged across workers (Chan et al.), the k-means
-    sample gathered from every worker's in proportion to its points. Each
-    worker's batches are its share of ``batch_size`` (default
-    ``DEFAULT_BATCH_SIZE``) unless they are batched already; they must have
-    one fixed size, the same on every worker."""
+    """This worker's share of a stream (of points, or of ``(points, weights)``)
+    in a multi-worker fit (e.g. a dataset of its own ``.npy`` shards, or
+    ``dataset.shard(workers, index)``): each worker makes its pass
+    (``streaming.dataset_statistics``) and the counts, total weights, means
+    and variances (each feature's over its observed values) are merged across
+    workers (Chan et al.), the k-means sample gathered from every worker's in
+    proportion to its points. Each worker's batches are its share of
+    ``batch_size`` (default ``DEFAULT_BATCH_SIZE``) unless they are batched
+    already; they must have one fixed size, the same on every worker."""
     share = _worker_share(
         DEFAULT_BATCH_SIZE if batch_size is None else batch_size, collective.workers
     )
     dataset = streaming.as_batched_dataset(dataset, n_features, share)
-    local_batch_size = dataset.element_spec.shape[0]
+    weighted = isinstance(dataset.element_spec, tuple)
+    local_batch_size = (dataset.element_spec[0] if weighted else dataset.element_spec).shape[0]
     if local_batch_size is None:
         raise ValueError(_UNFIXED_BATCHES)
     own_seed = (seed + collective.index) % 2**32  # each worker samples its share its own way
     stats = streaming.dataset_statistics(
-        dataset, n_features, sample_size=SAMPLE_SIZE, seed=own_seed
+        dataset, n_features, sample_size=SAMPLE_SIZE, seed=own_seed, missing=missing
     )
     counts = collective.gather([[stats.n_points, local_batch_size]])
     n_points = int(counts[:, 0].sum())
@@ -318,13 +379,25 @@ def from_worker_stream(
             f"Every worker's batches must have one size; theirs are {counts[:, 1].astype(int)}."
         )
     _check_enough_points(n_points, n_components)
-    mean = collective.sum(stats.n_points * stats.mean) / n_points
+    # Each feature's weight on this worker: its points' count, or its observed values'
+    # total weight. (What decides the collectives' order is the same on every worker.)
+    general = weighted or missing != "error"
+    feature_weight, totals, total_weight, observed_share = stats.n_points, n_points, None, None
+    if general:
+        observed = 1.0 if stats.observed_share is None else stats.observed_share
+        feature_weight = stats.total_weight * observed * np.ones(n_features)
+        totals = collective.sum(feature_weight)
+        total_weight = collective.sum([stats.total_weight])[0]
+        if collective.sum([stats.observed_share is not None])[0] > 0:
+            observed_share = totals / total_weight
+    mean = collective.sum(feature_weight * stats.mean) / totals
     # Each worker's squared deviations around its own mean, plus its mean's from the global one.
-    squares = stats.n_points * (stats.std**2 + (stats.mean - mean) ** 2)
-    std = np.sqrt(collective.sum(squares) / n_points)
+    squares = feature_weight * (stats.std**2 + (stats.mean - mean) ** 2)
+    std = np.sqrt(collective.sum(squares) / totals)
     # stats.sample is in random order: its first rows are a uniform sample too.
     share = round(min(n_points, SAMPLE_SIZE) * stats.n_points / n_points)
     sample = collective.gather(stats.sample[:share])
+    sample_weights = collective.gather(stats.sample_weights[:share]) if weighted else None
     global_batch_size = local_batch_size * collective.workers
     return Source(
         n_points=n_points,
@@ -332,11 +405,26 @@ def from_worker_stream(
         batches_per_epoch=max(n_points // global_batch_size, 1),
         mean=mean,
         std=std,
-        spread=np.ptp(sample, axis=0),
+        spread=_sample_spread(sample, sample_weights, observed_share is not None),
         sample=sample,
         dataset=dataset,
         local_batch_size=local_batch_size,
+        sample_weights=sample_weights,
+        total_weight=total_weight,
+        weighted_stream=weighted,
+        missing=observed_share is not None,
+        observed_share=observed_share,
     )
+
+
+def _sample_spread(sample, sample_weights, missing_values: bool) -> np.ndarray:
+    """A stream's spread (max - min per feature): its sample's, over the points
+    of positive weight and the observed values."""
+    if sample_weights is not None:
+        sample = sample[sample_weights > 0]
+    if not missing_values:
+        return np.ptp(sample, axis=0)
+    return np.nan_to_num(np.nanmax(sample, axis=0) - np.nanmin(sample, axis=0))
 
 
 def prepare(
@@ -352,19 +440,18 @@ def prepare(
 ) -> Source:
     """``from_dataset`` for a ``tf.data.Dataset``, else ``from_array``; with a
     ``gmm.distributed.Collective`` (several workers), ``from_worker_stream``
-    or ``from_worker_shard``, which refuse sample weights and
-    ``missing="marginalize"``; checks that batches split evenly across
+    or ``from_worker_shard``; checks that batches split evenly across
     ``replicas`` (each process's share across its own)."""
     stream = isinstance(X, tf.data.Dataset)
     if collective is not None:
-        # (fit has checked that every worker's settings agree: all refuse alike.)
-        support.check(
-            strategy="multi-worker",
-            weighted=sample_weight is not None or (stream and isinstance(X.element_spec, tuple)),
-            marginalize=missing != "error",
-        )
-        build = from_worker_stream if stream else from_worker_shard
-        source = build(X, n_features, n_components, batch_size, seed, collective)
+        if stream:
+            source = from_worker_stream(
+                X, n_features, n_components, batch_size, seed, collective, missing
+            )
+        else:
+            source = from_worker_shard(
+                X, n_features, n_components, batch_size, seed, collective, sample_weight, missing
+            )
         local_replicas = replicas // collective.workers
         if source.local_batch_size % local_replicas:
             raise ValueError(
