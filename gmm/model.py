@@ -29,10 +29,10 @@ from gmm._validation import (
 )
 from gmm.components import full
 from gmm.components import parts as component_parts
-from gmm.components.family import WEIGHTS_PRIORS, expected_weights
 from gmm.components.priors import Priors
 from gmm.io import checkpoint
 from gmm.io.transform import Standardization
+from gmm.weights import WEIGHTS_PRIORS, expected_weights
 
 tfd = tfp.distributions
 
@@ -49,8 +49,8 @@ class NotFittedError(ValueError):
 
 
 def _check_covariance(covariance, priors, order_by, n_features):
-    """``covariance`` checked; returns ``(covariance, priors)``, the priors
-    defaulted (and, for "full", resolved to ``n_features``)."""
+    """``covariance`` checked against ``priors`` (and, for "full", ``order_by``);
+    returns the priors, for "full" defaulted and resolved to ``n_features``."""
     if covariance not in full.COVARIANCES:
         raise ValueError(f"covariance must be one of {full.COVARIANCES}, got {covariance!r}.")
     if covariance == "diag":
@@ -59,7 +59,7 @@ def _check_covariance(covariance, priors, order_by, n_features):
                 "priors is a gmm.NormalWishartPriors, the prior of covariance='full'; "
                 "covariance='diag' takes a gmm.Priors."
             )
-        return covariance, priors
+        return priors
     priors = full.NormalWishartPriors() if priors is None else priors
     if not isinstance(priors, full.NormalWishartPriors):
         raise TypeError(
@@ -67,7 +67,7 @@ def _check_covariance(covariance, priors, order_by, n_features):
             f"prior), got {type(priors).__name__}."
         )
     support.check(covariance=covariance, order_by=order_by)
-    return covariance, priors.for_features(n_features)
+    return priors.for_features(n_features)
 
 
 def _check_normal_wishart_in_dtype(priors, n_features: int, dtype) -> None:
@@ -108,19 +108,25 @@ def _check_construction(
     if not isinstance(weights, str) or weights not in WEIGHTS_PRIORS:
         raise ValueError(f"weights must be one of {WEIGHTS_PRIORS}, got {weights!r}.")
     n_features = check_positive_int(n_features, "n_features")
-    covariance, priors = _check_covariance(covariance, priors, order_by, n_features)
+    priors = _check_covariance(covariance, priors, order_by, n_features)
     try:
         dtype = tf.as_dtype(dtype)
     except TypeError:
         raise TypeError(f"dtype must be float32 or float64, got {dtype!r}.") from None
     if dtype not in (tf.float32, tf.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype.name}.")
-    if covariance == "full":  # the rest checks the diagonal model's priors and order_by
+    if covariance == "full":  # order_by is None: _check_covariance refuses any other
         _check_normal_wishart_in_dtype(priors, n_features, dtype.as_numpy_dtype)
-        return (
-            n_components, n_features, priors, check_bool(standardize, "standardize"), dtype,
-            None, covariance, weights,
-        )  # fmt: skip
+    else:
+        priors, order_by = _check_diagonal(priors, order_by, n_components, n_features, dtype)
+    standardize = check_bool(standardize, "standardize")
+    return n_components, n_features, priors, standardize, dtype, order_by, covariance, weights
+
+
+def _check_diagonal(priors, order_by, n_components, n_features, dtype):
+    """The diagonal model's ``priors`` (defaulted) usable in ``dtype`` and
+    shaped for ``[n_components, n_features]``, and ``order_by`` a feature index
+    of the exchangeable prior, or None; returns ``(priors, order_by)``."""
     priors = Priors() if priors is None else priors
     if not isinstance(priors, Priors):
         raise TypeError(f"priors must be a gmm.Priors, got {type(priors).__name__}.")
@@ -147,10 +153,7 @@ def _check_construction(
                 f"priors.loc_mean of shape {np.shape(priors.loc_mean)} does not broadcast "
                 f"to [n_components, n_features] = [{n_components}, {n_features}]."
             ) from None
-    return (
-        n_components, n_features, priors, check_bool(standardize, "standardize"), dtype,
-        order_by, covariance, weights,
-    )  # fmt: skip
+    return priors, order_by
 
 
 class BayesianGMM(tf.Module):
@@ -345,9 +348,7 @@ class BayesianGMM(tf.Module):
         """E_q[w_k], ``[K]`` float64, exact: alpha_k / sum_j alpha_j for the
         Dirichlet; E[v_k] prod_{j<k} E[1 - v_j] for the Dirichlet process's sticks."""
         self._check_fitted()
-        return expected_weights(
-            self.unconstrained_parameters(tf.float64), self.weights_prior
-        ).numpy()
+        return expected_weights(self.unconstrained_parameters(tf.float64)).numpy()
 
     def effective_components(self, threshold: float = 0.01) -> np.ndarray:
         """The components that carry posterior weight: those whose posterior mean
@@ -386,11 +387,8 @@ class BayesianGMM(tf.Module):
         ``covariance="full"`` ``[..., K, D, D]`` precision matrices) and
         ``[..., K]`` weights; ``[...]`` nats (``gmm.elbo.log_prior``,
         ``gmm.full.log_prior``)."""
-        as_tensor = lambda a: tf.convert_to_tensor(a, self.dtype)  # noqa: E731
         return self.components.log_prior(
-            as_tensor(locs),
-            as_tensor(precisions),
-            as_tensor(weights),
+            *(tf.convert_to_tensor(a, self.dtype) for a in (locs, precisions, weights)),
             self.priors.as_tensors(self.dtype),
             self.weights_prior,
         )
@@ -474,9 +472,8 @@ class BayesianGMM(tf.Module):
     ) -> np.ndarray:
         """Most probable component of each point (the argmax of
         ``predict_proba``), ``[N]`` int; arguments as in ``predict_proba``."""
-        return self.predict_proba(X, num_samples=num_samples, seed=seed, missing=missing).argmax(
-            axis=1
-        )
+        proba = self.predict_proba(X, num_samples=num_samples, seed=seed, missing=missing)
+        return proba.argmax(axis=1)
 
     def sample(self, n: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """``n`` draws from the posterior predictive (a fresh theta ~ q per point):
@@ -658,10 +655,10 @@ def _load_version(cls, meta: dict, folder: str) -> BayesianGMM:
         )
     # Shapes first, before any variable is built: a config edited to K = 1e12 must not allocate.
     stored = checkpoint.variable_shapes(folder).get("model/loc/.ATTRIBUTES/VARIABLE_VALUE")
-    if stored != [config.get("n_components"), config.get("n_features")]:
+    if stored != shape:
         raise checkpoint.CheckpointError(
             f"The checkpoint in {folder!r} does not match its config: loc has shape {stored}, "
-            f"the config implies [{config.get('n_components')}, {config.get('n_features')}]."
+            f"the config implies {shape}."
         )
     try:
         priors_class = full.NormalWishartPriors if config.get("covariance") == "full" else Priors

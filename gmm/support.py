@@ -26,6 +26,7 @@ known (the model's construction, ``gmm.fit``'s settings, its data):
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 
 
@@ -35,15 +36,14 @@ class Limit:
 
     Attributes:
       what: the combination, as the user wrote it.
-      needs: the facts it reads.
-      applies: whether the facts are this combination.
+      applies: whether the facts are this combination; it reads the facts its
+        parameters name.
       why: the reason it cannot work.
       instead: what to do.
     """
 
     what: str
-    needs: tuple[str, ...]
-    applies: Callable[[dict], bool]
+    applies: Callable[..., bool]
     why: str
     instead: str
 
@@ -51,83 +51,78 @@ class Limit:
     def message(self) -> str:
         return f"{self.what} is not supported: {self.why}. {self.instead}"
 
+    def applies_to(self, facts: dict) -> bool:
+        """Whether ``facts`` hold every fact this limit reads, and are this combination."""
+        needs = inspect.signature(self.applies).parameters.keys()
+        return needs <= facts.keys() and self.applies(**{name: facts[name] for name in needs})
+
 
 LIMITS = (
     Limit(
         "order_by with covariance='full'",
-        ("covariance", "order_by"),
-        lambda f: f["covariance"] == "full" and f["order_by"] is not None,
+        lambda covariance, order_by: covariance == "full" and order_by is not None,
         "the ordered model's change of variables (gmm.components.ordered) is one of "
         "per-feature Normal means, and the Normal-Wishart ties each mean to its precision matrix",
         "Use covariance='diag' to order the components.",
     ),
     Limit(
         "algorithm='natural' with order_by",
-        ("algorithm", "order_by"),
-        lambda f: f["algorithm"] == "natural" and f["order_by"] is not None,
+        lambda algorithm, order_by: algorithm == "natural" and order_by is not None,
         "the natural step needs the exchangeable model: ordered means have no conjugate "
         "complete conditional",
         "Use algorithm='adam'.",
     ),
     Limit(
         "algorithm='natural' with estimator='per_point'",
-        ("algorithm", "estimator"),
-        lambda f: f["algorithm"] == "natural" and f["estimator"] != "expected",
+        lambda algorithm, estimator: algorithm == "natural" and estimator != "expected",
         "the natural step is the coordinate-ascent update of the closed-form 'expected' bound",
         "Drop estimator.",
     ),
     Limit(
         "algorithm='natural' with missing values and covariance='full'",
-        ("algorithm", "covariance", "missing_data"),
-        lambda f: f["algorithm"] == "natural" and f["covariance"] == "full" and f["missing_data"],
+        lambda algorithm, covariance, missing_data: (
+            algorithm == "natural" and covariance == "full" and missing_data
+        ),
         "the marginal likelihood of a point's observed coordinates is not conjugate to the "
         "Normal-Wishart, so the natural-gradient step has no closed form",
         "Pass algorithm='adam'.",
     ),
     Limit(
         "jit_compile=True with a tf.distribute strategy",
-        ("jit_compile", "strategy"),
-        lambda f: f["jit_compile"] and f["strategy"] is not None,
+        lambda jit_compile, strategy: jit_compile and strategy is not None,
         "XLA compiles one process's step, and the replicas' all-reduce runs outside it",
         "Drop strategy or jit_compile.",
     ),
     Limit(
         "init='split-merge' with order_by",
-        ("init", "order_by"),
-        lambda f: f["init"] == "split-merge" and f["order_by"] is not None,
+        lambda init, order_by: init == "split-merge" and order_by is not None,
         "an ordered model ties each component to its rank, which merging and splitting would break",
         "Use init='kmeans++'.",
     ),
     Limit(
         "init='split-merge' with missing='marginalize'",
-        ("init", "marginalize"),
-        lambda f: f["init"] == "split-merge" and f["marginalize"],
+        lambda init, marginalize: init == "split-merge" and marginalize,
         "its moves' statistics need complete points (even for data without NaN)",
         "Use init='kmeans++'.",
     ),
     Limit(
         "moves with order_by",
-        ("moves", "order_by"),
-        lambda f: bool(f["moves"]) and f["order_by"] is not None,
+        lambda moves, order_by: bool(moves) and order_by is not None,
         "the ordered model's prior ties each component to its rank, which merging, splitting "
         "or reordering components would break",
         "Use moves=None.",
     ),
     Limit(
         "moves='sort' with weights='dirichlet'",
-        ("moves", "weights"),
-        lambda f: "sort" in f["moves"] and f["weights"] != "dirichlet_process",
+        lambda moves, weights: "sort" in moves and weights != "dirichlet_process",
         "under the exchangeable Dirichlet the components' order carries no information, and "
         "sorting leaves the ELBO as it is",
         "Drop 'sort', or use weights='dirichlet_process'.",
     ),
     Limit(
         "gmm.evaluate.reference_posterior with missing='marginalize' and covariance='full'",
-        ("analysis", "covariance", "marginalize"),
-        lambda f: (
-            f["analysis"] == "reference_posterior"
-            and f["covariance"] == "full"
-            and f["marginalize"]
+        lambda analysis, covariance, marginalize: (
+            analysis == "reference_posterior" and covariance == "full" and marginalize
         ),
         "the NumPy CAVI reference needs a closed-form coordinate-ascent step, which the "
         "Normal-Wishart lacks when coordinates are missing",
@@ -136,8 +131,7 @@ LIMITS = (
     ),
     Limit(
         "gmm.linear_response with covariance='full'",
-        ("analysis", "covariance"),
-        lambda f: f["analysis"] == "linear_response" and f["covariance"] == "full",
+        lambda analysis, covariance: analysis == "linear_response" and covariance == "full",
         "its Hessian is written for the diagonal model's parameters (Normal means, Gamma "
         "precisions); the Normal-Wishart's is not implemented",
         "Use covariance='diag'.",
@@ -148,12 +142,12 @@ LIMITS = (
 def allows(**facts) -> bool:
     """Whether no limit of ``LIMITS`` applies to ``facts`` (``check`` without
     the error): for the defaults that choose what works."""
-    return not any(set(limit.needs) <= facts.keys() and limit.applies(facts) for limit in LIMITS)
+    return not any(limit.applies_to(facts) for limit in LIMITS)
 
 
 def check(**facts) -> None:
     """Raises ``ValueError`` with the first limit of ``LIMITS`` whose facts are
     all in ``facts`` and that applies to them; returns None otherwise."""
     for limit in LIMITS:
-        if set(limit.needs) <= facts.keys() and limit.applies(facts):
+        if limit.applies_to(facts):
             raise ValueError(limit.message)

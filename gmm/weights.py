@@ -30,9 +30,6 @@ from scipy.special import betaln, digamma, gammaln
 tfd = tfp.distributions
 tfb = tfp.bijectors
 
-WEIGHTS_PRIORS = ("dirichlet", "dirichlet_process")
-NAMES = {"dirichlet": ("concentration",), "dirichlet_process": ("stick_a", "stick_b")}
-
 
 def kind_of(params) -> str:
     """The weights prior whose parameters ``params`` (a dict of q's) holds."""
@@ -243,34 +240,47 @@ class DirichletProcess:
         return np.maximum(np.concatenate([a - 1.0, last]), 0.0)
 
     def moments(self, positive: dict) -> tuple[np.ndarray, np.ndarray]:
-        return stick_weight_moments(positive["stick_a"], positive["stick_b"])
+        stick, rest, stick_sq, rest_sq, _ = _stick_moments(positive)
+        mean = _weight_moment(stick, rest)
+        second = _weight_moment(stick_sq, rest_sq)
+        return mean, np.sqrt(np.maximum(second - mean**2, 0.0))
 
     def covariance(self, positive: dict) -> np.ndarray:
-        a = np.asarray(positive["stick_a"], np.float64)
-        b = np.asarray(positive["stick_b"], np.float64)
-        total = a + b
         # Independent sticks: E[w_k w_j] = E[v_k (1 - v_k)] prod_{i<k} E[(1 - v_i)^2]
         # prod_{k<i<j} E[1 - v_i] for k < j (w_K: v_K = 1), and E[w_k^2] likewise.
-        stick, rest = a / total, b / total
-        stick_sq = a * (a + 1) / (total * (total + 1))
-        rest_sq = b * (b + 1) / (total * (total + 1))
-        cross = a * b / (total * (total + 1))
+        stick, rest, stick_sq, rest_sq, cross = _stick_moments(positive)
+        mean = _weight_moment(stick, rest)
         stick, stick_sq = np.append(stick, 1.0), np.append(stick_sq, 1.0)
         K = stick.size
         second = np.empty((K, K))
         for k in range(K):
-            for j in range(k, K):
-                if j == k:
-                    second[k, k] = stick_sq[k] * np.prod(rest_sq[:k])
-                else:
-                    second[k, j] = second[j, k] = (
-                        np.prod(rest_sq[:k]) * cross[k] * np.prod(rest[k + 1 : j]) * stick[j]
-                    )
-        mean = stick_weight_moments(a, b)[0]
+            second[k, k] = stick_sq[k] * np.prod(rest_sq[:k])
+            for j in range(k + 1, K):
+                second[k, j] = second[j, k] = (
+                    np.prod(rest_sq[:k]) * cross[k] * np.prod(rest[k + 1 : j]) * stick[j]
+                )
         return second - np.outer(mean, mean)
 
 
+def _stick_moments(positive: dict) -> tuple[np.ndarray, ...]:
+    """E[v], E[1 - v], E[v^2], E[(1 - v)^2] and E[v (1 - v)] (``[K - 1]`` each,
+    float64) of each stick v ~ Beta(stick_a, stick_b) of q's positive ``positive``."""
+    a = np.asarray(positive["stick_a"], np.float64)
+    b = np.asarray(positive["stick_b"], np.float64)
+    total = a + b
+    pairs = total * (total + 1)
+    return a / total, b / total, a * (a + 1) / pairs, b * (b + 1) / pairs, a * b / pairs
+
+
+def _weight_moment(stick, rest) -> np.ndarray:
+    """E[w_k^m] (``[K]``) of the weights broken off independent sticks, from each
+    stick's E[v^m] and E[(1 - v)^m] (``[K - 1]`` each), the K-th weight the stick left."""
+    return np.concatenate([stick, [1.0]]) * np.concatenate([[1.0], np.cumprod(rest)])
+
+
 PARTS = {part.name: part for part in (Dirichlet(), DirichletProcess())}
+WEIGHTS_PRIORS = tuple(PARTS)  # ("dirichlet", "dirichlet_process")
+NAMES = {name: part.names for name, part in PARTS.items()}  # q's parameters of each
 
 
 def part_of(params: dict) -> Dirichlet | DirichletProcess:
@@ -295,10 +305,8 @@ def weights_kl(q_weights: tfd.Distribution, prior: tfd.Distribution):
     """KL(q(weights) || p(weights)), nats: the Dirichlets' in closed form, or the
     sum over the sticks of KL(Beta || Beta), the stick-breaking map being the
     same bijection under q and p."""
-    q_dirichlet, prior_dirichlet = (
-        isinstance(q_weights, tfd.Dirichlet),
-        isinstance(prior, tfd.Dirichlet),
-    )
+    q_dirichlet = isinstance(q_weights, tfd.Dirichlet)
+    prior_dirichlet = isinstance(prior, tfd.Dirichlet)
     if q_dirichlet and prior_dirichlet:
         return tfd.kl_divergence(q_weights, prior)
     if q_dirichlet != prior_dirichlet:
@@ -405,19 +413,3 @@ def covariance(positive: dict) -> np.ndarray:
     """Cov_q(w) (``[K, K]``, NumPy), exact, from q's positive weights'
     parameters (as ``moments`` takes them)."""
     return part_of(positive).covariance(positive)
-
-
-def stick_weight_moments(stick_a, stick_b) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sd (``[K]`` each) of the weights broken off K - 1 independent
-    sticks v_k ~ Beta(stick_a[k], stick_b[k]) (``[K - 1]`` each), the K-th
-    weight the stick left; exact."""
-    a, b = np.asarray(stick_a, np.float64), np.asarray(stick_b, np.float64)
-    total = a + b
-
-    def moment(stick, rest):  # E[w_k^m] from E[v^m] and E[(1 - v)^m]
-        left = np.concatenate([[1.0], np.cumprod(rest)])
-        return np.concatenate([stick, [1.0]]) * left
-
-    mean = moment(a / total, b / total)
-    second = moment(a * (a + 1) / (total * (total + 1)), b * (b + 1) / (total * (total + 1)))
-    return mean, np.sqrt(np.maximum(second - mean**2, 0.0))

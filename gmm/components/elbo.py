@@ -185,6 +185,14 @@ def negative_elbo(
         log_likelihood = sampled_log_likelihood(q, batch, seed, mask)
     else:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+    return loss_per_point(kl, n_total, log_likelihood, weights)
+
+
+def loss_per_point(kl, n_total, log_likelihood, weights=None):
+    """-ELBO per data point from the KL term and a batch's data terms
+    ``log_likelihood`` ``[B]`` (each times its sample weight, ``weights`` ``[B]``,
+    when given; ``n_total`` then the total weight): every model's
+    ``negative_elbo`` and natural step end here."""
     if weights is not None:
         log_likelihood = weights * log_likelihood
     return kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood)

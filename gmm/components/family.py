@@ -140,15 +140,11 @@ def component_log_q(q: dict, locs, precisions) -> tf.Tensor:
     sum of the entries [j, sigma(j)] that at theta relabelled by sigma (the
     weights' factor is not in it: ``gmm.psis.symmetrized_log_q`` adds the
     Dirichlet's). Unordered q only."""
-    q_locs, q_precisions = q["locs"], q["precisions"]
-    per_pair = lambda dist, values: tf.reduce_sum(  # noqa: E731  [S, K_j, K_k]
-        dist.log_prob(values[:, None, :, :]), axis=-1
-    )
-    locs_factor = tfd.Normal(q_locs.loc[:, None, :], q_locs.scale[:, None, :])
-    precisions_factor = tfd.Gamma(
-        q_precisions.concentration[:, None, :], q_precisions.rate[:, None, :]
-    )
-    return per_pair(locs_factor, locs) + per_pair(precisions_factor, precisions)
+
+    def per_pair(factor, values):  # [S, K_j, K_k]: factor [K_j, 1, D] at values [S, 1, K_k, D]
+        return tf.reduce_sum(factor[:, None].log_prob(values[:, None]), axis=-1)
+
+    return per_pair(q["locs"], locs) + per_pair(q["precisions"], precisions)
 
 
 def log_q(q: dict, locs, precisions, weights, order_by: int | None):

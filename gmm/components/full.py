@@ -60,6 +60,8 @@ from scipy.special import gammaln
 
 from gmm import weights as weights_part
 from gmm._validation import check_positive
+from gmm.components.elbo import loss_per_point
+from gmm.components.natural import local_step
 
 tfd = tfp.distributions
 
@@ -134,9 +136,7 @@ class NormalWishartPriors:
         if self.dof is not None:
             object.__setattr__(self, "dof", check_positive(self.dof, "priors.dof"))
 
-    @property
-    def exchangeable(self) -> bool:
-        return True
+    exchangeable = True  # one prior for every component (not a dataclass field: no annotation)
 
     def for_features(self, n_features: int) -> NormalWishartPriors:
         """These priors with ``dof`` resolved (None -> D) and checked against D."""
@@ -205,6 +205,35 @@ def pack(loc, mean_precision, precision_tril, dof, weights) -> dict:
 def _log_det(tril):
     """log det(T T^T) = 2 sum_i log T_ii of lower-triangular ``tril`` ``[..., D, D]``: ``[...]``."""
     return 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(tril)), axis=-1)
+
+
+def _identity_like(matrices):
+    """The identity broadcast to ``matrices``' shape ``[..., D, D]``."""
+    identity = tf.eye(tf.shape(matrices)[-1], dtype=matrices.dtype)
+    return tf.broadcast_to(identity, tf.shape(matrices))
+
+
+def _gram_inverse(tril):
+    """(T T^T)^-1 of lower-triangular ``tril`` ``[..., D, D]`` (``tf.linalg.cholesky_solve``)."""
+    return tf.linalg.cholesky_solve(tril, _identity_like(tril))
+
+
+def _inverse_by_solves(tril):
+    """(T T^T)^-1 = T^-T T^-1 as ``_gram_inverse``, but by one triangular solve
+    and a product (the marginal terms' way; equal up to rounding)."""
+    inverse = tf.linalg.triangular_solve(tril, _identity_like(tril))
+    return tf.matmul(inverse, inverse, transpose_a=True)
+
+
+def _outer(a, b):
+    """a b^T for vectors ``[..., D]``: ``[..., D, D]``."""
+    return a[..., :, None] * b[..., None, :]
+
+
+def _observed_blocks(matrices, mask):
+    """``matrices`` ``[..., K, D, D]`` on each point's observed block (``mask``
+    ``[R, D]``, 1 observed), the identity elsewhere: ``[R, K, D, D]``."""
+    return _outer(mask, mask)[:, None] * matrices + tf.linalg.diag(1.0 - mask)[:, None]
 
 
 def _log_multivariate_gamma(a, like):
@@ -313,14 +342,8 @@ def _observed_block_terms(points, mask, loc, mean_precision, precision_tril, dof
     d = _dimension(loc)
     observed = tf.reduce_sum(mask, axis=-1)[:, None]  # p, [R, 1]
     # W^-1 = nu (L L^T)^-1 = nu L^-T L^-1.
-    identity = tf.eye(tf.shape(loc)[-1], dtype=loc.dtype)
-    tril_inverse = tf.linalg.triangular_solve(
-        precision_tril, tf.broadcast_to(identity, tf.shape(precision_tril))
-    )
-    scale_inverse = dof[:, None, None] * tf.matmul(tril_inverse, tril_inverse, transpose_a=True)
-    outer = mask[:, None, :, None] * mask[:, None, None, :]  # [R, 1, D, D]
-    block = outer * scale_inverse + tf.linalg.diag(1.0 - mask)[:, None]  # A, [R, K, D, D]
-    block_tril = tf.linalg.cholesky(block)
+    scale_inverse = dof[:, None, None] * _inverse_by_solves(precision_tril)
+    block_tril = tf.linalg.cholesky(_observed_blocks(scale_inverse, mask))  # chol(A)
     log_det_block = _log_det(block_tril)  # log |A| = -log |W_o|, [R, K]
     centred = (points[:, None, :] - loc) * mask[:, None, :]  # [R, K, D]
     solved = tf.linalg.triangular_solve(block_tril, centred[..., None])[..., 0]
@@ -450,7 +473,7 @@ def component_log_q(params: dict, locs, precisions):
     loc, mean_precision, precision_tril, dof = unpack(params)
     # q(Lambda_j) is Wishart(W_j, nu_j) with nu_j W_j = L_j L_j^T: S_j = L_j / sqrt(nu_j).
     scale_tril = precision_tril / tf.sqrt(dof)[:, None, None]
-    pairs = normal_wishart_log_density(
+    return normal_wishart_log_density(
         locs[:, None, :, :],
         precisions[:, None, :, :, :],
         loc[None, :, None, :],
@@ -458,14 +481,20 @@ def component_log_q(params: dict, locs, precisions):
         scale_tril[None, :, None, :, :],
         dof[None, :, None],
     )
-    return pairs
+
+
+def _log_normal(half_log_det, projected):
+    """log N(x | mu, Lambda^-1) = 1/2 log det Lambda - D/2 log 2 pi - |C^T (x - mu)|^2 / 2
+    for Lambda = C C^T, from ``half_log_det`` = sum_i log C_ii and ``projected`` =
+    C^T (x - mu) ``[..., D]`` (broadcasting)."""
+    squares = tf.reduce_sum(projected**2, axis=-1)
+    return half_log_det - 0.5 * (_dimension(projected) * _LOG_2PI + squares)
 
 
 def mixture_log_density(data, locs, precisions, weights):
     """log sum_k w_k N(x_n | mu_k, Lambda_k^-1) for each point, ``[..., N]``
     nats, at ``[..., K, D]`` locs, ``[..., K, D, D]`` precision matrices and
     ``[..., K]`` weights; ``data`` ``[N, D]`` in the units of the draws."""
-    d = _dimension(locs)
     cholesky = tf.linalg.cholesky(precisions)  # [..., K, D, D]
     half_log_det = tf.reduce_sum(tf.math.log(tf.linalg.diag_part(cholesky)), axis=-1)
     # |C^T (x - mu)|^2 for every point: [..., N, K].
@@ -473,9 +502,7 @@ def mixture_log_density(data, locs, precisions, weights):
         tf.einsum("nd,...kde->...nke", data, cholesky)
         - tf.einsum("...kd,...kde->...ke", locs, cholesky)[..., None, :, :]
     )
-    log_normal = half_log_det[..., None, :] - 0.5 * (
-        d * math.log(2.0 * math.pi) + tf.reduce_sum(projected**2, axis=-1)
-    )
+    log_normal = _log_normal(half_log_det[..., None, :], projected)
     return tf.reduce_logsumexp(log_normal + tf.math.log(weights)[..., None, :], axis=-1)
 
 
@@ -512,9 +539,7 @@ def negative_elbo(
         log_likelihood = sampled_log_likelihood(params, batch, seed, mask)
     else:
         log_likelihood = expected_log_likelihood(params, batch, mask=mask)
-    if weights is not None:
-        log_likelihood = weights * log_likelihood
-    return kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood)
+    return loss_per_point(kl, n_total, log_likelihood, weights)
 
 
 def sampled_log_likelihood(params: dict, batch, seed, mask=None):
@@ -535,26 +560,18 @@ def sampled_log_likelihood(params: dict, batch, seed, mask=None):
         projected = tf.einsum("bd,bkde->bke", batch, cholesky) - tf.einsum(
             "bkd,bkde->bke", locs, cholesky
         )
-        log_normal = half_log_det - 0.5 * (
-            _dimension(batch) * _LOG_2PI + tf.reduce_sum(projected**2, axis=-1)
-        )
+        log_normal = _log_normal(half_log_det, projected)
     else:
         # In float64: Lambda^-1 = C^-T C^-1 is huge for a nearly empty component,
         # past what float32's Cholesky factorisation of its observed block holds.
         as64 = lambda a: tf.cast(a, tf.float64)  # noqa: E731
-        cholesky64, locs64, observed = as64(cholesky), as64(locs), as64(mask)[:, None, :]
-        inverse = tf.linalg.triangular_solve(
-            cholesky64,
-            tf.broadcast_to(tf.eye(tf.shape(locs)[-1], dtype=tf.float64), tf.shape(cholesky)),
+        locs64, observed = as64(locs), as64(mask)
+        blocked = _observed_blocks(_inverse_by_solves(as64(cholesky)), observed)
+        points = tf.where(observed[:, None, :] > 0.5, as64(batch)[:, None, :], locs64)
+        log_normal = (
+            tfd.MultivariateNormalTriL(locs64, tf.linalg.cholesky(blocked)).log_prob(points)
+            + 0.5 * _LOG_2PI * tf.reduce_sum(1.0 - observed, axis=-1)[:, None]
         )
-        covariance = tf.matmul(inverse, inverse, transpose_a=True)
-        blocked = covariance * observed[..., :, None] * observed[..., None, :] + tf.linalg.diag(
-            1.0 - observed * tf.ones_like(locs64)
-        )
-        points = tf.where(observed > 0.5, as64(batch)[:, None, :], locs64)
-        log_normal = tfd.MultivariateNormalTriL(locs64, tf.linalg.cholesky(blocked)).log_prob(
-            points
-        ) + 0.5 * _LOG_2PI * tf.reduce_sum(1.0 - observed, axis=-1)
         log_normal = tf.cast(log_normal, locs.dtype)
     return tf.reduce_logsumexp(tf.math.log(weights) + log_normal, axis=-1)
 
@@ -610,9 +627,7 @@ def natural_gradient_update(
     new = update_from_statistics(params, statistics, scale, prior_params, rho)
     if not return_loss:
         return new
-    kl = kl_divergence(params, prior_params)
-    loss = kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood)
-    return loss, new
+    return loss_per_point(kl_divergence(params, prior_params), n_total, log_likelihood), new
 
 
 def sufficient_statistics(params: dict, batch, weights=None) -> tuple:
@@ -624,11 +639,7 @@ def sufficient_statistics(params: dict, batch, weights=None) -> tuple:
     and each point's data term (times its sample weight, ``weights`` ``[B]``)."""
     loc = params["loc"]
     per_point = expected_log_likelihood(params, batch, per_component=True)  # [B, K]
-    responsibilities = tf.nn.softmax(per_point, axis=-1)
-    log_likelihood = tf.reduce_logsumexp(per_point, axis=-1)  # [B]
-    if weights is not None:
-        responsibilities = responsibilities * weights[:, None]
-        log_likelihood = weights * log_likelihood
+    responsibilities, log_likelihood = local_step(per_point, weights)
     # sum_n r_nk (x_n - m_k)(x_n - m_k)^T as one batched [K, D, B] @ [K, B, D] product.
     centred = batch[None, :, :] - loc[:, None, :]  # [K, B, D]
     weighted = tf.transpose(responsibilities)[:, :, None] * centred
@@ -658,13 +669,9 @@ def update_from_statistics(params: dict, statistics, scale, prior_params: tuple,
     new_dof = blend(dof, dof0 + counts)
 
     # W_old^-1 = nu (L L^T)^-1.
-    scale_inverse = dof[:, None, None] * tf.linalg.cholesky_solve(
-        precision_tril, tf.broadcast_to(identity, tf.shape(precision_tril))
-    )
+    scale_inverse = dof[:, None, None] * _gram_inverse(precision_tril)
     old_offset = loc - new_loc
-    old_part = scale_inverse + mean_precision[:, None, None] * (
-        old_offset[:, :, None] * old_offset[:, None, :]
-    )
+    old_part = scale_inverse + mean_precision[:, None, None] * _outer(old_offset, old_offset)
     prior_offset = loc_mean0 - new_loc
     # The scatter about the new means from that about the old: with c = sum_n r_nk
     # (x_n - m_old) and d = m_new - m_old, S_new = S_old - d c^T - c d^T + N d d^T.
@@ -672,21 +679,20 @@ def update_from_statistics(params: dict, statistics, scale, prior_params: tuple,
     about_old = sums - counts[:, None] * loc
     scatter = (
         scatter_old
-        - shift[:, :, None] * about_old[:, None, :]
-        - about_old[:, :, None] * shift[:, None, :]
-        + counts[:, None, None] * (shift[:, :, None] * shift[:, None, :])
+        - _outer(shift, about_old)
+        - _outer(about_old, shift)
+        + counts[:, None, None] * _outer(shift, shift)
     )
     target_part = (
         (dof0 / expected_precision0) * identity
-        + mean_precision0 * (prior_offset[:, :, None] * prior_offset[:, None, :])
+        + mean_precision0 * _outer(prior_offset, prior_offset)
         + scatter
     )
     new_scale_inverse = blend(old_part, target_part)
     new_scale_inverse = 0.5 * (new_scale_inverse + tf.linalg.matrix_transpose(new_scale_inverse))
     # E[Lambda] = nu W = nu (W^-1)^-1, and its Cholesky factor.
-    expected_precision = new_dof[:, None, None] * tf.linalg.cholesky_solve(
-        tf.linalg.cholesky(new_scale_inverse),
-        tf.broadcast_to(identity, tf.shape(new_scale_inverse)),
+    expected_precision = new_dof[:, None, None] * _gram_inverse(
+        tf.linalg.cholesky(new_scale_inverse)
     )
     expected_precision = 0.5 * (expected_precision + tf.linalg.matrix_transpose(expected_precision))
     new = pack(new_loc, new_mean_precision, tf.linalg.cholesky(expected_precision), new_dof, {})
@@ -869,6 +875,15 @@ def predictive(params: dict, points: np.ndarray, features: list[int]):
             values = points[first : first + chunk] if len(patterns) == 1 else points[rows]
             joint[rows] = student_t_log_density(values[:, columns], block_loc, block_shape, dof)
     joint += np.log(weights)
+    return density_and_responsibilities(joint)
+
+
+def density_and_responsibilities(joint) -> tuple[np.ndarray, np.ndarray]:
+    """log sum_k exp(joint[n, k]) ``[N]`` and the responsibilities
+    exp(joint[n, k]) / sum_j exp(joint[n, j]) ``[N, K]`` of the log joint densities
+    ``joint`` ``[N, K]`` (NumPy; the log-sum-exp taken about each row's peak): the
+    last step of ``predictive`` and of the diagonal model's
+    ``gmm.components.predict.exact_predictive``."""
     peak = joint.max(axis=1, keepdims=True)
     log_density = peak[:, 0] + np.log(np.exp(joint - peak).sum(axis=1))
     return log_density, np.exp(joint - log_density[:, None])
@@ -957,12 +972,11 @@ def posterior_summary(params: dict) -> dict:
     # The moments exist for nu > D + 1 (means) and nu > D + 3 (sds); elsewhere (a
     # component q has emptied, nu near the prior's D) they diverge: inf, as in
     # ``with_covariance_mean``, not the formula's negative values.
+    covariance_mean = with_covariance_mean(params)["covariance_mean"]
     with np.errstate(divide="ignore", invalid="ignore"):
         covariance_var = (
             (excess + 1) * psi**2 + (excess - 1) * diagonal[:, :, None] * diagonal[:, None, :]
         ) / (excess * (excess - 1) ** 2 * (excess - 3))
-        covariance_mean = psi / (excess - 1)
-    covariance_mean = np.where(excess > 1, covariance_mean, np.inf)
     covariance_var = np.where(excess > 3, covariance_var, np.inf)
     weight_mean, weight_sd = weights_part.moments(params)
     return {

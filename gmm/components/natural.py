@@ -28,7 +28,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from gmm import weights as weights_part
-from gmm.components.elbo import expected_log_likelihood, kl_divergence
+from gmm.components.elbo import expected_log_likelihood, kl_divergence, loss_per_point
 from gmm.components.family import loc_moments, variational_distributions
 
 DEFAULT_DECAY = 0.7
@@ -71,11 +71,7 @@ def sufficient_statistics(
     # Local step: q(z) for the minibatch, from the per-component terms of the
     # same bound the "expected" estimator uses.
     per_point = expected_log_likelihood(q, batch, loc_mean, loc_var, per_component=True, mask=mask)
-    responsibilities = tf.nn.softmax(per_point, axis=-1)  # [B, K]
-    log_likelihood = tf.reduce_logsumexp(per_point, axis=-1)
-    if weights is not None:
-        responsibilities = responsibilities * weights[:, None]
-        log_likelihood = weights * log_likelihood
+    responsibilities, log_likelihood = local_step(per_point, weights)
     statistics = (
         tf.reduce_sum(responsibilities, axis=0),
         tf.matmul(responsibilities, batch, transpose_a=True),
@@ -84,6 +80,18 @@ def sufficient_statistics(
     if mask is not None:
         statistics += (tf.matmul(responsibilities, mask, transpose_a=True),)
     return (*statistics, log_likelihood)
+
+
+def local_step(per_component, weights=None):
+    """The optimal q(z) of each point given its per-component terms ``[B, K]``
+    (their softmax, ``[B, K]``) and its data term (their log-sum-exp, ``[B]``),
+    both times the point's sample weight (``weights`` ``[B]``) when given."""
+    responsibilities = tf.nn.softmax(per_component, axis=-1)
+    log_likelihood = tf.reduce_logsumexp(per_component, axis=-1)
+    if weights is not None:
+        responsibilities = responsibilities * weights[:, None]
+        log_likelihood = weights * log_likelihood
+    return responsibilities, log_likelihood
 
 
 def natural_gradient_update(
@@ -134,7 +142,7 @@ def natural_gradient_update(
     if not return_loss:
         return new
     kl = kl_divergence(params, prior_params, None, weights_prior)
-    return kl / tf.cast(n_total, kl.dtype) - tf.reduce_mean(log_likelihood), new
+    return loss_per_point(kl, n_total, log_likelihood), new
 
 
 def update_from_statistics(

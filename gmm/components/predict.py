@@ -23,7 +23,7 @@ import tensorflow_probability as tfp
 from scipy.special import gammaln
 
 from gmm.components.family import mixture, variational_distributions
-from gmm.components.full import log_gamma_ratio
+from gmm.components.full import density_and_responsibilities, log_gamma_ratio
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -85,7 +85,7 @@ def predictive(points: np.ndarray, locs, precisions, weights) -> tuple[np.ndarra
     chunk = max(1, _CHUNK_ELEMENTS // (num_samples * n_components * n_features))
     observed = ~np.isnan(points)
     complete = observed.all()
-    log_densities, responsibilities = [], []
+    chunks = []
     for start in range(0, points.shape[0], chunk):
         rows = slice(start, start + chunk)
         if complete:
@@ -93,12 +93,11 @@ def predictive(points: np.ndarray, locs, precisions, weights) -> tuple[np.ndarra
         else:
             mask = tf.constant(observed[rows], tf.float64)
             values = np.where(observed[rows], points[rows], 0.0)
-        log_density, resp = _predictive_chunk(
+        results = _predictive_chunk(
             tf.constant(values, tf.float64), locs, precisions, weights, mask
         )
-        log_densities.append(log_density.numpy())
-        responsibilities.append(resp.numpy())
-    return np.concatenate(log_densities), np.concatenate(responsibilities)
+        chunks.append([result.numpy() for result in results])
+    return tuple(np.concatenate(parts) for parts in zip(*chunks))
 
 
 # The trapezoid rule of ``normal_gamma_log_integral``: its step in log lambda, at most
@@ -289,16 +288,13 @@ def exact_predictive(
         log_weights = np.log(np.asarray(weights, np.float64))
     # Rows in chunks: the per-feature intermediates are [rows, K], whatever N is.
     rows = max(1, _PREDICTIVE_ELEMENTS // log_weights.shape[0])
-    log_densities, responsibilities = [], []
+    chunks = []
     for first in range(0, points.shape[0], rows):
         joint = log_weights + exact_component_log_density(
             points[first : first + rows], params, features, order_by, seed
         )
-        peak = joint.max(axis=1, keepdims=True)
-        log_density = peak[:, 0] + np.log(np.exp(joint - peak).sum(axis=1))
-        log_densities.append(log_density)
-        responsibilities.append(np.exp(joint - log_density[:, None]))
-    return np.concatenate(log_densities), np.concatenate(responsibilities)
+        chunks.append(density_and_responsibilities(joint))
+    return tuple(np.concatenate(parts) for parts in zip(*chunks))
 
 
 def sample_points(locs, precisions, weights, component_seed, noise_seed):

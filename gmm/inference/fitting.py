@@ -157,15 +157,16 @@ class FitConfig:
     jit_compile: bool = False
 
     @classmethod
-    def create(cls, model: BayesianGMM, strategy=None, **settings) -> FitConfig:
-        """Checks every setting against the others and the model.
+    def create(cls, model: BayesianGMM, strategy, options: dict) -> FitConfig:
+        """Checks every setting in ``options`` (``fit``'s arguments by name)
+        against the others and the model.
 
         Raises:
           ValueError, TypeError: a bad value or an unsupported combination.
         """
         if not isinstance(model, BayesianGMM):
             raise TypeError(f"model must be a gmm.BayesianGMM, got {type(model).__name__}.")
-        s = dict(settings)
+        s = {field.name: options[field.name] for field in dataclasses.fields(cls)}
         if s["batch_size"] is not None:
             s["batch_size"] = check_positive_int(s["batch_size"], "batch_size")
         s["seed"] = check_seed(s["seed"])
@@ -177,7 +178,7 @@ class FitConfig:
             )
         s["warm_start"] = bool(s["warm_start"])
         s["progress"] = check_bool(s["progress"], "progress")
-        s["jit_compile"] = check_bool(s.get("jit_compile", False), "jit_compile")
+        s["jit_compile"] = check_bool(s["jit_compile"], "jit_compile")
         if s["algorithm"] is None:
             # Natural gradients, where they exist (the exchangeable model, the closed-form
             # bound): full-batch steps that are CAVI iterations, a step-size schedule that
@@ -245,10 +246,9 @@ def _check_budget(s: dict, dtype_name: str) -> None:
     ``tol`` in the settings ``s``, in place (``max_steps`` defaulted)."""
     if s["steps"] is not None and s["epochs"] is not None:
         raise ValueError("Give steps or epochs, not both.")
-    if s["steps"] is not None:
-        s["steps"] = check_positive_int(s["steps"], "steps")
-    if s["epochs"] is not None:
-        s["epochs"] = check_positive_int(s["epochs"], "epochs")
+    for name in ("steps", "epochs"):
+        if s[name] is not None:
+            s[name] = check_positive_int(s[name], name)
     fixed_budget = s["steps"] is not None or s["epochs"] is not None
     if s["max_steps"] is None:
         s["max_steps"] = DEFAULT_MAX_STEPS
@@ -326,43 +326,52 @@ def _strategy_kind(strategy) -> str | None:
     return "multi-worker" if distributed.is_multi_worker(strategy) else "one process"
 
 
-def _configure(model, strategy, callbacks, **settings):
-    """``fit``'s settings checked: ``(strategy, FitConfig, callbacks)``, the
-    default strategy as None and the callbacks as a tuple."""
+def _check_settings(model, X, options: dict) -> tuple:
+    """``fit``'s arguments ``options`` (every one, by name) checked, its data
+    aside: ``(move kinds, strategy, FitConfig, callbacks, the SVIState that
+    warm_start continues or None)``, the default strategy as None and the
+    callbacks as a tuple."""
+    move_kinds = _check_moves(model, X, options)
+    strategy = options["strategy"]
     if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
         raise TypeError(f"strategy must be a tf.distribute.Strategy, got {strategy!r}.")
     if type(strategy).__name__ == "_DefaultDistributionStrategy":
         strategy = None  # tf.distribute.get_strategy() outside any scope: one device, no split
-    config = FitConfig.create(model, strategy, **settings)
+    config = FitConfig.create(model, strategy, options)
+    callbacks = options["callbacks"]
     callbacks = tuple(callbacks) if isinstance(callbacks, list | tuple) else callbacks
     if not isinstance(callbacks, tuple) or not all(callable(c) for c in callbacks):
         raise TypeError(f"callbacks must be a list or tuple of callables, got {callbacks!r}.")
-    return strategy, config, callbacks
+    return move_kinds, strategy, config, callbacks, _continued_state(model, options["warm_start"])
 
 
-def _check_source(model, source, config, strategy, algorithm, learning_rate):
-    """The prepared data checked against the model and the settings, and the
-    default algorithm settled for them: ``(config, budget)``. ``algorithm`` and
-    ``learning_rate`` are the caller's own (None: the default)."""
-    natural_ok = support.allows(
-        algorithm="natural", covariance=model.covariance, missing_data=source.missing
-    )
-    if config.algorithm == "natural" and not natural_ok:
-        if algorithm is None:  # the default chooses what works: Adam (no natural step here)
-            rate = 0.05 if learning_rate is None else config.learning_rate
-            config = dataclasses.replace(config, algorithm="adam", learning_rate=rate)
-    support.check(
-        algorithm=config.algorithm, covariance=model.covariance, missing_data=source.missing
-    )
+def _check_data(model, X, options: dict, strategy, config):
+    """``fit``'s data prepared and checked against the model and the settings, and
+    the default algorithm settled for them: ``(collective, source, config, budget)``.
+    With several processes, ``X`` is this worker's shard, and the set-up runs
+    collectives (``_collective``)."""
+    sample_weight = options["sample_weight"]
+    _check_stream_options(X, config, sample_weight)
+    collective, config = _collective(model, X, strategy, config, sample_weight)
+    replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+    source = inputs.prepare(
+        X, model.n_features, model.n_components, config.batch_size, config.seed, replicas,
+        collective, sample_weight=sample_weight, missing=config.missing,
+    )  # fmt: skip
+    facts = {"covariance": model.covariance, "missing_data": source.missing}
+    if options["algorithm"] is None and not support.allows(algorithm=config.algorithm, **facts):
+        # The default chooses what works: Adam (no natural step here).
+        rate = 0.05 if options["learning_rate"] is None else config.learning_rate
+        config = dataclasses.replace(config, algorithm="adam", learning_rate=rate)
+    support.check(algorithm=config.algorithm, **facts)
     if source.weighted:  # sums of weights beyond the dtype's range: refused, not mis-fitted
         check_weights_in_dtype(
             source.weights, source.total_weight, model.dtype.as_numpy_dtype,
             "sample_weight" if source.weights is not None else "X's weights",
         )  # fmt: skip
-    continuing = config.warm_start and model.is_fitted
     budget = config.total_steps(source)
-    _check_data_fits_model(model, source, continuing, config.algorithm)
-    return config, budget
+    _check_data_fits_model(model, source, config.warm_start and model.is_fitted, config.algorithm)
+    return collective, source, config, budget
 
 
 def check_fit_options(model, X, fit_options: dict, *, caller: str, fixed: dict) -> None:
@@ -391,34 +400,11 @@ def check_fit_options(model, X, fit_options: dict, *, caller: str, fixed: dict) 
             f"{caller} got unknown fit option(s) {unknown}; the options it passes to gmm.fit "
             f"are {accepted}."
         )
-    settings = {
-        field.name: fit_options.get(field.name, parameters[field.name].default)
-        for field in dataclasses.fields(FitConfig)
-    }
-    settings.update({name: value for name, value in fixed.items() if name in settings})
-    options = {**fit_options, **fixed}
-    _check_moves(
-        options.get("moves", "auto"), model, X, settings["steps"], settings["epochs"],
-        options.get("strategy"), settings["checkpoint_dir"], settings["missing"],
-    )  # fmt: skip
-    strategy, config, _ = _configure(
-        model, fit_options.get("strategy"), fit_options.get("callbacks", ()), **settings
-    )
-    _continued_state(model, settings["warm_start"])
-    if strategy is not None:
-        return  # a strategy's data are checked with its collectives, inside fit itself
-    source = inputs.prepare(
-        X,
-        model.n_features,
-        model.n_components,
-        config.batch_size,
-        config.seed,
-        sample_weight=fit_options.get("sample_weight"),
-        missing=config.missing,
-    )
-    _check_source(
-        model, source, config, None, fit_options.get("algorithm"), fit_options.get("learning_rate")
-    )
+    defaults = {name: parameter.default for name, parameter in parameters.items()}
+    options = {**defaults, **fit_options, **fixed}
+    _, strategy, config, _, _ = _check_settings(model, X, options)
+    if strategy is None:  # a strategy's data are checked with its collectives, inside fit itself
+        _check_data(model, X, options, strategy, config)
 
 
 def _start(
@@ -435,32 +421,31 @@ def _start(
     if resumed is not None:
         done, elbo = resumed
         return done, [elbo], checkpointer.adam.state(), checkpointer.monitor_arrays, None
-    if config.warm_start and model.is_fitted:
-        if continued is not None:
-            return continued.step, [], continued.adam, {}, None
-        model.steps_trained.assign(0)  # a fresh optimiser counts its steps from 0
-        return 0, [], adam_init(model.unconstrained_parameters()), {}, None
-    if model.standardize:
-        model.transform.set(source.mean, source.std)
-    else:
-        model.transform.reset()
-    sample = model.transform.to_standard(source.sample)
-    init.initialize(
-        model,
-        sample,
-        method=config.init,
-        seed=config.seed,
-        n_points=source.total_weight if source.weighted else source.n_points,
-        sample_weight=source.sample_weights,
-    )
+    continuing = config.warm_start and model.is_fitted
+    if continuing and continued is not None:
+        return continued.step, [], continued.adam, {}, None
     start_moves = None
-    if config.init == "split-merge":
-        report = moves_lib.split_merge_start(
-            model, source.sample, sample_weight=source.sample_weights,
-            total_weight=source.total_weight, seed=config.seed,
-        )  # fmt: skip
-        start_moves = report.as_dict()
-    model.steps_trained.assign(0)
+    if not continuing:  # a new start (else q carries on, with a fresh optimiser)
+        if model.standardize:
+            model.transform.set(source.mean, source.std)
+        else:
+            model.transform.reset()
+        sample = model.transform.to_standard(source.sample)
+        init.initialize(
+            model,
+            sample,
+            method=config.init,
+            seed=config.seed,
+            n_points=source.total_weight if source.weighted else source.n_points,
+            sample_weight=source.sample_weights,
+        )
+        if config.init == "split-merge":
+            report = moves_lib.split_merge_start(
+                model, source.sample, sample_weight=source.sample_weights,
+                total_weight=source.total_weight, seed=config.seed,
+            )  # fmt: skip
+            start_moves = report.as_dict()
+    model.steps_trained.assign(0)  # a fresh optimiser counts its steps from 0
     return 0, [], adam_init(model.unconstrained_parameters()), {}, start_moves
 
 
@@ -526,29 +511,15 @@ def _loop_data(model, source, seed_tensor, done):
     """The loop's data argument, its ``stream`` argument, the first epoch's
     order and the total weight (a tensor for weighted in-memory data, else None)."""
     if source.streaming:
-        transform = model.transform
         if source.weighted_stream:
             n_total = tf.constant(source.total_weight, tf.float64)
             mean_weight = tf.constant(source.total_weight / source.n_points, tf.float64)
         else:
             n_total, mean_weight = tf.constant(source.n_points, tf.int32), None
-        stream = Stream(
-            n_total,
-            transform.shift.read_value(),
-            transform.scale.read_value(),
-            mean_weight,
-            source.missing,
-        )
-        return (
-            iter(
-                streaming.checked_repeat(
-                    source.dataset, source.batches_per_epoch, source.missing
-                ).prefetch(tf.data.AUTOTUNE)
-            ),
-            stream,
-            tf.zeros([0], tf.int32),
-            None,
-        )
+        shift, scale = model.transform.shift.read_value(), model.transform.scale.read_value()
+        stream = Stream(n_total, shift, scale, mean_weight, source.missing)
+        batches = streaming.checked_repeat(source.dataset, source.batches_per_epoch, source.missing)
+        return iter(batches.prefetch(tf.data.AUTOTUNE)), stream, tf.zeros([0], tf.int32), None
     # Epochs over this process's rows (in a multi-worker fit, its shard).
     epoch = done // source.local_batches_per_epoch
     order = epoch_permutation(seed_tensor, epoch, source.array.shape[0])
@@ -766,19 +737,8 @@ def fit(
     # Every argument by name (before any other local): checked once, and passed on to refits.
     options = dict(locals())
     start_time = time.perf_counter()
-    move_kinds = _check_moves(moves, model, X, steps, epochs, strategy, checkpoint_dir, missing)
-    settings = {field.name: options[field.name] for field in dataclasses.fields(FitConfig)}
-    strategy, config, callbacks = _configure(model, strategy, callbacks, **settings)
-    continued = _continued_state(model, warm_start)
-    _check_stream_options(X, config, sample_weight)
-    # Several processes: X is this worker's shard, and the set-up runs collectives.
-    collective, config = _collective(model, X, strategy, config, sample_weight)
-    replicas = 1 if strategy is None else strategy.num_replicas_in_sync
-    source = inputs.prepare(
-        X, model.n_features, model.n_components, config.batch_size, config.seed, replicas,
-        collective, sample_weight=sample_weight, missing=config.missing,
-    )  # fmt: skip
-    config, budget = _check_source(model, source, config, strategy, algorithm, learning_rate)
+    move_kinds, strategy, config, callbacks, continued = _check_settings(model, X, options)
+    collective, source, config, budget = _check_data(model, X, options, strategy, config)
     checkpointer = _checkpointer(model, source, config, budget, collective)
     # Any error puts the model back, but a divergence of the training's own, whose last
     # checked state it keeps for inspection (DivergenceError).
@@ -866,8 +826,8 @@ def _checkpointer(model, source, config, budget, collective):
         rows = source.array if source.weights is None else np.c_[source.array, source.weights]
         digests = collective.shard_digests(rows)
         data_identity = {"shape": [source.n_points, model.n_features], "shards": digests}
-    if collective is not None and not collective.is_chief:
-        return None
+        if not collective.is_chief:
+            return None
     return callback_lib.TrainingCheckpoint(
         config.checkpoint_dir,
         model,
@@ -941,38 +901,36 @@ def _history(run, source, config, start_time) -> History:
     )
 
 
-def _check_moves(moves, model, X, steps, epochs, strategy, checkpoint_dir, missing) -> tuple:
-    """``fit``'s ``moves`` checked: the move names to run (empty: none).
+def _check_moves(model, X, options: dict) -> tuple:
+    """``fit``'s ``moves`` checked against its other arguments ``options`` (by
+    name): the move names to run (empty: none).
 
     Raises:
       TypeError, ValueError: a bad value, or moves where they cannot run.
     """
+    moves, missing = options["moves"], options["missing"]
     if moves is None:
         return ()
+    # What the moves cannot run with: "auto" runs none there, an explicit list is refused.
+    fixed_budget = options["steps"] is not None or options["epochs"] is not None
+    conditions = {
+        "X is a tf.data.Dataset (moves need the in-memory array)": isinstance(X, tf.data.Dataset),
+        "a fixed budget (steps or epochs; moves run at convergence)": fixed_budget,
+        "a strategy": options["strategy"] is not None,
+        "a checkpoint_dir (each refit is a warm start)": options["checkpoint_dir"] is not None,
+        "missing='marginalize' (the moves' statistics need complete data)": missing != "error",
+    }
     if isinstance(moves, str) and moves == "auto":
         applies = (
             isinstance(model, BayesianGMM)
             and weights_part.PARTS[model.weights_prior].moves_by_default
             and model.order_by is None
-            and not isinstance(X, tf.data.Dataset)
-            and steps is None
-            and epochs is None
-            and strategy is None
-            and checkpoint_dir is None
-            and missing == "error"
+            and not any(conditions.values())
         )
         return moves_lib.AUTO_MOVES if applies else ()
     if not isinstance(model, BayesianGMM):
         raise TypeError(f"model must be a gmm.BayesianGMM, got {type(model).__name__}.")
     kinds = moves_lib.check_moves(moves, model)
-    conditions = {
-        "X is a tf.data.Dataset (moves need the in-memory array)": isinstance(X, tf.data.Dataset),
-        "a fixed budget (steps or epochs; moves run at convergence)": steps is not None
-        or epochs is not None,
-        "a strategy": strategy is not None,
-        "a checkpoint_dir (each refit is a warm start)": checkpoint_dir is not None,
-        "missing='marginalize' (the moves' statistics need complete data)": missing != "error",
-    }
     refused = [reason for reason, applies in conditions.items() if applies]
     if refused:
         raise ValueError(f"moves={moves!r} cannot run with {'; '.join(refused)}. Use moves=None.")
@@ -1082,7 +1040,6 @@ class _Run:
             self.monitor is not None
             and self.monitor.mode == "minibatch"
             and self.source.array is not None
-            and not self.source.streaming
             and self.strategy is None
         )
 
@@ -1124,9 +1081,8 @@ class _Run:
         next_checkpoint = self.done + (self.checkpoint_every if self.checkpointer else self.total)
         try:
             while self.done < self.total and not self.converged:
-                stop = min(self.total, self.done + self.chunk, next_checkpoint)
                 cycle_start, cycle_end = self._cycle(self.done)
-                stop = min(stop, cycle_end)
+                stop = min(self.total, self.done + self.chunk, next_checkpoint, cycle_end)
                 check = None
                 if self.monitor is not None:
                     last_check, check = self._checks(self.done)
@@ -1173,58 +1129,49 @@ class _Run:
             tf.constant(source.n_points, tf.int32),
             tf.constant(source.batch_size, tf.int32),
         )
-        new_state, elbo, n_done, finite = _train(
-            self.state, self.data, model, schedule, self.seed_tensor, self.rule,
-            self.strategy, self.stream, self.total_weight, source.batches_per_epoch,
-        )  # fmt: skip
-        if not bool(finite):
-            _diverged(
-                model, self.done, self.resumed_from, int(n_done), self.total, elbo,
-                self.saved_state, config, self.log_jacobian,
+        prior_params = model.priors.as_tensors(model.dtype)
+        try:
+            new_state, elbo, n_done, finite = train_chunk(
+                self.state, self.data, prior_params, schedule, self.seed_tensor, self.rule,
+                self.strategy, self.stream, self.total_weight,
             )  # fmt: skip
+        except tf.errors.OpError as error:
+            if self.stream is None:
+                raise
+            # A stream's shard that changed since the first pass is named, and a batch
+            # that fails streaming.checked_repeat's check by its pass and index.
+            raise streaming.shard_error_from(error, source.batches_per_epoch) from None
+        n_done = int(n_done)
+        if not bool(finite):
+            self._diverged(elbo, n_done)
         self.state = new_state
         model.assign_unconstrained(new_state.params)
-        model.steps_trained.assign_add(int(n_done))
+        model.steps_trained.assign_add(n_done)
         self.elbo_chunks.append(elbo.numpy().astype(np.float64) - self.log_jacobian)
-        self.done += int(n_done)
+        self.done += n_done
 
-
-def _train(
-    state, data, model, schedule, seed_tensor, rule, strategy, stream, total_weight, n_batches=None
-):
-    """One compiled chunk; a stream's shard that changed since the first pass is
-    named, and a batch that fails ``streaming.checked_repeat``'s check by its
-    pass and index (``n_batches``: batches per pass)."""
-    prior_params = model.priors.as_tensors(model.dtype)
-    try:
-        return train_chunk(
-            state, data, prior_params, schedule, seed_tensor, rule, strategy, stream, total_weight
+    def _diverged(self, elbo, n_done: int) -> None:
+        """Raises ``DivergenceError`` for the chunk of ``n_done`` steps from
+        ``self.done`` that went non-finite; the model keeps the last chunk
+        boundary's state (it was checked), or its state from before the fit."""
+        model, done = self.model, self.done
+        # The ELBO as History reports it (nats per point, density in data units), taken
+        # before the model's state, its standardisation included, is put back.
+        last_elbo = elbo.numpy()[-1] - self.log_jacobian
+        if done == self.resumed_from:
+            model.restore(self.saved_state)
+            kept = "its state from before this fit"
+        else:
+            kept = f"the parameters of step {done}"
+        hint = "a smaller learning_rate"
+        if self.config.estimator == "per_point":
+            hint += " or the 'expected' estimator"
+        if not model.standardize:
+            # Raw data that passed check_raw_precision can still be too coarse for the
+            # model's dtype at a learning rate that is fine in standardised units.
+            hint += f", or standardize=True (this {model.dtype.name} model works on X's raw values)"
+        raise DivergenceError(
+            f"Step {done + n_done - 1} of {self.total} made the ELBO or a parameter of q "
+            f"non-finite (ELBO {last_elbo:.6g} before that step); the model keeps {kept}. "
+            f"Try {hint}."
         )
-    except tf.errors.OpError as error:
-        if stream is None:
-            raise
-        raise streaming.shard_error_from(error, n_batches) from None
-
-
-def _diverged(model, done, resumed_from, n_done, total, elbo, saved_state, config, log_jacobian):
-    """Raises ``DivergenceError``; the model keeps the last chunk boundary's
-    state (it was checked), or its state from before the fit."""
-    # The ELBO as History reports it (nats per point, density in data units), taken
-    # before the model's state, its standardisation included, is put back.
-    last_elbo = elbo.numpy()[-1] - log_jacobian
-    if done == resumed_from:
-        model.restore(saved_state)
-        kept = "its state from before this fit"
-    else:
-        kept = f"the parameters of step {done}"
-    hint = "a smaller learning_rate"
-    if config.estimator == "per_point":
-        hint += " or the 'expected' estimator"
-    if not model.standardize:
-        # Raw data that passed check_raw_precision can still be too coarse for the
-        # model's dtype at a learning rate that is fine in standardised units.
-        hint += f", or standardize=True (this {model.dtype.name} model works on X's raw values)"
-    raise DivergenceError(
-        f"Step {done + n_done - 1} of {total} made the ELBO or a parameter of q non-finite "
-        f"(ELBO {last_elbo:.6g} before that step); the model keeps {kept}. Try {hint}."
-    )

@@ -73,6 +73,10 @@ class Batch(NamedTuple):
     weights: tf.Tensor | None = None
     mask: tf.Tensor | None = None
 
+    def map(self, function) -> Batch:
+        """``function`` applied to each field that is given (None fields stay None)."""
+        return Batch(*(None if field is None else function(field) for field in self))
+
 
 class Stream(NamedTuple):
     """What the loop needs to know of a stream: ``n_total`` (N as an int32
@@ -121,21 +125,18 @@ def across_replicas(strategy, batch: Batch, per_replica):
     several workers the sum runs over all of them: every replica gets the
     same result."""
     local_replicas = len(strategy.extended.worker_devices)
-    split = (
-        lambda a: tf.reshape(  # noqa: E731  [replicas, B / replicas, ...]
-            a, tf.concat([[local_replicas, -1], tf.shape(a)[1:]], axis=0)
-        )
-    )
-    slices = Batch(*(None if a is None else split(a) for a in batch))
+
+    def split(a):  # [replicas, B / replicas, ...]
+        return tf.reshape(a, tf.concat([[local_replicas, -1], tf.shape(a)[1:]], axis=0))
+
+    slices = batch.map(split)
 
     def replica_step(slices):
         context = tf.distribute.get_replica_context()
         replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
         # Global replica ids run worker by worker, so this is the replica's
         # place among its own process's.
-        own = Batch(
-            *(None if a is None else tf.gather(a, replica % local_replicas) for a in slices)
-        )
+        own = slices.map(lambda a: tf.gather(a, replica % local_replicas))
         return context.all_reduce(tf.distribute.ReduceOp.SUM, per_replica(own, replica))
 
     # After the all-reduce every replica holds the same sums; take the first's.
@@ -210,7 +211,7 @@ def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, stra
     def natural_gradient(params, state, batch, step, seed):
         points, weights, mask = batch
         rho = natural.step_size(schedule.learning_rate, step, schedule.decay)
-        if strategy is None:  # the components' own conjugate step
+        if strategy is None:  # the components' own conjugate step (fewer ops than the split)
             loss, new = part.natural_step(
                 params, points, n_points, prior_params, rho, weights_prior, weights, mask
             )
@@ -227,7 +228,8 @@ def _update_rule(rule, prior_params, n_points, global_batch_size, schedule, stra
             return (*statistics, tf.reduce_sum(log_likelihood))
 
         # The statistics of the whole step's points, summed over replicas and workers;
-        # the loss (-ELBO per point, as negative_elbo's) from the same per-point terms.
+        # the loss (-ELBO per point, as negative_elbo's) from the same per-point terms
+        # (gmm.natural.natural_gradient_update's step, gmm.full's, split).
         *statistics, log_likelihood = across_replicas(strategy, batch, per_replica)
         dtype = schedule.learning_rate.dtype
         scale = tf.cast(n_points, dtype) / tf.cast(step_points, dtype)
@@ -257,7 +259,7 @@ def _array_batches(data, seed, batch_size):
         )
         order = tf.ensure_shape(order, data.points.shape[:1])
         rows = order[within_epoch * batch_size : (within_epoch + 1) * batch_size]
-        batch = Batch(*(None if field is None else tf.gather(field, rows) for field in data))
+        batch = data.map(lambda field: tf.gather(field, rows))
         return batch, order
 
     return next_batch, n_points
@@ -315,11 +317,9 @@ def train_chunk(
             points = tf.where(observed, points, tf.zeros_like(points))
             return Batch(points, weights, tf.cast(observed, dtype))
 
-        def next_batch(step, order):
-            if mean_weight is None:
-                return batch_of(next(data)), order
-            points, weights = next(data)
-            return batch_of(points, weights), order
+        def next_batch(step, order):  # an element is points, or (points, weights)
+            element = next(data)
+            return (batch_of(element) if mean_weight is None else batch_of(*element)), order
 
     global_batch_size = None  # one process: each step's batch is all of it
     if strategy is not None and distributed.is_multi_worker(strategy):

@@ -51,8 +51,8 @@ class AdamSlots(tf.Module):
         self.v = {k: tf.Variable(tf.zeros_like(v), name=f"v_{k}") for k, v in params.items()}
 
     def state(self) -> AdamState:
-        copy = lambda variables: {k: tf.identity(v) for k, v in variables.items()}  # noqa: E731
-        return AdamState(copy(self.m), copy(self.v))
+        """The moments' values now, as tensors."""
+        return tf.nest.map_structure(tf.identity, AdamState(self.m, self.v))
 
     def assign(self, state: AdamState) -> None:
         for k in self.m:
