@@ -292,6 +292,46 @@ def test_mirrored_strategy_with_sample_weights_and_missing_values_matches_one_de
     assert "WEIGHTED MISSING OK" in result.stdout, result.stdout + result.stderr
 
 
+SECOND_MIRRORED_STRATEGY = textwrap.dedent(
+    """
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import gmm
+    X, _ = gmm.data.seed_data(600)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    settings = dict(steps=20, batch_size=100, algorithm="adam", progress=False)
+    gmm.fit(gmm.BayesianGMM(3, 2), X, strategy=tf.distribute.MirroredStrategy(devices), **settings)
+    second = gmm.BayesianGMM(3, 2, dtype="float64")
+    before = {k: v.numpy() for k, v in second.unconstrained_parameters().items()}
+    try:
+        gmm.fit(second, X, strategy=tf.distribute.MirroredStrategy(devices), **settings)
+    except RuntimeError as error:
+        assert "second tf.distribute.MirroredStrategy object" in str(error), error
+        assert "collective instance" in str(error.__cause__).lower(), error.__cause__
+    else:
+        raise AssertionError("the second strategy's fit did not fail")
+    assert second.steps_trained == 0
+    for k, v in second.unconstrained_parameters().items():
+        np.testing.assert_array_equal(v.numpy(), before[k])
+    print("CLASH EXPLAINED")
+    """
+)
+
+
+def test_a_second_mirrored_strategy_objects_collective_clash_is_explained():
+    """Two MirroredStrategy objects in one process number their collective ops
+    alike (tensorflow/tensorflow#62790): the second's fit of another dtype
+    fails inside TensorFlow, and fit says why (a RuntimeError naming the second
+    object, from TensorFlow's 'collective instance' error) with the model as it
+    was. Its own process: the clash aborts the process's collectives."""
+    result = subprocess.run(
+        [sys.executable, "-c", SECOND_MIRRORED_STRATEGY], capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert "CLASH EXPLAINED" in result.stdout, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_arrays_and_streams_are_standardised_to_the_same_bits(dtype):
     """An in-memory array is standardised once, in NumPy (Standardization.to_standard);

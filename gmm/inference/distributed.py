@@ -100,6 +100,32 @@ def is_chief(strategy) -> bool:
     return worker_index(strategy) == 0
 
 
+@contextlib.contextmanager
+def explained_collective_errors(strategy):
+    """Names the likely cause of TensorFlow's collective errors under a
+    one-process ``tf.distribute.MirroredStrategy``: every MirroredStrategy
+    object of a process numbers its collective ops from the same start, so the
+    all-reduces of a second object (another model's shapes or dtype) collide
+    with the first's, and TensorFlow aborts every later collective of the
+    process (tensorflow/tensorflow#62790). A ``RuntimeError`` says so, from
+    TensorFlow's error; any other error passes unchanged."""
+    try:
+        yield
+    except (tf.errors.InvalidArgumentError, tf.errors.InternalError) as error:
+        clash = "collective instance" in error.message.lower()
+        if not clash or not isinstance(strategy, tf.distribute.MirroredStrategy):
+            raise
+        raise RuntimeError(
+            "TensorFlow's all-reduce across the strategy's replicas failed ('collective "
+            "instance' in its error, below): the likely cause is a second "
+            "tf.distribute.MirroredStrategy object in this process. Each object numbers its "
+            "collective ops from the same start, so a second one's collide with the first's "
+            "(tensorflow/tensorflow#62790), and TensorFlow then aborts every later "
+            "collective of the process. The model is as it was before this fit. Restart the "
+            "process, create one strategy, and pass that object to every fit."
+        ) from error
+
+
 def output_dir(strategy, path) -> str:
     """Where this worker writes outputs meant for ``path``: ``path`` on the
     chief, a fresh temporary folder on any other worker (its writes are

@@ -742,7 +742,10 @@ def fit(
     checkpointer = _checkpointer(model, source, config, budget, collective)
     # Any error puts the model back, but a divergence of the training's own, whose last
     # checked state it keeps for inspection (DivergenceError).
-    with restored_on_error(model, keep=DivergenceError) as saved_state:
+    with (
+        distributed.explained_collective_errors(strategy),
+        restored_on_error(model, keep=DivergenceError) as saved_state,
+    ):
         run = _Run(
             model, source, config, budget, strategy, checkpointer, callbacks, saved_state,
             continued, collective,
